@@ -1,0 +1,124 @@
+/* cfg: the configuration: one table of keys, an INI file, environment overrides, secrets from files. */
+#ifndef OUTREACH_CFG_H
+#define OUTREACH_CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "common/cron.h"
+#include "common/rds.h"
+#include "common/util.h"
+
+enum cfg_type { CFG_STR, CFG_INT, CFG_BOOL, CFG_ENUM, CFG_SECRET_FILE };
+
+#define CFG_RELOADABLE 0x1 /* a SIGHUP applies a new value without a restart */
+#define CFG_OPTIONAL 0x2   /* the empty string means "not set" */
+
+enum smtp_tls { SMTP_TLS_NONE, SMTP_TLS_STARTTLS, SMTP_TLS_IMPLICIT };
+
+/* One [schedule] entry: "name = CRON CLASS [ARGS]". */
+struct cfg_periodic {
+	char *name;
+	char *expr;  /* the cron expression as written */
+	struct cron cron;
+	char *class;
+	char *args;  /* JSON array text, validated for the class */
+	char *queue; /* the class's default queue */
+};
+
+struct cfg {
+	char *path; /* the file read, NULL when none */
+	struct {
+		char *url;
+		char *password; /* secret: password_file or OUTREACH_DATABASE_PASSWORD */
+		int connect_timeout;
+		int statement_timeout;
+	} database;
+	struct {
+		char *url;
+		char *password;
+		int timeout;
+	} redis;
+	struct {
+		char *host;
+		int port;
+		int tls; /* enum smtp_tls */
+		char *username;
+		char *password;
+		char *from;
+		int timeout;
+	} smtp;
+	struct {
+		char *listen;
+	} http;
+	struct {
+		char *base_url;
+	} npi;
+	struct {
+		int level; /* enum log_level */
+	} log;
+	struct {
+		int shutdown_timeout;
+		int max_job_size;
+		int max_recoveries;
+		int dead_after;
+		int idle_poll_ms;
+	} worker;
+	struct {
+		int poll_interval_ms;
+		int sweep_interval;
+		int scan_interval;
+	} scheduler;
+	struct {
+		int due_soon_days;
+		int digest_hour;
+		int default_contact_interval_days;
+	} alerts;
+
+	struct cfg_periodic *periodic; /* the [schedule] section */
+	size_t nperiodic;
+
+	/* Derived while validating. */
+	struct rds_addr redis_addr;
+	char **origin; /* per key: where its value came from, e.g. "outreach.conf:12" */
+};
+
+struct cfg_key {
+	const char *section;
+	const char *name;
+	enum cfg_type type;
+	size_t offset;
+	const char *def; /* default as text; NULL for none */
+	long min, max;   /* CFG_INT bounds */
+	const char *const *choices; /* CFG_ENUM values, NULL-terminated; stored as the index */
+	int flags;
+	const char *help;
+};
+
+/* The table of every key, in the order the example file documents them. */
+const struct cfg_key *cfg_keys(size_t *n);
+
+/* Builds the configuration: defaults, then the file at path (when path is NULL the default file
+ * is read if it exists), then OUTREACH_<SECTION>_<KEY> variables, then validation. Returns a new
+ * cfg (caller frees with cfg_free) or NULL with "config: FILE:LINE: section.key: what" in err. */
+struct cfg *cfg_load(const char *path, char *err, size_t errlen) MUSTCHECK;
+void cfg_free(struct cfg *c);
+
+/* log.level as an enum log_level. */
+int cfg_log_level(const struct cfg *c);
+
+/* The file read when no -c is given: $OUTREACH_CONFIG, else SYSCONFDIR/outreach/outreach.conf. */
+const char *cfg_default_path(void);
+
+/* Splits "host:port" or "[v6]:port"; -1 when malformed. */
+int cfg_parse_listen(const char *s, char *host, size_t hostlen, int *port) MUSTCHECK;
+
+/* Names the keys whose new value needs a restart; writes them comma-separated into buf (may be
+ * empty). */
+void cfg_restart_needed(const struct cfg *old, const struct cfg *fresh, char *buf, size_t len);
+
+/* Prints the effective configuration in INI form, secrets masked. */
+void cfg_print(const struct cfg *c, FILE *out);
+
+#endif

@@ -1,0 +1,468 @@
+/* csv: a streaming RFC 4180 reader over a FILE*: one record at a time, a header map, size limits. */
+#include "common/csv.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CSV_INBUF (64 * 1024)
+
+enum csv_state {
+	ST_FIELD,    /* at the start of a field */
+	ST_UNQUOTED, /* inside an unquoted field */
+	ST_QUOTED,   /* inside a quoted field */
+	ST_QUOTE,    /* just after a quote inside a quoted field: "" or the field's end */
+};
+
+struct csv {
+	FILE *fp;
+	char *name;
+
+	unsigned char *in; /* input buffer: in[ipos..ilen) not yet parsed */
+	size_t ipos, ilen;
+	bool eof;     /* fp has nothing more */
+	bool started; /* the byte order mark check is done */
+	bool skip_lf; /* the last line ended with CR: a LF right after it is the same line end */
+	bool failed;
+
+	/* The current record: fields packed in buf, each followed by a NUL. */
+	char *buf;
+	size_t len, cap;
+	size_t room; /* min(cap, max_record): where put() must call grow() */
+	size_t field_start;
+	size_t *offs, *lens;
+	const char **ptrs;
+	size_t nf, fcap;
+	size_t max_record, max_fields;
+
+	unsigned long line; /* the physical line the parser is on */
+	unsigned long rec_line, rec_no;
+
+	char **hdr;
+	size_t *hdr_lens;
+	size_t nhdr;
+
+	char errstr[320];
+};
+
+/* The bytes that end an unquoted run. */
+static const unsigned char special[256] = { [','] = 1, ['"'] = 1, ['\r'] = 1, ['\n'] = 1 };
+
+static void fail(struct csv *r, unsigned long line, const char *fmt, ...) PRINTFLIKE(3, 4);
+
+static void
+fail(struct csv *r, unsigned long line, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	snprintf(r->errstr, sizeof(r->errstr), "%s:%lu: %s", r->name, line, msg);
+	r->failed = true;
+	r->nf = 0;
+}
+
+struct csv *
+csv_open(FILE *fp, const char *name)
+{
+	struct csv *r = xcalloc(1, sizeof(*r));
+
+	r->fp = fp;
+	r->name = xstrdup(name ? name : "input");
+	r->in = xmalloc(CSV_INBUF);
+	r->cap = 4096;
+	r->buf = xmalloc(r->cap);
+	r->fcap = 64;
+	r->offs = xmalloc(r->fcap * sizeof(*r->offs));
+	r->lens = xmalloc(r->fcap * sizeof(*r->lens));
+	r->ptrs = xmalloc(r->fcap * sizeof(*r->ptrs));
+	r->max_record = CSV_DEFAULT_MAX_RECORD;
+	r->max_fields = CSV_DEFAULT_MAX_FIELDS;
+	r->room = r->cap;
+	r->line = 1;
+	return r;
+}
+
+void
+csv_free(struct csv *r)
+{
+	if (r == NULL)
+		return;
+	for (size_t i = 0; i < r->nhdr; i++)
+		free(r->hdr[i]);
+	free(r->hdr);
+	free(r->hdr_lens);
+	free(r->offs);
+	free(r->lens);
+	free(r->ptrs);
+	free(r->buf);
+	free(r->in);
+	free(r->name);
+	free(r);
+}
+
+void
+csv_set_limits(struct csv *r, size_t max_record, size_t max_fields)
+{
+	if (max_record)
+		r->max_record = max_record;
+	r->room = r->cap < r->max_record ? r->cap : r->max_record;
+	if (max_fields)
+		r->max_fields = max_fields > INT_MAX ? INT_MAX : max_fields;
+}
+
+static int
+refill(struct csv *r)
+{
+	r->ipos = r->ilen = 0;
+	if (r->eof)
+		return 0;
+	r->ilen = fread(r->in, 1, CSV_INBUF, r->fp);
+	if (r->ilen == 0) {
+		if (ferror(r->fp)) {
+			fail(r, r->line, "read error: %s", strerror(errno ? errno : EIO));
+			return -1;
+		}
+		r->eof = true;
+	}
+	if (!r->started) {
+		r->started = true;
+		if (r->ilen >= 3 && memcmp(r->in, "\xEF\xBB\xBF", 3) == 0)
+			r->ipos = 3;
+	}
+	return 0;
+}
+
+/* Makes room for need more bytes in the record, within the limit. */
+static int
+grow(struct csv *r, size_t need)
+{
+	if (need > r->max_record || r->len > r->max_record - need) {
+		fail(r, r->rec_line,
+		     "the record starting on this line is longer than %zu bytes (the limit; "
+		     "an unclosed quote?)",
+		     r->max_record);
+		return -1;
+	}
+	size_t ncap = r->cap;
+	while (ncap - r->len < need)
+		ncap = ncap > SIZE_MAX / 2 ? SIZE_MAX : ncap * 2;
+	if (ncap > r->max_record + 1)
+		ncap = r->max_record + 1;
+	r->buf = xrealloc(r->buf, ncap);
+	r->cap = ncap;
+	r->room = r->cap < r->max_record ? r->cap : r->max_record;
+	return 0;
+}
+
+static inline int
+put(struct csv *r, const void *p, size_t n)
+{
+	if (r->room - r->len < n + 1 && grow(r, n + 1) == -1)
+		return -1;
+	memcpy(r->buf + r->len, p, n);
+	r->len += n;
+	return 0;
+}
+
+static inline int
+end_field(struct csv *r)
+{
+	if (r->nf >= r->max_fields) {
+		fail(r, r->rec_line, "record has more than %zu fields (the limit)", r->max_fields);
+		return -1;
+	}
+	if (r->nf == r->fcap) {
+		size_t n = r->fcap * 2 > r->max_fields ? r->max_fields : r->fcap * 2;
+		r->offs = xrealloc(r->offs, n * sizeof(*r->offs));
+		r->lens = xrealloc(r->lens, n * sizeof(*r->lens));
+		r->ptrs = xrealloc(r->ptrs, n * sizeof(*r->ptrs));
+		r->fcap = n;
+	}
+	r->offs[r->nf] = r->field_start;
+	r->lens[r->nf] = r->len - r->field_start;
+	/* put() always leaves room for this terminator. */
+	if (r->room == r->len && grow(r, 1) == -1)
+		return -1;
+	r->buf[r->len++] = '\0';
+	r->nf++;
+	r->field_start = r->len;
+	return 0;
+}
+
+static int
+finish(struct csv *r, const char *const **fields)
+{
+	for (size_t i = 0; i < r->nf; i++)
+		r->ptrs[i] = r->buf + r->offs[i];
+	r->rec_no++;
+	if (fields)
+		*fields = r->ptrs;
+	return (int)r->nf;
+}
+
+static void
+newline(struct csv *r, unsigned char c)
+{
+	r->line++;
+	if (c == '\r')
+		r->skip_lf = true;
+}
+
+int
+csv_read(struct csv *r, const char *const **fields)
+{
+	enum csv_state st = ST_FIELD;
+	unsigned long qline = 0;
+	const unsigned char *p, *q, *end;
+	unsigned char c;
+
+	if (r->failed)
+		return -1;
+	r->len = r->nf = r->field_start = 0;
+	p = r->in + r->ipos;
+	end = r->in + r->ilen;
+	for (;;) {
+		if (p == end) {
+			r->ipos = r->ilen;
+			if (refill(r) == -1)
+				return -1;
+			p = r->in + r->ipos;
+			end = r->in + r->ilen;
+			if (p == end && r->eof)
+				break;
+			continue; /* (a buffer may hold only the byte order mark) */
+		}
+		switch (st) {
+		case ST_FIELD:
+			if (r->nf == 0) {
+				if (r->skip_lf) { /* the LF of a CRLF split from its CR */
+					r->skip_lf = false;
+					if (*p == '\n') {
+						p++;
+						continue;
+					}
+				}
+				if (*p == '\n' || *p == '\r') { /* an empty line */
+					newline(r, *p++);
+					continue;
+				}
+				r->rec_line = r->line;
+			}
+			if (*p == '"') {
+				st = ST_QUOTED;
+				qline = r->line;
+				p++;
+				continue;
+			}
+			st = ST_UNQUOTED;
+			/* FALLTHROUGH */
+		case ST_UNQUOTED:
+			q = p;
+			while (q < end && !special[*q])
+				q++;
+			if (q > p && put(r, p, (size_t)(q - p)) == -1)
+				return -1;
+			p = q;
+			if (p == end)
+				continue;
+			break;
+		case ST_QUOTED:
+			q = p;
+			while (q < end && *q != '"') {
+				if (*q == '\n')
+					r->line++;
+				q++;
+			}
+			if (q > p && put(r, p, (size_t)(q - p)) == -1)
+				return -1;
+			p = q;
+			if (p < end) {
+				p++;
+				st = ST_QUOTE;
+			}
+			continue;
+		case ST_QUOTE:
+			if (*p == '"') {
+				if (put(r, "\"", 1) == -1)
+					return -1;
+				p++;
+				st = ST_QUOTED;
+				continue;
+			}
+			if (*p != ',' && *p != '\r' && *p != '\n') {
+				st = ST_UNQUOTED; /* text after the closing quote: kept */
+				continue;
+			}
+			break;
+		}
+
+		/* At a comma, a quote inside an unquoted field, or a line end. */
+		c = *p++;
+		if (c == '"') {
+			if (put(r, "\"", 1) == -1)
+				return -1;
+			continue;
+		}
+		if (end_field(r) == -1)
+			return -1;
+		if (c == ',') {
+			st = ST_FIELD;
+			continue;
+		}
+		newline(r, c);
+		r->ipos = (size_t)(p - r->in);
+		if (c == '\r' && p < end) { /* the usual CRLF: take the LF now */
+			r->skip_lf = false;
+			if (*p == '\n')
+				r->ipos++;
+		}
+		return finish(r, fields);
+	}
+
+	/* The end of the input. */
+	if (st == ST_QUOTED) {
+		fail(r, qline, "the quoted field opened on this line is not closed at the end of the input");
+		return -1;
+	}
+	if (st == ST_FIELD && r->nf == 0)
+		return 0;
+	if (end_field(r) == -1)
+		return -1;
+	return finish(r, fields);
+}
+
+const char *
+csv_field(const struct csv *r, int i)
+{
+	if (i < 0 || (size_t)i >= r->nf)
+		return NULL;
+	return r->buf + r->offs[i];
+}
+
+size_t
+csv_field_len(const struct csv *r, int i)
+{
+	if (i < 0 || (size_t)i >= r->nf)
+		return 0;
+	return r->lens[i];
+}
+
+int
+csv_nfields(const struct csv *r)
+{
+	return (int)r->nf;
+}
+
+int
+csv_read_header(struct csv *r)
+{
+	int n = csv_read(r, NULL);
+
+	if (n == -1)
+		return -1;
+	if (n == 0) {
+		fail(r, r->line, "the input is empty: a header line was expected");
+		return -1;
+	}
+	for (size_t i = 0; i < r->nhdr; i++)
+		free(r->hdr[i]);
+	free(r->hdr);
+	free(r->hdr_lens);
+	r->nhdr = (size_t)n;
+	r->hdr = xmalloc(r->nhdr * sizeof(*r->hdr));
+	r->hdr_lens = xmalloc(r->nhdr * sizeof(*r->hdr_lens));
+	for (size_t i = 0; i < r->nhdr; i++) {
+		r->hdr[i] = xmalloc(r->lens[i] + 1);
+		memcpy(r->hdr[i], r->buf + r->offs[i], r->lens[i] + 1);
+		r->hdr_lens[i] = r->lens[i];
+	}
+	return 0;
+}
+
+static bool
+blank(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static char
+lower(char c)
+{
+	return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+}
+
+/* Equal ignoring ASCII case, outer blanks, and the length of inner runs of blanks. */
+static bool
+loose_equal(const char *a, const char *b)
+{
+	while (blank(*a))
+		a++;
+	while (blank(*b))
+		b++;
+	for (;;) {
+		if (blank(*a) || blank(*b)) {
+			const char *a2 = a, *b2 = b;
+			while (blank(*a2))
+				a2++;
+			while (blank(*b2))
+				b2++;
+			if (*a2 == '\0' && *b2 == '\0')
+				return true; /* trailing blanks */
+			if (!blank(*a) || !blank(*b))
+				return false; /* a blank against a non-blank */
+			a = a2;
+			b = b2;
+			continue;
+		}
+		if (lower(*a) != lower(*b))
+			return false;
+		if (*a == '\0')
+			return true;
+		a++;
+		b++;
+	}
+}
+
+int
+csv_header_index(const struct csv *r, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (size_t i = 0; i < r->nhdr; i++)
+		if (r->hdr_lens[i] == n && memcmp(r->hdr[i], name, n) == 0)
+			return (int)i;
+	for (size_t i = 0; i < r->nhdr; i++)
+		if (loose_equal(r->hdr[i], name))
+			return (int)i;
+	return -1;
+}
+
+int
+csv_header_count(const struct csv *r)
+{
+	return (int)r->nhdr;
+}
+
+unsigned long
+csv_line(const struct csv *r)
+{
+	return r->rec_no ? r->rec_line : 0;
+}
+
+unsigned long
+csv_record(const struct csv *r)
+{
+	return r->rec_no;
+}
+
+const char *
+csv_error(const struct csv *r)
+{
+	return r->errstr;
+}

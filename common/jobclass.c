@@ -1,0 +1,78 @@
+/* jobclass: the catalogue of job classes: name, default queue and argument validation. */
+#include "common/jobclass.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/util.h"
+
+#define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -1)
+
+/* PingJob: [reply_key?, work_ms?]: reply_key a Redis key name or null, work_ms 0..60000. */
+static int
+validate_ping(const json_t *args, char *err, size_t errlen)
+{
+	size_t n = json_array_size(args);
+	json_t *key = json_array_get(args, 0), *ms = json_array_get(args, 1);
+
+	if (n > 2)
+		return ERR("PingJob takes at most 2 arguments [reply_key, work_ms], got %zu", n);
+	if (key && !json_is_null(key) && !(json_is_string(key) && json_string_length(key) > 0 &&
+	                                   json_string_length(key) <= 200))
+		return ERR("PingJob: reply_key must be null or a key name of 1..200 characters");
+	if (ms && !(json_is_integer(ms) && json_integer_value(ms) >= 0 && json_integer_value(ms) <= 60000))
+		return ERR("PingJob: work_ms must be an integer 0..60000");
+	return 0;
+}
+
+/* OverdueDigestJob: [coordinator_id, local_date]: a positive id and a "YYYY-MM-DD" date. */
+static int
+validate_digest(const json_t *args, char *err, size_t errlen)
+{
+	json_t *id = json_array_get(args, 0), *date = json_array_get(args, 1);
+	int y, m, d;
+	char tail;
+
+	if (json_array_size(args) != 2)
+		return ERR("OverdueDigestJob takes 2 arguments [coordinator_id, local_date], got %zu",
+		           json_array_size(args));
+	if (!json_is_integer(id) || json_integer_value(id) <= 0)
+		return ERR("OverdueDigestJob: coordinator_id must be a positive integer");
+	if (!json_is_string(date) || sscanf(json_string_value(date), "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 ||
+	    json_string_length(date) != 10 || m < 1 || m > 12 || d < 1 || d > 31)
+		return ERR("OverdueDigestJob: local_date must be a date like 2026-11-26");
+	return 0;
+}
+
+static const struct jobclass classes[] = {
+    {"PingJob", "default", validate_ping,
+     "liveness probe: waits work_ms, then adds its jid to the set reply_key"},
+    {"OverdueDigestJob", "alerts", validate_digest,
+     "the coordinator's daily email of overdue and due-soon referral sources"},
+};
+
+const struct jobclass *
+jobclass_find(const char *name)
+{
+	for (size_t i = 0; i < NELEM(classes); i++)
+		if (strcmp(classes[i].name, name) == 0)
+			return &classes[i];
+	return NULL;
+}
+
+const struct jobclass *
+jobclass_all(size_t *n)
+{
+	*n = NELEM(classes);
+	return classes;
+}
+
+void
+jobclass_names(char *buf, size_t len)
+{
+	buf[0] = '\0';
+	for (size_t i = 0; i < NELEM(classes); i++) {
+		size_t used = strlen(buf);
+		snprintf(buf + used, len - used, "%s%s", i ? ", " : "", classes[i].name);
+	}
+}

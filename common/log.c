@@ -1,0 +1,165 @@
+/* log: levelled log lines on stderr, journald priorities under systemd, a per-thread context. */
+#include "common/log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+enum log_level log_level_current = LOG_LVL_INFO;
+
+static const char *log_prog = "outreach";
+static bool log_journal;
+static _Thread_local char log_ctx[256];
+
+static const char *const level_names[] = {
+    [LOG_LVL_ERROR] = "error",   [LOG_LVL_WARNING] = "warning", [LOG_LVL_NOTICE] = "notice",
+    [LOG_LVL_INFO] = "info",     [LOG_LVL_DEBUG] = "debug",
+};
+
+/* journald sets JOURNAL_STREAM=dev:ino for the stream it reads; believe it only if it is our stderr. */
+static bool
+stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2)
+		return false;
+	if (fstat(STDERR_FILENO, &st) == -1)
+		return false;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+void
+log_init(const char *progname)
+{
+	const char *slash = strrchr(progname, '/');
+
+	log_prog = slash ? slash + 1 : progname;
+	log_journal = stderr_is_journal();
+}
+
+void
+log_set_level(enum log_level level)
+{
+	log_level_current = level;
+}
+
+enum log_level
+log_get_level(void)
+{
+	return log_level_current;
+}
+
+int
+log_level_parse(const char *name)
+{
+	for (size_t i = 0; i < NELEM(level_names); i++)
+		if (level_names[i] && strcmp(level_names[i], name) == 0)
+			return (int)i;
+	return -1;
+}
+
+const char *
+log_level_name(enum log_level level)
+{
+	if ((size_t)level < NELEM(level_names) && level_names[level])
+		return level_names[level];
+	return "unknown";
+}
+
+void
+log_set_context(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(log_ctx, sizeof(log_ctx), fmt, ap);
+	va_end(ap);
+}
+
+void
+log_clear_context(void)
+{
+	log_ctx[0] = '\0';
+}
+
+static void
+log_vwrite(enum log_level level, int errnum, const char *fmt, va_list ap)
+{
+	char msg[4096];
+	char line[4600];
+	int n;
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	/* One line per record: a newline in a message would forge a second record. */
+	for (char *p = msg; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+
+	if (log_journal) {
+		n = snprintf(line, sizeof(line), "<%d>%s", (int)level, msg);
+	} else {
+		struct timespec ts;
+		struct tm tm;
+		char stamp[32];
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		gmtime_r(&ts.tv_sec, &tm);
+		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+		n = snprintf(line, sizeof(line), "%s.%03ldZ %s[%d] %s: %s", stamp, ts.tv_nsec / 1000000,
+		             log_prog, (int)getpid(), log_level_name(level), msg);
+	}
+	if (n < 0)
+		return;
+	if ((size_t)n < sizeof(line) && errnum != 0)
+		n += snprintf(line + n, sizeof(line) - (size_t)n, ": %s", strerror(errnum));
+	if ((size_t)n < sizeof(line) && log_ctx[0] != '\0')
+		n += snprintf(line + n, sizeof(line) - (size_t)n, " (%s)", log_ctx);
+	if ((size_t)n >= sizeof(line) - 1)
+		n = (int)sizeof(line) - 2;
+	line[n++] = '\n';
+	/* One write per line so that lines of concurrent threads and processes do not interleave. */
+	(void)!write(STDERR_FILENO, line, (size_t)n);
+}
+
+void
+log_write(enum log_level level, int errnum, const char *fmt, ...)
+{
+	va_list ap;
+	int saved = errno;
+
+	va_start(ap, fmt);
+	log_vwrite(level, errnum, fmt, ap);
+	va_end(ap);
+	errno = saved;
+}
+
+void
+fatal(const char *fmt, ...)
+{
+	va_list ap;
+	int saved = errno;
+
+	va_start(ap, fmt);
+	log_vwrite(LOG_LVL_ERROR, saved, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void
+fatalx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vwrite(LOG_LVL_ERROR, 0, fmt, ap);
+	va_end(ap);
+	exit(1);
+}

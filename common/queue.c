@@ -1,0 +1,415 @@
+/* queue: Sidekiq's Redis layout: push, schedule, retry, dead, stats keys, and the atomic moves. */
+#include "common/queue.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+
+const char queue_lua_move[] =
+    "local removed\n"
+    "if ARGV[1] == 'zset' then removed = redis.call('ZREM', KEYS[1], ARGV[2])\n"
+    "else removed = redis.call('LREM', KEYS[1], 1, ARGV[2]) end\n"
+    "if removed == 0 then return 0 end\n"
+    "if ARGV[4] == 'back' then\n"
+    "  redis.call('SADD', KEYS[3], ARGV[5]); redis.call('LPUSH', KEYS[2], ARGV[3])\n"
+    "elseif ARGV[4] == 'front' then\n"
+    "  redis.call('SADD', KEYS[3], ARGV[5]); redis.call('RPUSH', KEYS[2], ARGV[3])\n"
+    "else\n"
+    "  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3])\n"
+    "  if KEYS[2] == 'dead' then\n"
+    "    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[6]) - 15552000)\n"
+    "    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -10001)\n"
+    "  end\n"
+    "end\n"
+    "return 1\n";
+
+static pthread_once_t sha_once = PTHREAD_ONCE_INIT;
+static char move_sha[41];
+
+static void
+compute_sha(void)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+
+	EVP_Digest(queue_lua_move, strlen(queue_lua_move), md, &len, EVP_sha1(), NULL);
+	util_hex(md, len, move_sha);
+}
+
+const char *
+queue_lua_move_sha(void)
+{
+	pthread_once(&sha_once, compute_sha);
+	return move_sha;
+}
+
+void
+queue_stat_day(double t, char out[11])
+{
+	time_t secs = (time_t)t;
+	struct tm tm;
+
+	gmtime_r(&secs, &tm);
+	strftime(out, 11, "%Y-%m-%d", &tm);
+}
+
+/* Checks a reply; on error writes "what: message" into err and returns -1. Frees the reply. */
+static int
+check_reply(redisContext *r, redisReply *rep, const char *what, char *err, size_t errlen)
+{
+	if (rep == NULL) {
+		snprintf(err, errlen, "%s: %s", what, r->errstr[0] ? r->errstr : "connection lost");
+		return -1;
+	}
+	if (rep->type == REDIS_REPLY_ERROR) {
+		snprintf(err, errlen, "%s: %s", what, rep->str);
+		freeReplyObject(rep);
+		return -1;
+	}
+	freeReplyObject(rep);
+	return 0;
+}
+
+int
+queue_push(redisContext *r, struct job *job, char *err, size_t errlen)
+{
+	char key[80];
+	char *json;
+	int rc = 0;
+
+	job_set_time(job, "enqueued_at", util_now());
+	json = job_dump(job);
+	snprintf(key, sizeof(key), "queue:%s", job->queue);
+	redisAppendCommand(r, "MULTI");
+	redisAppendCommand(r, "SADD queues %s", job->queue);
+	redisAppendCommand(r, "LPUSH %s %s", key, json);
+	redisAppendCommand(r, "EXEC");
+	for (int i = 0; i < 4; i++) {
+		redisReply *rep = NULL;
+		if (redisGetReply(r, (void **)&rep) != REDIS_OK)
+			rep = NULL;
+		if (check_reply(r, rep, "push", err, errlen) == -1) {
+			rc = -1;
+			if (rep == NULL)
+				break;
+		}
+	}
+	free(json);
+	return rc;
+}
+
+int
+queue_schedule(redisContext *r, struct job *job, double at, char *err, size_t errlen)
+{
+	char score[32];
+	char *json;
+	redisReply *rep;
+
+	job_set_time(job, "at", at);
+	json = job_dump(job);
+	snprintf(score, sizeof(score), "%.6f", at);
+	rep = redisCommand(r, "ZADD schedule %s %s", score, json);
+	free(json);
+	return check_reply(r, rep, "schedule", err, errlen);
+}
+
+int
+queue_move(redisContext *r, const char *src, bool src_is_zset, const char *old, size_t old_len, const char *new_json,
+           enum queue_dest dest, const char *dest_key, const char *queue_or_score, bool *moved, char *err,
+           size_t errlen)
+{
+	static const char *const kinds[] = {"back", "front", "zset"};
+	char now[32];
+	redisReply *rep;
+
+	snprintf(now, sizeof(now), "%.6f", util_now());
+	const char *argv[] = {"EVALSHA", queue_lua_move_sha(), "3", src, dest_key, "queues",
+	                      src_is_zset ? "zset" : "list", old, new_json, kinds[dest], queue_or_score, now};
+	size_t lens[NELEM(argv)];
+
+	for (size_t i = 0; i < NELEM(argv); i++)
+		lens[i] = strlen(argv[i]);
+	lens[7] = old_len;
+	rep = redisCommandArgv(r, (int)NELEM(argv), argv, lens);
+	if (rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+		freeReplyObject(rep);
+		argv[0] = "EVAL";
+		argv[1] = queue_lua_move;
+		lens[0] = 4;
+		lens[1] = strlen(queue_lua_move);
+		rep = redisCommandArgv(r, (int)NELEM(argv), argv, lens);
+	}
+	if (rep && rep->type == REDIS_REPLY_INTEGER) {
+		*moved = rep->integer == 1;
+		freeReplyObject(rep);
+		return 0;
+	}
+	return check_reply(r, rep, "move", err, errlen) == -1 ? -1 : (snprintf(err, errlen, "move: odd reply"), -1);
+}
+
+char *
+queue_dead_json(const char *old, const char *error_class, const char *error_message, double now)
+{
+	json_t *obj = json_loads(old, 0, NULL);
+	char *out;
+
+	if (obj == NULL || !json_is_object(obj)) {
+		/* Keep what came, however broken, inside a job the dead set and its UI can show. */
+		json_decref(obj);
+		char jid[JOB_JID_LEN + 1];
+		job_new_jid(jid);
+		obj = json_pack("{s:s, s:[], s:s, s:s, s:s}", "class", "InvalidJob", "args", "jid", jid, "queue",
+		                "unknown", "payload", old);
+		if (obj == NULL) /* old is not UTF-8: keep it hex-free but readable */
+			obj = json_pack("{s:s, s:[], s:s, s:s, s:s}", "class", "InvalidJob", "args", "jid", jid,
+			                "queue", "unknown", "payload", "(payload is not valid UTF-8)");
+	}
+	json_object_set_new(obj, "error_class", json_string(error_class));
+	json_object_set_new(obj, "error_message", json_string(error_message));
+	if (json_object_get(obj, "failed_at") == NULL)
+		json_object_set_new(obj, "failed_at", json_real(now));
+	else
+		json_object_set_new(obj, "retried_at", json_real(now));
+	out = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(17));
+	json_decref(obj);
+	return out;
+}
+
+char *
+queue_recovered_json(const char *old, int max_recoveries, double now, bool *to_dead)
+{
+	json_t *obj = json_loads(old, 0, NULL);
+	char msg[160];
+	char *out;
+
+	*to_dead = false;
+	if (obj == NULL || !json_is_object(obj)) {
+		/* Not a job at all: the worker would kill it anyway; keep it with the reason. */
+		json_decref(obj);
+		*to_dead = true;
+		return queue_dead_json(old, "InvalidJob", "not a JSON object (found in a dead worker's list)", now);
+	}
+	json_int_t n = json_integer_value(json_object_get(obj, QUEUE_RECOVERED_FIELD)) + 1;
+	json_object_set_new(obj, QUEUE_RECOVERED_FIELD, json_integer(n));
+	if (n > max_recoveries) {
+		*to_dead = true;
+		snprintf(msg, sizeof(msg),
+		         "the worker running this job died %lld times (limit %d): the job may be killing its workers",
+		         (long long)n, max_recoveries);
+		json_object_set_new(obj, "error_class", json_string("WorkerLost"));
+		json_object_set_new(obj, "error_message", json_string(msg));
+		json_object_set_new(obj, "failed_at", json_real(now));
+	}
+	out = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(17));
+	json_decref(obj);
+	return out;
+}
+
+char *
+queue_due_json(const char *old, double now, char queue_out[65])
+{
+	json_t *obj = json_loads(old, 0, NULL);
+	json_t *q;
+	char *out;
+
+	if (obj == NULL || !json_is_object(obj)) {
+		json_decref(obj);
+		return NULL;
+	}
+	q = json_object_get(obj, "queue");
+	if (q == NULL || !json_is_string(q) || !job_queue_name_ok(json_string_value(q))) {
+		json_decref(obj);
+		return NULL;
+	}
+	util_strlcpy(queue_out, json_string_value(q), 65);
+	json_object_del(obj, "at");
+	json_object_set_new(obj, "enqueued_at", json_real(now));
+	out = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(17));
+	json_decref(obj);
+	return out;
+}
+
+char *
+queue_inflight_key(const char *queue, const char *identity)
+{
+	return xasprintf("%s%s:%s", QUEUE_INFLIGHT_PREFIX, queue, identity);
+}
+
+int
+queue_inflight_parse(const char *key, char *queue, char *identity)
+{
+	size_t plen = strlen(QUEUE_INFLIGHT_PREFIX);
+	const char *rest, *colon;
+
+	if (strncmp(key, QUEUE_INFLIGHT_PREFIX, plen) != 0)
+		return -1;
+	rest = key + plen;
+	colon = strchr(rest, ':');
+	if (colon == NULL || colon == rest || (size_t)(colon - rest) > 64 || strlen(colon + 1) == 0 ||
+	    strlen(colon + 1) > 255)
+		return -1;
+	memcpy(queue, rest, (size_t)(colon - rest));
+	queue[colon - rest] = '\0';
+	strcpy(identity, colon + 1);
+	return 0;
+}
+
+int
+queue_poll_due(redisContext *r, const char *zset, double now, int limit, int *moved, char *err, size_t errlen)
+{
+	char max[32];
+	redisReply *rep;
+
+	*moved = 0;
+	snprintf(max, sizeof(max), "%.6f", now);
+	rep = redisCommand(r, "ZRANGEBYSCORE %s -inf %s LIMIT 0 %d", zset, max, limit);
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY)
+		return check_reply(r, rep, zset, err, errlen) == -1 ? -1 : (snprintf(err, errlen, "odd reply"), -1);
+	for (size_t i = 0; i < rep->elements; i++) {
+		const char *old = rep->element[i]->str;
+		char queue[65], key[80], score[32];
+		char *fresh = queue_due_json(old, util_now(), queue);
+		bool ok;
+		int rc;
+
+		if (fresh) {
+			snprintf(key, sizeof(key), "queue:%s", queue);
+			rc = queue_move(r, zset, true, old, rep->element[i]->len, fresh, QUEUE_DEST_BACK, key, queue, &ok, err, errlen);
+		} else {
+			log_warnx("%s: a job that is not a valid job (no JSON object with a queue) goes to dead", zset);
+			fresh = queue_dead_json(old, "InvalidJob", "not a job with a valid \"queue\"", now);
+			snprintf(score, sizeof(score), "%.6f", now);
+			rc = queue_move(r, zset, true, old, rep->element[i]->len, fresh, QUEUE_DEST_ZSET, "dead", score, &ok, err, errlen);
+		}
+		free(fresh);
+		if (rc == -1) {
+			freeReplyObject(rep);
+			return -1;
+		}
+		if (ok)
+			(*moved)++;
+	}
+	freeReplyObject(rep);
+	return 0;
+}
+
+bool
+queue_identity_gone(const char *identity, const char *hostname)
+{
+	const char *c2 = strrchr(identity, ':');
+	char path[64], stat[256];
+
+	if (c2 == NULL || hostname == NULL || *hostname == '\0')
+		return false;
+	const char *c1 = c2 - 1;
+	while (c1 > identity && *c1 != ':')
+		c1--;
+	size_t hl = strlen(hostname);
+	if (c1 <= identity || (size_t)(c1 - identity) != hl || strncmp(identity, hostname, hl) != 0)
+		return false;
+	long pid = strtol(c1 + 1, NULL, 10);
+	if (pid <= 0)
+		return false;
+	if (kill((pid_t)pid, 0) == -1)
+		return errno == ESRCH;
+	/* A killed process not yet reaped is a zombie: as dead as it gets. */
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return false;
+	bool zombie = fgets(stat, sizeof(stat), f) && strstr(stat, ") Z ") != NULL;
+	fclose(f);
+	return zombie;
+}
+
+/* Decides whether the process behind a heartbeat key is dead. */
+static int
+process_dead(redisContext *r, const char *identity, double dead_after, bool *dead, char *err, size_t errlen)
+{
+	redisReply *rep = redisCommand(r, "HGET %s beat", identity);
+	char host[256];
+
+	if (rep == NULL || rep->type == REDIS_REPLY_ERROR)
+		return check_reply(r, rep, "heartbeat", err, errlen);
+	if (rep->type != REDIS_REPLY_STRING) {
+		*dead = true; /* the heartbeat expired */
+		freeReplyObject(rep);
+		return 0;
+	}
+	double beat = strtod(rep->str, NULL);
+	freeReplyObject(rep);
+	*dead = util_now() - beat > dead_after;
+	if (!*dead && gethostname(host, sizeof(host)) == 0)
+		*dead = queue_identity_gone(identity, host);
+	return 0;
+}
+
+int
+queue_sweep(redisContext *r, int max_recoveries, double dead_after, int *recovered, int *killed, char *err,
+            size_t errlen)
+{
+	redisReply *lists = redisCommand(r, "SMEMBERS %s", QUEUE_INFLIGHT_SET);
+	int rc = 0;
+
+	*recovered = *killed = 0;
+	if (lists == NULL || lists->type != REDIS_REPLY_ARRAY)
+		return check_reply(r, lists, "sweep", err, errlen) == -1 ? -1 : (snprintf(err, errlen, "odd reply"), -1);
+	for (size_t i = 0; i < lists->elements && rc == 0; i++) {
+		const char *list = lists->element[i]->str;
+		char queue[65], identity[256], key[80], score[32];
+		bool dead = false;
+
+		if (queue_inflight_parse(list, queue, identity) == -1) {
+			freeReplyObject(redisCommand(r, "SREM %s %s", QUEUE_INFLIGHT_SET, list));
+			continue;
+		}
+		if ((rc = process_dead(r, identity, dead_after, &dead, err, errlen)) == -1 || !dead)
+			continue;
+		redisReply *jobs = redisCommand(r, "LRANGE %s 0 -1", list);
+		if (jobs == NULL || jobs->type != REDIS_REPLY_ARRAY) {
+			rc = check_reply(r, jobs, "sweep", err, errlen) == -1 ? -1 : 0;
+			continue;
+		}
+		snprintf(key, sizeof(key), "queue:%s", queue);
+		/* Newest first, each pushed to the front: the oldest ends up next in line, as before. */
+		for (size_t j = 0; j < jobs->elements && rc == 0; j++) {
+			const char *old = jobs->element[j]->str;
+			bool to_dead, ok;
+			char *fresh = queue_recovered_json(old, max_recoveries, util_now(), &to_dead);
+			if (to_dead) {
+				snprintf(score, sizeof(score), "%.6f", util_now());
+				rc = queue_move(r, list, false, old, jobs->element[j]->len, fresh, QUEUE_DEST_ZSET, "dead", score, &ok, err,
+				                errlen);
+				if (rc == 0 && ok) {
+					(*killed)++;
+					log_warnx("job from dead worker %s sent to dead: it was recovered more than %d times",
+					          identity, max_recoveries);
+				}
+			} else {
+				rc = queue_move(r, list, false, old, jobs->element[j]->len, fresh, QUEUE_DEST_FRONT, key, queue, &ok, err, errlen);
+				if (rc == 0 && ok)
+					(*recovered)++;
+			}
+			free(fresh);
+		}
+		freeReplyObject(jobs);
+		if (rc == 0) {
+			/* Forget the list once empty; a job pushed meanwhile keeps it registered. */
+			redisReply *len = redisCommand(r, "LLEN %s", list);
+			if (len && len->type == REDIS_REPLY_INTEGER && len->integer == 0)
+				freeReplyObject(redisCommand(r, "SREM %s %s", QUEUE_INFLIGHT_SET, list));
+			if (len)
+				freeReplyObject(len);
+		}
+	}
+	freeReplyObject(lists);
+	return rc;
+}

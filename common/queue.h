@@ -1,0 +1,81 @@
+/* queue: Sidekiq's Redis layout: push, schedule, retry, dead, stats keys, and the atomic moves. */
+#ifndef OUTREACH_QUEUE_H
+#define OUTREACH_QUEUE_H
+
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/job.h"
+#include "common/util.h"
+
+#define QUEUE_DEAD_MAX_JOBS 10000
+#define QUEUE_DEAD_TIMEOUT (180.0 * 24 * 3600)
+#define QUEUE_INFLIGHT_SET "outreach:inflight"
+#define QUEUE_INFLIGHT_PREFIX "outreach:inflight:"
+#define QUEUE_RECOVERED_FIELD "outreach_recovered"
+
+/* Where a moved job lands. */
+enum queue_dest {
+	QUEUE_DEST_BACK,  /* LPUSH queue:Q: behind every waiting job, as a push does */
+	QUEUE_DEST_FRONT, /* RPUSH queue:Q: the next job taken, for jobs handed back */
+	QUEUE_DEST_ZSET,  /* ZADD retry/schedule/dead with a score */
+};
+
+/* The Lua source of the atomic move: remove old from a list (LREM) or sorted set (ZREM) and, only
+ * if it was there, add new at the destination; dead is trimmed to 10,000 jobs and 180 days.
+ * KEYS: source, destination, "queues". ARGV: source kind ("list"|"zset"), old, new, dest kind
+ * ("back"|"front"|"zset"), queue name or score, now. Returns 1 when moved, 0 when old was gone. */
+extern const char queue_lua_move[];
+/* SHA1 of queue_lua_move, for EVALSHA (hex, computed at first use). */
+const char *queue_lua_move_sha(void);
+
+/* Pushes job onto queue:<job->queue> (SADD queues + LPUSH), setting enqueued_at. 0 or -1 with err. */
+int queue_push(redisContext *r, struct job *job, char *err, size_t errlen) MUSTCHECK;
+/* Adds job to the schedule set to be pushed at epoch time at. */
+int queue_schedule(redisContext *r, struct job *job, double at, char *err, size_t errlen) MUSTCHECK;
+
+/* Atomically moves the text old (old_len bytes, binary-safe) out of src (a list or sorted set) and new_json into the
+ * destination. dest_key is "queue:Q" for BACK/FRONT (queue names Q) or "retry"/"schedule"/"dead"
+ * for ZSET (score). *moved tells whether old was still there. 0, or -1 with err (Redis failure). */
+int queue_move(redisContext *r, const char *src, bool src_is_zset, const char *old, size_t old_len, const char *new_json,
+               enum queue_dest dest, const char *dest_key, const char *queue_or_score, bool *moved, char *err,
+               size_t errlen) MUSTCHECK;
+
+/* The JSON text that a job in old should carry into the dead set: error_class and error_message
+ * set, failed_at kept or set to now. old may be anything, even invalid JSON: then it is wrapped as
+ * {"class":"InvalidJob","args":[],"payload":old,...} so that it is kept, never lost. Caller frees. */
+char *queue_dead_json(const char *old, const char *error_class, const char *error_message, double now);
+
+/* For a job found in the private list of a dead process: the JSON to hand back (recovery count
+ * incremented) or, past max_recoveries, the JSON for the dead set (*to_dead set). Caller frees. */
+char *queue_recovered_json(const char *old, int max_recoveries, double now, bool *to_dead);
+
+/* For a job coming due from schedule or retry: the JSON to push (enqueued_at now, "at" removed)
+ * and its queue name in queue_out (size 65). NULL when old is not a valid job (send it to dead). */
+char *queue_due_json(const char *old, double now, char queue_out[65]);
+
+/* The private list of identity for queue q: outreach:inflight:<q>:<identity>. Caller frees. */
+char *queue_inflight_key(const char *queue, const char *identity);
+/* Splits a private list key into queue (size 65) and identity (size 256); -1 when malformed. */
+int queue_inflight_parse(const char *key, char *queue, char *identity) MUSTCHECK;
+
+/* Moves due jobs (score <= now) of zset ("schedule" or "retry") onto their queues, at most limit
+ * per call; *moved counts them. 0 or -1 with err. */
+int queue_poll_due(redisContext *r, const char *zset, double now, int limit, int *moved, char *err,
+                   size_t errlen) MUSTCHECK;
+
+/* Hands the jobs in the private lists of dead processes back to the front of their queues (or to
+ * dead past max_recoveries). A process is dead when its heartbeat key is gone, its beat is older
+ * than dead_after seconds, or it ran on this host and its pid is gone. Counts into *recovered and
+ * *killed. 0 or -1 with err. */
+int queue_sweep(redisContext *r, int max_recoveries, double dead_after, int *recovered, int *killed, char *err,
+                size_t errlen) MUSTCHECK;
+
+/* True when identity (host:pid:nonce) names a process of hostname that is gone (or a zombie). */
+bool queue_identity_gone(const char *identity, const char *hostname);
+
+/* "YYYY-MM-DD" of epoch t in UTC (size 11), for the daily stat keys. */
+void queue_stat_day(double t, char out[11]);
+
+#endif

@@ -1,0 +1,46 @@
+/* util: allocation that cannot fail, bounded strings, time and small file helpers. */
+#ifndef OUTREACH_UTIL_H
+#define OUTREACH_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MUSTCHECK __attribute__((warn_unused_result))
+#define PRINTFLIKE(a, b) __attribute__((format(printf, a, b)))
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Allocation that aborts the process with a message on exhaustion; never returns NULL. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) PRINTFLIKE(1, 2); /* caller frees */
+
+/* Copies at most size-1 bytes and terminates; returns strlen(src) like strlcpy. */
+size_t util_strlcpy(char *dst, const char *src, size_t size);
+
+/* Wall-clock time as float epoch seconds (Sidekiq's time format). */
+double util_now(void);
+/* Monotonic milliseconds, for measuring durations and timeouts. */
+int64_t util_mono_ms(void);
+void util_sleep_ms(int64_t ms);
+
+/* Reads a whole file. Returns a NUL-terminated buffer (caller frees) and its length in *len,
+ * or NULL with errno set. */
+char *util_read_file(const char *path, size_t *len) MUSTCHECK;
+
+/* Removes trailing spaces, tabs, CR and LF in place. */
+void util_rtrim(char *s);
+
+/* Parses a whole decimal integer in [min, max]; false on junk, overflow or out of range. */
+bool util_parse_long(const char *s, long min, long max, long *out) MUSTCHECK;
+
+/* Fills buf with n random bytes from the kernel; aborts if the kernel cannot supply them. */
+void util_random(void *buf, size_t n);
+
+/* Writes 2*n lower-case hex digits and a NUL into out (size 2*n+1). */
+void util_hex(const unsigned char *in, size_t n, char *out);
+
+#endif

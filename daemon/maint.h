@@ -1,0 +1,30 @@
+/* maint: queue maintenance in outreachd: due jobs from schedule and retry, jobs of dead workers. */
+#ifndef OUTREACH_MAINT_H
+#define OUTREACH_MAINT_H
+
+#include <event2/event.h>
+#include <stdbool.h>
+
+#include "common/cfg.h"
+#include "daemon/aredis.h"
+
+struct maint;
+
+struct maint_stats {
+	unsigned long polled;    /* jobs moved from schedule/retry to their queues */
+	unsigned long recovered; /* jobs handed back from dead workers */
+	unsigned long killed;    /* jobs sent to dead (invalid, or recovered too often) */
+	unsigned long polls;
+	unsigned long sweeps;
+};
+
+/* Starts (disabled until maint_enable) the poller (every scheduler.poll_interval_ms) and the sweeper (every
+ * scheduler.sweep_interval s) on ar. *cfgp is read at each run, so a reload takes effect. */
+struct maint *maint_new(struct event_base *base, struct ar *ar, const struct cfg *const *cfgp);
+void maint_free(struct maint *m);
+
+/* Pauses or resumes both (e.g. when this daemon is not the leader). */
+void maint_enable(struct maint *m, bool on);
+const struct maint_stats *maint_stats(const struct maint *m);
+
+#endif

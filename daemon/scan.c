@@ -1,0 +1,247 @@
+/* scan: the follow-up scan: which coordinators have sources due, and their one digest a day. */
+#include "daemon/scan.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/job.h"
+#include "common/log.h"
+#include "common/util.h"
+
+const char scan_sql[] =
+    "WITH due AS ("
+    "  SELECT coordinator_id,"
+    "         count(*) FILTER (WHERE next_due_at <= now()) AS overdue,"
+    "         count(*) FILTER (WHERE next_due_at > now()) AS due_soon"
+    "    FROM referral_sources"
+    "   WHERE next_due_at <= now() + make_interval(days => $1::int) AND coordinator_id IS NOT NULL"
+    "   GROUP BY coordinator_id"
+    "), ready AS ("
+    "  SELECT c.id, (now() AT TIME ZONE c.time_zone)::date AS local_date"
+    "    FROM coordinators c JOIN due ON due.coordinator_id = c.id"
+    "   WHERE c.active AND extract(hour FROM now() AT TIME ZONE c.time_zone) >= $2::int"
+    "), claimed AS ("
+    "  INSERT INTO digest_runs (coordinator_id, local_date, jid)"
+    "  SELECT id, local_date,"
+    "         left(encode(sha256(convert_to('OverdueDigestJob:' || id || ':' || local_date, 'UTF8')), 'hex'), 24)"
+    "    FROM ready"
+    "  ON CONFLICT DO NOTHING"
+    "  RETURNING coordinator_id, local_date, jid"
+    ")"
+    " SELECT coordinator_id, overdue, due_soon, NULL::date, NULL::text FROM due"
+    " UNION ALL SELECT coordinator_id, NULL, NULL, local_date, jid FROM claimed"
+    " UNION ALL SELECT coordinator_id, NULL, NULL, local_date, jid FROM digest_runs"
+    "   WHERE enqueued_at IS NULL AND kind = 'coordinator' AND claimed_at < now() - interval '1 minute'";
+
+/* Pushes a job once per jid: a marker key (kept two days) guards against a second push by another
+ * daemon or a retried claim. KEYS: marker, queue:Q, queues. ARGV: job, Q. */
+static const char lua_push_once[] = "if redis.call('SET', KEYS[1], '1', 'NX', 'EX', 172800) then "
+                                    "redis.call('SADD', KEYS[3], ARGV[2]); redis.call('LPUSH', KEYS[2], ARGV[1]); "
+                                    "return 1 else return 0 end";
+
+struct due {
+	long long coordinator_id, overdue, due_soon;
+};
+
+struct scan {
+	struct apg *pg;
+	struct ar *ar;
+	const struct cfg *const *cfgp;
+	struct event *ev_tick;
+	bool enabled;
+	bool running;
+	int64_t started_ms;
+	unsigned long runs, failures, enqueued, duplicates;
+	double last_seconds, total_seconds;
+	struct due *due;
+	size_t ndue;
+};
+
+struct mark {
+	struct scan *s;
+	char coordinator_id[24];
+	char local_date[16];
+};
+
+static void
+on_marked(PGresult *res, const char *errmsg, void *priv)
+{
+	(void)priv;
+	if (res == NULL)
+		log_warnx("marking a digest enqueued: %s (it will be pushed again with the same jid)", errmsg);
+}
+
+static void
+on_pushed(redisReply *r, void *priv)
+{
+	struct mark *m = priv;
+	struct scan *s = m->s;
+
+	if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+		log_warnx("pushing the digest of coordinator %s for %s failed: %s; the next scan retries",
+		          m->coordinator_id, m->local_date, r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
+		free(m);
+		return;
+	}
+	if (r->integer == 1) {
+		s->enqueued++;
+		log_info("enqueued OverdueDigestJob for coordinator %s, %s", m->coordinator_id, m->local_date);
+	} else {
+		s->duplicates++;
+	}
+	const char *params[] = {m->coordinator_id, m->local_date};
+	(void)apg_query(s->pg,
+	                "UPDATE digest_runs SET enqueued_at = now() "
+	                "WHERE coordinator_id = $1 AND local_date = $2 AND kind = 'coordinator'",
+	                2, params, on_marked, NULL);
+	free(m);
+}
+
+static void
+push_digest(struct scan *s, const char *coordinator_id, const char *local_date, const char *jid)
+{
+	double now = util_now();
+	json_t *obj = json_pack("{s:s, s:[I,s], s:s, s:s, s:b, s:f, s:f}", "class", "OverdueDigestJob", "args",
+	                        (json_int_t)strtoll(coordinator_id, NULL, 10), local_date, "jid", jid, "queue",
+	                        "alerts", "retry", 1, "created_at", now, "enqueued_at", now);
+	char *json = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(17));
+	char marker[96];
+	struct mark *m = xcalloc(1, sizeof(*m));
+
+	json_decref(obj);
+	snprintf(marker, sizeof(marker), "outreach:pushed:%s", jid);
+	m->s = s;
+	util_strlcpy(m->coordinator_id, coordinator_id, sizeof(m->coordinator_id));
+	util_strlcpy(m->local_date, local_date, sizeof(m->local_date));
+	const char *argv[] = {"EVAL", lua_push_once, "3", marker, "queue:alerts", "queues", json, "alerts"};
+	if (ar_argv(s->ar, on_pushed, m, (int)NELEM(argv), argv, NULL) == -1) {
+		log_warnx("Redis is not connected: the digest of coordinator %s waits for the next scan", coordinator_id);
+		free(m);
+	}
+	free(json);
+}
+
+static void
+on_scan(PGresult *res, const char *errmsg, void *priv)
+{
+	struct scan *s = priv;
+	double secs = (double)(util_mono_ms() - s->started_ms) / 1000.0;
+
+	s->running = false;
+	s->runs++;
+	s->last_seconds = secs;
+	s->total_seconds += secs;
+	if (res == NULL) {
+		s->failures++;
+		log_warnx("follow-up scan failed: %s", errmsg);
+		return;
+	}
+	int n = PQntuples(res), ndue = 0;
+	for (int i = 0; i < n; i++)
+		ndue += !PQgetisnull(res, i, 1);
+	free(s->due);
+	s->due = xcalloc((size_t)(ndue ? ndue : 1), sizeof(*s->due));
+	s->ndue = 0;
+	for (int i = 0; i < n; i++) {
+		if (!PQgetisnull(res, i, 1)) {
+			struct due *d = &s->due[s->ndue++];
+			d->coordinator_id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+			d->overdue = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+			d->due_soon = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+		} else if (s->enabled) {
+			push_digest(s, PQgetvalue(res, i, 0), PQgetvalue(res, i, 3), PQgetvalue(res, i, 4));
+		}
+	}
+	log_debug("follow-up scan: %zu coordinators with sources due, %.3f s", s->ndue, secs);
+}
+
+void
+scan_now(struct scan *s)
+{
+	char soon[16], hour[16];
+
+	if (!s->enabled || s->running || !apg_schema_ok(s->pg) || !ar_ready(s->ar))
+		return;
+	snprintf(soon, sizeof(soon), "%d", (*s->cfgp)->alerts.due_soon_days);
+	snprintf(hour, sizeof(hour), "%d", (*s->cfgp)->alerts.digest_hour);
+	const char *params[] = {soon, hour};
+	s->started_ms = util_mono_ms();
+	if (apg_query(s->pg, scan_sql, 2, params, on_scan, s) == 0)
+		s->running = true;
+}
+
+static void
+on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct scan *s = arg;
+	int secs = (*s->cfgp)->scheduler.scan_interval;
+	struct timeval tv = {secs, 0};
+
+	(void)fd, (void)what;
+	scan_now(s);
+	evtimer_add(s->ev_tick, &tv);
+}
+
+struct scan *
+scan_new(struct event_base *base, struct apg *pg, struct ar *ar, const struct cfg *const *cfgp)
+{
+	struct scan *s = xcalloc(1, sizeof(*s));
+	struct timeval tv = {(*cfgp)->scheduler.scan_interval, 0};
+
+	s->pg = pg;
+	s->ar = ar;
+	s->cfgp = cfgp;
+	s->ev_tick = evtimer_new(base, on_tick, s);
+	evtimer_add(s->ev_tick, &tv);
+	return s;
+}
+
+void
+scan_free(struct scan *s)
+{
+	if (s == NULL)
+		return;
+	event_free(s->ev_tick);
+	free(s->due);
+	free(s);
+}
+
+void
+scan_enable(struct scan *s, bool on)
+{
+	s->enabled = on;
+	if (on)
+		scan_now(s);
+}
+
+void
+scan_metrics(const struct scan *s, FILE *out)
+{
+	fprintf(out, "# HELP outreach_scans_total Follow-up scans run.\n# TYPE outreach_scans_total counter\n"
+	             "outreach_scans_total %lu\n",
+	        s->runs);
+	fprintf(out, "# HELP outreach_scan_failures_total Follow-up scans that failed.\n"
+	             "# TYPE outreach_scan_failures_total counter\noutreach_scan_failures_total %lu\n",
+	        s->failures);
+	fprintf(out, "# HELP outreach_scan_duration_seconds Duration of follow-up scans.\n"
+	             "# TYPE outreach_scan_duration_seconds summary\n"
+	             "outreach_scan_duration_seconds_sum %.6f\noutreach_scan_duration_seconds_count %lu\n",
+	        s->total_seconds, s->runs);
+	fprintf(out, "# HELP outreach_scan_last_duration_seconds Duration of the last follow-up scan.\n"
+	             "# TYPE outreach_scan_last_duration_seconds gauge\noutreach_scan_last_duration_seconds %.6f\n",
+	        s->last_seconds);
+	fprintf(out, "# HELP outreach_digests_enqueued_total Daily digests enqueued by this daemon.\n"
+	             "# TYPE outreach_digests_enqueued_total counter\noutreach_digests_enqueued_total %lu\n",
+	        s->enqueued);
+	fprintf(out, "# HELP outreach_overdue_sources Referral sources past their contact interval, by coordinator.\n"
+	             "# TYPE outreach_overdue_sources gauge\n");
+	for (size_t i = 0; i < s->ndue; i++)
+		fprintf(out, "outreach_overdue_sources{coordinator_id=\"%lld\"} %lld\n", s->due[i].coordinator_id,
+		        s->due[i].overdue);
+	fprintf(out, "# HELP outreach_due_soon_sources Referral sources due within alerts.due_soon_days, by coordinator.\n"
+	             "# TYPE outreach_due_soon_sources gauge\n");
+	for (size_t i = 0; i < s->ndue; i++)
+		fprintf(out, "outreach_due_soon_sources{coordinator_id=\"%lld\"} %lld\n", s->due[i].coordinator_id,
+		        s->due[i].due_soon);
+}

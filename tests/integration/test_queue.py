@@ -1,0 +1,266 @@
+"""The job queue: Sidekiq's wire format both ways, reliable fetch, retries, scheduled and dead jobs."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import harness
+
+PEER = str(harness.ROOT / "tests" / "integration" / "sidekiq_peer.rb")
+
+
+class Queue(harness.Case):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.run_ctl = None
+
+    def setUp(self):
+        super().setUp()
+        self.migrate()
+        self.redis().flushall()
+
+    # --- helpers ------------------------------------------------------------------------------
+    def ruby(self, *args):
+        p = subprocess.run(["ruby", PEER, *args], env=self.env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return p.stdout.strip()
+
+    def worker(self, *extra, env=None, queues="default"):
+        w = self.start_bin("outreach-worker", "-c", str(harness.CONFIG), "--queues", queues, *extra, env=env)
+        w.wait_log(r"ready: identity")
+        return w
+
+    def daemon(self, env=None):
+        d = self.start_bin("outreachd", "-c", str(harness.CONFIG), env=env)
+        d.wait_log(r"outreachd \S+ ready")
+        return d
+
+    def ctl(self, *args, check=True):
+        return self.run_bin("outreachctl", "-c", str(harness.CONFIG), *args, check=check)
+
+    def wait_for(self, what, fn, timeout=15):
+        end = time.time() + timeout
+        while time.time() < end:
+            v = fn()
+            if v:
+                return v
+            time.sleep(0.05)
+        self.fail("timed out waiting for " + what)
+
+    def push_raw(self, payload, queue="default"):
+        r = self.redis()
+        r.sadd("queues", queue)
+        r.lpush("queue:" + queue, payload)
+
+    def dead_jobs(self):
+        return [json.loads(j) for j in self.redis().zrange("dead", 0, -1)]
+
+    # --- tests --------------------------------------------------------------------------------
+    def test_sidekiq_client_push_runs(self):
+        self.worker()
+        jid = self.ruby("push", "PingJob", "default", '["rb-reply", 0]')
+        self.assertRegex(jid, r"^[0-9a-f]{24}$")
+        self.wait_for("the job's jid in the reply set", lambda: self.redis().sismember("rb-reply", jid))
+
+    def test_sidekiq_api_reads_what_outreach_writes(self):
+        w = self.worker("--concurrency", "3", "--tag", "itest")
+        self.ctl("enqueue", "PingJob", "--args", '["api-reply", 0]')
+        self.push_raw('{"class":"PingJob","args":[1]}')  # invalid args: dead, counted as failed
+        time.sleep(6)  # one heartbeat flushes the counters
+        stats = json.loads(self.ruby("stats"))
+        self.assertEqual(stats["processed"], 2)
+        self.assertEqual(stats["failed"], 1)
+        self.assertEqual(stats["dead_size"], 1)
+        procs = [p for p in stats["processes"] if p["tag"] == "itest"]
+        self.assertEqual(len(procs), 1, stats["processes"])
+        self.assertEqual(procs[0]["queues"], ["default"])
+        self.assertEqual(procs[0]["concurrency"], 3)
+        self.assertEqual(procs[0]["pid"], w.p.pid)
+        self.assertEqual(procs[0]["quiet"], "false")
+        # outreachctl stats agrees
+        ours = json.loads(self.ctl("stats", "--json").stdout)
+        self.assertEqual(ours["processes"], 1)
+        self.assertEqual(ours["processed"], stats["processed"])
+
+    def test_busy_worker_shows_in_workers(self):
+        self.worker()
+        self.ctl("enqueue", "PingJob", "--args", '["busy-reply", 7000]')
+        time.sleep(6)
+        stats = json.loads(self.ruby("stats"))
+        self.assertEqual([(w["queue"], w["class"]) for w in stats["workers"]], [("default", "PingJob")])
+        self.assertEqual(stats["processes"][0]["busy"], 1)
+
+    def test_scheduled_job_from_sidekiq_runs_on_time(self):
+        self.daemon()
+        self.worker()
+        at = time.time() + 2
+        jid = self.ruby("push", "PingJob", "default", '["sched-reply", 0]', str(at))
+        self.assertEqual(self.redis().zcard("schedule"), 1)
+        self.wait_for("the scheduled job", lambda: self.redis().sismember("sched-reply", jid))
+        late = time.time() - at
+        self.assertLess(late, 1.5, "ran %.2f s after its time" % late)
+        self.assertEqual(self.redis().zcard("schedule"), 0)
+
+    def test_retry_then_dead(self):
+        self.daemon()
+        self.worker()
+        r = self.redis()
+        r.set("not-a-set", "x")
+        jid = self.ruby("push", "PingJob", "default", '["not-a-set", 0]')
+        # "retry": 1 would need the Ruby side; push ours with retry 1 by hand as well
+        job = {"class": "PingJob", "args": ["not-a-set", 0], "jid": "ab" * 12, "queue": "default",
+               "retry": 1, "created_at": time.time(), "enqueued_at": time.time()}
+        self.push_raw(json.dumps(job))
+        retries = self.wait_for("two jobs in retry", lambda: r.zcard("retry") == 2 and r.zrange("retry", 0, -1))
+        by_jid = {json.loads(j)["jid"]: json.loads(j) for j in retries}
+        first = by_jid[jid]
+        self.assertEqual(first["retry_count"], 0)
+        self.assertEqual(first["error_class"], "RedisError")
+        self.assertIn("not-a-set", first["error_message"])
+        self.assertIsInstance(first["failed_at"], float)
+        # Sidekiq's backoff for the first retry: 0**4 + 15 + rand(10)*1 -> 15..24 s
+        score = r.zscore("retry", retries[0])
+        self.assertTrue(14 <= score - first["failed_at"] <= 25, score - first["failed_at"])
+        # make both due now: the daemon moves them back, they fail again
+        for j in retries:
+            r.zadd("retry", {j: time.time() - 1})
+        self.wait_for("the retry:1 job in dead", lambda: any(d["jid"] == "ab" * 12 for d in self.dead_jobs()))
+        dead = [d for d in self.dead_jobs() if d["jid"] == "ab" * 12][0]
+        self.assertEqual(dead["retry_count"], 1)
+        self.assertIn("retries exhausted", dead["error_message"])
+        again = self.wait_for("the other job back in retry",
+                              lambda: [json.loads(j) for j in r.zrange("retry", 0, -1) if json.loads(j)["jid"] == jid])
+        self.assertEqual(again[0]["retry_count"], 1)
+        self.assertIn("retried_at", again[0])
+        # the Sidekiq API sees them
+        stats = json.loads(self.ruby("stats"))
+        self.assertEqual([x["jid"] for x in stats["retries"]], [jid])
+        self.assertIn("ab" * 12, [x["jid"] for x in stats["dead"]])
+        # retry-dead puts it back on its queue; discard-dead removes
+        r.delete("not-a-set")
+        self.ctl("retry-dead", "ab" * 12)
+        self.wait_for("the requeued job to run", lambda: r.sismember("not-a-set", "ab" * 12))
+        self.assertEqual(self.ctl("discard-dead", "--all").stdout.strip(), "discarded 0 jobs")
+
+    def test_malformed_flood_goes_to_dead(self):
+        w = self.worker()
+        bad = ["", "not json", "[1,2]", "{}", '{"class":"PingJob"}', '{"args":[]}', '{"class":7,"args":[]}',
+               '{"class":"PingJob","args":{}}', '{"class":"NoSuchJob","args":[]}',
+               '{"class":"PingJob","args":[1,2,3]}', '{"class":"PingJob","args":["k",-1]}',
+               '{"class":"PingJob","args":[],"retry":"often"}', b"\xff\xfe", '{"class":"PingJob","args":[],"queue":"../x"}',
+               json.dumps({"class": "PingJob", "args": ["x" * (2 << 20)]})]
+        r = self.redis()
+        for i in range(20):
+            for b in bad:
+                self.push_raw(b)
+        self.wait_for("every bad payload in dead", lambda: r.zcard("dead") == 20 * len(bad), timeout=30)
+        reasons = {}
+        for d in self.dead_jobs():
+            reasons.setdefault(d["error_class"], []).append(d["error_message"])
+            self.assertTrue(d["error_message"])
+        self.assertEqual(set(reasons), {"InvalidJob", "UnknownJobClass", "ArgumentError"})
+        msgs = " | ".join(m for ms in reasons.values() for m in ms)
+        for want in ["not JSON", "no \"class\" field", "no \"args\" field", "\"args\" is not an array",
+                     "no handler for class \"NoSuchJob\"", "at most 2 arguments", "work_ms must be",
+                     "exceeds the limit of 1048576 bytes", "\"retry\" is not", "not a valid queue name"]:
+            self.assertIn(want, msgs)
+        # the worker is alive and serving
+        self.assertIsNone(w.p.poll())
+        self.assertIn("pong", self.ctl("ping", "--timeout", "10").stdout)
+        self.assertEqual(r.llen("queue:default"), 0)
+
+    def test_sigterm_mid_job_hands_it_back_to_the_head(self):
+        w = self.worker(env={"OUTREACH_WORKER_SHUTDOWN_TIMEOUT": "1"})
+        jid = self.ctl("enqueue", "PingJob", "--args", '["term-reply", 5000]').stdout.strip()
+        r = self.redis()
+        self.wait_for("the job to start", lambda: r.llen("queue:default") == 0)
+        time.sleep(0.3)
+        self.ctl("enqueue", "PingJob", "--args", '["later", 0]')
+        w.signal(signal.SIGTERM)
+        self.assertEqual(w.wait(10), 0, w.log())
+        self.assertIn("handing them back", w.log())
+        # the interrupted job is at the head (the right end), before the one pushed after it
+        head = json.loads(r.lindex("queue:default", -1))
+        self.assertEqual(head["jid"], jid)
+        self.assertEqual(r.llen("queue:default"), 2)
+        self.assertEqual(r.smembers("processes"), set())
+        self.assertEqual(r.smembers("outreach:inflight"), set())
+        # and a new worker runs it
+        self.worker()
+        self.wait_for("the handed back job", lambda: r.sismember("term-reply", jid), timeout=15)
+
+    def test_sigkill_mid_job_comes_back(self):
+        w = self.worker()
+        jid = self.ctl("enqueue", "PingJob", "--args", '["kill-reply", 3000]').stdout.strip()
+        r = self.redis()
+        self.wait_for("the job to start", lambda: r.llen("queue:default") == 0)
+        w.kill()
+        w.p.wait()
+        self.assertEqual(r.llen("queue:default"), 0)  # it sits in the dead worker's private list
+        w2 = self.worker()
+        self.wait_for("the job to run again", lambda: r.sismember("kill-reply", jid), timeout=20)
+        self.assertIn("handed back 1 job", w2.log())
+
+    def test_job_that_keeps_killing_workers_goes_to_dead(self):
+        r = self.redis()
+        job = {"class": "PingJob", "args": [], "jid": "cd" * 12, "queue": "default", "retry": True,
+               "created_at": time.time(), "enqueued_at": time.time(), "outreach_recovered": 3}
+        ghost = "outreach:inflight:default:ghost.example:4242:aaaaaaaaaaaa"
+        r.lpush(ghost, json.dumps(job))
+        r.sadd("outreach:inflight", ghost)
+        self.worker()
+        dead = self.wait_for("the job in dead", lambda: self.dead_jobs())
+        self.assertEqual(dead[0]["jid"], "cd" * 12)
+        self.assertEqual(dead[0]["error_class"], "WorkerLost")
+        self.assertIn("died 4 times", dead[0]["error_message"])
+        self.assertEqual(r.exists(ghost), 0)
+
+    def test_daemon_recovers_jobs_of_dead_workers(self):
+        self.daemon(env={"OUTREACH_SCHEDULER_SWEEP_INTERVAL": "1"})
+        w = self.worker()
+        jid = self.ctl("enqueue", "PingJob", "--args", '["orphan-reply", 4000]').stdout.strip()
+        r = self.redis()
+        self.wait_for("the job to start", lambda: r.llen("queue:default") == 0)
+        w.kill()
+        w.p.wait()
+        # no worker runs: outreachd alone must hand it back to the queue
+        self.wait_for("the job back on its queue", lambda: r.llen("queue:default") == 1, timeout=10)
+        back = json.loads(r.lindex("queue:default", -1))
+        self.assertEqual(back["jid"], jid)
+        self.assertEqual(back["outreach_recovered"], 1)
+
+    def test_web_ui_signals(self):
+        w = self.worker()
+        r = self.redis()
+        ident = self.wait_for("the heartbeat", lambda: r.smembers("processes"))
+        ident = next(iter(ident))
+        r.lpush(ident + "-signals", "TSTP")
+        self.wait_for("quiet", lambda: r.hget(ident, "quiet") == "true", timeout=12)
+        r.lpush(ident + "-signals", "TERM")
+        self.assertEqual(w.wait(15), 0)
+
+    def test_strict_queue_order(self):
+        r = self.redis()
+        for i in range(5):
+            self.ctl("enqueue", "PingJob", "--queue", "low", "--args", '["order", 0]')
+        hi = self.ctl("enqueue", "PingJob", "--queue", "high", "--args", '["order-high", 300]').stdout.strip()
+        self.worker(queues="high,low")
+        self.wait_for("all jobs", lambda: r.scard("order") == 5, timeout=15)
+        self.assertTrue(r.sismember("order-high", hi))
+
+    def test_enqueue_rejects_bad_input(self):
+        p = self.ctl("enqueue", "NoSuchJob", check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("unknown job class NoSuchJob (known: PingJob", p.stderr)
+        p = self.ctl("enqueue", "PingJob", "--args", "{", check=False)
+        self.assertIn("--args is not JSON", p.stderr)
+        p = self.ctl("enqueue", "PingJob", "--args", '[1,2,3]', check=False)
+        self.assertIn("at most 2 arguments", p.stderr)
+        p = self.ctl("enqueue", "PingJob", "--at", "tomorrow", check=False)
+        self.assertIn("--at tomorrow", p.stderr)
+
+
+if __name__ == "__main__":
+    harness.main()

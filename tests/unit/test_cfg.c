@@ -1,0 +1,295 @@
+/* Unit tests of the configuration: the key table, the example file, errors, environment, secrets. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/cfg.h"
+
+static char tmpdir[] = "/tmp/outreach-cfg-XXXXXX";
+
+static const char *
+write_file(const char *name, const char *text)
+{
+	static char path[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	return path;
+}
+
+/* Loads text as a config file; returns the cfg or NULL with the message in err. */
+static struct cfg *
+load_text(const char *text, char *err, size_t errlen)
+{
+	return cfg_load(write_file("t.conf", text), err, errlen);
+}
+
+static int
+clear_env(void **state)
+{
+	(void)state;
+	for (char **e = environ; *e;) {
+		if (strncmp(*e, "OUTREACH_", 9) == 0) {
+			char name[128];
+			size_t n = strcspn(*e, "=");
+			snprintf(name, sizeof(name), "%.*s", (int)n, *e);
+			unsetenv(name);
+			e = environ;
+		} else {
+			e++;
+		}
+	}
+	return 0;
+}
+
+static void
+defaults_are_valid(void **state)
+{
+	char err[512];
+	struct cfg *c = load_text("", err, sizeof(err));
+
+	(void)state;
+	assert_non_null(c);
+	assert_string_equal(c->database.url, "postgresql:///outreach");
+	assert_int_equal(c->smtp.port, 25);
+	assert_int_equal(c->smtp.tls, SMTP_TLS_NONE);
+	assert_string_equal(c->http.listen, "127.0.0.1:9464");
+	assert_null(c->smtp.password);
+	assert_string_equal(c->redis_addr.host, "127.0.0.1");
+	cfg_free(c);
+	cfg_free(NULL);
+}
+
+static void
+every_key_in_example(void **state)
+{
+	size_t n;
+	const struct cfg_key *keys = cfg_keys(&n);
+	size_t len;
+	char *text = util_read_file("config/outreach.conf", &len);
+
+	(void)state;
+	assert_non_null(text);
+	for (size_t i = 0; i < n; i++) {
+		/* The key must be documented inside its own section, set or commented out. */
+		char header[64];
+		snprintf(header, sizeof(header), "\n[%s]\n", keys[i].section);
+		char *sec = strstr(text, header);
+		if (sec == NULL) {
+			fail_msg("config/outreach.conf has no [%s] section", keys[i].section);
+			return;
+		}
+		char *next = strstr(sec + 1, "\n[");
+		bool found = false;
+		for (char *line = sec + 1; line && (next == NULL || line < next); line = strchr(line + 1, '\n')) {
+			const char *p = line + 1;
+			if (*p == '#' || *p == ';')
+				p++;
+			while (*p == ' ')
+				p++;
+			size_t kl = strlen(keys[i].name);
+			if (strncmp(p, keys[i].name, kl) == 0 && (p[kl] == ' ' || p[kl] == '='))
+				found = true;
+		}
+		if (!found)
+			fail_msg("config/outreach.conf does not document %s.%s", keys[i].section, keys[i].name);
+		assert_non_null(keys[i].help);
+	}
+	free(text);
+
+	char err[512];
+	struct cfg *c = cfg_load("config/outreach.conf", err, sizeof(err));
+	if (c == NULL)
+		fail_msg("the example config does not load: %s", err);
+	cfg_free(c);
+}
+
+static void
+expect_error(const char *text, const char *want)
+{
+	char err[512] = "";
+	struct cfg *c = load_text(text, err, sizeof(err));
+
+	if (c != NULL) {
+		cfg_free(c);
+		fail_msg("config accepted, expected an error containing '%s'", want);
+	}
+	if (strstr(err, want) == NULL)
+		fail_msg("error '%s' does not contain '%s'", err, want);
+}
+
+static void
+errors_name_file_line_key(void **state)
+{
+	char want[512];
+
+	(void)state;
+	snprintf(want, sizeof(want), "config: %s/t.conf:3: smtp.port: 70000 is out of range 1..65535", tmpdir);
+	expect_error("[smtp]\nhost = mail\nport = 70000\n", want);
+	snprintf(want, sizeof(want), "%s/t.conf:2: smtp.prot: unknown key", tmpdir);
+	expect_error("[smtp]\nprot = 25\n", want);
+	snprintf(want, sizeof(want), "%s/t.conf:4: [smpt]: unknown section", tmpdir);
+	expect_error("[smtp]\nport = 25\n\n[smpt]\nhost = x\n", want);
+	expect_error("[smtp]\nport = many\n", "smtp.port: 'many' is not a whole number");
+	expect_error("[smtp]\ntls = ssl\n", "smtp.tls: 'ssl' is not one of none, starttls, tls");
+	expect_error("[smtp]\nport = 25\nport = 26\n", "smtp.port: set twice (first at line 2)");
+	expect_error("[smtp]\npassword = hunter2\n", "use password_file or OUTREACH_SMTP_PASSWORD");
+	expect_error("[redis]\nurl = http://x\n", ":2: redis.url:");
+	expect_error("[database]\nurl = postgresql://[bad\n", "database.url:");
+	expect_error("[http]\nlisten = 9464\n", "http.listen: '9464' is not host:port");
+	expect_error("[smtp]\nfrom = Outreach <o@x.org>\n", "smtp.from:");
+	expect_error("this is not ini\n", ":1: syntax error");
+	expect_error("[log]\nlevel = loud\n", "log.level: 'loud' is not one of error, warning");
+}
+
+static void
+missing_file(void **state)
+{
+	char err[512];
+	struct cfg *c = cfg_load("/nonexistent/outreach.conf", err, sizeof(err));
+
+	(void)state;
+	assert_null(c);
+	assert_non_null(strstr(err, "/nonexistent/outreach.conf: cannot open"));
+}
+
+static void
+secret_files(void **state)
+{
+	char err[512], text[512];
+	const char *pw = write_file("pw", "s3cret\n");
+	char pwpath[256];
+	struct cfg *c;
+
+	(void)state;
+	util_strlcpy(pwpath, pw, sizeof(pwpath));
+	snprintf(text, sizeof(text), "[smtp]\npassword_file = %s\n", pwpath);
+	c = load_text(text, err, sizeof(err));
+	assert_non_null(c);
+	assert_string_equal(c->smtp.password, "s3cret");
+	cfg_free(c);
+
+	c = load_text("[smtp]\npassword_file = /nonexistent/smtp-password\n", err, sizeof(err));
+	assert_null(c);
+	assert_non_null(strstr(err, ":2: smtp.password_file: cannot read the secret file /nonexistent/smtp-password"));
+
+	/* The secret straight from the environment. */
+	setenv("OUTREACH_SMTP_PASSWORD", "fromenv", 1);
+	c = load_text("", err, sizeof(err));
+	assert_non_null(c);
+	assert_string_equal(c->smtp.password, "fromenv");
+	cfg_free(c);
+	unsetenv("OUTREACH_SMTP_PASSWORD");
+
+	/* The printed configuration never shows a secret. */
+	c = load_text(text, err, sizeof(err));
+	assert_non_null(c);
+	char *buf = NULL;
+	size_t blen = 0;
+	FILE *mem = open_memstream(&buf, &blen);
+	cfg_print(c, mem);
+	fclose(mem);
+	assert_null(strstr(buf, "s3cret"));
+	assert_non_null(strstr(buf, "(secret set)"));
+	free(buf);
+	cfg_free(c);
+}
+
+static void
+env_overrides(void **state)
+{
+	char err[512];
+	struct cfg *c;
+
+	(void)state;
+	setenv("OUTREACH_DATABASE_URL", "postgresql://db1,db2/outreach?target_session_attrs=read-write", 1);
+	setenv("OUTREACH_SMTP_PORT", "2525", 1);
+	setenv("OUTREACH_REDIS_URL", "unix:///run/redis/redis.sock?db=2", 1);
+	c = load_text("[smtp]\nport = 25\n", err, sizeof(err));
+	assert_non_null(c);
+	assert_int_equal(c->smtp.port, 2525);
+	assert_string_equal(c->database.url, "postgresql://db1,db2/outreach?target_session_attrs=read-write");
+	assert_true(c->redis_addr.is_unix);
+	assert_int_equal(c->redis_addr.db, 2);
+	size_t nkeys;
+	const struct cfg_key *keys = cfg_keys(&nkeys);
+	for (size_t i = 0; i < nkeys; i++)
+		if (strcmp(keys[i].section, "smtp") == 0 && strcmp(keys[i].name, "port") == 0)
+			assert_string_equal(c->origin[i], "environment OUTREACH_SMTP_PORT");
+	cfg_free(c);
+
+	setenv("OUTREACH_SMTP_PORT", "0", 1);
+	c = load_text("", err, sizeof(err));
+	assert_null(c);
+	assert_non_null(strstr(err, "config: environment OUTREACH_SMTP_PORT: smtp.port: 0 is out of range 1..65535"));
+	clear_env(NULL);
+}
+
+static void
+reload_restart_keys(void **state)
+{
+	char err[512], keys[256];
+	struct cfg *a = load_text("[http]\nlisten = 127.0.0.1:1\n[smtp]\nport = 25\n", err, sizeof(err));
+	struct cfg *b = load_text("[http]\nlisten = 127.0.0.1:2\n[smtp]\nport = 26\n", err, sizeof(err));
+
+	(void)state;
+	assert_non_null(a);
+	assert_non_null(b);
+	cfg_restart_needed(a, b, keys, sizeof(keys));
+	assert_string_equal(keys, "http.listen"); /* smtp.port is reloadable */
+	cfg_free(a);
+	cfg_free(b);
+}
+
+static void
+listen_parsing(void **state)
+{
+	char host[64];
+	int port;
+
+	(void)state;
+	assert_int_equal(cfg_parse_listen("127.0.0.1:9464", host, sizeof(host), &port), 0);
+	assert_string_equal(host, "127.0.0.1");
+	assert_int_equal(port, 9464);
+	assert_int_equal(cfg_parse_listen("[::1]:80", host, sizeof(host), &port), 0);
+	assert_string_equal(host, "::1");
+	assert_int_equal(cfg_parse_listen("::1:80", host, sizeof(host), &port), -1);
+	assert_int_equal(cfg_parse_listen("host:99999", host, sizeof(host), &port), -1);
+	assert_int_equal(cfg_parse_listen(":80", host, sizeof(host), &port), -1);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup(defaults_are_valid, clear_env),
+	    cmocka_unit_test_setup(every_key_in_example, clear_env),
+	    cmocka_unit_test_setup(errors_name_file_line_key, clear_env),
+	    cmocka_unit_test_setup(missing_file, clear_env),
+	    cmocka_unit_test_setup(secret_files, clear_env),
+	    cmocka_unit_test_setup(env_overrides, clear_env),
+	    cmocka_unit_test_setup(reload_restart_keys, clear_env),
+	    cmocka_unit_test(listen_parsing),
+	};
+	int rc;
+
+	if (mkdtemp(tmpdir) == NULL)
+		return 1;
+	rc = cmocka_run_group_tests_name("cfg", tests, NULL, NULL);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+	if (system(cmd) != 0)
+		rc = rc ? rc : 1;
+	return rc;
+}

@@ -1,0 +1,557 @@
+/* test_csv: the CSV reader against RFC 4180 corner cases and the real NUCC and NPPES files. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/csv.h"
+
+#define FIXTURES "tests/fixtures/npi/"
+
+/* A reader over a copy of n bytes of text; the FILE is closed by reader_close. */
+struct reader {
+	FILE *fp;
+	char *copy;
+	struct csv *csv;
+};
+
+static void
+reader_open_n(struct reader *rd, const char *text, size_t n)
+{
+	rd->copy = malloc(n + 1);
+	assert_non_null(rd->copy);
+	memcpy(rd->copy, text, n);
+	rd->fp = fmemopen(rd->copy, n, "r");
+	assert_non_null(rd->fp);
+	rd->csv = csv_open(rd->fp, "test.csv");
+	assert_non_null(rd->csv);
+}
+
+static void
+reader_open(struct reader *rd, const char *text)
+{
+	reader_open_n(rd, text, strlen(text));
+}
+
+static void
+reader_close(struct reader *rd)
+{
+	csv_free(rd->csv);
+	fclose(rd->fp);
+	free(rd->copy);
+}
+
+/* Reads one record and checks its fields; expected is NULL-terminated. */
+static void
+expect_record(struct csv *r, ...)
+{
+	const char *const *f = NULL;
+	const char *want;
+	va_list ap;
+	int n = csv_read(r, &f), i = 0;
+
+	if (n < 0)
+		fail_msg("csv_read: %s", csv_error(r));
+	va_start(ap, r);
+	while ((want = va_arg(ap, const char *)) != NULL) {
+		assert_true(i < n);
+		assert_string_equal(f[i], want);
+		assert_string_equal(csv_field(r, i), want);
+		assert_int_equal(csv_field_len(r, i), strlen(want));
+		i++;
+	}
+	va_end(ap);
+	assert_int_equal(n, i);
+	assert_int_equal(csv_nfields(r), n);
+}
+
+static void
+expect_end(struct csv *r)
+{
+	assert_int_equal(csv_read(r, NULL), 0);
+	assert_int_equal(csv_read(r, NULL), 0); /* and it stays at the end */
+}
+
+static void
+test_plain(void **state)
+{
+	struct reader rd;
+
+	(void)state;
+	reader_open(&rd, "a,b,c\n1,2,3\n");
+	assert_int_equal(csv_line(rd.csv), 0);
+	expect_record(rd.csv, "a", "b", "c", NULL);
+	assert_int_equal(csv_line(rd.csv), 1);
+	assert_int_equal(csv_record(rd.csv), 1);
+	expect_record(rd.csv, "1", "2", "3", NULL);
+	assert_int_equal(csv_line(rd.csv), 2);
+	assert_int_equal(csv_record(rd.csv), 2);
+	expect_end(rd.csv);
+	assert_string_equal(csv_error(rd.csv), "");
+	reader_close(&rd);
+}
+
+static void
+test_quoted_commas(void **state)
+{
+	struct reader rd;
+
+	(void)state;
+	reader_open(&rd, "\"Obstetrics & Gynecology, Gynecology\",x,\"a,b,c\"\n");
+	expect_record(rd.csv, "Obstetrics & Gynecology, Gynecology", "x", "a,b,c", NULL);
+	expect_end(rd.csv);
+	reader_close(&rd);
+}
+
+static void
+test_embedded_newlines(void **state)
+{
+	struct reader rd;
+
+	(void)state;
+	reader_open(&rd, "\"line one\nline two\",x\r\n\"crlf\r\ninside\",y\nlast,z\n");
+	expect_record(rd.csv, "line one\nline two", "x", NULL);
+	assert_int_equal(csv_line(rd.csv), 1);
+	expect_record(rd.csv, "crlf\r\ninside", "y", NULL);
+	assert_int_equal(csv_line(rd.csv), 3);
+	expect_record(rd.csv, "last", "z", NULL);
+	assert_int_equal(csv_line(rd.csv), 5);
+	expect_end(rd.csv);
+	reader_close(&rd);
+}
+
+static void
+test_doubled_quotes(void **state)
+{
+	struct reader rd;
+
+	(void)state;
+	reader_open(&rd, "\"he said \"\"hi\"\"\",\"\"\"\",\"\"\"\"\"\"\n");
+	expect_record(rd.csv, "he said \"hi\"", "\"", "\"\"", NULL);
+	expect_end(rd.csv);
+	reader_close(&rd);
+}
+
+static void
+test_lenient_quotes(void **state)
+{
+	struct reader rd;
+
+	(void)state;
+	/* A quote inside an unquoted field is kept; text after a closing quote is appended. */
+	reader_open(&rd, "5'10\",ab\"c,\"x\"yz,\"q\"\n");
+	expect_record(rd.csv, "5'10\"", "ab\"c", "xyz", "q", NULL);
+	expect_end(rd.csv);
+	reader_close(&rd);
+}
+
+static void
+test_bom(void **state)
+{
+	struct reader rd;
+
+	(void)state;
+	reader_open(&rd, "\xEF\xBB\xBF\"Code\",Name\n207X00000X,Orthopaedic Surgery\n");
+	assert_int_equal(csv_read_header(rd.csv), 0);
+	assert_int_equal(csv_header_index(rd.csv, "Code"), 0);
+	assert_int_equal(csv_header_index(rd.csv, "Name"), 1);
+	expect_record(rd.csv, "207X00000X", "Orthopaedic Surgery", NULL);
+	expect_end(rd.csv);
+	reader_close(&rd);
+
+	/* Only at the very start: elsewhere the bytes are data. */
+	reader_open(&rd, "a\n\xEF\xBB\xBF"
+	                 "b\n");
+	expect_record(rd.csv, "a", NULL);
+	expect_record(rd.csv,
+	              "\xEF\xBB\xBF"
+	              "b",
+	              NULL);
+	expect_end(rd.csv);
+	reader_close(&rd);
+
+	/* A file that is only a byte order mark is empty. */
+	reader_open(&rd, "\xEF\xBB\xBF");
+	expect_end(rd.csv);
+	reader_close(&rd);
+}
+
+static void
+test_line_ends(void **state)
+{
+	struct reader rd;
+
+	(void)state;
+	reader_open(&rd, "a,b\r\nc,d\r\n");
+	expect_record(rd.csv, "a", "b", NULL);
+	expect_record(rd.csv, "c", "d", NULL);
+	assert_int_equal(csv_line(rd.csv), 2);
+	expect_end(rd.csv);
+	reader_close(&rd);
+
+	/* A lone CR ends a line too, and mixed endings are fine. */
+	reader_open(&rd, "a\rb\nc\r\nd\r");
+	expect_record(rd.csv, "a", NULL);
+	expect_record(rd.csv, "b", NULL);
+	expect_record(rd.csv, "c", NULL);
+	expect_record(rd.csv, "d", NULL);
+	assert_int_equal(csv_line(rd.csv), 4);
+	expect_end(rd.csv);
+	reader_close(&rd);
+
+	/* A quoted last field right before CRLF. */
+	reader_open(&rd, "\"a\",\"b\"\r\n\"c\",\"d\"\r\n");
+	expect_record(rd.csv, "a", "b", NULL);
+	expect_record(rd.csv, "c", "d", NULL);
+	expect_end(rd.csv);
+	reader_close(&rd);
+}
+
+static void
+test_empty_fields(void **state)
+{
+	struct reader rd;
+
+	(void)state;
+	reader_open(&rd, ",,\na,,\"\",b\n\"\"\n,\nx,\n");
+	expect_record(rd.csv, "", "", "", NULL);
+	expect_record(rd.csv, "a", "", "", "b", NULL);
+	expect_record(rd.csv, "", NULL);
+	expect_record(rd.csv, "", "", NULL);
+	expect_record(rd.csv, "x", "", NULL);
+	expect_end(rd.csv);
+	reader_close(&rd);
+
+	/* Empty lines between records are skipped but counted. */
+	reader_open(&rd, "a\n\n\r\n\nb\n\n");
+	expect_record(rd.csv, "a", NULL);
+	expect_record(rd.csv, "b", NULL);
+	assert_int_equal(csv_line(rd.csv), 5);
+	expect_end(rd.csv);
+	reader_close(&rd);
+
+	reader_open(&rd, "");
+	expect_end(rd.csv);
+	assert_int_equal(csv_read_header(rd.csv), -1);
+	assert_non_null(strstr(csv_error(rd.csv), "empty"));
+	reader_close(&rd);
+}
+
+static void
+test_no_trailing_newline(void **state)
+{
+	struct reader rd;
+
+	(void)state;
+	reader_open(&rd, "a,b\nc,d");
+	expect_record(rd.csv, "a", "b", NULL);
+	expect_record(rd.csv, "c", "d", NULL);
+	expect_end(rd.csv);
+	reader_close(&rd);
+
+	reader_open(&rd, "a,\"b\"");
+	expect_record(rd.csv, "a", "b", NULL);
+	expect_end(rd.csv);
+	reader_close(&rd);
+
+	reader_open(&rd, "a,");
+	expect_record(rd.csv, "a", "", NULL);
+	expect_end(rd.csv);
+	reader_close(&rd);
+}
+
+static void
+test_unterminated_quote(void **state)
+{
+	struct reader rd;
+
+	(void)state;
+	reader_open(&rd, "h1,h2\nok,1\nbad,\"never\nclosed\nat all\n");
+	expect_record(rd.csv, "h1", "h2", NULL);
+	expect_record(rd.csv, "ok", "1", NULL);
+	assert_int_equal(csv_read(rd.csv, NULL), -1);
+	assert_non_null(strstr(csv_error(rd.csv), "test.csv:3:"));
+	assert_non_null(strstr(csv_error(rd.csv), "not closed"));
+	/* Errors are final. */
+	assert_int_equal(csv_read(rd.csv, NULL), -1);
+	assert_null(csv_field(rd.csv, 0));
+	reader_close(&rd);
+}
+
+static void
+test_embedded_nul(void **state)
+{
+	struct reader rd;
+
+	(void)state;
+	reader_open_n(&rd, "a\0b,c\n", 6);
+	assert_int_equal(csv_read(rd.csv, NULL), 2);
+	assert_int_equal(csv_field_len(rd.csv, 0), 3);
+	assert_memory_equal(csv_field(rd.csv, 0), "a\0b", 4);
+	assert_string_equal(csv_field(rd.csv, 1), "c");
+	reader_close(&rd);
+}
+
+static void
+test_header_lookup(void **state)
+{
+	struct reader rd;
+
+	(void)state;
+	reader_open(&rd, "NPI,Provider Secondary Practice Location Address-  Address Line 2, City Name ,NPI\n"
+	                 "1234567893,STE 200,NAPA,x\n"
+	                 "1234567893\n");
+	assert_int_equal(csv_header_index(rd.csv, "NPI"), -1); /* no header yet */
+	assert_int_equal(csv_read_header(rd.csv), 0);
+	assert_int_equal(csv_header_count(rd.csv), 4);
+	assert_int_equal(csv_record(rd.csv), 1);
+	assert_int_equal(csv_header_index(rd.csv, "NPI"), 0); /* the first of two */
+	assert_int_equal(
+	        csv_header_index(rd.csv, "Provider Secondary Practice Location Address-  Address Line 2"), 1);
+	assert_int_equal(
+	        csv_header_index(rd.csv, "Provider Secondary Practice Location Address- Address Line 2"), 1);
+	assert_int_equal(csv_header_index(rd.csv, "city name"), 2);
+	assert_int_equal(csv_header_index(rd.csv, "City"), -1);
+	assert_int_equal(csv_header_index(rd.csv, "NPI2"), -1);
+	assert_int_equal(csv_header_index(rd.csv, ""), -1);
+
+	int city = csv_header_index(rd.csv, "City Name");
+	expect_record(rd.csv, "1234567893", "STE 200", "NAPA", "x", NULL);
+	assert_string_equal(csv_field(rd.csv, city), "NAPA");
+	/* A short row: the missing columns are NULL, not a crash. */
+	expect_record(rd.csv, "1234567893", NULL);
+	assert_null(csv_field(rd.csv, city));
+	assert_null(csv_field(rd.csv, -1));
+	assert_int_equal(csv_field_len(rd.csv, city), 0);
+	expect_end(rd.csv);
+	reader_close(&rd);
+}
+
+static void
+test_limits(void **state)
+{
+	struct reader rd;
+
+	(void)state;
+	reader_open(&rd, "short,row\n\"a runaway quoted field, x,y,z,\nand on and on and on\n");
+	csv_set_limits(rd.csv, 24, 0);
+	expect_record(rd.csv, "short", "row", NULL);
+	assert_int_equal(csv_read(rd.csv, NULL), -1);
+	assert_non_null(strstr(csv_error(rd.csv), "test.csv:2:"));
+	if (strstr(csv_error(rd.csv), "longer than 24 bytes") == NULL)
+		fail_msg("%s", csv_error(rd.csv));
+	reader_close(&rd);
+
+	reader_open(&rd, "a,b,c\na,b,c,d\n");
+	csv_set_limits(rd.csv, 0, 3);
+	expect_record(rd.csv, "a", "b", "c", NULL);
+	assert_int_equal(csv_read(rd.csv, NULL), -1);
+	assert_non_null(strstr(csv_error(rd.csv), "test.csv:2: record has more than 3 fields"));
+	reader_close(&rd);
+
+	/* Within the default limits a record grows as needed: 200 fields of 1000 bytes. */
+	size_t n = 200 * 1001;
+	char *big = malloc(n + 1);
+	assert_non_null(big);
+	for (size_t i = 0; i < 200; i++) {
+		memset(big + i * 1001, 'a' + (int)(i % 26), 1000);
+		big[i * 1001 + 1000] = i == 199 ? '\n' : ',';
+	}
+	reader_open_n(&rd, big, n);
+	assert_int_equal(csv_read(rd.csv, NULL), 200);
+	assert_int_equal(csv_field_len(rd.csv, 199), 1000);
+	assert_int_equal(csv_field(rd.csv, 199)[0], 'a' + 199 % 26);
+	expect_end(rd.csv);
+	reader_close(&rd);
+	free(big);
+}
+
+/* Every tricky token at every position around the reader's 64 KiB input buffer boundary. */
+static void
+test_buffer_boundaries(void **state)
+{
+	static const char tail[] = "\"x\"\"y\",\"p\r\nq\",z\r\n\"\",w\r\nlast";
+	const size_t block = 64 * 1024;
+
+	(void)state;
+	for (size_t shift = 0; shift < sizeof(tail) + 2; shift++) {
+		size_t padlen = block - shift, n = padlen + 1 + strlen(tail);
+		char *text = malloc(n + 1);
+		assert_non_null(text);
+		memset(text, 'p', padlen);
+		text[padlen] = '\n';
+		memcpy(text + padlen + 1, tail, strlen(tail) + 1);
+
+		struct reader rd;
+		reader_open_n(&rd, text, n);
+		assert_int_equal(csv_read(rd.csv, NULL), 1);
+		assert_int_equal(csv_field_len(rd.csv, 0), padlen);
+		expect_record(rd.csv, "x\"y", "p\r\nq", "z", NULL);
+		assert_int_equal(csv_line(rd.csv), 2);
+		expect_record(rd.csv, "", "w", NULL);
+		assert_int_equal(csv_line(rd.csv), 4);
+		expect_record(rd.csv, "last", NULL);
+		expect_end(rd.csv);
+		reader_close(&rd);
+		free(text);
+	}
+}
+
+static void
+test_free_null(void **state)
+{
+	(void)state;
+	csv_free(NULL);
+}
+
+static struct csv *
+open_fixture(const char *name, FILE **fpp)
+{
+	FILE *fp = fopen(name, "r");
+
+	if (fp == NULL)
+		fail_msg("%s: cannot open (the tests run from the repository root)", name);
+	*fpp = fp;
+	return csv_open(fp, name);
+}
+
+static void
+test_nucc_taxonomy(void **state)
+{
+	FILE *fp;
+	struct csv *r = open_fixture(FIXTURES "nucc_taxonomy.csv", &fp);
+	int n, records = 0, multiline = 0;
+	bool saw_ortho = false, saw_group = false;
+
+	(void)state;
+	assert_int_equal(csv_read_header(r), 0);
+	assert_int_equal(csv_header_count(r), 8);
+	int code = csv_header_index(r, "Code");
+	int cls = csv_header_index(r, "Classification");
+	int spec = csv_header_index(r, "Specialization");
+	int def = csv_header_index(r, "Definition");
+	int disp = csv_header_index(r, "Display Name");
+	int sect = csv_header_index(r, "Section");
+	assert_int_equal(code, 0);
+	assert_true(cls > 0 && spec > 0 && def > 0 && disp > 0);
+	assert_int_equal(sect, 7); /* the last column: its name must not keep the CR of CRLF */
+
+	while ((n = csv_read(r, NULL)) > 0) {
+		records++;
+		assert_int_equal(n, 8);
+		const char *c = csv_field(r, code);
+		assert_int_equal(strlen(c), 10);
+		assert_int_equal(c[9], 'X');
+		assert_null(strchr(csv_field(r, sect), '\r'));
+		if (strchr(csv_field(r, def), '\n') != NULL)
+			multiline++;
+		if (strcmp(c, "207X00000X") == 0) {
+			saw_ortho = true;
+			assert_string_equal(csv_field(r, cls), "Orthopaedic Surgery");
+			assert_string_equal(csv_field(r, spec), "");
+			assert_string_equal(csv_field(r, disp), "Orthopaedic Surgery Physician");
+		}
+		if (strcmp(c, "193200000X") == 0) {
+			saw_group = true;
+			assert_non_null(strstr(csv_field(r, def), "individual practitioners, who practice"));
+		}
+	}
+	if (n < 0)
+		fail_msg("%s", csv_error(r));
+	assert_int_equal(records, 883);
+	assert_int_equal(csv_record(r), 884);
+	assert_true(saw_ortho);
+	assert_true(saw_group);
+	(void)multiline;
+	csv_free(r);
+	fclose(fp);
+}
+
+static void
+test_nppes_sample(void **state)
+{
+	FILE *fp;
+	struct csv *r = open_fixture(FIXTURES "npidata_pfile_sample_rows_2021_330col_orgs.csv", &fp);
+	const char *const *f;
+	int n, rows = 0;
+
+	(void)state;
+	assert_int_equal(csv_read_header(r), 0);
+	assert_int_equal(csv_header_count(r), 330);
+	int npi = csv_header_index(r, "NPI");
+	int org = csv_header_index(r, "Provider Organization Name (Legal Business Name)");
+	int city = csv_header_index(r, "Provider Business Practice Location Address City Name");
+	int state_ = csv_header_index(r, "Provider Business Practice Location Address State Name");
+	int tax1 = csv_header_index(r, "Healthcare Provider Taxonomy Code_1");
+	assert_int_equal(npi, 0);
+	assert_int_equal(org, 4);
+	assert_true(city > 0 && state_ > 0 && tax1 > 0);
+	assert_true(csv_header_index(r, "Provider Gender Code") > 0);
+	assert_int_equal(csv_header_index(r, "Provider Sex Code"), -1);
+
+	while ((n = csv_read(r, &f)) > 0) {
+		rows++;
+		assert_int_equal(n, 330);
+		assert_int_equal(strlen(f[npi]), 10);
+		assert_string_equal(csv_field(r, csv_header_index(r, "Entity Type Code")), "2");
+		if (rows == 1) {
+			assert_string_equal(f[npi], "1497758544");
+			assert_string_equal(f[org], "CUMBERLAND COUNTY HOSPITAL SYSTEM, INC");
+			assert_string_equal(f[city], "FAYETTEVILLE");
+			assert_string_equal(f[state_], "NC");
+			assert_string_equal(f[tax1], "251G00000X");
+		}
+	}
+	if (n < 0)
+		fail_msg("%s", csv_error(r));
+	assert_int_equal(rows, 12);
+	csv_free(r);
+	fclose(fp);
+}
+
+static void
+test_nppes_header_file(void **state)
+{
+	FILE *fp;
+	struct csv *r = open_fixture(FIXTURES "npidata_pfile_header.csv", &fp);
+
+	(void)state;
+	assert_int_equal(csv_read_header(r), 0);
+	assert_int_equal(csv_header_count(r), 330);
+	assert_int_equal(csv_header_index(r, "Provider Sex Code"), 41);
+	assert_int_equal(csv_read(r, NULL), 0);
+	csv_free(r);
+	fclose(fp);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_plain),
+		cmocka_unit_test(test_quoted_commas),
+		cmocka_unit_test(test_embedded_newlines),
+		cmocka_unit_test(test_doubled_quotes),
+		cmocka_unit_test(test_lenient_quotes),
+		cmocka_unit_test(test_bom),
+		cmocka_unit_test(test_line_ends),
+		cmocka_unit_test(test_empty_fields),
+		cmocka_unit_test(test_no_trailing_newline),
+		cmocka_unit_test(test_unterminated_quote),
+		cmocka_unit_test(test_embedded_nul),
+		cmocka_unit_test(test_header_lookup),
+		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_buffer_boundaries),
+		cmocka_unit_test(test_free_null),
+		cmocka_unit_test(test_nucc_taxonomy),
+		cmocka_unit_test(test_nppes_sample),
+		cmocka_unit_test(test_nppes_header_file),
+	};
+
+	return cmocka_run_group_tests_name("csv", tests, NULL, NULL);
+}

@@ -1,0 +1,349 @@
+/* jobs: outreachctl's job commands: enqueue, stats, retry-dead, discard-dead, ping. */
+#include "tools/jobs.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/job.h"
+#include "common/jobclass.h"
+#include "common/log.h"
+#include "common/queue.h"
+#include "common/rds.h"
+
+static redisContext *
+connect_redis(const struct cfg *c)
+{
+	char err[512];
+	redisContext *r = rds_connect(&c->redis_addr, c->redis.password, c->redis.timeout, err, sizeof(err));
+
+	if (r == NULL)
+		fatalx("cannot connect to Redis: %s", err);
+	return r;
+}
+
+static redisReply *
+must(redisContext *r, redisReply *rep, const char *what)
+{
+	if (rep == NULL)
+		fatalx("%s: %s", what, r->errstr);
+	if (rep->type == REDIS_REPLY_ERROR)
+		fatalx("%s: %s", what, rep->str);
+	return rep;
+}
+
+int
+ctl_parse_time(const char *s, double *out)
+{
+	static const char *const formats[] = {"%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S",
+	                                      "%Y-%m-%dT%H:%MZ",    "%Y-%m-%dT%H:%M",    "%Y-%m-%d %H:%M",
+	                                      "%Y-%m-%d"};
+	char *end;
+	double v = strtod(s, &end);
+
+	if (end != s && *end == '\0' && v > 0) {
+		*out = v;
+		return 0;
+	}
+	for (size_t i = 0; i < NELEM(formats); i++) {
+		struct tm tm = {0};
+		const char *rest = strptime(s, formats[i], &tm);
+		if (rest && *rest == '\0') {
+			*out = (double)timegm(&tm);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int
+ctl_enqueue(const struct cfg *c, int argc, char **argv)
+{
+	const char *queue = NULL, *args_text = "[]";
+	double at = 0;
+	char err[512];
+
+	if (argc < 2)
+		fatalx("usage: outreachctl enqueue CLASS [--queue Q] [--args JSON] [--at TIME | --in SECONDS]");
+	const char *class = argv[1];
+	for (int i = 2; i < argc; i++) {
+		const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+		if (val == NULL)
+			fatalx("enqueue: %s needs a value", opt);
+		i++;
+		if (strcmp(opt, "--queue") == 0)
+			queue = val;
+		else if (strcmp(opt, "--args") == 0)
+			args_text = val;
+		else if (strcmp(opt, "--at") == 0) {
+			if (ctl_parse_time(val, &at) == -1)
+				fatalx("enqueue: --at %s is neither epoch seconds nor a UTC time like 2026-12-01T08:00:00Z",
+				       val);
+		} else if (strcmp(opt, "--in") == 0) {
+			char *end;
+			double secs = strtod(val, &end);
+			if (end == val || *end != '\0' || secs < 0)
+				fatalx("enqueue: --in %s is not a number of seconds", val);
+			at = util_now() + secs;
+		} else
+			fatalx("enqueue: unknown option %s", opt);
+	}
+
+	const struct jobclass *jc = jobclass_find(class);
+	if (jc == NULL) {
+		char names[512];
+		jobclass_names(names, sizeof(names));
+		fatalx("enqueue: unknown job class %s (known: %s)", class, names);
+	}
+	json_error_t jerr;
+	json_t *args = json_loads(args_text, JSON_DECODE_ANY, &jerr);
+	if (args == NULL)
+		fatalx("enqueue: --args is not JSON: %s", jerr.text);
+	if (!json_is_array(args))
+		fatalx("enqueue: --args must be a JSON array, e.g. '[\"key\", 100]'");
+	if (jc->validate(args, err, sizeof(err)) == -1)
+		fatalx("enqueue: %s", err);
+	if (queue && !job_queue_name_ok(queue))
+		fatalx("enqueue: '%s' is not a queue name", queue);
+
+	struct job *job = job_new(class, queue ? queue : jc->queue, args);
+	redisContext *r = connect_redis(c);
+	int rc = at > util_now() ? queue_schedule(r, job, at, err, sizeof(err)) : queue_push(r, job, err, sizeof(err));
+	if (rc == -1)
+		fatalx("enqueue: %s", err);
+	printf("%s\n", job->jid);
+	job_free(job);
+	redisFree(r);
+	return 0;
+}
+
+static long long
+int_reply(redisContext *r, const char *fmt, const char *arg)
+{
+	redisReply *rep = must(r, redisCommand(r, fmt, arg), "stats");
+	long long v = 0;
+
+	if (rep->type == REDIS_REPLY_INTEGER)
+		v = rep->integer;
+	else if (rep->type == REDIS_REPLY_STRING)
+		v = strtoll(rep->str, NULL, 10);
+	freeReplyObject(rep);
+	return v;
+}
+
+int
+ctl_stats(const struct cfg *c, int argc, char **argv)
+{
+	bool as_json = argc > 1 && strcmp(argv[1], "--json") == 0;
+	redisContext *r = connect_redis(c);
+	double now = util_now();
+	char day[11];
+	json_t *out = json_object(), *queues = json_array();
+
+	queue_stat_day(now, day);
+	redisReply *qs = must(r, redisCommand(r, "SMEMBERS queues"), "stats");
+	for (size_t i = 0; i < qs->elements; i++) {
+		const char *q = qs->element[i]->str;
+		char key[128];
+		snprintf(key, sizeof(key), "queue:%s", q);
+		long long size = int_reply(r, "LLEN %s", key);
+		double latency = 0;
+		redisReply *last = must(r, redisCommand(r, "LINDEX %s -1", key), "stats");
+		if (last->type == REDIS_REPLY_STRING) {
+			json_t *j = json_loads(last->str, 0, NULL);
+			json_t *ea = j ? json_object_get(j, "enqueued_at") : NULL;
+			if (ea && json_is_number(ea))
+				latency = now - json_number_value(ea);
+			json_decref(j);
+		}
+		freeReplyObject(last);
+		json_array_append_new(queues, json_pack("{s:s, s:I, s:f}", "name", q, "size", (json_int_t)size,
+		                                        "latency", latency < 0 ? 0 : latency));
+	}
+	freeReplyObject(qs);
+
+	long long busy = 0, nproc = 0;
+	redisReply *ps = must(r, redisCommand(r, "SMEMBERS processes"), "stats");
+	for (size_t i = 0; i < ps->elements; i++) {
+		redisReply *b = must(r, redisCommand(r, "HGET %s busy", ps->element[i]->str), "stats");
+		if (b->type == REDIS_REPLY_STRING) {
+			nproc++;
+			busy += strtoll(b->str, NULL, 10);
+		}
+		freeReplyObject(b);
+	}
+	freeReplyObject(ps);
+
+	char pkey[64], fkey[64];
+	snprintf(pkey, sizeof(pkey), "stat:processed:%s", day);
+	snprintf(fkey, sizeof(fkey), "stat:failed:%s", day);
+	json_object_set_new(out, "queues", queues);
+	json_object_set_new(out, "processed", json_integer(int_reply(r, "GET %s", "stat:processed")));
+	json_object_set_new(out, "failed", json_integer(int_reply(r, "GET %s", "stat:failed")));
+	json_object_set_new(out, "processed_today", json_integer(int_reply(r, "GET %s", pkey)));
+	json_object_set_new(out, "failed_today", json_integer(int_reply(r, "GET %s", fkey)));
+	json_object_set_new(out, "retry", json_integer(int_reply(r, "ZCARD %s", "retry")));
+	json_object_set_new(out, "scheduled", json_integer(int_reply(r, "ZCARD %s", "schedule")));
+	json_object_set_new(out, "dead", json_integer(int_reply(r, "ZCARD %s", "dead")));
+	json_object_set_new(out, "processes", json_integer(nproc));
+	json_object_set_new(out, "busy", json_integer(busy));
+
+	if (as_json) {
+		char *s = json_dumps(out, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+		printf("%s\n", s);
+		free(s);
+	} else {
+		size_t i;
+		json_t *q;
+		printf("%-24s %10s %12s\n", "queue", "size", "latency (s)");
+		json_array_foreach(queues, i, q)
+		{
+			printf("%-24s %10lld %12.3f\n", json_string_value(json_object_get(q, "name")),
+			       (long long)json_integer_value(json_object_get(q, "size")),
+			       json_real_value(json_object_get(q, "latency")));
+		}
+		static const char *const fields[] = {"processed", "failed", "processed_today", "failed_today", "retry",
+		                                     "scheduled", "dead",   "processes",       "busy"};
+		printf("\n");
+		for (i = 0; i < NELEM(fields); i++)
+			printf("%-16s %lld\n", fields[i], (long long)json_integer_value(json_object_get(out, fields[i])));
+	}
+	json_decref(out);
+	redisFree(r);
+	return 0;
+}
+
+/* Applies fn to the dead jobs whose jid is jid (or all when jid is NULL); returns how many. */
+static int
+each_dead(redisContext *r, const char *jid, bool retry)
+{
+	redisReply *all = must(r, redisCommand(r, "ZRANGE dead 0 -1"), "dead");
+	char err[512];
+	int n = 0;
+
+	for (size_t i = 0; i < all->elements; i++) {
+		const char *old = all->element[i]->str;
+		size_t old_len = all->element[i]->len;
+		json_t *obj = json_loads(old, 0, NULL);
+		const char *id = obj ? json_string_value(json_object_get(obj, "jid")) : NULL;
+		const char *class = obj ? json_string_value(json_object_get(obj, "class")) : NULL;
+		bool ok;
+
+		if (jid && (id == NULL || strcmp(id, jid) != 0)) {
+			json_decref(obj);
+			continue;
+		}
+		if (!retry) {
+			redisReply *rep = must(r, redisCommand(r, "ZREM dead %b", old, old_len), "discard");
+			n += rep->integer == 1;
+			freeReplyObject(rep);
+		} else if (class == NULL || strcmp(class, "InvalidJob") == 0) {
+			fprintf(stderr, "dead job %s is not a runnable job (%s); discard it instead\n", id ? id : "?",
+			        class ? "its payload was invalid" : "no class");
+		} else {
+			json_t *count = json_object_get(obj, "retry_count");
+			if (count && json_is_integer(count) && json_integer_value(count) > 0)
+				json_object_set_new(obj, "retry_count", json_integer(json_integer_value(count) - 1));
+			json_object_del(obj, QUEUE_RECOVERED_FIELD);
+			char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(17)), queue[65], key[80];
+			char *fresh = queue_due_json(text, util_now(), queue);
+			if (fresh == NULL) {
+				fprintf(stderr, "dead job %s has no valid queue; discard it instead\n", id ? id : "?");
+			} else {
+				snprintf(key, sizeof(key), "queue:%s", queue);
+				if (queue_move(r, "dead", true, old, old_len, fresh, QUEUE_DEST_BACK, key, queue, &ok, err,
+				               sizeof(err)) == -1)
+					fatalx("retry-dead: %s", err);
+				n += ok;
+			}
+			free(text);
+			free(fresh);
+		}
+		json_decref(obj);
+	}
+	freeReplyObject(all);
+	return n;
+}
+
+static int
+dead_command(const struct cfg *c, int argc, char **argv, bool retry)
+{
+	const char *name = retry ? "retry-dead" : "discard-dead";
+
+	if (argc != 2)
+		fatalx("usage: outreachctl %s JID|--all", name);
+	const char *jid = strcmp(argv[1], "--all") == 0 ? NULL : argv[1];
+	redisContext *r = connect_redis(c);
+	int n = each_dead(r, jid, retry);
+	redisFree(r);
+	printf("%s %d job%s\n", retry ? "requeued" : "discarded", n, n == 1 ? "" : "s");
+	if (jid && n == 0) {
+		fprintf(stderr, "%s: no dead job with jid %s\n", name, jid);
+		return 1;
+	}
+	return 0;
+}
+
+int
+ctl_retry_dead(const struct cfg *c, int argc, char **argv)
+{
+	return dead_command(c, argc, argv, true);
+}
+
+int
+ctl_discard_dead(const struct cfg *c, int argc, char **argv)
+{
+	return dead_command(c, argc, argv, false);
+}
+
+int
+ctl_ping(const struct cfg *c, int argc, char **argv)
+{
+	double timeout = 10;
+	const char *queue = "default";
+	char err[512], key[96];
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc)
+			timeout = strtod(argv[++i], NULL);
+		else if (strcmp(argv[i], "--queue") == 0 && i + 1 < argc)
+			queue = argv[++i];
+		else
+			fatalx("usage: outreachctl ping [--timeout SECONDS] [--queue Q]");
+	}
+	if (!job_queue_name_ok(queue))
+		fatalx("ping: '%s' is not a queue name", queue);
+	redisContext *r = connect_redis(c);
+	char jid[JOB_JID_LEN + 1];
+	job_new_jid(jid);
+	snprintf(key, sizeof(key), "outreach:ping:%s", jid);
+	struct job *job = job_new("PingJob", queue, json_pack("[s]", key));
+	int64_t start = util_mono_ms();
+	if (queue_push(r, job, err, sizeof(err)) == -1)
+		fatalx("ping: %s", err);
+	for (;;) {
+		long long found = 0;
+		redisReply *rep = must(r, redisCommand(r, "SISMEMBER %s %s", key, job->jid), "ping");
+		found = rep->integer;
+		freeReplyObject(rep);
+		int64_t took = util_mono_ms() - start;
+		if (found) {
+			printf("pong: a worker on queue %s ran PingJob %s in %lld ms\n", queue, job->jid, (long long)took);
+			freeReplyObject(redisCommand(r, "DEL %s", key));
+			break;
+		}
+		if (took > (int64_t)(timeout * 1000)) {
+			fprintf(stderr, "ping: no worker ran PingJob %s on queue %s within %.0f s\n", job->jid, queue,
+			        timeout);
+			job_free(job);
+			redisFree(r);
+			return 1;
+		}
+		util_sleep_ms(20);
+	}
+	job_free(job);
+	redisFree(r);
+	return 0;
+}

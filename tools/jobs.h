@@ -1,0 +1,18 @@
+/* jobs: outreachctl's job commands: enqueue, stats, retry-dead, discard-dead, ping. */
+#ifndef OUTREACH_TOOLS_JOBS_H
+#define OUTREACH_TOOLS_JOBS_H
+
+#include "common/cfg.h"
+
+/* Each takes the command's own argv (argv[0] is the command name) and returns the exit status. */
+int ctl_enqueue(const struct cfg *c, int argc, char **argv);
+int ctl_stats(const struct cfg *c, int argc, char **argv);
+int ctl_retry_dead(const struct cfg *c, int argc, char **argv);
+int ctl_discard_dead(const struct cfg *c, int argc, char **argv);
+int ctl_ping(const struct cfg *c, int argc, char **argv);
+
+/* Parses epoch seconds ("1767254400.5") or UTC ISO 8601 ("2026-12-01T08:00:00Z",
+ * "2026-12-01 08:00"); -1 when neither. */
+int ctl_parse_time(const char *s, double *out);
+
+#endif

@@ -1,0 +1,163 @@
+/* outreachctl: the operator's tool: migrate the schema, load demo data, manage jobs. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/boot.h"
+#include "common/db.h"
+#include "common/log.h"
+#include "common/migrate.h"
+#include "tools/jobs.h"
+#include "tools/seed.h"
+
+static const char usage_text[] =
+    "usage: outreachctl [-c FILE] [--check-config] COMMAND [ARGS]\n"
+    "\n"
+    "Commands:\n"
+    "  migrate                  apply the schema migrations the database lacks\n"
+    "  migrate --status         print the applied and the needed schema version\n"
+    "  seed-demo [--data DIR]   load the demo data set (coordinators, sources, history)\n"
+    "  enqueue CLASS [--queue Q] [--args JSON] [--at TIME | --in SECONDS]\n"
+    "                           push a job (TIME: epoch seconds or UTC 2026-12-01T08:00:00Z);\n"
+    "                           prints its jid\n"
+    "  stats [--json]           queues, sizes, latency, processed, failed, retry, scheduled,\n"
+    "                           dead, busy processes\n"
+    "  retry-dead JID|--all     put dead jobs back on their queues\n"
+    "  discard-dead JID|--all   delete dead jobs\n"
+    "  ping [--timeout S] [--queue Q]\n"
+    "                           push a PingJob and wait until a worker has run it\n"
+    "\n"
+    "Options:\n"
+    "  -c, --config FILE        configuration file (default: $OUTREACH_CONFIG or " SYSCONFDIR
+    "/outreach/outreach.conf)\n"
+    "      --check-config       validate the configuration and exit\n"
+    "  -h, --help               show this help\n"
+    "  -V, --version            show the version\n";
+
+static void
+usage(FILE *out, int status)
+{
+	fputs(usage_text, out);
+	exit(status);
+}
+
+static struct db *
+connect_db(const struct cfg *c)
+{
+	char err[1024];
+	struct db *db = db_connect_retry(c, "outreachctl", 10000, NULL, err, sizeof(err));
+
+	if (db == NULL)
+		fatalx("cannot connect to the database: %s", err);
+	return db;
+}
+
+static int
+cmd_migrate(const struct cfg *c, int argc, char **argv)
+{
+	char err[1024];
+	bool status = argc > 1 && strcmp(argv[1], "--status") == 0;
+	struct db *db = connect_db(c);
+	int applied, current;
+
+	if (status) {
+		if (mig_current(db, &current, err, sizeof(err)) == -1)
+			fatalx("%s", err);
+		printf("schema version %d, this build needs %d%s\n", current, mig_latest(),
+		       current < mig_latest() ? ": run `outreachctl migrate`" : "");
+		db_free(db);
+		return current < mig_latest() ? 1 : 0;
+	}
+	if (mig_apply(db, mig_scripts, mig_nscripts, &applied, err, sizeof(err)) == -1)
+		fatalx("migrate: %s", err);
+	if (mig_current(db, &current, err, sizeof(err)) == -1)
+		fatalx("%s", err);
+	printf("applied %d migration%s; schema version %d\n", applied, applied == 1 ? "" : "s", current);
+	db_free(db);
+	return 0;
+}
+
+static int
+cmd_seed_demo(const struct cfg *c, int argc, char **argv)
+{
+	const char *datadir = DATADIR "/outreach/fixtures";
+	char err[1024];
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
+			datadir = argv[++i];
+		else
+			fatalx("seed-demo: unexpected argument %s (usage: seed-demo [--data DIR])", argv[i]);
+	}
+	struct db *db = connect_db(c);
+	if (mig_check(db, err, sizeof(err)) == -1)
+		fatalx("%s", err);
+	int rc = seed_demo(db, datadir, err, sizeof(err));
+	db_free(db);
+	if (rc == -1)
+		fatalx("seed-demo: %s", err);
+	if (rc == 1)
+		printf("demo data is already loaded; nothing changed\n");
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 'C'},
+	    {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *path = NULL;
+	bool check = false;
+	int ch;
+
+	log_init("outreachctl");
+	/* "+": stop at the command, whose own options follow it. */
+	while ((ch = getopt_long(argc, argv, "+c:hV", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'C':
+			check = true;
+			break;
+		case 'h':
+			usage(stdout, 0);
+			break;
+		case 'V':
+			boot_version("outreachctl");
+		default:
+			usage(stderr, 2);
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc == 0 && !check)
+		usage(stderr, 2);
+
+	struct cfg *c = boot_config(path, check);
+	int rc;
+	if (strcmp(argv[0], "migrate") == 0)
+		rc = cmd_migrate(c, argc, argv);
+	else if (strcmp(argv[0], "seed-demo") == 0)
+		rc = cmd_seed_demo(c, argc, argv);
+	else if (strcmp(argv[0], "enqueue") == 0)
+		rc = ctl_enqueue(c, argc, argv);
+	else if (strcmp(argv[0], "stats") == 0)
+		rc = ctl_stats(c, argc, argv);
+	else if (strcmp(argv[0], "retry-dead") == 0)
+		rc = ctl_retry_dead(c, argc, argv);
+	else if (strcmp(argv[0], "discard-dead") == 0)
+		rc = ctl_discard_dead(c, argc, argv);
+	else if (strcmp(argv[0], "ping") == 0)
+		rc = ctl_ping(c, argc, argv);
+	else {
+		fprintf(stderr, "outreachctl: unknown command '%s'\n\n", argv[0]);
+		usage(stderr, 2);
+	}
+	cfg_free(c);
+	return rc;
+}

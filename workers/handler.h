@@ -1,0 +1,45 @@
+/* handler: what a job handler sees: its job, its connections, and how it reports failure. */
+#ifndef OUTREACH_HANDLER_H
+#define OUTREACH_HANDLER_H
+
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+
+#include "common/cfg.h"
+#include "common/db.h"
+#include "common/job.h"
+
+enum job_result {
+	JOB_DONE,  /* finished: the job is removed */
+	JOB_RETRY, /* failed in a way that may pass (lost connection, timeout, 4xx): retry with backoff */
+	JOB_DEAD,  /* failed for good (bad data): straight to the dead set */
+};
+
+struct job_ctx {
+	const struct cfg *cfg;   /* borrowed */
+	const struct job *job;   /* borrowed; args already validated by the class */
+	struct db *db;           /* borrowed; connected when the handler has needs_db */
+	redisContext *redis;     /* borrowed; this thread's connection */
+	const volatile int *stopping; /* nonzero once the worker is asked to stop */
+	char error_class[64];
+	char error_message[512];
+};
+
+/* Records why the job failed (class like "SMTPError", message) and returns result, so that a
+ * handler can write `return job_fail(ctx, JOB_RETRY, "Timeout", "...")`. */
+enum job_result job_fail(struct job_ctx *ctx, enum job_result result, const char *error_class, const char *fmt,
+                         ...) __attribute__((format(printf, 4, 5)));
+
+struct handler {
+	const char *class;
+	bool needs_db;
+	enum job_result (*run)(struct job_ctx *ctx);
+};
+
+/* The handler for a job class, or NULL. */
+const struct handler *handler_find(const char *class);
+
+/* The handlers, one file each. */
+enum job_result ping_run(struct job_ctx *ctx);
+
+#endif

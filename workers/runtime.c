@@ -1,0 +1,749 @@
+/* runtime: the worker process: reliable fetch, run, ack, retry, dead, heartbeat, shutdown. */
+#include "workers/runtime.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/db.h"
+#include "common/jobclass.h"
+#include "common/log.h"
+#include "common/queue.h"
+#include "common/rds.h"
+#include "common/sdnotify.h"
+#include "workers/handler.h"
+
+#define HEARTBEAT_MS 5000
+#define MAX_BATCH 32
+
+/* Fetches up to ARGV[2] jobs, queue by queue in the given order, moving each into its private list.
+ * KEYS: queue:Q1..queue:Qn, then the n private lists. Returns {index, job, index, job, ...}. */
+static const char lua_fetch[] =
+    "local n, max, out = tonumber(ARGV[1]), tonumber(ARGV[2]), {}\n"
+    "for i = 1, n do\n"
+    "  while #out < max * 2 do\n"
+    "    local job = redis.call('LMOVE', KEYS[i], KEYS[n + i], 'RIGHT', 'LEFT')\n"
+    "    if not job then break end\n"
+    "    out[#out + 1] = i; out[#out + 1] = job\n"
+    "  end\n"
+    "  if #out >= max * 2 then break end\n"
+    "end\n"
+    "return out\n";
+
+struct worker;
+
+struct wthread {
+	struct worker *w;
+	pthread_t th;
+	int idx;
+	char tid[24];
+	redisContext *r;
+	struct db *db;
+	bool done; /* the thread has returned */
+	pthread_mutex_t mu;
+	/* The job running now, for the heartbeat's workers hash and for hand-back on a hard stop. */
+	char *cur_json;
+	int cur_queue;
+	double cur_run_at;
+};
+
+struct worker {
+	struct cfg **cfgp;
+	const char *cfg_path;
+	const struct runtime_opts *o;
+	char identity[320];
+	char hostname[256];
+	double started_at;
+	char *qkeys[RUNTIME_MAX_QUEUES];     /* queue:Q */
+	char *private[RUNTIME_MAX_QUEUES];   /* outreach:inflight:Q:identity */
+	struct wthread *threads;
+	atomic_int quiet;    /* stop fetching (TSTP or stopping) */
+	volatile int stopping; /* asked to stop: handlers may look */
+	atomic_long processed, failed;
+	atomic_int busy;
+	redisContext *hb;    /* the main thread's connection: heartbeat, sweep, hand-back */
+	char fetch_sha[41];
+};
+
+static void
+thread_set_current(struct wthread *t, const char *json, int queue)
+{
+	pthread_mutex_lock(&t->mu);
+	free(t->cur_json);
+	t->cur_json = json ? xstrdup(json) : NULL;
+	t->cur_queue = queue;
+	t->cur_run_at = util_now();
+	pthread_mutex_unlock(&t->mu);
+}
+
+/* Connects a Redis context, retrying with backoff until it works or the worker stops. */
+static redisContext *
+connect_redis(struct worker *w)
+{
+	int64_t delay = 250;
+	char err[512];
+
+	for (;;) {
+		redisContext *r = rds_connect(&(*w->cfgp)->redis_addr, (*w->cfgp)->redis.password,
+		                              (*w->cfgp)->redis.timeout, err, sizeof(err));
+		if (r)
+			return r;
+		if (w->stopping)
+			return NULL;
+		log_warnx("%s; retrying in %lld ms", err, (long long)delay);
+		util_sleep_ms(delay);
+		delay = delay * 2 > 10000 ? 10000 : delay * 2;
+	}
+}
+
+/* Ensures *r is a live connection; after an I/O error the context is useless and is replaced. */
+static bool
+redis_ok(struct worker *w, redisContext **r)
+{
+	if (*r && (*r)->err == 0)
+		return true;
+	if (*r)
+		redisFree(*r);
+	*r = connect_redis(w);
+	return *r != NULL;
+}
+
+static void
+load_script(redisContext *r, const char *src, char sha[41])
+{
+	redisReply *rep = redisCommand(r, "SCRIPT LOAD %s", src);
+
+	if (rep && rep->type == REDIS_REPLY_STRING)
+		util_strlcpy(sha, rep->str, 41);
+	if (rep)
+		freeReplyObject(rep);
+}
+
+/* Moves a job out of a private list: to the front of its queue, to retry or to dead. */
+static void
+move_from_private(struct worker *w, redisContext *r, int q, const char *old, size_t old_len, const char *fresh,
+                  enum queue_dest dest, const char *zset, double score)
+{
+	char err[512], sc[32];
+	bool moved;
+
+	snprintf(sc, sizeof(sc), "%.6f", score);
+	for (int attempt = 0; attempt < 5; attempt++) {
+		int rc = dest == QUEUE_DEST_ZSET
+		             ? queue_move(r, w->private[q], false, old, old_len, fresh, dest, zset, sc, &moved, err,
+		                          sizeof(err))
+		             : queue_move(r, w->private[q], false, old, old_len, fresh, dest, w->qkeys[q],
+		                          w->o->queues[q], &moved, err, sizeof(err));
+		if (rc == 0)
+			return;
+		/* The job stays in the private list: if this process dies the sweep hands it back. */
+		log_warnx("moving a job out of %s: %s", w->private[q], err);
+		redisContext *tmp = r;
+		if (r->err) {
+			(void)redis_ok(w, &tmp);
+			return;
+		}
+		util_sleep_ms(200);
+	}
+}
+
+/* Moves old out of the private list into dead, as content (old itself, or an updated copy) with the
+ * reason added. */
+static void
+to_dead(struct worker *w, struct wthread *t, int q, const char *old, size_t old_len, const char *content,
+        const char *cls, const char *msg)
+{
+	double now = util_now();
+	char *fresh = queue_dead_json(content, cls, msg, now);
+
+	log_warnx("job sent to dead: %s: %s", cls, msg);
+	move_from_private(w, t->r, q, old, old_len, fresh, QUEUE_DEST_ZSET, "dead", now);
+	free(fresh);
+	atomic_fetch_add(&w->failed, 1);
+}
+
+static void
+to_retry(struct worker *w, struct wthread *t, int q, const char *old, size_t old_len, struct job *job,
+         const char *cls, const char *msg)
+{
+	double now = util_now();
+	int count = job->retry_count + 1;
+
+	job_set_string(job, "error_class", cls);
+	job_set_string(job, "error_message", msg);
+	if (job->retry_count < 0)
+		job_set_time(job, "failed_at", now);
+	else
+		job_set_time(job, "retried_at", now);
+	job_set_int(job, "retry_count", count);
+	json_t *rq = json_object_get(job->obj, "retry_queue");
+	if (rq && json_is_string(rq) && job_queue_name_ok(json_string_value(rq)))
+		job_set_string(job, "queue", json_string_value(rq));
+
+	if (!job->retry || count >= job->max_retries) {
+		json_t *deadflag = json_object_get(job->obj, "dead");
+		char reason[700];
+		snprintf(reason, sizeof(reason), "%s%s", msg,
+		         job->retry ? " (retries exhausted)" : " (retry is off)");
+		if (deadflag && json_is_false(deadflag)) {
+			/* The job asked not to be kept: say so loudly, since it is gone. */
+			log_warnx("job discarded after failing (\"dead\": false): %s: %s", cls, reason);
+			redisReply *rep = redisCommand(t->r, "LREM %s 1 %b", w->private[q], old, old_len);
+			if (rep)
+				freeReplyObject(rep);
+			atomic_fetch_add(&w->failed, 1);
+			return;
+		}
+		char *json = job_dump(job);
+		to_dead(w, t, q, old, old_len, json, cls, reason);
+		free(json);
+		return;
+	}
+	double at = now + job_backoff(count);
+	char *json = job_dump(job);
+	log_info("job failed, retry %d of %d in %.0f s: %s: %s", count, job->max_retries, at - now, cls, msg);
+	move_from_private(w, t->r, q, old, old_len, json, QUEUE_DEST_ZSET, "retry", at);
+	free(json);
+	atomic_fetch_add(&w->failed, 1);
+}
+
+static bool
+ensure_db(struct worker *w, struct wthread *t, char *err, size_t errlen)
+{
+	if (t->db && PQstatus(db_conn(t->db)) == CONNECTION_OK)
+		return true;
+	if (t->db && db_reset(t->db) == 0)
+		return true;
+	db_free(t->db);
+	t->db = db_connect(*w->cfgp, "outreach-worker", err, errlen);
+	return t->db != NULL;
+}
+
+/* Runs one job taken from queue q; the job text stays in the private list until this returns. */
+static void
+process(struct worker *w, struct wthread *t, int q, const char *json, size_t len)
+{
+	char err[512];
+	struct job *job = job_parse(json, len, (size_t)(*w->cfgp)->worker.max_job_size, err, sizeof(err));
+
+	atomic_fetch_add(&w->processed, 1);
+	if (job == NULL) {
+		to_dead(w, t, q, json, len, json, "InvalidJob", err);
+		return;
+	}
+	log_set_context("class=%s jid=%s", job->class, job->jid);
+	const struct jobclass *jc = jobclass_find(job->class);
+	const struct handler *h = handler_find(job->class);
+	if (jc == NULL || h == NULL) {
+		char names[512], msg[700];
+		jobclass_names(names, sizeof(names));
+		snprintf(msg, sizeof(msg), "no handler for class \"%s\" (known: %s)", job->class, names);
+		to_dead(w, t, q, json, len, json, "UnknownJobClass", msg);
+		goto out;
+	}
+	if (jc->validate(job->args, err, sizeof(err)) == -1) {
+		to_dead(w, t, q, json, len, json, "ArgumentError", err);
+		goto out;
+	}
+	if (h->needs_db && !ensure_db(w, t, err, sizeof(err))) {
+		to_retry(w, t, q, json, len, job, "DatabaseUnavailable", err);
+		goto out;
+	}
+
+	struct job_ctx ctx = {.cfg = *w->cfgp, .job = job, .db = t->db, .redis = t->r, .stopping = &w->stopping};
+	thread_set_current(t, json, q);
+	atomic_fetch_add(&w->busy, 1);
+	int64_t start = util_mono_ms();
+	enum job_result res = h->run(&ctx);
+	atomic_fetch_sub(&w->busy, 1);
+	thread_set_current(t, NULL, 0);
+	if (!redis_ok(w, &t->r))
+		goto out; /* stopping: the job stays in the private list and is handed back */
+
+	switch (res) {
+	case JOB_DONE: {
+		redisReply *rep = redisCommand(t->r, "LREM %s 1 %b", w->private[q], json, len);
+		if (rep)
+			freeReplyObject(rep);
+		log_debug("done in %lld ms", (long long)(util_mono_ms() - start));
+		break;
+	}
+	case JOB_RETRY:
+		to_retry(w, t, q, json, len, job, ctx.error_class[0] ? ctx.error_class : "JobError",
+		         ctx.error_message[0] ? ctx.error_message : "the job failed");
+		break;
+	case JOB_DEAD:
+		to_dead(w, t, q, json, len, json, ctx.error_class[0] ? ctx.error_class : "JobError",
+		        ctx.error_message[0] ? ctx.error_message : "the job failed for good");
+		break;
+	}
+out:
+	log_clear_context();
+	job_free(job);
+}
+
+/* The fetch order for this round: the configured order, or a weighted shuffle. */
+static void
+fetch_order(struct worker *w, int order[RUNTIME_MAX_QUEUES], unsigned int *seed)
+{
+	int n = w->o->nqueues;
+
+	for (int i = 0; i < n; i++)
+		order[i] = i;
+	if (!w->o->weighted)
+		return;
+	/* Weighted random order without replacement (Sidekiq's weighted mode). */
+	int weights[RUNTIME_MAX_QUEUES], total = 0;
+	for (int i = 0; i < n; i++)
+		total += weights[i] = w->o->weights[i];
+	for (int k = 0; k < n; k++) {
+		int pick = (int)(rand_r(seed) % (unsigned)total), j = k;
+		for (int i = k; i < n; i++) {
+			pick -= weights[order[i]];
+			if (pick < 0) {
+				j = i;
+				break;
+			}
+		}
+		int tmp = order[k];
+		order[k] = order[j];
+		order[j] = tmp;
+		total -= weights[order[k]];
+		if (total <= 0)
+			total = 1;
+	}
+}
+
+static void *
+thread_main(void *arg)
+{
+	struct wthread *t = arg;
+	struct worker *w = t->w;
+	unsigned int seed = (unsigned)getpid() ^ (unsigned)t->idx * 2654435761u;
+	int batch = 1;
+
+	t->r = connect_redis(w);
+	while (t->r && !atomic_load(&w->quiet)) {
+		int order[RUNTIME_MAX_QUEUES], n = w->o->nqueues;
+		const char *argv[4 + 2 * RUNTIME_MAX_QUEUES];
+		char nstr[16], maxstr[16], nkeys[16];
+		int argc = 0;
+
+		fetch_order(w, order, &seed);
+		snprintf(nkeys, sizeof(nkeys), "%d", 2 * n);
+		snprintf(nstr, sizeof(nstr), "%d", n);
+		snprintf(maxstr, sizeof(maxstr), "%d", batch);
+		argv[argc++] = "EVALSHA";
+		argv[argc++] = w->fetch_sha;
+		argv[argc++] = nkeys;
+		for (int i = 0; i < n; i++)
+			argv[argc++] = w->qkeys[order[i]];
+		for (int i = 0; i < n; i++)
+			argv[argc++] = w->private[order[i]];
+		argv[argc++] = nstr;
+		argv[argc++] = maxstr;
+		redisReply *rep = redisCommandArgv(t->r, argc, argv, NULL);
+		if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+			if (rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0)
+				load_script(t->r, lua_fetch, w->fetch_sha);
+			else
+				log_warnx("fetch: %s", rep ? rep->str : t->r->errstr);
+			if (rep)
+				freeReplyObject(rep);
+			if (!redis_ok(w, &t->r))
+				break;
+			util_sleep_ms(200);
+			continue;
+		}
+		if (rep->elements == 0) {
+			freeReplyObject(rep);
+			batch = 1;
+			/* Nothing anywhere: block on the first queue (at once awake for it); with several
+			 * queues, look again after idle_poll_ms. */
+			int q = order[0];
+			double timeout = n == 1 ? 1.0 : (*w->cfgp)->worker.idle_poll_ms / 1000.0;
+			char to[16];
+			snprintf(to, sizeof(to), "%.3f", timeout);
+			rep = redisCommand(t->r, "BLMOVE %s %s RIGHT LEFT %s", w->qkeys[q], w->private[q], to);
+			if (rep && rep->type == REDIS_REPLY_STRING)
+				process(w, t, q, rep->str, rep->len);
+			else if (rep == NULL && !redis_ok(w, &t->r))
+				break;
+			if (rep)
+				freeReplyObject(rep);
+			continue;
+		}
+		int64_t start = util_mono_ms();
+		size_t njobs = rep->elements / 2, k;
+		for (k = 0; k < njobs; k++) {
+			if (atomic_load(&w->quiet))
+				break;
+			int q = order[rep->element[2 * k]->integer - 1];
+			process(w, t, q, rep->element[2 * k + 1]->str, rep->element[2 * k + 1]->len);
+		}
+		/* Prefetched jobs not started go back to the front, the oldest last so it is next. */
+		for (size_t j = njobs; j-- > k;) {
+			int q = order[rep->element[2 * j]->integer - 1];
+			redisReply *job = rep->element[2 * j + 1];
+			move_from_private(w, t->r, q, job->str, job->len, job->str, QUEUE_DEST_FRONT, NULL, 0);
+		}
+		freeReplyObject(rep);
+		/* Quick jobs: take more per round trip; slow ones: one at a time so others can help. */
+		int64_t took = util_mono_ms() - start;
+		if (njobs == (size_t)batch && took < 20)
+			batch = batch * 2 > MAX_BATCH ? MAX_BATCH : batch * 2;
+		else if (took > 200)
+			batch = 1;
+	}
+	pthread_mutex_lock(&t->mu);
+	t->done = true;
+	pthread_mutex_unlock(&t->mu);
+	return NULL;
+}
+
+static long
+rss_kb(void)
+{
+	long pages = 0, resident = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	if (f == NULL)
+		return 0;
+	if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+		resident = 0;
+	fclose(f);
+	return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static char *
+info_json(struct worker *w)
+{
+	json_t *queues = json_array();
+
+	for (int i = 0; i < w->o->nqueues; i++)
+		json_array_append_new(queues, json_string(w->o->queues[i]));
+	json_t *info = json_pack("{s:s, s:f, s:i, s:s, s:i, s:o, s:[s], s:s, s:s}", "hostname", w->hostname,
+	                         "started_at", w->started_at, "pid", (int)getpid(), "tag", w->o->tag,
+	                         "concurrency", w->o->concurrency, "queues", queues, "labels", "outreach",
+	                         "identity", w->identity, "version", OUTREACH_VERSION);
+	char *s = json_dumps(info, JSON_COMPACT | JSON_REAL_PRECISION(17));
+	json_decref(info);
+	return s;
+}
+
+/* One heartbeat: stats, the running jobs, the process hash; returns a Web UI signal or NULL. */
+static char *
+heartbeat(struct worker *w, bool quiet)
+{
+	char day[11], workers_key[340], work_key[340], sigkey[340], beat[32], busy[16], rss[32], rtt[32];
+	long procd = atomic_exchange(&w->processed, 0), fails = atomic_exchange(&w->failed, 0);
+	double now = util_now();
+	char *signal = NULL;
+
+	if (!redis_ok(w, &w->hb)) {
+		atomic_fetch_add(&w->processed, procd);
+		atomic_fetch_add(&w->failed, fails);
+		return NULL;
+	}
+	queue_stat_day(now, day);
+	snprintf(workers_key, sizeof(workers_key), "%s:workers", w->identity);
+	snprintf(work_key, sizeof(work_key), "%s:work", w->identity);
+	snprintf(sigkey, sizeof(sigkey), "%s-signals", w->identity);
+
+	int64_t t0 = util_mono_ms();
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	redisReply *ping = redisCommand(w->hb, "PING");
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	(void)t0;
+	if (ping == NULL) {
+		atomic_fetch_add(&w->processed, procd);
+		atomic_fetch_add(&w->failed, fails);
+		return NULL;
+	}
+	freeReplyObject(ping);
+	long rtt_us = (b.tv_sec - a.tv_sec) * 1000000L + (b.tv_nsec - a.tv_nsec) / 1000;
+
+	int nreq = 0;
+	redisAppendCommand(w->hb, "MULTI"), nreq++;
+	redisAppendCommand(w->hb, "INCRBY stat:processed %ld", procd), nreq++;
+	redisAppendCommand(w->hb, "INCRBY stat:processed:%s %ld", day, procd), nreq++;
+	redisAppendCommand(w->hb, "EXPIRE stat:processed:%s 157680000", day), nreq++;
+	redisAppendCommand(w->hb, "INCRBY stat:failed %ld", fails), nreq++;
+	redisAppendCommand(w->hb, "INCRBY stat:failed:%s %ld", day, fails), nreq++;
+	redisAppendCommand(w->hb, "EXPIRE stat:failed:%s 157680000", day), nreq++;
+	redisAppendCommand(w->hb, "UNLINK %s %s", workers_key, work_key), nreq++;
+	for (int i = 0; i < w->o->concurrency; i++) {
+		struct wthread *t = &w->threads[i];
+		pthread_mutex_lock(&t->mu);
+		if (t->cur_json) {
+			json_t *entry = json_pack("{s:s, s:s, s:i}", "queue", w->o->queues[t->cur_queue], "payload",
+			                          t->cur_json, "run_at", (int)t->cur_run_at);
+			char *s = entry ? json_dumps(entry, JSON_COMPACT) : NULL;
+			if (s) {
+				redisAppendCommand(w->hb, "HSET %s %s %s", workers_key, t->tid, s), nreq++;
+				redisAppendCommand(w->hb, "HSET %s %s %s", work_key, t->tid, s), nreq++;
+			}
+			free(s);
+			json_decref(entry);
+		}
+		pthread_mutex_unlock(&t->mu);
+	}
+	redisAppendCommand(w->hb, "EXPIRE %s 60", workers_key), nreq++;
+	redisAppendCommand(w->hb, "EXPIRE %s 60", work_key), nreq++;
+	char *info = info_json(w);
+	snprintf(beat, sizeof(beat), "%.6f", now);
+	snprintf(busy, sizeof(busy), "%d", atomic_load(&w->busy));
+	snprintf(rss, sizeof(rss), "%ld", rss_kb());
+	snprintf(rtt, sizeof(rtt), "%ld", rtt_us);
+	redisAppendCommand(w->hb, "SADD processes %s", w->identity), nreq++;
+	redisAppendCommand(w->hb, "HSET %s info %s busy %s beat %s rtt_us %s quiet %s rss %s", w->identity, info, busy,
+	                   beat, rtt, quiet ? "true" : "false", rss),
+	    nreq++;
+	redisAppendCommand(w->hb, "EXPIRE %s 60", w->identity), nreq++;
+	redisAppendCommand(w->hb, "RPOP %s", sigkey), nreq++;
+	redisAppendCommand(w->hb, "EXEC"), nreq++;
+	free(info);
+
+	bool ok = true;
+	for (int i = 0; i < nreq; i++) {
+		redisReply *rep = NULL;
+		if (redisGetReply(w->hb, (void **)&rep) != REDIS_OK) {
+			ok = false;
+			break;
+		}
+		if (i == nreq - 1 && rep->type == REDIS_REPLY_ARRAY && rep->elements > 0) {
+			redisReply *last = rep->element[rep->elements - 1];
+			if (last->type == REDIS_REPLY_STRING)
+				signal = xstrdup(last->str);
+		} else if (i == nreq - 1 && rep->type != REDIS_REPLY_ARRAY) {
+			ok = false;
+		}
+		freeReplyObject(rep);
+	}
+	if (!ok) {
+		log_warnx("heartbeat failed: %s", w->hb->errstr[0] ? w->hb->errstr : "transaction refused");
+		atomic_fetch_add(&w->processed, procd);
+		atomic_fetch_add(&w->failed, fails);
+	}
+	return signal;
+}
+
+/* Hands every job still in this process' private lists back to the front of its queue. */
+static void
+hand_back_all(struct worker *w)
+{
+	if (!redis_ok(w, &w->hb))
+		return;
+	for (int q = 0; q < w->o->nqueues; q++) {
+		for (;;) {
+			/* Newest first to the front, so the oldest is next in line. */
+			redisReply *rep = redisCommand(w->hb, "LINDEX %s 0", w->private[q]);
+			if (rep == NULL || rep->type != REDIS_REPLY_STRING) {
+				if (rep)
+					freeReplyObject(rep);
+				break;
+			}
+			log_notice("handing back an unfinished job to the front of queue %s", w->o->queues[q]);
+			move_from_private(w, w->hb, q, rep->str, rep->len, rep->str, QUEUE_DEST_FRONT, NULL, 0);
+			freeReplyObject(rep);
+		}
+	}
+}
+
+static void
+deregister(struct worker *w)
+{
+	if (!redis_ok(w, &w->hb))
+		return;
+	redisReply *rep;
+	for (int q = 0; q < w->o->nqueues; q++) {
+		rep = redisCommand(w->hb, "SREM %s %s", QUEUE_INFLIGHT_SET, w->private[q]);
+		if (rep)
+			freeReplyObject(rep);
+	}
+	rep = redisCommand(w->hb, "SREM processes %s", w->identity);
+	if (rep)
+		freeReplyObject(rep);
+	rep = redisCommand(w->hb, "UNLINK %s %s:workers %s:work", w->identity, w->identity, w->identity);
+	if (rep)
+		freeReplyObject(rep);
+}
+
+static void
+sweep(struct worker *w)
+{
+	char err[512];
+	int recovered, killed;
+
+	if (!redis_ok(w, &w->hb))
+		return;
+	if (queue_sweep(w->hb, (*w->cfgp)->worker.max_recoveries, (*w->cfgp)->worker.dead_after, &recovered, &killed,
+	                err, sizeof(err)) == -1)
+		log_warnx("looking for jobs of dead workers: %s", err);
+	else if (recovered || killed)
+		log_notice("handed back %d job(s) of dead workers, %d sent to dead", recovered, killed);
+}
+
+static bool
+all_done(struct worker *w)
+{
+	for (int i = 0; i < w->o->concurrency; i++) {
+		pthread_mutex_lock(&w->threads[i].mu);
+		bool d = w->threads[i].done;
+		pthread_mutex_unlock(&w->threads[i].mu);
+		if (!d)
+			return false;
+	}
+	return true;
+}
+
+int
+runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *o)
+{
+	struct worker w = {.cfgp = cfgp, .cfg_path = cfg_path, .o = o};
+	unsigned char nonce[6];
+	char hex[13];
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTSTP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL); /* every thread inherits the mask; main waits for them */
+
+	if (gethostname(w.hostname, sizeof(w.hostname)) == -1)
+		util_strlcpy(w.hostname, "localhost", sizeof(w.hostname));
+	util_random(nonce, sizeof(nonce));
+	util_hex(nonce, sizeof(nonce), hex);
+	snprintf(w.identity, sizeof(w.identity), "%s:%d:%s", w.hostname, (int)getpid(), hex);
+	w.started_at = util_now();
+	for (int i = 0; i < o->nqueues; i++) {
+		w.qkeys[i] = xasprintf("queue:%s", o->queues[i]);
+		w.private[i] = queue_inflight_key(o->queues[i], w.identity);
+	}
+
+	w.hb = connect_redis(&w);
+	if (w.hb == NULL)
+		return 0;
+	load_script(w.hb, lua_fetch, w.fetch_sha);
+	load_script(w.hb, queue_lua_move, (char[41]){0});
+	/* Jobs of workers that died before us go back first; then we announce ourselves, and only
+	 * then register our private lists, so a sweeper never mistakes us for dead. */
+	w.threads = xcalloc((size_t)o->concurrency, sizeof(*w.threads));
+	for (int i = 0; i < o->concurrency; i++) {
+		struct wthread *t = &w.threads[i];
+		t->w = &w;
+		t->idx = i;
+		pthread_mutex_init(&t->mu, NULL);
+		snprintf(t->tid, sizeof(t->tid), "%x%02x", (unsigned)getpid(), i);
+	}
+	sweep(&w);
+	free(heartbeat(&w, false));
+	for (int q = 0; q < o->nqueues; q++) {
+		redisReply *rep = redisCommand(w.hb, "SADD %s %s", QUEUE_INFLIGHT_SET, w.private[q]);
+		if (rep)
+			freeReplyObject(rep);
+	}
+
+	for (int i = 0; i < o->concurrency; i++) {
+		struct wthread *t = &w.threads[i];
+		if (pthread_create(&t->th, NULL, thread_main, t) != 0)
+			fatal("cannot start worker thread %d", i);
+	}
+	log_notice("outreach-worker %s ready: identity %s, queues %s%s, concurrency %d", OUTREACH_VERSION, w.identity,
+	           o->queues[0], o->nqueues > 1 ? " and more" : "", o->concurrency);
+	sdn_notify("READY=1\nSTATUS=serving");
+
+	int64_t next_beat = util_mono_ms() + HEARTBEAT_MS, deadline = 0;
+	int terms = 0;
+	bool hard = false;
+	for (;;) {
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = 100 * 1000000};
+		siginfo_t si;
+		int sig = sigtimedwait(&set, &si, &ts);
+		const char *cause = NULL;
+
+		if (sig == SIGTERM || sig == SIGINT)
+			cause = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+		else if (sig == SIGTSTP) {
+			log_notice("SIGTSTP: quiet, no new jobs are taken");
+			atomic_store(&w.quiet, 1);
+		} else if (sig == SIGHUP) {
+			char err[1024];
+			struct cfg *fresh = cfg_load(cfg_path, err, sizeof(err));
+			if (fresh == NULL)
+				log_errorx("reload failed, keeping the running configuration: %s", err);
+			else {
+				/* Threads read cfg without locks; keep the old one alive (a small, bounded leak
+				 * per reload) rather than free it under them. */
+				*cfgp = fresh;
+				log_set_level((enum log_level)cfg_log_level(fresh));
+				log_notice("configuration reloaded");
+			}
+		}
+		if (util_mono_ms() >= next_beat && !deadline) {
+			char *s = heartbeat(&w, atomic_load(&w.quiet));
+			next_beat = util_mono_ms() + HEARTBEAT_MS;
+			if (s && strcmp(s, "TSTP") == 0) {
+				log_notice("quiet requested through Redis: no new jobs are taken");
+				atomic_store(&w.quiet, 1);
+			} else if (s && strcmp(s, "TERM") == 0)
+				cause = "a stop request through Redis";
+			free(s);
+			if (!deadline)
+				sweep(&w);
+		}
+		if (cause) {
+			if (++terms == 1) {
+				log_notice("%s: stopping; running jobs have %d s to finish", cause,
+				           (*cfgp)->worker.shutdown_timeout);
+				sdn_notify("STOPPING=1\nSTATUS=draining");
+				atomic_store(&w.quiet, 1);
+				w.stopping = 1;
+				deadline = util_mono_ms() + (int64_t)(*cfgp)->worker.shutdown_timeout * 1000;
+			} else {
+				log_notice("second stop signal: handing back running jobs and exiting now");
+				hard = true;
+			}
+		}
+		if (deadline && (hard || all_done(&w) || util_mono_ms() >= deadline)) {
+			if (!hard && !all_done(&w))
+				log_warnx("jobs still running after %d s: handing them back",
+				          (*cfgp)->worker.shutdown_timeout);
+			break;
+		}
+	}
+
+	bool clean = all_done(&w);
+	hand_back_all(&w);
+	free(heartbeat(&w, true)); /* flushes the last counts */
+	deregister(&w);
+	if (clean) {
+		for (int i = 0; i < o->concurrency; i++) {
+			pthread_join(w.threads[i].th, NULL);
+			if (w.threads[i].r)
+				redisFree(w.threads[i].r);
+			db_free(w.threads[i].db);
+			free(w.threads[i].cur_json);
+			pthread_mutex_destroy(&w.threads[i].mu);
+		}
+		free(w.threads);
+		for (int i = 0; i < o->nqueues; i++) {
+			free(w.qkeys[i]);
+			free(w.private[i]);
+		}
+	}
+	redisFree(w.hb);
+	log_notice("outreach-worker stopped");
+	/* With jobs still running, leave their threads behind: exit() ends them. */
+	return 0;
+}

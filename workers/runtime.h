@@ -1,0 +1,24 @@
+/* runtime: the worker process: reliable fetch, run, ack, retry, dead, heartbeat, shutdown. */
+#ifndef OUTREACH_RUNTIME_H
+#define OUTREACH_RUNTIME_H
+
+#include <stdbool.h>
+
+#include "common/cfg.h"
+
+#define RUNTIME_MAX_QUEUES 16
+
+struct runtime_opts {
+	const char *queues[RUNTIME_MAX_QUEUES]; /* borrowed */
+	int weights[RUNTIME_MAX_QUEUES];
+	int nqueues;
+	bool weighted; /* random order by weight on each fetch, instead of strict order */
+	int concurrency;
+	const char *tag;
+};
+
+/* Serves the queues until SIGTERM/SIGINT (or a TERM from the Web UI), then drains and returns the
+ * process exit status. cfg is borrowed and may be swapped on SIGHUP by the runtime itself. */
+int runtime_run(struct cfg **cfg, const char *cfg_path, const struct runtime_opts *opts);
+
+#endif

@@ -21,14 +21,19 @@ CREATE TABLE coordinators (
 );
 CREATE INDEX coordinators_manager_idx ON coordinators (manager_id) WHERE manager_id IS NOT NULL;
 
--- An IANA zone name PostgreSQL knows; checked by trigger (a CHECK may not read pg_timezone_names).
+-- An IANA zone name (Area/Location, or UTC) that PostgreSQL knows. Checked by trigger: a CHECK cannot
+-- ask the server, and pg_timezone_names reads every zone file on each call.
 CREATE FUNCTION outreach_check_time_zone() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = NEW.time_zone) THEN
-        RAISE EXCEPTION 'coordinators.time_zone: % is not an IANA time zone name', NEW.time_zone
+    IF NEW.time_zone !~ '^([A-Za-z_]+(/[A-Za-z0-9_+-]+)+|UTC)$' THEN
+        RAISE EXCEPTION 'coordinators.time_zone: % is not an IANA time zone name like America/Chicago', NEW.time_zone
             USING ERRCODE = 'check_violation';
     END IF;
+    PERFORM now() AT TIME ZONE NEW.time_zone;
     RETURN NEW;
+EXCEPTION WHEN invalid_parameter_value THEN
+    RAISE EXCEPTION 'coordinators.time_zone: % is not a time zone PostgreSQL knows', NEW.time_zone
+        USING ERRCODE = 'check_violation';
 END $$;
 CREATE TRIGGER coordinators_time_zone BEFORE INSERT OR UPDATE OF time_zone ON coordinators
     FOR EACH ROW EXECUTE FUNCTION outreach_check_time_zone();

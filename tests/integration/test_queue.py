@@ -191,6 +191,21 @@ class Queue(harness.Case):
         self.worker()
         self.wait_for("the handed back job", lambda: r.sismember("term-reply", jid), timeout=15)
 
+    def test_second_sigterm_hands_back_at_once(self):
+        w = self.worker()
+        jid = self.ctl("enqueue", "PingJob", "--args", '["term2-reply", 20000]').stdout.strip()
+        r = self.redis()
+        self.wait_for("the job to start", lambda: r.llen("queue:default") == 0)
+        time.sleep(0.3)
+        w.signal(signal.SIGTERM)
+        w.wait_log("running jobs have 25 s to finish")
+        started = time.time()
+        w.signal(signal.SIGTERM)
+        self.assertEqual(w.wait(10), 0)
+        self.assertLess(time.time() - started, 3)
+        self.assertIn("second stop signal", w.log())
+        self.assertEqual(json.loads(r.lindex("queue:default", -1))["jid"], jid)
+
     def test_sigkill_mid_job_comes_back(self):
         w = self.worker()
         jid = self.ctl("enqueue", "PingJob", "--args", '["kill-reply", 3000]').stdout.strip()

@@ -75,6 +75,14 @@ static const struct cfg_key keys[] = {
      "local hour (in each coordinator's time zone) from which the daily digest is sent"},
     {"alerts", "default_contact_interval_days", CFG_INT, OFF(alerts.default_contact_interval_days), "30", 1, 3650,
      NULL, CFG_RELOADABLE, "days between contacts for sources without their own interval"},
+    {"alerts", "escalate_after_days", CFG_INT, OFF(alerts.escalate_after_days), "14", 1, 365, NULL, CFG_RELOADABLE,
+     "a source overdue by more than this many days is also listed in the manager's digest"},
+    {"alerts", "record_url", CFG_STR, OFF(alerts.record_url), "https://crm.example.org/sources/{id}", 0, 0, NULL,
+     CFG_RELOADABLE, "link to a source's record in the CRM; {id} is replaced by the source's id"},
+    {"alerts", "from_name", CFG_STR, OFF(alerts.from_name), "Physician Outreach", 0, 0, NULL, CFG_RELOADABLE,
+     "display name in the From header of alert emails"},
+    {"alerts", "template_dir", CFG_STR, OFF(alerts.template_dir), SYSCONFDIR "/outreach/templates", 0, 0, NULL, 0,
+     "folder of the email templates; a relative path is taken from the configuration file's folder"},
 };
 
 const struct cfg_key *
@@ -507,6 +515,29 @@ validate(struct load *l)
 {
 	struct cfg *c = l->c;
 	char msg[256], *pqerr = NULL;
+
+	if (c->alerts.template_dir[0] != '/') {
+		const char *o = origin_of(c, "alerts", "template_dir");
+		char base[4096] = ".";
+		/* Taken from the file's folder when the file set it, else from the current folder. */
+		if (c->path && strncmp(o, "environment", 11) != 0) {
+			const char *slash = strrchr(c->path, '/');
+			if (slash)
+				snprintf(base, sizeof(base), "%.*s", (int)(slash - c->path), c->path);
+		}
+		char *abs = xasprintf("%s/%s", base, c->alerts.template_dir);
+		free(c->alerts.template_dir);
+		c->alerts.template_dir = abs;
+	}
+	if (strstr(c->alerts.record_url, "{id}") == NULL || has_crlf(c->alerts.record_url)) {
+		fail(l, origin_of(c, "alerts", "record_url"), "alerts.record_url: '%s' needs {id} where the source's id goes",
+		     c->alerts.record_url);
+		return -1;
+	}
+	if (has_crlf(c->alerts.from_name)) {
+		fail(l, origin_of(c, "alerts", "from_name"), "alerts.from_name: must not contain line breaks");
+		return -1;
+	}
 
 	PQconninfoOption *opts = PQconninfoParse(c->database.url, &pqerr);
 	if (opts == NULL) {

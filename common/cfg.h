@@ -74,6 +74,10 @@ struct cfg {
 		int due_soon_days;
 		int digest_hour;
 		int default_contact_interval_days;
+		int escalate_after_days;
+		char *record_url;
+		char *from_name;
+		char *template_dir; /* absolute: a relative value is taken from the config file's folder */
 	} alerts;
 
 	struct cfg_periodic *periodic; /* the [schedule] section */

@@ -25,23 +25,34 @@ validate_ping(const json_t *args, char *err, size_t errlen)
 	return 0;
 }
 
-/* OverdueDigestJob: [coordinator_id, local_date]: a positive id and a "YYYY-MM-DD" date. */
+/* [id, local_date]: a positive id and a "YYYY-MM-DD" date; class names the job in messages. */
 static int
-validate_digest(const json_t *args, char *err, size_t errlen)
+validate_id_date(const char *class, const char *idname, const json_t *args, char *err, size_t errlen)
 {
 	json_t *id = json_array_get(args, 0), *date = json_array_get(args, 1);
 	int y, m, d;
 	char tail;
 
 	if (json_array_size(args) != 2)
-		return ERR("OverdueDigestJob takes 2 arguments [coordinator_id, local_date], got %zu",
-		           json_array_size(args));
+		return ERR("%s takes 2 arguments [%s, local_date], got %zu", class, idname, json_array_size(args));
 	if (!json_is_integer(id) || json_integer_value(id) <= 0)
-		return ERR("OverdueDigestJob: coordinator_id must be a positive integer");
+		return ERR("%s: %s must be a positive integer", class, idname);
 	if (!json_is_string(date) || sscanf(json_string_value(date), "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 ||
 	    json_string_length(date) != 10 || m < 1 || m > 12 || d < 1 || d > 31)
-		return ERR("OverdueDigestJob: local_date must be a date like 2026-11-26");
+		return ERR("%s: local_date must be a date like 2026-11-26", class);
 	return 0;
+}
+
+static int
+validate_digest(const json_t *args, char *err, size_t errlen)
+{
+	return validate_id_date("OverdueDigestJob", "coordinator_id", args, err, errlen);
+}
+
+static int
+validate_manager_digest(const json_t *args, char *err, size_t errlen)
+{
+	return validate_id_date("ManagerDigestJob", "manager_id", args, err, errlen);
 }
 
 static const struct jobclass classes[] = {
@@ -49,6 +60,8 @@ static const struct jobclass classes[] = {
      "liveness probe: waits work_ms, then adds its jid to the set reply_key"},
     {"OverdueDigestJob", "alerts", validate_digest,
      "the coordinator's daily email of overdue and due-soon referral sources"},
+    {"ManagerDigestJob", "alerts", validate_manager_digest,
+     "the manager's daily email of their reports' sources overdue by more than alerts.escalate_after_days"},
 };
 
 const struct jobclass *

@@ -17,22 +17,30 @@ const char scan_sql[] =
     "    FROM referral_sources"
     "   WHERE next_due_at <= now() + make_interval(days => $1::int) AND coordinator_id IS NOT NULL"
     "   GROUP BY coordinator_id"
+    "), escalated AS ("
+    "  SELECT DISTINCT c.manager_id AS id"
+    "    FROM referral_sources s JOIN coordinators c ON c.id = s.coordinator_id"
+    "   WHERE s.next_due_at <= now() - make_interval(days => $3::int) AND c.manager_id IS NOT NULL"
     "), ready AS ("
-    "  SELECT c.id, (now() AT TIME ZONE c.time_zone)::date AS local_date"
+    "  SELECT c.id, 'coordinator' AS kind, (now() AT TIME ZONE c.time_zone)::date AS local_date"
     "    FROM coordinators c JOIN due ON due.coordinator_id = c.id"
     "   WHERE c.active AND extract(hour FROM now() AT TIME ZONE c.time_zone) >= $2::int"
+    "  UNION ALL"
+    "  SELECT m.id, 'manager', (now() AT TIME ZONE m.time_zone)::date"
+    "    FROM coordinators m JOIN escalated e ON e.id = m.id"
+    "   WHERE m.active AND extract(hour FROM now() AT TIME ZONE m.time_zone) >= $2::int"
     "), claimed AS ("
-    "  INSERT INTO digest_runs (coordinator_id, local_date, jid)"
-    "  SELECT id, local_date,"
-    "         left(encode(sha256(convert_to('OverdueDigestJob:' || id || ':' || local_date, 'UTF8')), 'hex'), 24)"
+    "  INSERT INTO digest_runs (coordinator_id, local_date, kind, jid)"
+    "  SELECT id, local_date, kind,"
+    "         left(encode(sha256(convert_to(kind || ':' || id || ':' || local_date, 'UTF8')), 'hex'), 24)"
     "    FROM ready"
     "  ON CONFLICT DO NOTHING"
-    "  RETURNING coordinator_id, local_date, jid"
+    "  RETURNING coordinator_id, local_date, kind, jid"
     ")"
-    " SELECT coordinator_id, overdue, due_soon, NULL::date, NULL::text FROM due"
-    " UNION ALL SELECT coordinator_id, NULL, NULL, local_date, jid FROM claimed"
-    " UNION ALL SELECT coordinator_id, NULL, NULL, local_date, jid FROM digest_runs"
-    "   WHERE enqueued_at IS NULL AND kind = 'coordinator' AND claimed_at < now() - interval '1 minute'";
+    " SELECT coordinator_id, overdue, due_soon, NULL::date, NULL::text, NULL::text FROM due"
+    " UNION ALL SELECT coordinator_id, NULL, NULL, local_date, jid, kind FROM claimed"
+    " UNION ALL SELECT coordinator_id, NULL, NULL, local_date, jid, kind FROM digest_runs"
+    "   WHERE enqueued_at IS NULL AND claimed_at < now() - interval '1 minute'";
 
 /* Pushes a job once per jid: a marker key (kept two days) guards against a second push by another
  * daemon or a retried claim. KEYS: marker, queue:Q, queues. ARGV: job, Q. */
@@ -62,6 +70,7 @@ struct mark {
 	struct scan *s;
 	char coordinator_id[24];
 	char local_date[16];
+	char kind[16];
 };
 
 static void
@@ -79,30 +88,31 @@ on_pushed(redisReply *r, void *priv)
 	struct scan *s = m->s;
 
 	if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
-		log_warnx("pushing the digest of coordinator %s for %s failed: %s; the next scan retries",
+		log_warnx("pushing the %s digest of %s for %s failed: %s; the next scan retries", m->kind,
 		          m->coordinator_id, m->local_date, r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
 		free(m);
 		return;
 	}
 	if (r->integer == 1) {
 		s->enqueued++;
-		log_info("enqueued OverdueDigestJob for coordinator %s, %s", m->coordinator_id, m->local_date);
+		log_info("enqueued the %s digest of %s for %s", m->kind, m->coordinator_id, m->local_date);
 	} else {
 		s->duplicates++;
 	}
-	const char *params[] = {m->coordinator_id, m->local_date};
+	const char *params[] = {m->coordinator_id, m->local_date, m->kind};
 	(void)apg_query(s->pg,
 	                "UPDATE digest_runs SET enqueued_at = now() "
-	                "WHERE coordinator_id = $1 AND local_date = $2 AND kind = 'coordinator'",
-	                2, params, on_marked, NULL);
+	                "WHERE coordinator_id = $1 AND local_date = $2 AND kind = $3",
+	                3, params, on_marked, NULL);
 	free(m);
 }
 
 static void
-push_digest(struct scan *s, const char *coordinator_id, const char *local_date, const char *jid)
+push_digest(struct scan *s, const char *coordinator_id, const char *local_date, const char *jid, const char *kind)
 {
 	double now = util_now();
-	json_t *obj = json_pack("{s:s, s:[I,s], s:s, s:s, s:b, s:f, s:f}", "class", "OverdueDigestJob", "args",
+	const char *class = strcmp(kind, "manager") == 0 ? "ManagerDigestJob" : "OverdueDigestJob";
+	json_t *obj = json_pack("{s:s, s:[I,s], s:s, s:s, s:b, s:f, s:f}", "class", class, "args",
 	                        (json_int_t)strtoll(coordinator_id, NULL, 10), local_date, "jid", jid, "queue",
 	                        "alerts", "retry", 1, "created_at", now, "enqueued_at", now);
 	char *json = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(17));
@@ -114,6 +124,7 @@ push_digest(struct scan *s, const char *coordinator_id, const char *local_date, 
 	m->s = s;
 	util_strlcpy(m->coordinator_id, coordinator_id, sizeof(m->coordinator_id));
 	util_strlcpy(m->local_date, local_date, sizeof(m->local_date));
+	util_strlcpy(m->kind, kind, sizeof(m->kind));
 	const char *argv[] = {"EVAL", lua_push_once, "3", marker, "queue:alerts", "queues", json, "alerts"};
 	if (ar_argv(s->ar, on_pushed, m, (int)NELEM(argv), argv, NULL) == -1) {
 		log_warnx("Redis is not connected: the digest of coordinator %s waits for the next scan", coordinator_id);
@@ -150,7 +161,8 @@ on_scan(PGresult *res, const char *errmsg, void *priv)
 			d->overdue = strtoll(PQgetvalue(res, i, 1), NULL, 10);
 			d->due_soon = strtoll(PQgetvalue(res, i, 2), NULL, 10);
 		} else if (s->enabled) {
-			push_digest(s, PQgetvalue(res, i, 0), PQgetvalue(res, i, 3), PQgetvalue(res, i, 4));
+			push_digest(s, PQgetvalue(res, i, 0), PQgetvalue(res, i, 3), PQgetvalue(res, i, 4),
+			            PQgetvalue(res, i, 5));
 		}
 	}
 	log_debug("follow-up scan: %zu coordinators with sources due, %.3f s", s->ndue, secs);
@@ -159,15 +171,16 @@ on_scan(PGresult *res, const char *errmsg, void *priv)
 void
 scan_now(struct scan *s)
 {
-	char soon[16], hour[16];
+	char soon[16], hour[16], escalate[16];
 
 	if (!s->enabled || s->running || !apg_schema_ok(s->pg) || !ar_ready(s->ar))
 		return;
 	snprintf(soon, sizeof(soon), "%d", (*s->cfgp)->alerts.due_soon_days);
 	snprintf(hour, sizeof(hour), "%d", (*s->cfgp)->alerts.digest_hour);
-	const char *params[] = {soon, hour};
+	snprintf(escalate, sizeof(escalate), "%d", (*s->cfgp)->alerts.escalate_after_days);
+	const char *params[] = {soon, hour, escalate};
 	s->started_ms = util_mono_ms();
-	if (apg_query(s->pg, scan_sql, 2, params, on_scan, s) == 0)
+	if (apg_query(s->pg, scan_sql, 3, params, on_scan, s) == 0)
 		s->running = true;
 }
 

@@ -12,9 +12,11 @@
 
 struct scan;
 
-/* The SQL of one scan, exposed for the benchmark: $1 due_soon_days, $2 digest_hour. Rows:
- * (coordinator_id, overdue, due_soon, NULL, NULL) per coordinator with sources due, then
- * (coordinator_id, NULL, NULL, local_date, jid) per digest to enqueue. */
+/* The SQL of one scan: $1 due_soon_days, $2 digest_hour, $3 escalate_after_days. Rows:
+ * (coordinator_id, overdue, due_soon, NULL, NULL, NULL) per coordinator with sources due, then
+ * (coordinator_id, NULL, NULL, local_date, jid, kind) per digest to enqueue, kind "coordinator"
+ * (OverdueDigestJob) or "manager" (ManagerDigestJob, for a manager whose reports have sources
+ * overdue by more than escalate_after_days). */
 extern const char scan_sql[];
 
 struct scan *scan_new(struct event_base *base, struct apg *pg, struct ar *ar, const struct cfg *const *cfgp);

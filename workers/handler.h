@@ -8,6 +8,8 @@
 #include "common/cfg.h"
 #include "common/db.h"
 #include "common/job.h"
+#include "common/mailer.h"
+#include "common/mailtmpl.h"
 
 enum job_result {
 	JOB_DONE,  /* finished: the job is removed */
@@ -20,6 +22,7 @@ struct job_ctx {
 	const struct job *job;   /* borrowed; args already validated by the class */
 	struct db *db;           /* borrowed; connected when the handler has needs_db */
 	redisContext *redis;     /* borrowed; this thread's connection */
+	struct mailer *mailer;   /* borrowed; this thread's SMTP sender */
 	const volatile int *stopping; /* nonzero once the worker is asked to stop */
 	char error_class[64];
 	char error_message[512];
@@ -39,7 +42,17 @@ struct handler {
 /* The handler for a job class, or NULL. */
 const struct handler *handler_find(const char *class);
 
+/* Loads what handlers share (the email templates of alerts.template_dir); -1 with the first
+ * broken template as "FILE:LINE: what" in err. Call once before any job runs; again after a
+ * reload (not while jobs run). */
+int handler_init(const struct cfg *c, char *err, size_t errlen) MUSTCHECK;
+void handler_shutdown(void);
+/* The loaded templates of an email kind (see common/mailtmpl.h); never NULL after handler_init. */
+const struct mailtmpl *handler_templates(const char *kind);
+
 /* The handlers, one file each. */
 enum job_result ping_run(struct job_ctx *ctx);
+enum job_result digest_run(struct job_ctx *ctx);
+enum job_result manager_digest_run(struct job_ctx *ctx);
 
 #endif

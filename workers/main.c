@@ -11,6 +11,7 @@
 #include "common/migrate.h"
 #include "common/job.h"
 #include "common/sdnotify.h"
+#include "workers/handler.h"
 #include "workers/runtime.h"
 
 static const char usage_text[] =
@@ -128,7 +129,17 @@ main(int argc, char **argv)
 		fprintf(stderr, "outreach-worker: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
-	struct cfg *c = boot_config(path, check);
+	struct cfg *c = boot_config(path, false);
+	char err[1024];
+	/* The templates are part of the configuration: a broken one stops the start, with its line. */
+	if (handler_init(c, err, sizeof(err)) == -1)
+		fatalx("%s", err);
+	if (check) {
+		printf("%s: configuration and templates are valid\n", c->path ? c->path : "(defaults and environment)");
+		handler_shutdown();
+		cfg_free(c);
+		return 0;
+	}
 	if (queues == NULL) {
 		fprintf(stderr, "outreach-worker: --queues is required, e.g. --queues alerts,default\n");
 		cfg_free(c);
@@ -143,7 +154,6 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	/* Refuse to run against a schema this build does not know. */
-	char err[1024];
 	struct db *db = db_connect_retry(c, "outreach-worker", 60000, NULL, err, sizeof(err));
 	if (db == NULL)
 		fatalx("cannot connect to the database: %s", err);
@@ -152,6 +162,7 @@ main(int argc, char **argv)
 	db_free(db);
 
 	int rc = runtime_run(&c, path, &opts);
+	handler_shutdown();
 	cfg_free(c);
 	return rc;
 }

@@ -46,6 +46,7 @@ struct wthread {
 	char tid[24];
 	redisContext *r;
 	struct db *db;
+	struct mailer *mailer;
 	bool done; /* the thread has returned */
 	pthread_mutex_t mu;
 	/* The job running now, for the heartbeat's workers hash and for hand-back on a hard stop. */
@@ -257,7 +258,14 @@ process(struct worker *w, struct wthread *t, int q, const char *json, size_t len
 		goto out;
 	}
 
-	struct job_ctx ctx = {.cfg = *w->cfgp, .job = job, .db = t->db, .redis = t->r, .stopping = &w->stopping};
+	if (t->mailer == NULL)
+		t->mailer = mailer_new(*w->cfgp);
+	struct job_ctx ctx = {.cfg = *w->cfgp,
+	                      .job = job,
+	                      .db = t->db,
+	                      .redis = t->r,
+	                      .mailer = t->mailer,
+	                      .stopping = &w->stopping};
 	thread_set_current(t, json, q);
 	atomic_fetch_add(&w->busy, 1);
 	int64_t start = util_mono_ms();
@@ -733,6 +741,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 			if (w.threads[i].r)
 				redisFree(w.threads[i].r);
 			db_free(w.threads[i].db);
+			mailer_free(w.threads[i].mailer);
 			free(w.threads[i].cur_json);
 			pthread_mutex_destroy(&w.threads[i].mu);
 		}

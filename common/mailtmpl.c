@@ -1,0 +1,74 @@
+/* mailtmpl: the templates of one kind of email (subject, text and HTML part) from the template folder. */
+#include "common/mailtmpl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const mailtmpl_kinds[] = {"digest", "manager_digest", NULL};
+
+int
+mailtmpl_load(const char *dir, const char *kind, struct mailtmpl *out, char *err, size_t errlen)
+{
+	static const char *const parts[] = {"subject", "txt", "html"};
+	struct tmpl **slots[] = {&out->subject, &out->text, &out->html};
+
+	memset(out, 0, sizeof(*out));
+	for (size_t i = 0; i < NELEM(parts); i++) {
+		char *path = xasprintf("%s/%s.%s.mustache", dir, kind, parts[i]);
+		*slots[i] = tmpl_load(path, err, errlen);
+		free(path);
+		if (*slots[i] == NULL) {
+			mailtmpl_free(out);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void
+mailtmpl_free(struct mailtmpl *t)
+{
+	if (t == NULL)
+		return;
+	tmpl_free(t->subject);
+	tmpl_free(t->text);
+	tmpl_free(t->html);
+	memset(t, 0, sizeof(*t));
+}
+
+int
+mailtmpl_check(const char *dir, char *err, size_t errlen)
+{
+	for (size_t i = 0; mailtmpl_kinds[i]; i++) {
+		struct mailtmpl t;
+		if (mailtmpl_load(dir, mailtmpl_kinds[i], &t, err, errlen) == -1)
+			return -1;
+		mailtmpl_free(&t);
+	}
+	return 0;
+}
+
+void
+mailtmpl_render(const struct mailtmpl *t, const json_t *ctx, char **subject, char **text, char **html)
+{
+	char *s = tmpl_render(t->subject, ctx, TMPL_TEXT);
+	char *w = s;
+	bool space = false;
+
+	/* A subject is one line: fold every run of white space into a single space. */
+	for (const char *r = s; *r; r++) {
+		if (*r == '\r' || *r == '\n' || *r == '\t' || *r == ' ') {
+			space = w != s;
+			continue;
+		}
+		if (space)
+			*w++ = ' ';
+		space = false;
+		*w++ = *r;
+	}
+	*w = '\0';
+	*subject = s;
+	*text = tmpl_render(t->text, ctx, TMPL_TEXT);
+	*html = tmpl_render(t->html, ctx, TMPL_HTML);
+}

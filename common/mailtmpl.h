@@ -1,0 +1,33 @@
+/* mailtmpl: the templates of one kind of email (subject, text and HTML part) from the template folder. */
+#ifndef OUTREACH_MAILTMPL_H
+#define OUTREACH_MAILTMPL_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "common/tmpl.h"
+#include "common/util.h"
+
+/* The kinds of email outreach sends; each has KIND.subject.mustache, KIND.txt.mustache and
+ * KIND.html.mustache in alerts.template_dir. */
+extern const char *const mailtmpl_kinds[];
+
+struct mailtmpl {
+	struct tmpl *subject;
+	struct tmpl *text;
+	struct tmpl *html;
+};
+
+/* Loads the three templates of kind from dir; -1 with "FILE:LINE: what" (or the unreadable file)
+ * in err, and nothing loaded. */
+int mailtmpl_load(const char *dir, const char *kind, struct mailtmpl *out, char *err, size_t errlen) MUSTCHECK;
+void mailtmpl_free(struct mailtmpl *t);
+
+/* Loads every kind once, to report the first broken template; 0 or -1 with err. */
+int mailtmpl_check(const char *dir, char *err, size_t errlen) MUSTCHECK;
+
+/* Renders the three parts (caller frees each). The subject is flattened to one line: line breaks
+ * and runs of white space become one space, and it is trimmed. */
+void mailtmpl_render(const struct mailtmpl *t, const json_t *ctx, char **subject, char **text, char **html);
+
+#endif

@@ -83,6 +83,16 @@ static const struct cfg_key keys[] = {
      "display name in the From header of alert emails"},
     {"alerts", "template_dir", CFG_STR, OFF(alerts.template_dir), SYSCONFDIR "/outreach/templates", 0, 0, NULL, 0,
      "folder of the email templates; a relative path is taken from the configuration file's folder"},
+    {"cases", "sla_hours_low", CFG_INT, OFF(cases.sla_hours_low), "72", 1, 8760, NULL, CFG_RELOADABLE,
+     "hours a low-priority case may stay open before its assignee is alerted"},
+    {"cases", "sla_hours_normal", CFG_INT, OFF(cases.sla_hours_normal), "48", 1, 8760, NULL, CFG_RELOADABLE,
+     "hours a normal-priority case may stay open before its assignee is alerted"},
+    {"cases", "sla_hours_high", CFG_INT, OFF(cases.sla_hours_high), "24", 1, 8760, NULL, CFG_RELOADABLE,
+     "hours a high-priority case may stay open before its assignee is alerted"},
+    {"cases", "sla_hours_urgent", CFG_INT, OFF(cases.sla_hours_urgent), "4", 1, 8760, NULL, CFG_RELOADABLE,
+     "hours an urgent case may stay open before its assignee is alerted"},
+    {"cases", "escalate_after_hours", CFG_INT, OFF(cases.escalate_after_hours), "24", 1, 8760, NULL,
+     CFG_RELOADABLE, "hours after the assignee's alert that the assignee's manager is alerted"},
 };
 
 const struct cfg_key *

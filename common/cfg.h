@@ -79,6 +79,10 @@ struct cfg {
 		char *from_name;
 		char *template_dir; /* absolute: a relative value is taken from the config file's folder */
 	} alerts;
+	struct {
+		int sla_hours_low, sla_hours_normal, sla_hours_high, sla_hours_urgent;
+		int escalate_after_hours;
+	} cases;
 
 	struct cfg_periodic *periodic; /* the [schedule] section */
 	size_t nperiodic;

@@ -55,6 +55,34 @@ validate_manager_digest(const json_t *args, char *err, size_t errlen)
 	return validate_id_date("ManagerDigestJob", "manager_id", args, err, errlen);
 }
 
+/* [id, n]: a positive id and an integer n in [lo, hi]. */
+static int
+validate_id_int(const char *class, const char *idname, const char *nname, long lo, long hi, const json_t *args,
+                char *err, size_t errlen)
+{
+	json_t *id = json_array_get(args, 0), *n = json_array_get(args, 1);
+
+	if (json_array_size(args) != 2)
+		return ERR("%s takes 2 arguments [%s, %s], got %zu", class, idname, nname, json_array_size(args));
+	if (!json_is_integer(id) || json_integer_value(id) <= 0)
+		return ERR("%s: %s must be a positive integer", class, idname);
+	if (!json_is_integer(n) || json_integer_value(n) < lo || json_integer_value(n) > hi)
+		return ERR("%s: %s must be an integer %ld..%ld", class, nname, lo, hi);
+	return 0;
+}
+
+static int
+validate_invite(const json_t *args, char *err, size_t errlen)
+{
+	return validate_id_int("ActivityInviteJob", "activity_id", "sequence", 0, 1000000, args, err, errlen);
+}
+
+static int
+validate_case_alert(const json_t *args, char *err, size_t errlen)
+{
+	return validate_id_int("CaseAlertJob", "case_id", "level", 1, 2, args, err, errlen);
+}
+
 static const struct jobclass classes[] = {
     {"PingJob", "default", validate_ping,
      "liveness probe: waits work_ms, then adds its jid to the set reply_key"},
@@ -62,6 +90,10 @@ static const struct jobclass classes[] = {
      "the coordinator's daily email of overdue and due-soon referral sources"},
     {"ManagerDigestJob", "alerts", validate_manager_digest,
      "the manager's daily email of their reports' sources overdue by more than alerts.escalate_after_days"},
+    {"ActivityInviteJob", "alerts", validate_invite,
+     "the calendar invite (or cancellation) of a scheduled activity for its coordinator"},
+    {"CaseAlertJob", "alerts", validate_case_alert,
+     "a case open past its SLA: level 1 to its assignee, level 2 to the assignee's manager"},
 };
 
 const struct jobclass *

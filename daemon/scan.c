@@ -60,7 +60,7 @@ struct scan {
 	bool enabled;
 	bool running;
 	int64_t started_ms;
-	unsigned long runs, failures, enqueued, duplicates;
+	unsigned long runs, failures, enqueued, duplicates, others;
 	double last_seconds, total_seconds;
 	struct due *due;
 	size_t ndue;
@@ -107,30 +107,99 @@ on_pushed(redisReply *r, void *priv)
 	free(m);
 }
 
-static void
-push_digest(struct scan *s, const char *coordinator_id, const char *local_date, const char *jid, const char *kind)
+/* Pushes class(args) on the alerts queue once per jid (takes args); cb/priv see the reply. */
+static int
+push_once(struct scan *s, const char *class, json_t *args, const char *jid, ar_cb *cb, void *priv)
 {
 	double now = util_now();
-	const char *class = strcmp(kind, "manager") == 0 ? "ManagerDigestJob" : "OverdueDigestJob";
-	json_t *obj = json_pack("{s:s, s:[I,s], s:s, s:s, s:b, s:f, s:f}", "class", class, "args",
-	                        (json_int_t)strtoll(coordinator_id, NULL, 10), local_date, "jid", jid, "queue",
+	json_t *obj = json_pack("{s:s, s:o, s:s, s:s, s:b, s:f, s:f}", "class", class, "args", args, "jid", jid, "queue",
 	                        "alerts", "retry", 1, "created_at", now, "enqueued_at", now);
 	char *json = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(17));
 	char marker[96];
-	struct mark *m = xcalloc(1, sizeof(*m));
 
 	json_decref(obj);
 	snprintf(marker, sizeof(marker), "outreach:pushed:%s", jid);
+	const char *argv[] = {"EVAL", lua_push_once, "3", marker, "queue:alerts", "queues", json, "alerts"};
+	int rc = ar_argv(s->ar, cb, priv, (int)NELEM(argv), argv, NULL);
+	free(json);
+	return rc;
+}
+
+static void
+push_digest(struct scan *s, const char *coordinator_id, const char *local_date, const char *jid, const char *kind)
+{
+	const char *class = strcmp(kind, "manager") == 0 ? "ManagerDigestJob" : "OverdueDigestJob";
+	struct mark *m = xcalloc(1, sizeof(*m));
+
 	m->s = s;
 	util_strlcpy(m->coordinator_id, coordinator_id, sizeof(m->coordinator_id));
 	util_strlcpy(m->local_date, local_date, sizeof(m->local_date));
 	util_strlcpy(m->kind, kind, sizeof(m->kind));
-	const char *argv[] = {"EVAL", lua_push_once, "3", marker, "queue:alerts", "queues", json, "alerts"};
-	if (ar_argv(s->ar, on_pushed, m, (int)NELEM(argv), argv, NULL) == -1) {
+	if (push_once(s, class, json_pack("[I,s]", (json_int_t)strtoll(coordinator_id, NULL, 10), local_date), jid,
+	              on_pushed, m) == -1) {
 		log_warnx("Redis is not connected: the digest of coordinator %s waits for the next scan", coordinator_id);
 		free(m);
 	}
-	free(json);
+}
+
+/* Activities whose coordinator lacks the current invite, and cases past a level of their SLA. The
+ * jid names the activity and SEQUENCE (the case and level), so each is queued once; the worker
+ * records what it sent, which ends the row's appearance here. */
+static const char invite_sql[] =
+    "SELECT id, invite_sequence, left(encode(sha256(convert_to('invite:' || id || ':' || invite_sequence, "
+    "'UTF8')), 'hex'), 24) FROM activities"
+    " WHERE scheduled_at IS NOT NULL AND coordinator_id IS NOT NULL AND completed_at IS NULL"
+    "   AND (invite_sent_sequence IS NULL OR invite_sent_sequence < invite_sequence)"
+    "   AND NOT (canceled_at IS NOT NULL AND invite_sent_sequence IS NULL)"
+    "   AND scheduled_at > now() - interval '1 day'"
+    " ORDER BY scheduled_at LIMIT 1000";
+
+static const char case_sql[] =
+    "SELECT id, lvl, left(encode(sha256(convert_to('case:' || id || ':' || lvl, 'UTF8')), 'hex'), 24) FROM ("
+    "  SELECT k.id, k.alerted_level, CASE"
+    "    WHEN now() >= k.opened_at + make_interval(hours => sla.h + $5::int) THEN 2"
+    "    WHEN now() >= k.opened_at + make_interval(hours => sla.h) THEN 1 ELSE 0 END AS top"
+    "  FROM cases k CROSS JOIN LATERAL (SELECT CASE k.priority WHEN 'low' THEN $1::int WHEN 'high' THEN $3::int"
+    "                                   WHEN 'urgent' THEN $4::int ELSE $2::int END AS h) sla"
+    "  WHERE k.status <> 'resolved' AND k.alerted_level < 2 AND k.assignee_id IS NOT NULL"
+    ") c CROSS JOIN LATERAL generate_series(c.alerted_level + 1, c.top) AS lvl"
+    " ORDER BY id, lvl LIMIT 1000";
+
+static void
+on_pushed_plain(redisReply *r, void *priv)
+{
+	struct scan *s = priv;
+
+	if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+		s->others++;
+}
+
+static void
+on_rows(PGresult *res, const char *errmsg, void *priv, const char *class)
+{
+	struct scan *s = priv;
+
+	if (res == NULL) {
+		log_warnx("scanning for %s: %s", class, errmsg);
+		return;
+	}
+	for (int i = 0; i < PQntuples(res) && s->enabled; i++)
+		(void)push_once(s, class,
+		                json_pack("[I,I]", (json_int_t)strtoll(PQgetvalue(res, i, 0), NULL, 10),
+		                          (json_int_t)strtoll(PQgetvalue(res, i, 1), NULL, 10)),
+		                PQgetvalue(res, i, 2), on_pushed_plain, s);
+}
+
+static void
+on_invites(PGresult *res, const char *errmsg, void *priv)
+{
+	on_rows(res, errmsg, priv, "ActivityInviteJob");
+}
+
+static void
+on_cases(PGresult *res, const char *errmsg, void *priv)
+{
+	on_rows(res, errmsg, priv, "CaseAlertJob");
 }
 
 static void
@@ -182,6 +251,16 @@ scan_now(struct scan *s)
 	s->started_ms = util_mono_ms();
 	if (apg_query(s->pg, scan_sql, 3, params, on_scan, s) == 0)
 		s->running = true;
+	(void)apg_query(s->pg, invite_sql, 0, NULL, on_invites, s);
+	const struct cfg *c = *s->cfgp;
+	char h[5][16];
+	snprintf(h[0], sizeof(h[0]), "%d", c->cases.sla_hours_low);
+	snprintf(h[1], sizeof(h[1]), "%d", c->cases.sla_hours_normal);
+	snprintf(h[2], sizeof(h[2]), "%d", c->cases.sla_hours_high);
+	snprintf(h[3], sizeof(h[3]), "%d", c->cases.sla_hours_urgent);
+	snprintf(h[4], sizeof(h[4]), "%d", c->cases.escalate_after_hours);
+	const char *cparams[] = {h[0], h[1], h[2], h[3], h[4]};
+	(void)apg_query(s->pg, case_sql, 5, cparams, on_cases, s);
 }
 
 static void
@@ -247,6 +326,10 @@ scan_metrics(const struct scan *s, FILE *out)
 	fprintf(out, "# HELP outreach_digests_enqueued_total Daily digests enqueued by this daemon.\n"
 	             "# TYPE outreach_digests_enqueued_total counter\noutreach_digests_enqueued_total %lu\n",
 	        s->enqueued);
+	fprintf(out, "# HELP outreach_invites_and_case_alerts_enqueued_total Calendar invites and case alerts enqueued "
+	             "by this daemon.\n# TYPE outreach_invites_and_case_alerts_enqueued_total counter\n"
+	             "outreach_invites_and_case_alerts_enqueued_total %lu\n",
+	        s->others);
 	fprintf(out, "# HELP outreach_overdue_sources Referral sources past their contact interval, by coordinator.\n"
 	             "# TYPE outreach_overdue_sources gauge\n");
 	for (size_t i = 0; i < s->ndue; i++)

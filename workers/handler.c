@@ -9,6 +9,8 @@ static const struct handler handlers[] = {
     {"PingJob", false, ping_run},
     {"OverdueDigestJob", true, digest_run},
     {"ManagerDigestJob", true, manager_digest_run},
+    {"ActivityInviteJob", true, invite_run},
+    {"CaseAlertJob", true, case_alert_run},
 };
 
 static struct mailtmpl templates[8];

@@ -54,5 +54,7 @@ const struct mailtmpl *handler_templates(const char *kind);
 enum job_result ping_run(struct job_ctx *ctx);
 enum job_result digest_run(struct job_ctx *ctx);
 enum job_result manager_digest_run(struct job_ctx *ctx);
+enum job_result invite_run(struct job_ctx *ctx);
+enum job_result case_alert_run(struct job_ctx *ctx);
 
 #endif

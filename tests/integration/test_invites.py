@@ -1,0 +1,136 @@
+"""Calendar invites for scheduled activities and SLA alerts for open cases, end to end."""
+import datetime
+import socket
+import time
+
+import icalendar
+
+import harness
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Invites(harness.Case):
+    def setUp(self):
+        super().setUp()
+        self.migrate()
+        self.sql("TRUNCATE coordinators, referral_sources, alert_emails, digest_runs RESTART IDENTITY CASCADE")
+        self.clear_maildir()
+        env = {"OUTREACH_SCHEDULER_SCAN_INTERVAL": "1", "OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % free_port(),
+               "OUTREACH_ALERTS_DIGEST_HOUR": "23"}
+        self.start_bin("outreachd", "-c", harness.CONFIG, env=env).wait_log(r"ready")
+        self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "alerts").wait_log(r"ready: identity")
+        self.boss = self.sql_one("INSERT INTO coordinators (name, email) VALUES ('Denise Okafor', 'denise@x.org') "
+                                 "RETURNING id")
+        self.coord = self.sql_one("INSERT INTO coordinators (name, email, time_zone, manager_id) "
+                                  "VALUES ('José Núñez', 'jose@x.org', 'America/Chicago', %s) RETURNING id", (self.boss,))
+        self.src = self.sql_one(
+            "INSERT INTO referral_sources (first_name, last_name, credential, specialty, phone, address_line1, city, "
+            " state, postal_code, coordinator_id, status, last_contact_at) VALUES ('Paul', 'Dewey', 'MD', "
+            "'Orthopaedic Surgery', '215-555-0100', '1 Main St', 'Philadelphia', 'PA', '19103', %s, 'active', now()) "
+            "RETURNING id", (self.coord,))
+
+    def wait_mail(self, n, timeout=20):
+        end = time.time() + timeout
+        while time.time() < end:
+            msgs = self.maildir_messages()
+            if len(msgs) >= n:
+                time.sleep(0.3)
+                return self.maildir_messages()
+            time.sleep(0.1)
+        self.fail("expected %d emails, got %d" % (n, len(self.maildir_messages())))
+
+    def calendar(self, m):
+        parts = [p for p in m.walk() if p.get_content_type() == "text/calendar"]
+        self.assertEqual(len(parts), 1)
+        self.assertEqual(m.defects, [])
+        cal = icalendar.Calendar.from_ical(parts[0].get_content())
+        return parts[0], cal, [c for c in cal.walk("VEVENT")][0]
+
+    def test_schedule_reschedule_cancel(self):
+        when = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0, second=0) + datetime.timedelta(days=2)
+        aid = self.sql_one("INSERT INTO activities (source_id, coordinator_id, kind, subject, scheduled_at, location, "
+                           "notes) VALUES (%s, %s, 'meeting', 'Lunch & learn <PT program>', %s, 'Suite 200', "
+                           "'Bring outcomes data') RETURNING id", (self.src, self.coord, when))
+        first = self.wait_mail(1)[0]
+        part, cal, ev = self.calendar(first)
+        self.assertEqual(part.get_param("method"), "REQUEST")
+        self.assertEqual(str(cal["METHOD"]), "REQUEST")
+        uid = str(ev["UID"])
+        self.assertEqual(uid, "activity-%d@localhost" % aid)
+        self.assertEqual(int(ev["SEQUENCE"]), 0)
+        self.assertEqual(ev.decoded("DTSTART"), when)
+        self.assertEqual(ev.decoded("DTEND"), when + datetime.timedelta(minutes=30))
+        self.assertEqual(str(ev["SUMMARY"]), "Lunch & learn <PT program>")
+        self.assertEqual(str(ev["LOCATION"]), "Suite 200")
+        self.assertIn("Paul Dewey, MD", str(ev["DESCRIPTION"]))
+        self.assertIn("Bring outcomes data", str(ev["DESCRIPTION"]))
+        self.assertEqual(str(ev["ORGANIZER"]), "mailto:outreach@localhost")
+        self.assertEqual(str(ev["ATTENDEE"]), "mailto:jose@x.org")
+        self.assertEqual(ev["ATTENDEE"].params["CN"], "José Núñez")
+        self.assertEqual(str(first["To"]), "José Núñez <jose@x.org>")
+        self.assertIn("&lt;PT program&gt;", first.get_body(("html",)).get_content())
+        self.assertEqual(self.sql_one("SELECT invite_sent_sequence FROM activities"), 0)
+
+        # rescheduled: same UID, a higher SEQUENCE
+        self.clear_maildir()
+        later = when + datetime.timedelta(hours=3)
+        self.sql("UPDATE activities SET scheduled_at = %s WHERE id = %s", (later, aid))
+        part, cal, ev = self.calendar(self.wait_mail(1)[0])
+        self.assertEqual(str(ev["UID"]), uid)
+        self.assertEqual(int(ev["SEQUENCE"]), 1)
+        self.assertEqual(ev.decoded("DTSTART"), later)
+        self.assertTrue(str(self.maildir_messages()[0]["Subject"]).startswith("Updated: "))
+
+        # canceled: METHOD:CANCEL, same UID, higher SEQUENCE
+        self.clear_maildir()
+        self.sql("UPDATE activities SET canceled_at = now() WHERE id = %s", (aid,))
+        m = self.wait_mail(1)[0]
+        part, cal, ev = self.calendar(m)
+        self.assertEqual(part.get_param("method"), "CANCEL")
+        self.assertEqual(str(cal["METHOD"]), "CANCEL")
+        self.assertEqual(str(ev["STATUS"]), "CANCELLED")
+        self.assertEqual(str(ev["UID"]), uid)
+        self.assertEqual(int(ev["SEQUENCE"]), 2)
+        self.assertTrue(str(m["Subject"]).startswith("Canceled: "))
+        time.sleep(2.5)  # no more mail
+        self.assertEqual(len(self.maildir_messages()), 1)
+
+    def test_completed_and_unsent_cancellations_send_nothing(self):
+        when = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+        self.sql("INSERT INTO activities (source_id, coordinator_id, kind, scheduled_at, canceled_at) "
+                 "VALUES (%s, %s, 'call', %s, now())", (self.src, self.coord, when))
+        self.sql("INSERT INTO activities (source_id, coordinator_id, kind, scheduled_at, completed_at) "
+                 "VALUES (%s, %s, 'call', %s, now())", (self.src, self.coord, when))
+        time.sleep(3)
+        self.assertEqual(self.maildir_messages(), [])
+
+    def test_case_alerts_once_per_level(self):
+        self.sql("INSERT INTO cases (source_id, assignee_id, category, priority, summary, opened_at) VALUES "
+                 "(%s, %s, 'scheduling', 'high', 'Patients wait 3 weeks for PT', now() - interval '30 hours'), "
+                 "(%s, %s, 'billing', 'urgent', 'Claim denied <twice>', now() - interval '40 hours'), "
+                 "(%s, %s, 'clinical', 'normal', 'Within SLA', now() - interval '2 hours')",
+                 (self.src, self.coord, self.src, self.coord, self.src, self.coord))
+        msgs = self.wait_mail(3)
+        time.sleep(3)  # more scans: nothing more
+        msgs = self.maildir_messages()
+        self.assertEqual(len(msgs), 3, [str(m["Subject"]) for m in msgs])
+        by = sorted((str(m["To"]), str(m["Subject"])) for m in msgs)
+        # the high case (30 h > 24 h SLA) alerts the assignee; the urgent one (40 h > 4 + 24) also the manager
+        self.assertEqual([t for t, _ in by], ["Denise Okafor <denise@x.org>", "José Núñez <jose@x.org>",
+                                              "José Núñez <jose@x.org>"])
+        self.assertTrue(by[0][1].startswith("Escalated: urgent case open 40 hours"))
+        html = [m for m in msgs if str(m["To"]).startswith("Denise")][0].get_body(("html",)).get_content()
+        self.assertIn("Claim denied &lt;twice&gt;", html)
+        self.assertEqual(self.sql("SELECT priority, alerted_level FROM cases ORDER BY id"),
+                         [("high", 1), ("urgent", 2), ("normal", 0)])
+
+
+if __name__ == "__main__":
+    harness.main()

@@ -1,0 +1,176 @@
+/* alert: what every alert email shares: its once-only record, the recipient, rendering and delivery. */
+#include "workers/alert.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "common/mailer.h"
+#include "common/mailtmpl.h"
+#include "common/msg.h"
+
+char *
+alert_record_url(const struct job_ctx *ctx, const char *id)
+{
+	const char *tpl = ctx->cfg->alerts.record_url, *brace = strstr(tpl, "{id}");
+
+	return xasprintf("%.*s%s%s", (int)(brace - tpl), tpl, id, brace + 4);
+}
+
+/* "Thursday, 26 November 2026" for "2026-11-26". */
+void
+alert_long_date(const char *date, char *out, size_t len)
+{
+	struct tm tm = {0};
+
+	if (strptime(date, "%Y-%m-%d", &tm) == NULL) {
+		util_strlcpy(out, date, len);
+		return;
+	}
+	tm.tm_hour = 12;
+	timegm(&tm); /* fills in the weekday */
+	strftime(out, len, "%A, %-d %B %Y", &tm);
+}
+
+const char *
+alert_first_name(const char *name, char *buf, size_t len)
+{
+	size_t n = strcspn(name, " ");
+
+	snprintf(buf, len, "%.*s", (int)n, name);
+	return buf;
+}
+
+/* Writes the row that makes the email happen once; *state is "new" (send it), "sending" (a
+ * previous attempt may have stopped mid-send: send again, same Message-ID) or the final status
+ * ("sent", "failed", "skipped": nothing to do). message_id (size 256) gets the id to use. */
+static int
+claim(struct job_ctx *ctx, const char *kind, const char *key, const char *coordinator_id, const char *recipient,
+      const char *fresh_id, char *message_id, char *state, size_t statelen)
+{
+	PGresult *res = db_query(ctx->db,
+	                         "INSERT INTO alert_emails (kind, key, coordinator_id, recipient, message_id, jid) "
+	                         "VALUES ($1, $2, $3, $4, $5, $6) "
+	                         "ON CONFLICT (kind, key) DO UPDATE SET attempts = alert_emails.attempts + 1, jid = $6 "
+	                         "RETURNING message_id, status, (xmax = 0) AS inserted",
+	                         DB_ARGS(kind, key, coordinator_id, recipient, fresh_id, ctx->job->jid));
+	if (res == NULL)
+		return -1;
+	util_strlcpy(message_id, PQgetvalue(res, 0, 0), 256);
+	bool inserted = PQgetvalue(res, 0, 2)[0] == 't';
+	util_strlcpy(state, inserted ? "new" : PQgetvalue(res, 0, 1), statelen);
+	PQclear(res);
+	return 0;
+}
+
+void
+alert_set_status(struct job_ctx *ctx, const char *kind, const char *key, const char *status, const char *error)
+{
+	if (db_exec(ctx->db,
+	            "UPDATE alert_emails SET status = $3, error = $4, "
+	            "sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END WHERE kind = $1 AND key = $2",
+	            DB_ARGS(kind, key, status, error)) == -1)
+		log_warnx("recording %s %s as %s: %s", kind, key, status, db_error(ctx->db));
+}
+
+enum job_result
+alert_deliver(struct job_ctx *ctx, const char *kind, const char *key, const struct alert_person *to,
+              const char *message_id, const json_t *context, const char *method, const char *ics)
+{
+	const char *to_name = to->name, *to_addr = to->email;
+	const struct mailtmpl *t = handler_templates(kind);
+	char *subject, *text, *html, *data = NULL;
+	size_t len = 0;
+	struct msg *m = msg_new();
+	enum job_result rc;
+
+	mailtmpl_render(t, context, &subject, &text, &html);
+	if (msg_set_id(m, message_id) == -1 || msg_set_from(m, ctx->cfg->alerts.from_name, ctx->cfg->smtp.from) == -1 ||
+	    msg_add_to(m, to_name, to_addr) == -1 || msg_set_subject(m, subject) == -1 ||
+	    msg_add_header(m, "Auto-Submitted", "auto-generated") == -1 ||
+	    msg_add_header(m, "X-Outreach-Jid", ctx->job->jid) == -1 || msg_set_text(m, text) == -1 ||
+	    msg_set_html(m, html) == -1 || (method && msg_add_calendar(m, method, ics) == -1) ||
+	    msg_render(m, &data, &len) == -1) {
+		/* Bad data (a recipient address, say): no retry will fix it. */
+		char why[512];
+		snprintf(why, sizeof(why), "cannot build the %s email to %s: %s", kind, to_addr, msg_error(m));
+		alert_set_status(ctx, kind, key, "failed", why);
+		rc = job_fail(ctx, JOB_DEAD, "InvalidEmail", "%s", why);
+		goto out;
+	}
+	struct mailer_result res = MAILER_RESULT_INIT;
+	const char *rcpts[] = {to_addr};
+	if (mailer_send(ctx->mailer, NULL, rcpts, 1, data, len, &res) == 0) {
+		alert_set_status(ctx, kind, key, "sent", NULL);
+		log_info("sent the %s email %s to %s", kind, key, to_addr);
+		rc = JOB_DONE;
+	} else {
+		char why[600];
+		snprintf(why, sizeof(why), "SMTP %s at %s: %d %s", mailer_status_name(res.status),
+		         mailer_stage_name(res.stage), res.code, res.text);
+		if (res.status == MAILER_PERMANENT) {
+			alert_set_status(ctx, kind, key, "failed", why);
+			rc = job_fail(ctx, JOB_DEAD, "SMTPPermanentFailure", "%s", why);
+		} else {
+			alert_set_status(ctx, kind, key, "sending", why);
+			rc = job_fail(ctx, JOB_RETRY, "SMTPTemporaryFailure", "%s", why);
+		}
+	}
+	mailer_result_clear(&res);
+out:
+	free(subject);
+	free(text);
+	free(html);
+	free(data);
+	msg_free(m);
+	return rc;
+}
+
+enum job_result
+alert_load_person(struct job_ctx *ctx, const char *id, struct alert_person *p)
+{
+	PGresult *res = db_query(ctx->db, "SELECT name, email, time_zone, active FROM coordinators WHERE id = $1",
+	                         DB_ARGS(id));
+	if (res == NULL)
+		return job_fail(ctx, JOB_RETRY, "DatabaseError", "loading coordinator %s: %s", id, db_error(ctx->db));
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		return job_fail(ctx, JOB_DEAD, "ArgumentError", "there is no coordinator %s", id);
+	}
+	util_strlcpy(p->id, id, sizeof(p->id));
+	util_strlcpy(p->name, PQgetvalue(res, 0, 0), sizeof(p->name));
+	util_strlcpy(p->email, PQgetvalue(res, 0, 1), sizeof(p->email));
+	util_strlcpy(p->tz, PQgetvalue(res, 0, 2), sizeof(p->tz));
+	PQclear(res);
+	return JOB_DONE;
+}
+
+enum job_result
+alert_claim(struct job_ctx *ctx, const char *kind, const char *key, const struct alert_person *p, char *message_id,
+            bool *go)
+{
+	char state[16], fresh[256];
+	struct msg *m = msg_new();
+
+	/* A fresh Message-ID on smtp.from's domain, kept only if this is the first attempt. */
+	if (msg_set_id_domain(m, strchr(ctx->cfg->smtp.from, '@') + 1) == -1)
+		log_warnx("Message-ID domain: %s", msg_error(m));
+	util_strlcpy(fresh, msg_id(m), sizeof(fresh));
+	msg_free(m);
+
+	*go = false;
+	if (claim(ctx, kind, key, p->id, p->email, fresh, message_id, state, sizeof(state)) == -1)
+		return job_fail(ctx, JOB_RETRY, "DatabaseError", "claiming %s %s: %s", kind, key, db_error(ctx->db));
+	if (strcmp(state, "new") != 0 && strcmp(state, "sending") != 0) {
+		log_info("the %s email %s is already %s: nothing to do", kind, key, state);
+		return JOB_DONE;
+	}
+	if (strcmp(state, "sending") == 0)
+		log_notice("the %s email %s may have been cut off mid-send: sending it again as <%s>", kind, key,
+		           message_id);
+	*go = true;
+	return JOB_DONE;
+}
+

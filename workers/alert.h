@@ -1,0 +1,44 @@
+/* alert: what every alert email shares: its once-only record, the recipient, rendering and delivery. */
+#ifndef OUTREACH_ALERT_H
+#define OUTREACH_ALERT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "workers/handler.h"
+
+struct alert_person {
+	char id[24], name[256], email[256], tz[64];
+};
+
+/* Loads coordinator id; JOB_DONE when found, else the failure to return (JOB_DEAD when there is
+ * none, JOB_RETRY on a database error). */
+enum job_result alert_load_person(struct job_ctx *ctx, const char *id, struct alert_person *p);
+
+/* Writes the row that makes the email happen once (alert_emails, unique by kind and key) before
+ * anything is sent. *go is false when the email was already sent, failed for good or skipped;
+ * true for a first attempt, and for a retry of one that may have stopped mid-send (it goes out
+ * again under the same Message-ID, the one narrow window for a duplicate). message_id (size 256)
+ * gets the id to use. Returns JOB_DONE, or the failure to return. */
+enum job_result alert_claim(struct job_ctx *ctx, const char *kind, const char *key, const struct alert_person *to,
+                            char *message_id, bool *go);
+
+/* Records the email's final state ("sent", "failed", "skipped", or "sending" with the error). */
+void alert_set_status(struct job_ctx *ctx, const char *kind, const char *key, const char *status, const char *error);
+
+/* Renders kind's templates with context, sends to `to` under message_id, records the outcome and
+ * returns what the job should do: JOB_DONE when sent, JOB_RETRY on a temporary SMTP failure,
+ * JOB_DEAD when the relay refused it for good or the message cannot be built. With a calendar
+ * method ("REQUEST", "CANCEL") the iCalendar text ics goes along as a text/calendar part. */
+enum job_result alert_deliver(struct job_ctx *ctx, const char *kind, const char *key, const struct alert_person *to,
+                              const char *message_id, const json_t *context, const char *method, const char *ics);
+
+/* alerts.record_url with {id} replaced (caller frees). */
+char *alert_record_url(const struct job_ctx *ctx, const char *id);
+/* The first word of a name, for greetings. */
+const char *alert_first_name(const char *name, char *buf, size_t len);
+/* "Thursday, 26 November 2026" for "2026-11-26". */
+void alert_long_date(const char *date, char *out, size_t len);
+
+#endif

@@ -11,9 +11,12 @@
 #include <string.h>
 #include <strings.h>
 
-#include <auth-client.h> /* before libesmtp.h, which then declares smtp_auth_set_context */
-#include <libesmtp.h>
+/* auth-client.h and openssl/ssl.h before libesmtp.h, which then declares smtp_auth_set_context and
+ * smtp_starttls_set_ctx. */
+#include <auth-client.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <libesmtp.h>
 
 #include "common/log.h"
 #include "common/msg.h"
@@ -34,6 +37,7 @@ struct mailer {
 	long timeout_ms;
 	char hostport[300];
 	auth_context_t auth;
+	SSL_CTX *ssl_ctx; /* STARTTLS: ours, lent to each session (see mailer_new) */
 
 	int err;
 	char errstr[320];
@@ -210,6 +214,20 @@ mailer_new(const struct cfg *c)
 	if (mr->err != MAILER_ERR_NONE)
 		return mr;
 
+	if (mr->tls == SMTP_TLS_STARTTLS) {
+		/* libesmtp 1.1 caches the SSL_CTX it creates in a static and frees it when the first
+		 * session is destroyed, so a second STARTTLS session in the process uses freed memory.
+		 * A context of our own is reference-counted by smtp_starttls_set_ctx and released by
+		 * smtp_destroy_session, which is sound. It trusts the system's CA store (OpenSSL's
+		 * defaults, which SSL_CERT_FILE and SSL_CERT_DIR override); libesmtp then checks the
+		 * verification result and that the certificate names smtp.host. */
+		mr->ssl_ctx = SSL_CTX_new(TLS_client_method());
+		if (mr->ssl_ctx == NULL || !SSL_CTX_set_min_proto_version(mr->ssl_ctx, TLS1_2_VERSION) ||
+		    !SSL_CTX_set_default_verify_paths(mr->ssl_ctx)) {
+			set_err(mr, MAILER_ERR_CONFIG, "smtp.tls = starttls: cannot set up an OpenSSL context");
+			return mr;
+		}
+	}
 	if (mr->user != NULL) {
 		pthread_once(&auth_once, auth_init);
 		mr->auth = auth_create_context();
@@ -234,6 +252,7 @@ mailer_free(struct mailer *mr)
 		return;
 	if (mr->auth != NULL)
 		auth_destroy_context(mr->auth);
+	SSL_CTX_free(mr->ssl_ctx);
 	if (mr->password != NULL) {
 		explicit_bzero(mr->password, strlen(mr->password));
 		free(mr->password);
@@ -391,8 +410,7 @@ event_cb(smtp_session_t session, int event_no, void *arg, ...)
 		break;
 	case SMTP_EV_UNUSABLE_CLIENT_CERTIFICATE:
 	case SMTP_EV_UNUSABLE_CA_LIST:
-		fmt_into(x->tls_problem, sizeof(x->tls_problem),
-		         "unusable certificate files under $HOME/.authenticate (libesmtp's fixed location)");
+		fmt_into(x->tls_problem, sizeof(x->tls_problem), "unusable client certificate or CA files");
 		break;
 	default:
 		break;
@@ -616,6 +634,8 @@ mailer_send_batch(struct mailer *mr, const char *from_addr, struct mailer_msg *m
 		for (int t = Timeout_GREETING; t <= Timeout_DATA2; t++)
 			smtp_set_timeout(session, t | Timeout_OVERRIDE_RFC2822_MINIMUM, mr->timeout_ms);
 		smtp_starttls_enable(session, mr->tls == SMTP_TLS_STARTTLS ? Starttls_REQUIRED : Starttls_DISABLED);
+		if (mr->ssl_ctx != NULL)
+			smtp_starttls_set_ctx(session, mr->ssl_ctx);
 		if (mr->auth != NULL)
 			smtp_auth_set_context(session, mr->auth);
 		smtp_set_eventcb(session, event_cb, &x);

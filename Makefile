@@ -9,7 +9,7 @@ DESTDIR    ?=
 
 CC        ?= cc
 PKG_CONFIG ?= pkg-config
-PKGS      := libevent libevent_pthreads hiredis libpq libcurl jansson libesmtp-1.0 inih libcrypto libical
+PKGS      := libevent libevent_pthreads hiredis libpq libcurl jansson libesmtp-1.0 inih libssl libcrypto libical
 WITH_SYSTEMD ?= $(shell $(PKG_CONFIG) --exists libsystemd 2>/dev/null && echo 1 || echo 0)
 ifeq ($(WITH_SYSTEMD),1)
 PKGS      += libsystemd
@@ -61,7 +61,11 @@ all: $(PROGRAMS) link-bin
 link-bin: $(PROGRAMS)
 	$(Q)ln -sfn $(BIN) bin
 
-$(BUILD)/obj/%.o: %.c
+# Objects are rebuilt when the flags change (another PREFIX, say), not only when sources do.
+FLAGS_STAMP := $(BUILD)/flags
+$(shell mkdir -p $(BUILD); echo '$(CC) $(CPPFLAGS) $(CFLAGS)' | cmp -s - $(FLAGS_STAMP) || echo '$(CC) $(CPPFLAGS) $(CFLAGS)' > $(FLAGS_STAMP))
+
+$(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
@@ -71,7 +75,7 @@ build/gen/sql_embed.c: $(SQL_FILES) scripts/embed-sql
 	@$(if $(Q),echo "  GEN     $@")
 	$(Q)sh scripts/embed-sql $(SQL_FILES) > $@.tmp && mv $@.tmp $@
 
-$(BUILD)/obj/gen/sql_embed.o: build/gen/sql_embed.c
+$(BUILD)/obj/gen/sql_embed.o: build/gen/sql_embed.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<

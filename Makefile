@@ -51,6 +51,8 @@ DAEMON_LIB  := $(call obj,$(filter-out daemon/main.c,$(DAEMON_SRC)))
 WORKERS_LIB := $(call obj,$(filter-out workers/main.c,$(WORKERS_SRC)))
 TOOLS_LIB   := $(call obj,$(filter-out tools/main.c,$(TOOLS_SRC)))
 UNIT_BINS   := $(patsubst tests/unit/%.c,$(BIN)/tests/%,$(UNIT_SRC))
+TOOL_SRC    := $(sort $(wildcard tests/tools/*.c))
+TOOL_BINS   := $(patsubst tests/tools/%.c,$(BIN)/tests/%,$(TOOL_SRC))
 
 PROGRAMS := $(BIN)/outreachd $(BIN)/outreach-worker $(BIN)/outreachctl
 
@@ -109,7 +111,13 @@ $(BIN)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBS_ALL)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell $(PKG_CONFIG) --libs cmocka)
 
-unit-tests: $(UNIT_BINS)
+# Small programs the integration tests drive (e.g. the mailer against odd SMTP servers).
+$(BIN)/tests/%: $(BUILD)/obj/tests/tools/%.o $(BUILD)/libcommon.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+unit-tests: $(UNIT_BINS) $(TOOL_BINS)
 
 # --- the two commands -------------------------------------------------------
 deps:

@@ -81,15 +81,18 @@ def rss_kb(pid):
     return 0
 
 
-def stop(p, timeout=30):
-    """SIGTERM, then SIGKILL if the process does not end in time."""
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(timeout)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
+def stop(procs, timeout=30):
+    """SIGTERM to all, then SIGKILL to any that has not ended in time."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    end = time.time() + timeout
+    for p in procs:
+        try:
+            p.wait(max(0.1, end - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def load(url):
@@ -102,7 +105,9 @@ def load(url):
                           || ' Coordinator' || i, 'c' || i || '@bench.example.org', 'UTC'
                      FROM generate_series(1, %s) i""", (N,))
     # PER_DIGEST sources per coordinator, last contacted 27 to 60 days ago: with the default 30-day
-    # interval each is overdue or due within alerts.due_soon_days (3), so each is in the digest.
+    # interval each is overdue or due within alerts.due_soon_days (3), so each is in the digest. The
+    # step of about 1.65 days spreads every coordinator's sources over the whole range: each digest
+    # lists some sources due soon and many overdue by up to 30 days.
     cur.execute("""INSERT INTO referral_sources (kind, first_name, last_name, specialty, phone, status,
                                                  coordinator_id, last_contact_at)
                    SELECT 'physician',
@@ -114,7 +119,7 @@ def load(url):
                                  'Neurology','Pulmonary Disease','Nephrology','Oncology'])[1 + i %% 8],
                           '(555) 01' || lpad((i %% 100)::text, 2, '0') || '-' || lpad((i %% 10000)::text, 4, '0'),
                           'active', 1 + (i - 1) / %s,
-                          now() - make_interval(secs => 27 * 86400 + (i * 7919) %% (33 * 86400))
+                          now() - make_interval(secs => 27 * 86400 + (i::bigint * 142567) %% (33 * 86400))
                      FROM generate_series(1, %s) i""", (PER_DIGEST, N * PER_DIGEST))
     cur.execute("VACUUM ANALYZE referral_sources")
     cur.execute("VACUUM ANALYZE coordinators")
@@ -182,7 +187,7 @@ def wait_drained(r, workers, timeout):
     return None
 
 
-def tail(path, lines=15):
+def tail(path, lines=10):
     try:
         with open(path, errors="replace") as f:
             return "".join(f.readlines()[-lines:])
@@ -210,7 +215,7 @@ def db_counts(url):
     cur = conn.cursor()
     cur.execute("SELECT status, count(*) FROM alert_emails WHERE kind = 'digest' GROUP BY status ORDER BY status")
     counts = dict(cur.fetchall())
-    cur.execute("SELECT status, error FROM alert_emails WHERE kind = 'digest' AND status <> 'sent' LIMIT 5")
+    cur.execute("SELECT status, error FROM alert_emails WHERE kind = 'digest' AND status <> 'sent' LIMIT 1")
     samples = cur.fetchall()
     conn.close()
     return counts, samples
@@ -259,26 +264,26 @@ class Sink:
         return int(found[-1]) if found else None
 
     def stop(self):
-        stop(self.proc, 10)
+        stop([self.proc], 10)
 
 
 def sample_digest(env, r, date, workdir):
     """Renders coordinator 1's digest to the stack's mail catcher; returns it as sent (headers and
     body, without the catcher's own X-Peer/X-MailFrom/X-RcptTo) and its size on the wire."""
     maildir = os.environ.get("OUTREACH_MAILDIR", os.path.join(ROOT, "var", "mail"))
+    known = set(glob.glob(os.path.join(maildir, "new", "*")))
     r.flushdb()
     jid = push_digests(r, [1], date)[0]
     workers, logs = start_workers(env, 1, 1, workdir, "sample")
     try:
         ok = wait_started(r, 1, workers) is not None and wait_drained(r, workers, 60) is not None
     finally:
-        for w in workers:
-            stop(w)
+        stop(workers)
     needle = ("X-Outreach-Jid: " + jid).encode()
     path = None
     end = time.time() + 5
     while path is None and time.time() < end:
-        for f in glob.glob(os.path.join(maildir, "new", "*")):
+        for f in set(glob.glob(os.path.join(maildir, "new", "*"))) - known:
             try:
                 with open(f, "rb") as fh:
                     if needle in fh.read():
@@ -310,7 +315,7 @@ def sample_digest(env, r, date, workdir):
         message += b"\n"
     wire = len(message.replace(b"\n", b"\r\n"))
     msg = email.message_from_bytes(message)
-    return message, wire, msg.get("Subject", "")
+    return message, wire, " ".join(str(msg.get("Subject", "")).split())
 
 
 def bench_outreach(env, r, url, ids, date, procs, conc, sink, workdir):
@@ -339,21 +344,20 @@ def bench_outreach(env, r, url, ids, date, procs, conc, sink, workdir):
         if exited:
             problems.append("worker processes exited early: %s" % exited)
     finally:
-        for w in workers:
-            stop(w)
+        stop(workers)
     counts, samples = db_counts(url)
     sent = counts.get("sent", 0)
     if sent != n:
-        problems.append("%d of %d digests sent (alert_emails by status: %s; e.g. %s)" % (sent, n, counts, samples))
+        problems.append("%d of %d digests sent (alert_emails by status: %s)%s"
+                        % (sent, n, counts, "; first error: %s" % samples[0][1] if samples else ""))
     bad = failed_jobs(r, jids)
     if bad:
-        problems.append("%d jobs in retry/dead, e.g. %s" % (len(bad), "; ".join(bad[:3])))
+        problems.append("%d jobs in the retry or dead set, e.g. %s" % (len(bad), bad[0]))
     received = sink.messages()
     if received is not None and received - before != n:
         problems.append("smtp-sink accepted %d messages, expected %d" % (received - before, n))
     if problems:
-        for log in logs:
-            problems.append("%s:\n%s" % (log, tail(log)))
+        problems.append("the end of a worker's log:\n" + tail(logs[0], 4).rstrip())
     return rate, rss, problems
 
 
@@ -414,19 +418,22 @@ def main():
         for procs, conc in CONFIGS:
             rate, rss, problems = bench_outreach(senv, r, url, ids, date, procs, conc, sink, workdir)
             label = "outreach-worker x%d, concurrency %d:" % (procs, conc)
-            if rate is not None:
-                rates[(procs, conc)] = rate
-                print("%-38s %7.0f digests/s   RSS %5.1f MB/process   %s"
-                      % (label, rate, (rss or 0) / 1024, "all %d sent" % N if not problems else "MISSING"))
-            else:
+            if rate is None:
                 print("%-38s did not finish" % label)
+            elif problems:
+                print("%-38s %7.0f digests/s   RSS %5.1f MB/process   DIGESTS MISSING (below)"
+                      % (label, rate, (rss or 0) / 1024))
+            else:
+                rates[(procs, conc)] = rate
+                print("%-38s %7.0f digests/s   RSS %5.1f MB/process   all %d sent"
+                      % (label, rate, (rss or 0) / 1024, N))
             failures += problems
 
         srate, problems = bench_smtp_source(sink, message_file, N)
         failures += problems
-        print("%-38s %7.0f messages/s (%d bytes each, -s 4, one connection per message)"
-              % ("postfix smtp-source, 4 sessions:", srate, size))
-        if rates:
+        print("%-38s %7.0f messages/s (%d bytes each, -s 4, one connection per message)%s"
+              % ("postfix smtp-source, 4 sessions:", srate, size, "   FAILED (below)" if problems else ""))
+        if rates and not problems:
             best = max(rates.values())
             print("ratio outreach/smtp-source: %.2f; best outreach: %.0f digests/s (goal: at least 1,000 digests/s)"
                   % (best / srate, best))

@@ -295,8 +295,8 @@ def sample_digest(env, r, date, workdir):
             time.sleep(0.1)
     if path is None:
         bad = failed_jobs(r, [jid])
-        raise SystemExit("benchmark: the sample digest did not reach the mail catcher in %s (%s)\n%s%s"
-                         % (maildir, "drained" if ok else "not drained", "\n".join(bad), tail(logs[0])))
+        raise SystemExit("benchmark: the sample digest did not reach the mail catcher in %s (%s)\n%s\n%s"
+                         % (maildir, "drained" if ok else "not drained", "\n".join(bad), tail(logs[0], 4).rstrip()))
     with open(path, "rb") as fh:
         raw = fh.read()
     os.unlink(path)
@@ -353,6 +353,9 @@ def bench_outreach(env, r, url, ids, date, procs, conc, sink, workdir):
     bad = failed_jobs(r, jids)
     if bad:
         problems.append("%d jobs in the retry or dead set, e.g. %s" % (len(bad), bad[0]))
+    if sum(counts.values()) + len(bad) < n and rate is not None:
+        problems.append("%d jobs vanished from Redis without a trace: did another process flush it?"
+                        % (n - sum(counts.values()) - len(bad)))
     received = sink.messages()
     if received is not None and received - before != n:
         problems.append("smtp-sink accepted %d messages, expected %d" % (received - before, n))
@@ -449,6 +452,7 @@ def main():
             os.unlink(f)
         os.rmdir(workdir)
     if failures:
+        sys.stdout.flush()
         print("benchmark: digests went missing:", file=sys.stderr)
         for p in failures:
             print("  " + p, file=sys.stderr)

@@ -215,18 +215,29 @@ mailer_new(const struct cfg *c)
 		return mr;
 
 	if (mr->tls == SMTP_TLS_STARTTLS) {
-		/* libesmtp 1.1 caches the SSL_CTX it creates in a static and frees it when the first
-		 * session is destroyed, so a second STARTTLS session in the process uses freed memory.
-		 * A context of our own is reference-counted by smtp_starttls_set_ctx and released by
-		 * smtp_destroy_session, which is sound. It trusts the system's CA store (OpenSSL's
-		 * defaults, which SSL_CERT_FILE and SSL_CERT_DIR override); libesmtp then checks the
-		 * verification result and that the certificate names smtp.host. */
+		/*
+		 * Two defects of libesmtp 1.1 shape this context:
+		 *  - It caches the SSL_CTX it would create in a static and frees it when the first session
+		 *    is destroyed, so a second STARTTLS session in the process uses freed memory. A
+		 *    context of our own is reference-counted by smtp_starttls_set_ctx and released by
+		 *    smtp_destroy_session, which is sound.
+		 *  - After the handshake its protocol loop reads before it flushes the EHLO it has
+		 *    queued. A TLS 1.3 server sends session tickets right after the handshake; when they
+		 *    arrive first, libesmtp waits for a reply to a command it never sent until the
+		 *    timeout. TLS 1.2 without tickets sends nothing unasked, so the session is capped
+		 *    there.
+		 * The context trusts the system's CA store (OpenSSL's defaults, which SSL_CERT_FILE and
+		 * SSL_CERT_DIR override); libesmtp then checks the verification result and that the
+		 * certificate names smtp.host.
+		 */
 		mr->ssl_ctx = SSL_CTX_new(TLS_client_method());
 		if (mr->ssl_ctx == NULL || !SSL_CTX_set_min_proto_version(mr->ssl_ctx, TLS1_2_VERSION) ||
+		    !SSL_CTX_set_max_proto_version(mr->ssl_ctx, TLS1_2_VERSION) ||
 		    !SSL_CTX_set_default_verify_paths(mr->ssl_ctx)) {
 			set_err(mr, MAILER_ERR_CONFIG, "smtp.tls = starttls: cannot set up an OpenSSL context");
 			return mr;
 		}
+		SSL_CTX_set_options(mr->ssl_ctx, SSL_OP_NO_TICKET);
 	}
 	if (mr->user != NULL) {
 		pthread_once(&auth_once, auth_init);

@@ -14,11 +14,11 @@
  *     RCPT..., DATA, then RSET or the next MAIL) and QUITs. Nothing stays open between calls, so a
  *     mailer holds no socket and may sit idle for any time; batch messages to save connections.
  *   - smtp.tls = none: plain SMTP (STARTTLS is not used even when offered). starttls: STARTTLS is
- *     required (TLS 1.2 or later); a relay that does not offer it, or whose certificate does not
- *     verify against the system's CA store (OpenSSL's defaults; SSL_CERT_FILE or SSL_CERT_DIR
- *     override them) or does not name smtp.host, is a TEMPORARY failure and nothing is sent.
- *     libesmtp sends no SNI. tls (implicit TLS, port 465) is not available in libesmtp 1.1:
- *     mailer_new reports it.
+ *     required and speaks TLS 1.2 (mailer.c says why not 1.3); a relay that does not offer it, or
+ *     whose certificate does not verify against the system's CA store (OpenSSL's defaults;
+ *     SSL_CERT_FILE or SSL_CERT_DIR override them) or does not name smtp.host, is a TEMPORARY
+ *     failure and nothing is sent. libesmtp sends no SNI. tls (implicit TLS, port 465) is not
+ *     available in libesmtp 1.1: mailer_new reports it.
  *   - AUTH when smtp.username is set (PLAIN, LOGIN or CRAM-MD5, whichever the relay offers first).
  *   - smtp.timeout applies to the greeting, each command's reply, the start of DATA, each write of
  *     the message and the final reply. libesmtp has no timeout for the name lookup nor for the TCP

@@ -51,18 +51,26 @@ on_reply(redisAsyncContext *ac, void *r, void *privdata)
 	free(call);
 }
 
-int
-ar_argv(struct ar *ar, ar_cb *cb, void *priv, int argc, const char **argv, const size_t *lens)
+/* The bookkeeping of one outgoing command, or NULL when not connected. */
+static struct call *
+new_call(struct ar *ar, ar_cb *cb, void *priv)
 {
 	if (!ar->connected || ar->ac == NULL)
-		return -1;
+		return NULL;
 	struct call *call = xmalloc(sizeof(*call));
 	call->ar = ar;
 	call->cb = cb;
 	call->priv = priv;
 	if (ar->pending == 0)
 		ar->last_activity_ms = util_mono_ms();
-	if (redisAsyncCommandArgv(ar->ac, on_reply, call, argc, argv, lens) != REDIS_OK) {
+	return call;
+}
+
+/* Counts a sent command, or frees the call of one that could not be sent. */
+static int
+sent(struct ar *ar, struct call *call, int rc)
+{
+	if (rc != REDIS_OK) {
 		free(call);
 		return -1;
 	}
@@ -71,28 +79,28 @@ ar_argv(struct ar *ar, ar_cb *cb, void *priv, int argc, const char **argv, const
 }
 
 int
+ar_argv(struct ar *ar, ar_cb *cb, void *priv, int argc, const char **argv, const size_t *lens)
+{
+	struct call *call = new_call(ar, cb, priv);
+
+	if (call == NULL)
+		return -1;
+	return sent(ar, call, redisAsyncCommandArgv(ar->ac, on_reply, call, argc, argv, lens));
+}
+
+int
 ar_command(struct ar *ar, ar_cb *cb, void *priv, const char *fmt, ...)
 {
+	struct call *call = new_call(ar, cb, priv);
 	va_list ap;
 	int rc;
 
-	if (!ar->connected || ar->ac == NULL)
+	if (call == NULL)
 		return -1;
-	struct call *call = xmalloc(sizeof(*call));
-	call->ar = ar;
-	call->cb = cb;
-	call->priv = priv;
-	if (ar->pending == 0)
-		ar->last_activity_ms = util_mono_ms();
 	va_start(ap, fmt);
 	rc = redisvAsyncCommand(ar->ac, on_reply, call, fmt, ap);
 	va_end(ap);
-	if (rc != REDIS_OK) {
-		free(call);
-		return -1;
-	}
-	ar->pending++;
-	return 0;
+	return sent(ar, call, rc);
 }
 
 static void

@@ -49,6 +49,16 @@ def _with_db(url, dbname):
     return m.group(1) + "/" + dbname + (m.group(3) or "")
 
 
+def free_port():
+    """A loopback TCP port nobody listens on right now."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def _admin_exec(url, statement):
     conn = psycopg2.connect(url)
     conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
@@ -165,6 +175,16 @@ class Case(unittest.TestCase):
         proc = Proc([str(BIN / name), *map(str, args)], self._env(env))
         self._procs.append(proc)
         return proc
+
+    def wait_for(self, what, fn, timeout=15):
+        """Polls fn until it returns something true, and returns that; fails after timeout s."""
+        end = time.time() + timeout
+        while time.time() < end:
+            v = fn()
+            if v:
+                return v
+            time.sleep(0.05)
+        self.fail("timed out waiting for " + what)
 
     # --- servers ------------------------------------------------------------------------------
     def sql(self, query, params=()):

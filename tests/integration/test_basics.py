@@ -2,7 +2,6 @@
 import os
 import re
 import signal
-import socket
 
 import harness
 
@@ -71,10 +70,7 @@ class Basics(harness.Case):
 
     def test_binaries_start_and_stop(self):
         self.run_bin("outreachctl", "-c", harness.CONFIG, "migrate", check=True)
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        port = harness.free_port()
         d = self.start_bin("outreachd", "-c", harness.CONFIG, env={"OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % port})
         w = self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "default")
         d.wait_log(r"outreachd \S+ ready")

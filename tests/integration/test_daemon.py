@@ -17,12 +17,6 @@ import harness
 STACK = harness.STACK
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def http_get(port, path):
@@ -40,7 +34,7 @@ class Daemon(harness.Case):
         self.sql("TRUNCATE coordinators, referral_sources, digest_runs RESTART IDENTITY CASCADE")
 
     def daemon(self, config=None, env=None, wait_ready=True):
-        port = free_port()
+        port = harness.free_port()
         e = {"OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % port, "OUTREACH_SCHEDULER_SCAN_INTERVAL": "1"}
         e.update(env or {})
         d = self.start_bin("outreachd", "-c", config or harness.CONFIG, env=e)
@@ -48,15 +42,6 @@ class Daemon(harness.Case):
         if wait_ready:
             d.wait_log(r"outreachd \S+ ready")
         return d
-
-    def wait_for(self, what, fn, timeout=15):
-        end = time.time() + timeout
-        while time.time() < end:
-            v = fn()
-            if v:
-                return v
-            time.sleep(0.05)
-        self.fail("timed out waiting for " + what)
 
     def leading(self, d):
         status, body = http_get(d.port, "/metrics")
@@ -318,7 +303,7 @@ class Daemon(harness.Case):
         row = self.sql("DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations) "
                        "RETURNING version, name, checksum")[0]
         self.addCleanup(self.sql, "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)", row)
-        p = self.run_bin("outreachd", "-c", harness.CONFIG, env={"OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % free_port()},
+        p = self.run_bin("outreachd", "-c", harness.CONFIG, env={"OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % harness.free_port()},
                          timeout=20)
         self.assertEqual(p.returncode, 1)
         self.assertIn("run `outreachctl migrate`", p.stderr)

@@ -42,12 +42,6 @@ class Collector:
         return "250 OK"
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 class Digest(harness.Case):
@@ -159,7 +153,7 @@ class Digest(harness.Case):
         c = self.coordinator("Ann Lee", "ann@clinic.example.org")
         self.source(c, "Doe", 40)
         handler = Collector(fail_first=1)
-        port = free_port()
+        port = harness.free_port()
         ctl = Controller(handler, hostname="127.0.0.1", port=port)
         ctl.start()
         self.addCleanup(ctl.stop)
@@ -182,7 +176,7 @@ class Digest(harness.Case):
     def test_550_is_recorded_and_not_retried(self):
         c = self.coordinator("Ann Lee", "ann@clinic.example.org")
         self.source(c, "Doe", 40)
-        port = free_port()
+        port = harness.free_port()
         ctl = Controller(Collector(reject=True), hostname="127.0.0.1", port=port)
         ctl.start()
         self.addCleanup(ctl.stop)
@@ -218,7 +212,7 @@ class Digest(harness.Case):
         a = self.coordinator("Ann Lee", "ann@clinic.example.org", manager=boss)
         self.source(a, "LongAgo", 60)
         env = {"OUTREACH_ALERTS_DIGEST_HOUR": "0", "OUTREACH_SCHEDULER_SCAN_INTERVAL": "1",
-               "OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % free_port()}
+               "OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % harness.free_port()}
         d = self.start_bin("outreachd", "-c", harness.CONFIG, env=env)
         w = self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "alerts")
         end = time.time() + 20

@@ -8,12 +8,6 @@ import icalendar
 import harness
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 class Invites(harness.Case):
@@ -22,7 +16,7 @@ class Invites(harness.Case):
         self.migrate()
         self.sql("TRUNCATE coordinators, referral_sources, alert_emails, digest_runs RESTART IDENTITY CASCADE")
         self.clear_maildir()
-        env = {"OUTREACH_SCHEDULER_SCAN_INTERVAL": "1", "OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % free_port(),
+        env = {"OUTREACH_SCHEDULER_SCAN_INTERVAL": "1", "OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % harness.free_port(),
                "OUTREACH_ALERTS_DIGEST_HOUR": "23"}
         self.start_bin("outreachd", "-c", harness.CONFIG, env=env).wait_log(r"ready")
         self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "alerts").wait_log(r"ready: identity")

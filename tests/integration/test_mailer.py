@@ -5,7 +5,6 @@ The C side is driven through the mailsend test helper (tests/tools/mailsend.c), 
 with msg_* and sends it with mailer_*, printing one JSON line per message.
 """
 import json
-import os
 import pathlib
 import shutil
 import socket
@@ -382,33 +381,37 @@ class MailerTest(harness.Case):
         return self.smtp_server(h, tls_context=ctx, require_starttls=True)
 
     def test_starttls_verifies_the_certificate(self):
-        """STARTTLS with a certificate that verifies (the CA placed where libesmtp looks for it:
-        $HOME/.authenticate/ca.pem) sends; with an unknown CA nothing is sent."""
+        """STARTTLS with a certificate that verifies (the test CA given through SSL_CERT_FILE, as an
+        operator would for a private CA) sends, also a second time in the same process; with the
+        system's CAs only, the certificate is refused and nothing is sent."""
         if shutil.which("openssl") is None:
             self.skipTest("openssl is not installed")
         d = pathlib.Path(tempfile.mkdtemp())
         self.addCleanup(shutil.rmtree, d, True)
         self.make_certs(d)
-        home = d / "home"
-        (home / ".authenticate").mkdir(parents=True)
-        shutil.copy(d / "ca.pem", home / ".authenticate" / "ca.pem")
-        os.chmod(home / ".authenticate", 0o700)
-        os.chmod(home / ".authenticate" / "ca.pem", 0o600)
         h = Recorder()
         port = self.starttls_server(h, d)
 
-        res, _ = self.one("-s", "over TLS", "a@x.example", host="localhost", port=port,
-                          extra_env={"OUTREACH_SMTP_TLS": "starttls", "HOME": str(home)}, expect_rc=0)
-        self.assertEqual(res["status"], "sent", res)
-        self.assertEqual(len(h.messages), 1)
+        results, _ = self.mailsend("-k", "2", "-s", "over TLS", "a@x.example", host="localhost", port=port,
+                                   extra_env={"OUTREACH_SMTP_TLS": "starttls", "SSL_CERT_FILE": str(d / "ca.pem")},
+                                   expect_rc=0)
+        self.assertEqual([r["status"] for r in results], ["sent", "sent"], results)
+        self.assertEqual(len(h.messages), 2)
+        self.assertEqual(h.ehlos, 4)  # two connections, each EHLO before and after STARTTLS
 
-        empty = d / "nohome"
-        empty.mkdir()
         res, _ = self.one("-s", "over TLS", "a@x.example", host="localhost", port=port,
-                          extra_env={"OUTREACH_SMTP_TLS": "starttls", "HOME": str(empty)}, expect_rc=1)
+                          extra_env={"OUTREACH_SMTP_TLS": "starttls"}, expect_rc=1)
         self.assertEqual((res["status"], res["stage"]), ("temporary", "tls"), res)
         self.assertIn("certificate", res["text"])
-        self.assertEqual(len(h.messages), 1)
+        self.assertEqual(len(h.messages), 2)
+
+        # The certificate names localhost, not 127.0.0.1.
+        res, _ = self.one("-s", "over TLS", "a@x.example", host="127.0.0.1", port=port,
+                          extra_env={"OUTREACH_SMTP_TLS": "starttls", "SSL_CERT_FILE": str(d / "ca.pem")},
+                          expect_rc=1)
+        self.assertEqual((res["status"], res["stage"]), ("temporary", "tls"), res)
+        self.assertIn("host name", res["text"])
+        self.assertEqual(len(h.messages), 2)
 
     # --- input checks -------------------------------------------------------------------------
     def test_injection_refused_before_sending(self):

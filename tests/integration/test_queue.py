@@ -40,15 +40,6 @@ class Queue(harness.Case):
     def ctl(self, *args, check=True):
         return self.run_bin("outreachctl", "-c", str(harness.CONFIG), *args, check=check)
 
-    def wait_for(self, what, fn, timeout=15):
-        end = time.time() + timeout
-        while time.time() < end:
-            v = fn()
-            if v:
-                return v
-            time.sleep(0.05)
-        self.fail("timed out waiting for " + what)
-
     def push_raw(self, payload, queue="default"):
         r = self.redis()
         r.sadd("queues", queue)

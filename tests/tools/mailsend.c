@@ -16,8 +16,9 @@
  *
  * Reads the configuration like the daemons (cfg_load: $OUTREACH_CONFIG, then OUTREACH_SMTP_*
  * variables), builds one message to the TO addresses and sends it over one connection. With -b N
- * it sends N such messages (each with its own Message-ID) in one batch. Prints one JSON object per
- * message on stdout:
+ * it sends N such messages (each with its own Message-ID) in one batch; with -k K it sends the
+ * batch K times, one connection each, with the same mailer. Prints one JSON object per message
+ * and send on stdout:
  *
  *   {"status": "sent"|"temporary"|"permanent", "stage": "...", "code": 250, "text": "...",
  *    "delivered": 1, "message_id": "...", "rejected": [{"addr": ..., "code": ..., "text": ...}]}
@@ -30,7 +31,7 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: mailsend [-n FROM_NAME] [-N TO_NAME] [-s SUBJECT] [-t TEXT] [-H HTML] [-r REPLY_TO]\n"
-	                "                [-x 'Name: value']... [-i MESSAGE_ID] [-b COUNT] TO...\n");
+	                "                [-x 'Name: value']... [-i MESSAGE_ID] [-b COUNT] [-k TIMES] TO...\n");
 	exit(2);
 }
 
@@ -72,13 +73,13 @@ main(int argc, char **argv)
 	const char *reply_to = NULL, *id = NULL;
 	const char *headers[16];
 	size_t nheaders = 0;
-	long count = 1;
+	long count = 1, times = 1;
 	char err[512];
 	int c;
 
 	log_init("mailsend");
 	signal(SIGPIPE, SIG_IGN);
-	while ((c = getopt(argc, argv, "n:N:s:t:H:r:x:i:b:")) != -1) {
+	while ((c = getopt(argc, argv, "n:N:s:t:H:r:x:i:b:k:")) != -1) {
 		switch (c) {
 		case 'n':
 			from_name = optarg;
@@ -108,6 +109,10 @@ main(int argc, char **argv)
 			break;
 		case 'b':
 			if (!util_parse_long(optarg, 1, 1000, &count))
+				usage();
+			break;
+		case 'k':
+			if (!util_parse_long(optarg, 1, 100, &times))
 				usage();
 			break;
 		default:
@@ -164,13 +169,19 @@ main(int argc, char **argv)
 	}
 
 	struct mailer *mr = mailer_new(cfg);
-	int rc = mailer_send_batch(mr, NULL, batch, (size_t)count);
+	int rc = 0;
+	for (long t = 0; t < times; t++) {
+		if (mailer_send_batch(mr, NULL, batch, (size_t)count) < 0)
+			rc = -1;
+		for (long k = 0; k < count; k++) {
+			json_t *o = result_json(&batch[k].res, msg_id(msgs[k]));
+			char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+			printf("%s\n", s);
+			free(s);
+			json_decref(o);
+		}
+	}
 	for (long k = 0; k < count; k++) {
-		json_t *o = result_json(&batch[k].res, msg_id(msgs[k]));
-		char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
-		printf("%s\n", s);
-		free(s);
-		json_decref(o);
 		mailer_result_clear(&batch[k].res);
 		free(data[k]);
 		msg_free(msgs[k]);

@@ -47,7 +47,8 @@ struct wthread {
 	redisContext *r;
 	struct db *db;
 	struct mailer *mailer;
-	bool done; /* the thread has returned */
+	int mailer_gen; /* the configuration generation the mailer was made from */
+	bool done;      /* the thread has returned */
 	pthread_mutex_t mu;
 	/* The job running now, for the heartbeat's workers hash and for hand-back on a hard stop. */
 	char *cur_json;
@@ -68,6 +69,7 @@ struct worker {
 	atomic_int quiet;    /* stop fetching (TSTP or stopping) */
 	volatile int stopping; /* asked to stop: handlers may look */
 	atomic_long processed, failed;
+	atomic_int cfg_gen; /* raised by each reload */
 	atomic_int busy;
 	redisContext *hb;    /* the main thread's connection: heartbeat, sweep, hand-back */
 	char fetch_sha[41];
@@ -258,8 +260,12 @@ process(struct worker *w, struct wthread *t, int q, const char *json, size_t len
 		goto out;
 	}
 
-	if (t->mailer == NULL)
+	/* A reload may have changed the SMTP settings: the next email uses them. */
+	if (t->mailer == NULL || t->mailer_gen != atomic_load(&w->cfg_gen)) {
+		mailer_free(t->mailer);
 		t->mailer = mailer_new(*w->cfgp);
+		t->mailer_gen = atomic_load(&w->cfg_gen);
+	}
 	struct job_ctx ctx = {.cfg = *w->cfgp,
 	                      .job = job,
 	                      .db = t->db,
@@ -694,6 +700,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 				/* Threads read cfg without locks; keep the old one alive (a small, bounded leak
 				 * per reload) rather than free it under them. */
 				*cfgp = fresh;
+				atomic_fetch_add(&w.cfg_gen, 1);
 				log_set_level((enum log_level)cfg_log_level(fresh));
 				log_notice("configuration reloaded");
 			}

@@ -2,6 +2,7 @@
 import os
 import re
 import signal
+import subprocess
 
 import harness
 
@@ -67,6 +68,26 @@ class Basics(harness.Case):
             self.sql("INSERT INTO coordinators (name, email, time_zone) VALUES ('B', 'b@x.org', 'Mars/Olympus')")
         with self.assertRaises(Exception):
             self.sql("INSERT INTO referral_sources (last_name, npi) VALUES ('X', '12345')")
+
+    def test_journald_priorities(self):
+        """Under systemd (JOURNAL_STREAM names our stderr) lines carry <N> priorities, no timestamps."""
+        r, w = os.pipe()
+        st = os.fstat(w)
+        env = dict(self.env, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
+        p = subprocess.Popen([str(harness.BIN / "outreachctl"), "-c", str(harness.CONFIG), "enqueue", "NoSuchJob"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=w)
+        os.close(w)
+        with os.fdopen(r) as f:
+            out = f.read()
+        self.assertEqual(p.wait(30), 1, out)
+        self.assertIn("<3>enqueue: unknown job class NoSuchJob", out)
+        lines = [l for l in out.splitlines() if l]
+        self.assertTrue(lines, out)
+        for line in lines:
+            self.assertRegex(line, r"^<[3-7]>")
+        # elsewhere: a UTC timestamp, the program and its pid, the level
+        q = self.run_bin("outreachctl", "-c", harness.CONFIG, "enqueue", "NoSuchJob")
+        self.assertRegex(q.stderr, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z outreachctl\[\d+\] error: ")
 
     def test_binaries_start_and_stop(self):
         self.run_bin("outreachctl", "-c", harness.CONFIG, "migrate", check=True)

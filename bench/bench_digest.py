@@ -422,10 +422,9 @@ def main():
             rate, rss, problems = bench_outreach(senv, r, url, ids, date, procs, conc, sink, workdir)
             label = "outreach-worker x%d, concurrency %d:" % (procs, conc)
             if rate is None:
-                print("%-38s did not finish" % label)
+                print("%-38s did not finish: DIGESTS MISSING (below)" % label)
             elif problems:
-                print("%-38s %7.0f digests/s   RSS %5.1f MB/process   DIGESTS MISSING (below)"
-                      % (label, rate, (rss or 0) / 1024))
+                print("%-38s no figure: DIGESTS MISSING (below)" % label)
             else:
                 rates[(procs, conc)] = rate
                 print("%-38s %7.0f digests/s   RSS %5.1f MB/process   all %d sent"

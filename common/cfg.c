@@ -38,7 +38,8 @@ static const struct cfg_key keys[] = {
     {"smtp", "host", CFG_STR, OFF(smtp.host), "localhost", 0, 0, NULL, CFG_RELOADABLE, "mail relay host"},
     {"smtp", "port", CFG_INT, OFF(smtp.port), "25", 1, 65535, NULL, CFG_RELOADABLE, "mail relay port"},
     {"smtp", "tls", CFG_ENUM, OFF(smtp.tls), "none", 0, 0, tls_choices, CFG_RELOADABLE,
-     "none, starttls (upgrade on the plain port) or tls (implicit TLS, usually port 465)"},
+     "none, or starttls (required, the relay's certificate verified); tls (implicit TLS) is refused: libesmtp 1.1 "
+     "cannot do it"},
     {"smtp", "username", CFG_STR, OFF(smtp.username), "", 0, 0, NULL, CFG_OPTIONAL | CFG_RELOADABLE,
      "SMTP AUTH user; empty: no AUTH"},
     {"smtp", "password_file", CFG_SECRET_FILE, OFF(smtp.password), NULL, 0, 0, NULL,
@@ -569,6 +570,12 @@ validate(struct load *l)
 	    strpbrk(c->smtp.from, " <>\"") != NULL) {
 		fail(l, origin_of(c, "smtp", "from"), "smtp.from: '%s' is not a plain address like outreach@example.org",
 		     c->smtp.from);
+		return -1;
+	}
+	if (c->smtp.tls == SMTP_TLS_IMPLICIT) {
+		fail(l, origin_of(c, "smtp", "tls"),
+		     "smtp.tls: implicit TLS (port 465) is not available with this libesmtp; use starttls on port 587 "
+		     "or 25");
 		return -1;
 	}
 	if (has_crlf(c->smtp.host) || has_crlf(c->smtp.username)) {

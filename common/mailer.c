@@ -2,6 +2,11 @@
 #include "common/mailer.h"
 
 #include <ctype.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -21,9 +26,9 @@
 #include "common/log.h"
 #include "common/msg.h"
 
-#define MAILER_ERR_NONE 0
+#define MAILER_ERR_NONE   0
 #define MAILER_ERR_CONFIG 1 /* set by mailer_new; lasts */
-#define MAILER_ERR_SEND 2   /* the last send failed; cleared by a successful one */
+#define MAILER_ERR_SEND   2 /* the last send failed; cleared by a successful one */
 
 #define CHUNK (64 * 1024) /* bytes handed to libesmtp per callback */
 
@@ -46,17 +51,15 @@ struct mailer {
 /* What one session learnt beyond libesmtp's per-message statuses: the replies seen by the protocol
  * monitor (AUTH has no status of its own in libesmtp) and TLS events. */
 struct xfer {
-	int replies;        /* final reply lines seen */
-	int last_code;      /* the last final reply */
+	int last_code; /* the last final reply */
 	char last_text[256];
-	bool in_auth;       /* an AUTH exchange is under way */
+	bool in_auth; /* an AUTH exchange is under way */
 	bool auth_ok;
-	int auth_code;      /* the reply that refused AUTH, 0 when none did */
+	int auth_code; /* the reply that refused AUTH, 0 when none did */
 	char auth_text[256];
 	char tls_problem[200];
-	char line[512];     /* the reply line being read */
+	char line[512]; /* the reply line being read */
 	size_t linelen;
-	bool overflow;
 };
 
 /* The data callback's state for one message. */
@@ -140,8 +143,8 @@ static void set_result(struct mailer_result *res, enum mailer_status st, enum ma
                        const char *fmt, ...) PRINTFLIKE(5, 6);
 
 static void
-set_result(struct mailer_result *res, enum mailer_status st, enum mailer_stage stage, int code, const char *fmt,
-           ...)
+set_result(struct mailer_result *res, enum mailer_status st, enum mailer_stage stage, int code,
+           const char *fmt, ...)
 {
 	va_list ap;
 
@@ -195,20 +198,24 @@ mailer_new(const struct cfg *c)
 	snprintf(mr->hostport, sizeof(mr->hostport), "%s:%d", mr->host, mr->port);
 
 	if (*host == '\0' || strpbrk(host, " \t\r\n") != NULL) {
-		set_err(mr, MAILER_ERR_CONFIG, "smtp.host: '%s' is not a host name", *host ? "(invalid)" : "");
+		set_err(mr, MAILER_ERR_CONFIG, "smtp.host: '%s' is not a host name",
+		        *host ? "(invalid)" : "");
 	} else if (strchr(host, ':') != NULL) {
 		set_err(mr, MAILER_ERR_CONFIG,
-		        "smtp.host: %s: IPv6 address literals are not supported by libesmtp; use a host name", host);
+		        "smtp.host: %s: IPv6 address literals are not supported by libesmtp; use a host name",
+		        host);
 	} else if (mr->tls == SMTP_TLS_IMPLICIT) {
 		set_err(mr, MAILER_ERR_CONFIG,
-		        "smtp.tls = tls: implicit TLS is not available in this libesmtp (1.1 only upgrades a plain "
-		        "connection); use smtp.tls = starttls (usually port 587) or a local TLS relay");
+		        "smtp.tls = tls: implicit TLS is not available in this libesmtp (1.1 only upgrades "
+		        "a plain connection); use smtp.tls = starttls (usually port 587) or a local TLS "
+		        "relay");
 	} else if (mr->user != NULL && mr->password == NULL) {
 		set_err(mr, MAILER_ERR_CONFIG,
 		        "smtp.username is set but there is no password: set smtp.password_file or "
 		        "OUTREACH_SMTP_PASSWORD");
 	} else if (!msg_addr_valid(mr->from)) {
-		set_err(mr, MAILER_ERR_CONFIG, "smtp.from: '%s' is not a plain address like outreach@example.org",
+		set_err(mr, MAILER_ERR_CONFIG,
+		        "smtp.from: '%s' is not a plain address like outreach@example.org",
 		        strpbrk(mr->from, "\r\n") ? "(invalid)" : mr->from);
 	}
 	if (mr->err != MAILER_ERR_NONE)
@@ -234,7 +241,8 @@ mailer_new(const struct cfg *c)
 		if (mr->ssl_ctx == NULL || !SSL_CTX_set_min_proto_version(mr->ssl_ctx, TLS1_2_VERSION) ||
 		    !SSL_CTX_set_max_proto_version(mr->ssl_ctx, TLS1_2_VERSION) ||
 		    !SSL_CTX_set_default_verify_paths(mr->ssl_ctx)) {
-			set_err(mr, MAILER_ERR_CONFIG, "smtp.tls = starttls: cannot set up an OpenSSL context");
+			set_err(mr, MAILER_ERR_CONFIG,
+			        "smtp.tls = starttls: cannot set up an OpenSSL context");
 			return mr;
 		}
 		SSL_CTX_set_options(mr->ssl_ctx, SSL_OP_NO_TICKET);
@@ -249,8 +257,8 @@ mailer_new(const struct cfg *c)
 		auth_set_mechanism_flags(mr->auth, AUTH_PLUGIN_PLAIN, 0);
 		auth_set_interact_cb(mr->auth, auth_interact, mr);
 		if (mr->tls == SMTP_TLS_NONE && !is_loopback(mr->host))
-			log_warnx("smtp %s: AUTH without TLS sends the password unencrypted; consider smtp.tls = "
-			          "starttls",
+			log_warnx("smtp %s: AUTH without TLS sends the password unencrypted; consider "
+			          "smtp.tls = starttls",
 			          mr->hostport);
 	}
 	return mr;
@@ -328,7 +336,6 @@ reply_line(struct xfer *x, const char *line, size_t n)
 	if (n > 3 && line[3] == '-')
 		return;
 	int code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
-	x->replies++;
 	x->last_code = code;
 	clean_text(x->last_text, sizeof(x->last_text), line + (n > 3 ? 4 : 3), n > 3 ? n - 4 : 0);
 	if (x->in_auth && code != 334) {
@@ -366,12 +373,9 @@ monitor_cb(const char *buf, int buflen, int writing, void *arg)
 				n--;
 			reply_line(x, x->line, n);
 			x->linelen = 0;
-			x->overflow = false;
 		} else if (x->linelen + 1 < sizeof(x->line)) {
 			x->line[x->linelen++] = c;
-		} else {
-			x->overflow = true; /* keep the start of an overlong line */
-		}
+		} /* else: keep the start of an overlong line */
 	}
 }
 
@@ -393,8 +397,8 @@ event_cb(smtp_session_t session, int event_no, void *arg, ...)
 		long vfy = va_arg(ap, long);
 		ok = va_arg(ap, int *);
 		*ok = 0;
-		fmt_into(x->tls_problem, sizeof(x->tls_problem), "the relay's certificate does not verify: %s",
-		         X509_verify_cert_error_string(vfy));
+		fmt_into(x->tls_problem, sizeof(x->tls_problem),
+		         "the relay's certificate does not verify: %s", X509_verify_cert_error_string(vfy));
 		break;
 	}
 	case SMTP_EV_NO_PEER_CERTIFICATE:
@@ -417,7 +421,8 @@ event_cb(smtp_session_t session, int event_no, void *arg, ...)
 	case SMTP_EV_NO_CLIENT_CERTIFICATE:
 		ok = va_arg(ap, int *);
 		*ok = 0;
-		fmt_into(x->tls_problem, sizeof(x->tls_problem), "the client certificate's key cannot be used");
+		fmt_into(x->tls_problem, sizeof(x->tls_problem),
+		         "the client certificate's key cannot be used");
 		break;
 	case SMTP_EV_UNUSABLE_CLIENT_CERTIFICATE:
 	case SMTP_EV_UNUSABLE_CA_LIST:
@@ -466,8 +471,8 @@ status_text(char *dst, size_t dstlen, const smtp_status_t *st)
 struct rcpt_walk {
 	struct mailer_result *res;
 	size_t accepted;
-	size_t temp;  /* 4xx or no reply */
-	size_t perm;  /* 5xx */
+	size_t temp; /* 4xx or no reply */
+	size_t perm; /* 5xx */
 	const struct mailer_rcpt *first_temp;
 	const struct mailer_rcpt *first_perm;
 };
@@ -538,8 +543,8 @@ classify(struct mailer *mr, const struct xfer *x, bool session_ok, int smtp_err,
 			           w.first_temp->addr, w.first_temp->text);
 		else if (w.first_perm != NULL)
 			set_result(res, MAILER_PERMANENT, MAILER_STAGE_RCPT, w.first_perm->code,
-			           "%zu of %zu recipients refused, e.g. %s: %s", w.perm, nrcpt, w.first_perm->addr,
-			           w.first_perm->text);
+			           "%zu of %zu recipients refused, e.g. %s: %s", w.perm, nrcpt,
+			           w.first_perm->addr, w.first_perm->text);
 		else {
 			status_text(text, sizeof(text), data);
 			set_result(res, MAILER_SENT, MAILER_STAGE_DONE, data->code, "%s", text);
@@ -549,51 +554,52 @@ classify(struct mailer *mr, const struct xfer *x, bool session_ok, int smtp_err,
 
 	if (!session_ok && mail->code == 0) {
 		connection_text(mr, x, smtp_err, why, sizeof(why));
-		set_result(res, MAILER_TEMPORARY, MAILER_STAGE_CONNECT, x->last_code / 100 >= 4 ? x->last_code : 0,
-		           "%s", why);
+		set_result(res, MAILER_TEMPORARY, MAILER_STAGE_CONNECT,
+		           x->last_code / 100 >= 4 ? x->last_code : 0, "%s", why);
 		return;
 	}
 	if (x->auth_code != 0) {
-		set_result(res, x->auth_code / 100 == 5 ? MAILER_PERMANENT : MAILER_TEMPORARY, MAILER_STAGE_AUTH,
-		           x->auth_code, "smtp %s: AUTH as %s refused: %d %s", mr->hostport, mr->user, x->auth_code,
-		           x->auth_text);
+		set_result(res, x->auth_code / 100 == 5 ? MAILER_PERMANENT : MAILER_TEMPORARY,
+		           MAILER_STAGE_AUTH, x->auth_code, "smtp %s: AUTH as %s refused: %d %s",
+		           mr->hostport, mr->user, x->auth_code, x->auth_text);
 		return;
 	}
 	if (x->tls_problem[0] != '\0') {
-		set_result(res, MAILER_TEMPORARY, MAILER_STAGE_TLS, 0, "smtp %s: %s", mr->hostport, x->tls_problem);
+		set_result(res, MAILER_TEMPORARY, MAILER_STAGE_TLS, 0, "smtp %s: %s", mr->hostport,
+		           x->tls_problem);
 		return;
 	}
 	if (mail->code == 0) {
 		connection_text(mr, x, smtp_err, why, sizeof(why));
-		set_result(res, MAILER_TEMPORARY, MAILER_STAGE_CONNECT, x->last_code / 100 >= 4 ? x->last_code : 0,
-		           "%s", why);
+		set_result(res, MAILER_TEMPORARY, MAILER_STAGE_CONNECT,
+		           x->last_code / 100 >= 4 ? x->last_code : 0, "%s", why);
 		return;
 	}
 	if (mail->code / 100 != 2) {
 		status_text(text, sizeof(text), mail);
-		set_result(res, mail->code / 100 == 5 ? MAILER_PERMANENT : MAILER_TEMPORARY, MAILER_STAGE_MAIL,
-		           mail->code, "MAIL FROM refused: %d %s", mail->code, text);
+		set_result(res, mail->code / 100 == 5 ? MAILER_PERMANENT : MAILER_TEMPORARY,
+		           MAILER_STAGE_MAIL, mail->code, "MAIL FROM refused: %d %s", mail->code, text);
 		return;
 	}
 	if (w.accepted == 0) {
 		if (w.first_temp != NULL)
 			set_result(res, MAILER_TEMPORARY, MAILER_STAGE_RCPT, w.first_temp->code,
-			           "no recipient accepted, e.g. %s: %d %s", w.first_temp->addr, w.first_temp->code,
-			           w.first_temp->text);
+			           "no recipient accepted, e.g. %s: %d %s", w.first_temp->addr,
+			           w.first_temp->code, w.first_temp->text);
 		else
 			set_result(res, MAILER_PERMANENT, MAILER_STAGE_RCPT, w.first_perm->code,
-			           "every recipient refused, e.g. %s: %d %s", w.first_perm->addr, w.first_perm->code,
-			           w.first_perm->text);
+			           "every recipient refused, e.g. %s: %d %s", w.first_perm->addr,
+			           w.first_perm->code, w.first_perm->text);
 		return;
 	}
 	if (data->code / 100 == 5) {
 		status_text(text, sizeof(text), data);
-		set_result(res, MAILER_PERMANENT, MAILER_STAGE_DATA, data->code, "message refused: %d %s", data->code,
-		           text);
+		set_result(res, MAILER_PERMANENT, MAILER_STAGE_DATA, data->code, "message refused: %d %s",
+		           data->code, text);
 	} else if (data->code / 100 == 4) {
 		status_text(text, sizeof(text), data);
-		set_result(res, MAILER_TEMPORARY, MAILER_STAGE_DATA, data->code, "message deferred: %d %s", data->code,
-		           text);
+		set_result(res, MAILER_TEMPORARY, MAILER_STAGE_DATA, data->code, "message deferred: %d %s",
+		           data->code, text);
 	} else {
 		/* No final reply: the connection ended during DATA. The relay may or may not have the
 		 * message; SMTP cannot tell, so the message is sent again later. */
@@ -611,7 +617,8 @@ rcpts_problem(const char *const *rcpts, size_t nrcpt, char *buf, size_t len)
 	}
 	for (size_t i = 0; i < nrcpt; i++) {
 		if (!msg_addr_valid(rcpts[i])) {
-			fmt_into(buf, len, "recipient %zu is not a plain address like name@example.org", i + 1);
+			fmt_into(buf, len, "recipient %zu is not a plain address like name@example.org",
+			         i + 1);
 			return true;
 		}
 	}
@@ -644,7 +651,8 @@ mailer_send_batch(struct mailer *mr, const char *from_addr, struct mailer_msg *m
 	if (session != NULL) {
 		for (int t = Timeout_GREETING; t <= Timeout_DATA2; t++)
 			smtp_set_timeout(session, t | Timeout_OVERRIDE_RFC2822_MINIMUM, mr->timeout_ms);
-		smtp_starttls_enable(session, mr->tls == SMTP_TLS_STARTTLS ? Starttls_REQUIRED : Starttls_DISABLED);
+		smtp_starttls_enable(session,
+		                     mr->tls == SMTP_TLS_STARTTLS ? Starttls_REQUIRED : Starttls_DISABLED);
 		if (mr->ssl_ctx != NULL)
 			smtp_starttls_set_ctx(session, mr->ssl_ctx);
 		if (mr->auth != NULL)
@@ -676,14 +684,15 @@ mailer_send_batch(struct mailer *mr, const char *from_addr, struct mailer_msg *m
 			continue;
 		}
 		/* Until the session says otherwise. */
-		set_result(res, MAILER_TEMPORARY, MAILER_STAGE_CONNECT, 0, "smtp %s: libesmtp could not set up the "
-		           "message", mr->hostport);
+		set_result(res, MAILER_TEMPORARY, MAILER_STAGE_CONNECT, 0,
+		           "smtp %s: libesmtp could not set up the message", mr->hostport);
 		if (session == NULL)
 			continue;
 		smtp_message_t sm = smtp_add_message(session);
 		srcs[i] = (struct source){ msgs[i].data, msgs[i].len, 0 };
 		bool good = sm != NULL && smtp_set_reverse_path(sm, from_addr) &&
-		            smtp_set_messagecb(sm, data_cb, &srcs[i]) && smtp_size_set_estimate(sm, msgs[i].len);
+		            smtp_set_messagecb(sm, data_cb, &srcs[i]) &&
+		            smtp_size_set_estimate(sm, msgs[i].len);
 		for (size_t k = 0; good && k < msgs[i].nrcpt; k++)
 			good = smtp_add_recipient(sm, msgs[i].rcpts[k]) != NULL;
 		if (!good) {
@@ -721,16 +730,16 @@ mailer_send_batch(struct mailer *mr, const char *from_addr, struct mailer_msg *m
 		if (res->status == MAILER_SENT)
 			continue;
 		if (mr->err != MAILER_ERR_CONFIG)
-			set_err(mr, MAILER_ERR_SEND, "%s (%s, %s)", res->text, mailer_status_name(res->status),
-			        mailer_stage_name(res->stage));
+			set_err(mr, MAILER_ERR_SEND, "%s (%s, %s)", res->text,
+			        mailer_status_name(res->status), mailer_stage_name(res->stage));
 		break;
 	}
 	return -1;
 }
 
 int
-mailer_send(struct mailer *mr, const char *from_addr, const char *const *rcpts, size_t nrcpt, const char *data,
-            size_t len, struct mailer_result *res)
+mailer_send(struct mailer *mr, const char *from_addr, const char *const *rcpts, size_t nrcpt,
+            const char *data, size_t len, struct mailer_result *res)
 {
 	struct mailer_msg one = { rcpts, nrcpt, data, len, MAILER_RESULT_INIT };
 	int rc;
@@ -739,4 +748,37 @@ mailer_send(struct mailer *mr, const char *from_addr, const char *const *rcpts, 
 	rc = mailer_send_batch(mr, from_addr, &one, 1);
 	*res = one.res;
 	return rc;
+}
+
+/*
+ * libesmtp writes a message in 2 KiB pieces on a socket without TCP_NODELAY, so the end of every
+ * message meets the peer's delayed ACK: about 40 ms lost per message, which caps a sender at ~24
+ * messages a second. libesmtp exposes no socket, so this connect() stands in front of the C
+ * library's in any program that links the mailer and sets TCP_NODELAY on every TCP socket it
+ * connects (libpq, hiredis and libcurl set it on theirs anyway), then connects as usual.
+ */
+static int (*real_connect)(int, const struct sockaddr *, socklen_t);
+static pthread_once_t real_connect_once = PTHREAD_ONCE_INIT;
+
+static void
+find_real_connect(void)
+{
+	real_connect = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "connect");
+}
+
+int
+connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	pthread_once(&real_connect_once, find_real_connect);
+	if (real_connect == NULL) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (sa && (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)) {
+		int type = 0, one = 1;
+		socklen_t tlen = sizeof(type);
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0 && type == SOCK_STREAM)
+			(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	return real_connect(fd, sa, len);
 }

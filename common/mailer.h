@@ -75,7 +75,9 @@ struct mailer_result {
 	size_t nrejected;
 };
 
+/* clang-format off */
 #define MAILER_RESULT_INIT { MAILER_TEMPORARY, MAILER_STAGE_CONFIG, 0, "", 0, NULL, 0 }
+/* clang-format on */
 
 /* Frees the rejected list and resets the result to MAILER_RESULT_INIT. */
 void mailer_result_clear(struct mailer_result *res);

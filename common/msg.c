@@ -8,15 +8,15 @@
 #include <string.h>
 #include <strings.h>
 
-#define FOLD_PLAIN 78    /* fold headers before this column (RFC 5322 "SHOULD") */
+#define FOLD_PLAIN   78  /* fold headers before this column (RFC 5322 "SHOULD") */
 #define FOLD_ENCODED 76  /* lines holding encoded-words (RFC 2047 section 2) */
-#define EW_OVERHEAD 12   /* strlen("=?UTF-8?B?") + strlen("?=") */
+#define EW_OVERHEAD  12  /* strlen("=?UTF-8?B?") + strlen("?=") */
 #define EW_MAX_BYTES 45  /* 60 base64 characters: words of 72 characters, under RFC 2047's 75 */
-#define MAX_WORD 900     /* an unfoldable run in an extra header; keeps lines under 998 */
+#define MAX_WORD     900 /* an unfoldable run in an extra header; keeps lines under 998 */
 #define MAX_HDR_NAME 64
-#define MAX_NAME 256     /* display names, in bytes */
-#define MAX_ID 250
-#define QUOTE_MAX 60     /* ASCII display names up to this length may be a quoted-string */
+#define MAX_NAME     256 /* display names, in bytes */
+#define MAX_ID       250
+#define QUOTE_MAX    60 /* ASCII display names up to this length may be a quoted-string */
 
 struct buf {
 	char *p;
@@ -56,10 +56,10 @@ struct msg {
 	struct image *imgs;
 	size_t nimgs;
 
-	char rand[33];    /* the random left part of generated Message-IDs */
-	char *id_fixed;   /* msg_set_id */
-	char *id_domain;  /* msg_set_id_domain */
-	char *id;         /* the current Message-ID */
+	char rand[33];   /* the random left part of generated Message-IDs */
+	char *id_fixed;  /* msg_set_id */
+	char *id_domain; /* msg_set_id_domain */
+	char *id;        /* the current Message-ID */
 	time_t date;
 	bool has_date;
 
@@ -327,7 +327,8 @@ check_mailbox(struct msg *m, const char *what, const char *name, const char *add
 		return fail(m, "%s: address contains a line break (CR or LF)", what);
 	if (!msg_addr_valid(addr)) {
 		if (!is_ascii(addr))
-			return fail(m, "%s: address '%s' is not plain ASCII (give the domain in its xn-- form)",
+			return fail(m,
+			            "%s: address '%s' is not plain ASCII (give the domain in its xn-- form)",
 			            what, shown(addr, tmp, sizeof(tmp)));
 		return fail(m, "%s: '%s' is not a plain address like name@example.org", what,
 		            shown(addr, tmp, sizeof(tmp)));
@@ -420,7 +421,8 @@ fold_encoded(struct fold *f, const char *s, size_t len)
 			/* The word goes on a new line: fold_put will break the line before its space. */
 			avail = f->limit - 1;
 		} else if (avail < EW_OVERHEAD + 8) {
-			buf_add(f->b, "\r\n", 2); /* a very long header name: start the value on its own line */
+			/* A very long header name: the value starts on its own line. */
+			buf_add(f->b, "\r\n", 2);
 			f->col = 0;
 			avail = f->limit - 1;
 		}
@@ -644,7 +646,8 @@ qp_line(struct buf *b, const unsigned char *s, size_t n)
 	for (size_t k = 0; k < n; k++) {
 		unsigned char c = s[k];
 		bool last = k == n - 1;
-		bool enc = c == '=' || c > 126 || (c < 32 && c != '\t') || ((c == ' ' || c == '\t') && last) ||
+		bool enc = c == '=' || c > 126 || (c < 32 && c != '\t') ||
+		           ((c == ' ' || c == '\t') && last) ||
 		           (k == 0 && c == 'F' && n >= 5 && memcmp(s, "From ", 5) == 0);
 		size_t tl = enc ? 3 : 1;
 
@@ -837,8 +840,8 @@ msg_set_subject(struct msg *m, const char *subject)
 }
 
 static const char *const reserved_headers[] = {
-	"Date", "From", "Sender", "To", "Cc", "Bcc", "Reply-To", "Subject", "Message-ID", "MIME-Version",
-	"Return-Path", "Received",
+	"Date",     "From",    "Sender",     "To",           "Cc",          "Bcc",
+	"Reply-To", "Subject", "Message-ID", "MIME-Version", "Return-Path", "Received",
 };
 
 int
@@ -853,14 +856,17 @@ msg_add_header(struct msg *m, const char *name, const char *value)
 		return fail(m, "header: name contains a line break (CR or LF)");
 	for (const char *p = name; *p != '\0'; p++)
 		if ((unsigned char)*p <= 32 || (unsigned char)*p >= 127 || *p == ':')
-			return fail(m, "header: '%s' is not a header name (printable ASCII without ':' or spaces)",
-			            shown(name, tmp, sizeof(tmp)));
+			return fail(
+			        m,
+			        "header: '%s' is not a header name (printable ASCII without ':' or spaces)",
+			        shown(name, tmp, sizeof(tmp)));
 	if (strlen(name) > MAX_HDR_NAME)
-		return fail(m, "header: name '%s' is longer than %d characters", shown(name, tmp, sizeof(tmp)),
-		            MAX_HDR_NAME);
+		return fail(m, "header: name '%s' is longer than %d characters",
+		            shown(name, tmp, sizeof(tmp)), MAX_HDR_NAME);
 	for (size_t i = 0; i < NELEM(reserved_headers); i++)
 		if (strcasecmp(name, reserved_headers[i]) == 0)
-			return fail(m, "header: %s is written by the message itself; use its own setter", name);
+			return fail(m, "header: %s is written by the message itself; use its own setter",
+			            name);
 	if (strncasecmp(name, "Content-", 8) == 0)
 		return fail(m, "header: %s is written by the message itself", name);
 	for (size_t i = 0; i < m->nhdrs; i++)
@@ -871,8 +877,8 @@ msg_add_header(struct msg *m, const char *name, const char *value)
 	if ((why = header_text_problem(value, true)) != NULL)
 		return fail(m, "header %s: value %s", name, why);
 	if (is_ascii(value) && longest_word(value) > MAX_WORD)
-		return fail(m, "header %s: value has a word longer than %d octets, which cannot be folded", name,
-		            MAX_WORD);
+		return fail(m, "header %s: value has a word longer than %d octets, which cannot be folded",
+		            name, MAX_WORD);
 	m->hdrs = xrealloc(m->hdrs, (m->nhdrs + 1) * sizeof(*m->hdrs));
 	m->hdrs[m->nhdrs].name = xstrdup(name);
 	m->hdrs[m->nhdrs].value = xstrdup(value);
@@ -923,8 +929,8 @@ ics_has_method(const char *ics, const char *method)
 int
 msg_add_calendar(struct msg *m, const char *method, const char *ics)
 {
-	if (method == NULL ||
-	    (strcmp(method, "REQUEST") != 0 && strcmp(method, "CANCEL") != 0 && strcmp(method, "PUBLISH") != 0))
+	if (method == NULL || (strcmp(method, "REQUEST") != 0 && strcmp(method, "CANCEL") != 0 &&
+	                       strcmp(method, "PUBLISH") != 0))
 		return fail(m, "calendar: method must be REQUEST, CANCEL or PUBLISH");
 	if (ics == NULL || *ics == '\0')
 		return fail(m, "calendar: the iCalendar text is missing");
@@ -949,8 +955,9 @@ msg_add_inline_image(struct msg *m, const char *content_id, const char *mime_typ
 		return fail(m, "image: the content id is missing or longer than 200 characters");
 	for (const char *p = content_id; *p != '\0'; p++)
 		if (!is_atext((unsigned char)*p) && *p != '.' && *p != '@')
-			return fail(m, "image: content id '%s' may hold only letters, digits, '.', '@' and "
-			               "!#$%%&'*+-/=?^_`{|}~ (no angle brackets)",
+			return fail(m,
+			            "image: content id '%s' may hold only letters, digits, '.', '@' and "
+			            "!#$%%&'*+-/=?^_`{|}~ (no angle brackets)",
 			            shown(content_id, tmp, sizeof(tmp)));
 	for (size_t i = 0; i < m->nimgs; i++)
 		if (strcmp(m->imgs[i].cid, content_id) == 0)
@@ -961,7 +968,8 @@ msg_add_inline_image(struct msg *m, const char *content_id, const char *mime_typ
 	for (const char *p = mime_type + 6; *p != '\0'; p++)
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
 		      strchr("!#$&^_.+-", *p) != NULL))
-			return fail(m, "image: type '%s' is not a MIME type", shown(mime_type, tmp, sizeof(tmp)));
+			return fail(m, "image: type '%s' is not a MIME type",
+			            shown(mime_type, tmp, sizeof(tmp)));
 	if (bytes == NULL || len == 0)
 		return fail(m, "image: %s has no bytes", content_id);
 	m->imgs = xrealloc(m->imgs, (m->nimgs + 1) * sizeof(*m->imgs));
@@ -990,8 +998,9 @@ msg_set_id(struct msg *m, const char *id)
 	at = strrchr(id, '@');
 	if (strlen(id) > MAX_ID || at == NULL || !is_dot_atom(id, (size_t)(at - id)) ||
 	    !is_dot_atom(at + 1, strlen(at + 1)))
-		return fail(m, "message-id: must be LEFT@RIGHT without angle brackets (dot-atoms, at most %d "
-		               "characters)",
+		return fail(m,
+		            "message-id: must be LEFT@RIGHT, dot-atoms without angle brackets, at most %d "
+		            "characters",
 		            MAX_ID);
 	free(m->id_fixed);
 	m->id_fixed = xstrdup(id);
@@ -1005,7 +1014,8 @@ msg_set_id_domain(struct msg *m, const char *domain)
 	char tmp[80];
 
 	if (domain == NULL || !is_domain(domain, strlen(domain)))
-		return fail(m, "message-id: '%s' is not a domain name", domain ? shown(domain, tmp, sizeof(tmp)) : "");
+		return fail(m, "message-id: '%s' is not a domain name",
+		            domain ? shown(domain, tmp, sizeof(tmp)) : "");
 	free(m->id_domain);
 	m->id_domain = xstrdup(domain);
 	update_id(m);
@@ -1084,7 +1094,8 @@ write_html(struct buf *b, const struct msg *m)
 		return;
 	}
 	new_boundary(bound, sizeof(bound), "rel");
-	buf_addf(b, "Content-Type: multipart/related; type=\"text/html\";\r\n boundary=\"%s\"\r\n\r\n", bound);
+	buf_addf(b, "Content-Type: multipart/related; type=\"text/html\";\r\n boundary=\"%s\"\r\n\r\n",
+	         bound);
 	buf_addf(b, "--%s\r\n", bound);
 	write_qp_part(b, "text/html; charset=UTF-8", m->html);
 	for (size_t i = 0; i < m->nimgs; i++) {

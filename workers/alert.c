@@ -110,7 +110,8 @@ alert_deliver(struct job_ctx *ctx, const char *kind, const char *key, const stru
 		char why[600];
 		snprintf(why, sizeof(why), "SMTP %s at %s: %d %s", mailer_status_name(res.status),
 		         mailer_stage_name(res.stage), res.code, res.text);
-		if (res.status == MAILER_PERMANENT) {
+		/* A refused login is the relay's configuration, not the message: keep trying while it is fixed. */
+		if (res.status == MAILER_PERMANENT && res.stage != MAILER_STAGE_AUTH) {
 			alert_set_status(ctx, kind, key, "failed", why);
 			rc = job_fail(ctx, JOB_DEAD, "SMTPPermanentFailure", "%s", why);
 		} else {

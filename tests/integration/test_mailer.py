@@ -22,14 +22,6 @@ MAILSEND = harness.BIN / "tests" / "mailsend"
 FROM = "outreach@clinic.example.org"
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class Recorder:
     """An aiosmtpd handler that keeps what it received; per-address and per-stage replies can be set."""
 
@@ -111,7 +103,7 @@ class MailerTest(harness.Case):
 
     # --- helpers ----------------------------------------------------------------------------
     def smtp_server(self, handler, **kwargs):
-        port = free_port()
+        port = harness.free_port()
         controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
         controller.start()
         self.addCleanup(controller.stop)
@@ -275,7 +267,7 @@ class MailerTest(harness.Case):
 
     # --- connection failures ------------------------------------------------------------------
     def test_connection_refused_is_temporary(self):
-        port = free_port()  # nothing listens there
+        port = harness.free_port()  # nothing listens there
         res, _ = self.one("-s", "hello", "a@x.example", port=port, expect_rc=1)
         self.assertEqual((res["status"], res["stage"], res["code"]), ("temporary", "connect", 0), res)
         self.assertIn("refused", res["text"].lower())
@@ -347,11 +339,12 @@ class MailerTest(harness.Case):
 
     # --- TLS ----------------------------------------------------------------------------------
     def test_implicit_tls_is_refused_clearly(self):
-        res, _ = self.one("-s", "hello", "a@x.example", port=465, extra_env={"OUTREACH_SMTP_TLS": "tls"},
-                          expect_rc=1)
-        self.assertEqual((res["status"], res["stage"]), ("temporary", "config"), res)
-        self.assertIn("implicit TLS is not available", res["text"])
-        self.assertIn("starttls", res["text"])
+        # refused with the configuration, before any mailer exists
+        p = self.run_bin("outreach-worker", "-c", harness.CONFIG, "--check-config",
+                         env={"OUTREACH_SMTP_TLS": "tls"})
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("smtp.tls: implicit TLS (port 465) is not available", p.stderr)
+        self.assertIn("use starttls", p.stderr)
 
     def test_starttls_required_but_not_offered(self):
         h = Recorder()

@@ -1,4 +1,5 @@
-/* mailsend: test helper that builds a message with msg_* and sends it with mailer_*, printing JSON results. */
+/* mailsend: test helper that builds a message with msg_* and sends it with mailer_*, printing JSON results.
+ */
 #include <getopt.h>
 #include <jansson.h>
 #include <signal.h>
@@ -30,8 +31,9 @@
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: mailsend [-n FROM_NAME] [-N TO_NAME] [-s SUBJECT] [-t TEXT] [-H HTML] [-r REPLY_TO]\n"
-	                "                [-x 'Name: value']... [-i MESSAGE_ID] [-b COUNT] [-k TIMES] TO...\n");
+	fprintf(stderr,
+	        "usage: mailsend [-n FROM_NAME] [-N TO_NAME] [-s SUBJECT] [-t TEXT] [-H HTML] [-r REPLY_TO]\n"
+	        "                [-x 'Name: value']... [-i MESSAGE_ID] [-b COUNT] [-k TIMES] TO...\n");
 	exit(2);
 }
 
@@ -163,7 +165,8 @@ main(int argc, char **argv)
 		if (html != NULL)
 			must(m, msg_set_html(m, html));
 		must(m, msg_render(m, &data[k], &len));
-		batch[k] = (struct mailer_msg){ msg_to_addrs(m, &nrcpt), 0, data[k], len, MAILER_RESULT_INIT };
+		batch[k] =
+		        (struct mailer_msg){ msg_to_addrs(m, &nrcpt), 0, data[k], len, MAILER_RESULT_INIT };
 		batch[k].nrcpt = nrcpt;
 		msgs[k] = m;
 	}

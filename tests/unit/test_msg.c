@@ -148,8 +148,8 @@ ew_decode(const char *v, int *nwords)
 				o = after_ew; /* drop the blanks between two encoded-words */
 			size_t start = o;
 			o += b64_decode(p + 10, (size_t)(e - p - 10), (unsigned char *)out + o);
-			/* whole characters: the word does not start with a continuation byte, nor end inside a
-			 * multibyte sequence */
+			/* whole characters: the word does not start with a continuation byte, nor end inside
+			 * a multibyte sequence */
 			assert_true(((unsigned char)out[start] & 0xc0) != 0x80);
 			size_t k = o - 1;
 			while (k > start && ((unsigned char)out[k] & 0xc0) == 0x80)
@@ -223,7 +223,8 @@ check_header_lines(const char *msg, const char *name, size_t max)
 		if (line[0] != ' ' && line[0] != '\t')
 			in = strncasecmp(line, name, nl) == 0 && line[nl] == ':';
 		if (in && (size_t)(eol - line) > max)
-			fail_msg("%s line of %zu characters: %.*s", name, (size_t)(eol - line), (int)(eol - line), line);
+			fail_msg("%s line of %zu characters: %.*s", name, (size_t)(eol - line),
+			         (int)(eol - line), line);
 		line = eol + 2;
 	}
 }
@@ -280,9 +281,10 @@ static void
 test_rfc2047_long_subject(void **state)
 {
 	/* 2- 3- and 4-byte characters so that word splits must respect character boundaries. */
-	const char *subject = "Référence de votre patient — suivi après la consultation spécialisée 🩺 du "
-	                      "mardi: résultats d’imagerie, ordonnances, prochaines étapes et coordonnées du "
-	                      "cabinet (Núñez, José) — merci de confirmer la réception ✅ avant vendredi";
+	const char *subject =
+	        "Référence de votre patient — suivi après la consultation spécialisée 🩺 du "
+	        "mardi: résultats d’imagerie, ordonnances, prochaines étapes et coordonnées du "
+	        "cabinet (Núñez, José) — merci de confirmer la réception ✅ avant vendredi";
 	struct msg *m = basic();
 	int nw;
 
@@ -534,12 +536,8 @@ test_bad_addresses_refused(void **state)
 		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@x.example", /* 65 */
 	};
 	static const char *const good[] = {
-		"a@x.example",
-		"first.last+tag@sub.example.co.uk",
-		"o'brien@x.example",
-		"outreach@localhost",
-		"a_b-c=d@xn--exmple-cua.org",
-		"1234@192-0-2-1.example",
+		"a@x.example",        "first.last+tag@sub.example.co.uk", "o'brien@x.example",
+		"outreach@localhost", "a_b-c=d@xn--exmple-cua.org",       "1234@192-0-2-1.example",
 	};
 	struct msg *m = msg_new();
 
@@ -600,9 +598,17 @@ test_rendered_structure(void **state)
 	char *out = render(m, &len);
 	check_lines(out, len, 998);
 
-	static const char *const want[] = { "Date", "From", "To", "Subject", "Message-ID", "MIME-Version",
-		                            "List-Unsubscribe", "List-Unsubscribe-Post", "Auto-Submitted",
-		                            "X-Outreach-Jid", "Content-Type" };
+	static const char *const want[] = { "Date",
+		                            "From",
+		                            "To",
+		                            "Subject",
+		                            "Message-ID",
+		                            "MIME-Version",
+		                            "List-Unsubscribe",
+		                            "List-Unsubscribe-Post",
+		                            "Auto-Submitted",
+		                            "X-Outreach-Jid",
+		                            "Content-Type" };
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
 		char *v = header_value(out, want[i]);
 		if (v == NULL)
@@ -757,8 +763,9 @@ test_long_single_line_html(void **state)
 	char *b = strstr(ct, "boundary=\"") + 10;
 	*strchr(b, '"') = '\0';
 	char marker[120];
-	snprintf(marker, sizeof(marker), "Content-Type: text/html; charset=UTF-8\r\n"
-	                                 "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
+	snprintf(marker, sizeof(marker),
+	         "Content-Type: text/html; charset=UTF-8\r\n"
+	         "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
 	const char *start = strstr(out, marker) + strlen(marker);
 	char close[100];
 	snprintf(close, sizeof(close), "\r\n--%s--", b);
@@ -799,7 +806,8 @@ test_calendar_and_inline_images(void **state)
 	check_lines(out, len, 998);
 
 	assert_non_null(strstr(out, "\r\nContent-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n"));
-	assert_non_null(strstr(out, "\r\nContent-Type: multipart/related; type=\"text/html\";\r\n boundary="));
+	assert_non_null(
+	        strstr(out, "\r\nContent-Type: multipart/related; type=\"text/html\";\r\n boundary="));
 	const char *img = strstr(out, "\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n"
 	                              "Content-ID: <logo@outreach>\r\nContent-Disposition: inline\r\n\r\n");
 	assert_non_null(img);

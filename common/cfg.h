@@ -54,6 +54,11 @@ struct cfg {
 	} http;
 	struct {
 		char *base_url;
+		int request_interval_ms;
+		int timeout;
+		int attempts;
+		int retry_backoff_ms;
+		char *user_agent;
 	} npi;
 	struct {
 		int level; /* enum log_level */

@@ -83,6 +83,19 @@ validate_case_alert(const json_t *args, char *err, size_t errlen)
 	return validate_id_int("CaseAlertJob", "case_id", "level", 1, 2, args, err, errlen);
 }
 
+/* NpiSyncJob: [search_id]: a positive saved-search id. */
+static int
+validate_npi_sync(const json_t *args, char *err, size_t errlen)
+{
+	json_t *id = json_array_get(args, 0);
+
+	if (json_array_size(args) != 1)
+		return ERR("NpiSyncJob takes 1 argument [search_id], got %zu", json_array_size(args));
+	if (!json_is_integer(id) || json_integer_value(id) <= 0)
+		return ERR("NpiSyncJob: search_id must be a positive integer (a saved search's id)");
+	return 0;
+}
+
 static const struct jobclass classes[] = {
     {"PingJob", "default", validate_ping,
      "liveness probe: waits work_ms, then adds its jid to the set reply_key"},
@@ -94,6 +107,8 @@ static const struct jobclass classes[] = {
      "the calendar invite (or cancellation) of a scheduled activity for its coordinator"},
     {"CaseAlertJob", "alerts", validate_case_alert,
      "a case open past its SLA: level 1 to its assignee, level 2 to the assignee's manager"},
+    {"NpiSyncJob", "npi", validate_npi_sync,
+     "fetches a saved search's providers from the NPI Registry into npi_providers and referral_sources"},
 };
 
 const struct jobclass *

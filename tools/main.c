@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "common/migrate.h"
 #include "tools/jobs.h"
+#include "tools/npi.h"
 #include "tools/seed.h"
 
 static const char usage_text[] =
@@ -27,6 +28,14 @@ static const char usage_text[] =
     "  discard-dead JID|--all   delete dead jobs\n"
     "  ping [--timeout S] [--queue Q]\n"
     "                           push a PingJob and wait until a worker has run it\n"
+    "  npi search add NAME [--taxonomy DESC|CODE] [--state XX] [--city C] [--postal-code P]\n"
+    "                 [--type NPI-1|NPI-2] [--coordinator ID|EMAIL] [--criteria JSON]\n"
+    "  npi search list [--json] | npi search remove ID|NAME\n"
+    "                           saved NPI Registry searches\n"
+    "  npi sync [ID]            enqueue an NpiSyncJob for a saved search (every active one)\n"
+    "  import-taxonomy FILE     load the NUCC taxonomy CSV into taxonomies\n"
+    "  import-nppes FILE [--state XX] [--taxonomy CODE]... [--sources [--coordinator ID]]\n"
+    "                           load an NPPES full, weekly or deactivation file\n"
     "\n"
     "Options:\n"
     "  -c, --config FILE        configuration file (default: $OUTREACH_CONFIG or " SYSCONFDIR
@@ -154,6 +163,12 @@ main(int argc, char **argv)
 		rc = ctl_discard_dead(c, argc, argv);
 	else if (strcmp(argv[0], "ping") == 0)
 		rc = ctl_ping(c, argc, argv);
+	else if (strcmp(argv[0], "npi") == 0)
+		rc = ctl_npi(c, argc, argv);
+	else if (strcmp(argv[0], "import-taxonomy") == 0)
+		rc = ctl_import_taxonomy(c, argc, argv);
+	else if (strcmp(argv[0], "import-nppes") == 0)
+		rc = ctl_import_nppes(c, argc, argv);
 	else {
 		fprintf(stderr, "outreachctl: unknown command '%s'\n\n", argv[0]);
 		usage(stderr, 2);

@@ -11,6 +11,7 @@ static const struct handler handlers[] = {
     {"ManagerDigestJob", true, manager_digest_run},
     {"ActivityInviteJob", true, invite_run},
     {"CaseAlertJob", true, case_alert_run},
+    {"NpiSyncJob", true, npi_sync_run},
 };
 
 static struct mailtmpl templates[8];

@@ -56,5 +56,6 @@ enum job_result digest_run(struct job_ctx *ctx);
 enum job_result manager_digest_run(struct job_ctx *ctx);
 enum job_result invite_run(struct job_ctx *ctx);
 enum job_result case_alert_run(struct job_ctx *ctx);
+enum job_result npi_sync_run(struct job_ctx *ctx);
 
 #endif

@@ -1,0 +1,275 @@
+"""NPI Registry sync against a local replay of the real API, NUCC taxonomy and NPPES bulk imports."""
+import csv
+import json
+import os
+import signal
+import tempfile
+import time
+
+import harness
+import npi_replay
+
+NPI_DIR = harness.FIXTURES / "npi"
+SEARCH = {"taxonomy_description": "Internal Medicine", "state": "MN", "postal_code": "55"}
+
+
+class NpiSync(harness.Case):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.server, cls.base_url = npi_replay.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.shutdown()
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        self.migrate()
+        self.sql("TRUNCATE coordinators, referral_sources, npi_searches, npi_providers RESTART IDENTITY CASCADE")
+        reg = self.server.registry
+        reg.requests.clear()
+        reg.fail_every, reg.slow_requests, reg.delay = 0, set(), 0.0
+        self.coord = self.sql_one("INSERT INTO coordinators (name, email) VALUES ('Dana Reyes', 'dana@example.org') "
+                                  "RETURNING id")
+
+    def worker_env(self, **extra):
+        env = {"OUTREACH_NPI_BASE_URL": self.base_url, "OUTREACH_NPI_REQUEST_INTERVAL_MS": "0",
+               "OUTREACH_NPI_RETRY_BACKOFF_MS": "20", "OUTREACH_NPI_TIMEOUT": "2"}
+        env.update(extra)
+        return env
+
+    def add_search(self, name="IM in MN", criteria=SEARCH):
+        p = self.run_bin("outreachctl", "npi", "search", "add", name, "--criteria", json.dumps(criteria),
+                         "--coordinator", "dana@example.org", check=True)
+        return int(p.stdout.strip())
+
+    def sync(self, search_id, wait=True, timeout=60):
+        before = self.sql_one("SELECT count(*) FROM npi_sync_runs WHERE search_id = %s AND status <> 'running'",
+                              (search_id,))
+        self.run_bin("outreachctl", "npi", "sync", search_id, check=True)
+        if wait:
+            self.wait_for("the sync run to finish", lambda: self.sql_one(
+                "SELECT count(*) FROM npi_sync_runs WHERE search_id = %s AND status <> 'running'",
+                (search_id,)) > before, timeout=timeout)
+        else:
+            return None
+        return self.sql("SELECT status, records_seen, created, updated, unchanged, errors, pages_fetched "
+                        "FROM npi_sync_runs WHERE search_id = %s ORDER BY id DESC LIMIT 1", (search_id,))[0]
+
+    def start_worker(self, **extra):
+        w = self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "npi", env=self.worker_env(**extra))
+        w.wait_log(r"ready: identity")
+        return w
+
+    def expected(self, criteria=SEARCH):
+        q = dict(criteria)
+        if "postal_code" in q:
+            q["postal_code"] += "*"
+        return {str(r["number"]).zfill(10) for r in self.server.registry.matching(q)}
+
+    # --- tests ------------------------------------------------------------------------------------
+    def test_search_larger_than_cap_comes_back_complete(self):
+        sid = self.add_search()
+        self.start_worker()
+        want = self.expected()
+        self.assertGreater(len(want), 2000)
+        status, seen, created, updated, unchanged, errors, pages = self.sync(sid)
+        self.assertEqual(status, "done")
+        got = {r[0] for r in self.sql("SELECT npi FROM npi_providers")}
+        self.assertEqual(got, want)
+        self.assertEqual((seen, created, errors), (len(want), len(want), 0))
+        self.assertEqual(self.sql_one("SELECT count(*) FROM referral_sources WHERE status = 'prospect' "
+                                      "AND coordinator_id = %s", (self.coord,)), len(want))
+        # The API's rules were kept: no page over 200, no skip over 1000, a User-Agent on each request.
+        for q, _ in self.server.registry.requests:
+            self.assertLessEqual(int(q["limit"]), 200)
+            self.assertLessEqual(int(q["skip"]), 1000)
+            self.assertEqual(q["version"], "2.1")
+        self.assertTrue(all(ua.startswith("outreach/") for ua in self.server.registry.user_agents))
+        # Both forms of the data, addresses by purpose, the primary taxonomy by its flag.
+        rows = self.sql("SELECT p.npi, p.sex, p.primary_taxonomy_code, p.postal_code, p.state, p.last_updated, "
+                        "s.specialty_code, s.kind, p.mailing_address->>'city' FROM npi_providers p "
+                        "JOIN referral_sources s USING (npi) WHERE p.npi IN ('1600000000', '1600000001', "
+                        "'1300000001', '1300000002')")
+        by = {r[0]: r for r in rows}
+        self.assertEqual(by["1600000000"][1:5], ("M", "207R00000X", "55000", "MN"))  # old form, reversed lists
+        self.assertEqual(by["1600000001"][1:5], ("M", "207R00000X", "55037", "MN"))
+        self.assertEqual(by["1600000000"][5], by["1600000001"][5])  # seconds and milliseconds agree
+        self.assertEqual(by["1300000001"][3:5], ("557674001", "MN"))  # LOCATION, though MAILING is in IL
+        self.assertEqual(by["1300000001"][8], "CHICAGO")
+        self.assertEqual(by["1300000001"][7], "organization")
+        self.assertEqual(by["1600000001"][6], "207R00000X")
+
+        # A second sync changes nothing.
+        stamp = self.sql_one("SELECT max(updated_at) FROM referral_sources")
+        status, seen, created, updated, unchanged, errors, pages = self.sync(sid)
+        self.assertEqual((status, seen, created, updated, unchanged), ("done", len(want), 0, 0, len(want)))
+        self.assertEqual(self.sql_one("SELECT max(updated_at) FROM referral_sources"), stamp)
+
+    def test_coordinator_fields_survive_a_refresh(self):
+        crit = {"taxonomy_description": "Internal Medicine", "state": "MN", "postal_code": "55000"}
+        other = self.sql_one("INSERT INTO coordinators (name, email) VALUES ('Lee Park', 'lee@example.org') "
+                             "RETURNING id")
+        src = self.sql_one(
+            "INSERT INTO referral_sources (npi, first_name, last_name, status, coordinator_id, notes, motivators, "
+            "last_contact_at, email) VALUES ('1600000000', 'P', 'OLDNAME', 'active', %s, 'prefers mornings', "
+            "'shorter wait times', '2026-01-05T10:00:00Z', 'dr@example.org') RETURNING id", (other,))
+        self.sql("INSERT INTO activities (source_id, coordinator_id, kind, completed_at) VALUES (%s, %s, 'call', "
+                 "'2026-01-05T10:00:00Z')", (src, other))
+        sid = self.add_search("one zip", crit)
+        self.start_worker()
+        status, seen, created, updated, *_ = self.sync(sid)
+        self.assertEqual(status, "done")
+        self.assertEqual(updated, 1)
+        row = self.sql("SELECT last_name, first_name, status, coordinator_id, notes, motivators, email, "
+                       "last_contact_at::date::text, specialty_code, postal_code FROM referral_sources WHERE id = %s",
+                       (src,))[0]
+        self.assertEqual(row, ("DEWEYSON", "PAUL", "active", other, "prefers mornings", "shorter wait times",
+                               "dr@example.org", "2026-01-05", "207R00000X", "55000"))
+        self.assertEqual(self.sql_one("SELECT count(*) FROM activities WHERE source_id = %s", (src,)), 1)
+
+    def test_error_answer_goes_to_dead_with_the_api_message(self):
+        sid = self.sql_one("INSERT INTO npi_searches (name, criteria, coordinator_id) VALUES "
+                           "('too broad', '{\"enumeration_type\": \"NPI-1\"}', %s) RETURNING id", (self.coord,))
+        self.start_worker()
+        self.run_bin("outreachctl", "npi", "sync", sid, check=True)
+        r = self.redis()
+        self.wait_for("the job in dead", lambda: r.zcard("dead") == 1)
+        job = json.loads(r.zrange("dead", 0, 0)[0])
+        self.assertEqual(job["class"], "NpiSyncJob")
+        self.assertEqual(job["error_class"], "NpiRegistryError")
+        self.assertIn("enumeration_type requires additional search criteria", job["error_message"])
+        self.assertEqual(self.sql("SELECT status, last_error FROM npi_sync_runs WHERE search_id = %s", (sid,)),
+                         [("failed", job["error_message"])])
+        self.assertEqual(len(self.server.registry.requests), 1)  # not retried
+
+    def test_server_errors_and_a_slow_answer_are_retried(self):
+        reg = self.server.registry
+        reg.fail_every = 7
+        reg.slow_requests, reg.slow_seconds = {3}, 3.5
+        sid = self.add_search()
+        self.start_worker()
+        status, seen, created, updated, unchanged, errors, pages = self.sync(sid, timeout=90)
+        self.assertEqual(status, "done")
+        self.assertEqual(seen, len(self.expected()))
+        self.assertEqual(self.sql_one("SELECT count(*) FROM npi_providers"), len(self.expected()))
+        self.assertTrue(any(s == 500 for _, s in reg.requests))
+        self.assertEqual(self.redis().zcard("dead"), 0)
+
+    def test_killed_sync_resumes(self):
+        reg = self.server.registry
+        reg.delay = 0.05
+        sid = self.add_search()
+        w = self.start_worker()
+        self.sync(sid, wait=False)
+        self.wait_for("a few pages", lambda: (self.sql_one(
+            "SELECT pages_fetched FROM npi_sync_runs WHERE search_id = %s", (sid,)) or 0) >= 8, timeout=30)
+        w.signal(signal.SIGKILL)
+        w.wait(10)
+        fetched = self.sql_one("SELECT pages_fetched FROM npi_sync_runs WHERE search_id = %s", (sid,))
+        reg.delay = 0.0
+        w2 = self.start_worker()
+        self.wait_for("the run to finish", lambda: self.sql_one(
+            "SELECT status FROM npi_sync_runs WHERE search_id = %s", (sid,)) == "done", timeout=60)
+        w2.wait_log("resuming sync run")
+        self.assertEqual(self.sql_one("SELECT count(*) FROM npi_sync_runs WHERE search_id = %s", (sid,)), 1)
+        self.assertEqual(self.sql_one("SELECT count(*) FROM npi_providers"), len(self.expected()))
+        self.assertEqual(self.sql_one("SELECT records_seen FROM npi_sync_runs WHERE search_id = %s", (sid,)),
+                         len(self.expected()))
+        # Pages taken in before the kill were not asked for again (at most the one in flight).
+        keys = [json.dumps(q, sort_keys=True) for q, s in reg.requests if s == 200]
+        self.assertLessEqual(len(keys) - len(set(keys)), 1)
+        self.assertGreaterEqual(fetched, 8)
+
+    def test_search_commands(self):
+        sid = self.add_search()
+        p = self.run_bin("outreachctl", "npi", "search", "list", "--json", check=True)
+        listed = json.loads(p.stdout)
+        self.assertEqual([(s["id"], s["name"], s["coordinator"]) for s in listed], [(sid, "IM in MN",
+                                                                                     "dana@example.org")])
+        self.assertEqual(listed[0]["criteria"], SEARCH)
+        p = self.run_bin("outreachctl", "npi", "search", "add", "bad", "--state", "MN")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("needs a criterion besides state", p.stderr)
+        p = self.run_bin("outreachctl", "npi", "search", "add", "cardio", "--taxonomy", "207RC0000X", "--state", "MN",
+                         check=True)
+        cid = int(p.stdout)
+        self.assertEqual(self.sql_one("SELECT criteria->>'taxonomy_code' FROM npi_searches WHERE id = %s", (cid,)),
+                         "207RC0000X")
+        p = self.run_bin("outreachctl", "npi", "sync", check=True)
+        self.assertEqual(len(p.stdout.splitlines()), 2)
+        jobs = [json.loads(j) for j in self.redis().lrange("queue:npi", 0, -1)]
+        self.assertEqual(sorted(j["args"][0] for j in jobs), sorted([sid, cid]))
+        self.assertTrue(all(j["class"] == "NpiSyncJob" and j["queue"] == "npi" for j in jobs))
+        self.run_bin("outreachctl", "npi", "search", "remove", "cardio", check=True)
+        self.assertEqual(self.sql_one("SELECT count(*) FROM npi_searches"), 1)
+
+
+class Imports(harness.Case):
+    def setUp(self):
+        super().setUp()
+        self.migrate()
+        self.sql("TRUNCATE referral_sources, npi_providers, taxonomies RESTART IDENTITY CASCADE")
+
+    def test_import_taxonomy(self):
+        p = self.run_bin("outreachctl", "import-taxonomy", NPI_DIR / "nucc_taxonomy.csv", check=True)
+        self.assertIn("883 codes read", p.stdout)
+        self.assertEqual(self.sql_one("SELECT count(*) FROM taxonomies"), 883)
+        self.assertEqual(self.sql("SELECT grouping, classification FROM taxonomies WHERE code = '207R00000X'"),
+                         [("Allopathic & Osteopathic Physicians", "Internal Medicine")])
+        p = self.run_bin("outreachctl", "import-taxonomy", NPI_DIR / "nucc_taxonomy.csv", check=True)
+        self.assertIn("0 added or changed", p.stdout)
+
+    def test_import_nppes_real_sample_rows(self):
+        path = NPI_DIR / "npidata_pfile_sample_rows_2021_330col_orgs.csv"
+        p = self.run_bin("outreachctl", "import-nppes", path, "--sources", check=True)
+        self.assertIn("12 rows read", p.stdout)
+        self.assertEqual(self.sql_one("SELECT count(*) FROM npi_providers"), 12)
+        row = self.sql("SELECT enumeration_type, organization_name, primary_taxonomy_code, city, state, postal_code, "
+                       "enumeration_date::text, last_updated::date::text, origin FROM npi_providers "
+                       "WHERE npi = '1497758544'")[0]
+        self.assertEqual(row, ("NPI-2", "CUMBERLAND COUNTY HOSPITAL SYSTEM, INC", "251G00000X", "FAYETTEVILLE",
+                               "NC", "283044552", "2005-05-23", "2011-09-26", "nppes"))
+        self.assertEqual(self.sql_one("SELECT count(*) FROM referral_sources WHERE status = 'prospect'"), 12)
+        p = self.run_bin("outreachctl", "import-nppes", path, "--state", "ZZ", check=True)
+        self.assertIn("12 filtered out", p.stdout)
+
+    def test_import_nppes_generated_file_with_the_real_header(self):
+        header = next(csv.reader(open(NPI_DIR / "npidata_pfile_header.csv", newline="")))
+        col = {name: i for i, name in enumerate(header)}
+        fd, path = tempfile.mkstemp(suffix=".csv")
+        type(self)._tmpfiles.append(path)
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(",".join('"%s"' % h for h in header) + "\r\n")
+            for i in range(500):
+                row = [""] * len(header)
+                row[col["NPI"]] = "%010d" % (1100000000 + i)
+                if i == 499:  # a deactivated NPI: only its number and deactivation date
+                    row[col["NPI Deactivation Date"]] = "03/01/2024"
+                else:
+                    row[col["Entity Type Code"]] = "1"
+                    row[col["Provider Last Name (Legal Name)"]] = "O'NEIL%d" % i
+                    row[col["Provider First Name"]] = "ANA"
+                    row[col["Provider Sex Code"]] = "F"
+                    row[col["Employer Identification Number (EIN)"]] = "<UNAVAIL>"
+                    row[col["Provider Business Practice Location Address State Name"]] = "MN" if i % 2 else "WI"
+                    row[col["Provider Business Practice Location Address Postal Code"]] = "55767"
+                    row[col["Healthcare Provider Taxonomy Code_1"]] = "208000000X"
+                    row[col["Healthcare Provider Taxonomy Code_2"]] = "207R00000X"
+                    row[col["Healthcare Provider Primary Taxonomy Switch_2"]] = "Y"
+                    row[col["Provider Enumeration Date"]] = "05/27/2005"
+                    row[col["Last Update Date"]] = "12/04/2012"
+                f.write(",".join('"%s"' % v for v in row) + "\r\n")
+        p = self.run_bin("outreachctl", "import-nppes", path, "--state", "MN", "--taxonomy", "207R00000X", check=True)
+        self.assertIn("500 rows read", p.stdout)
+        self.assertEqual(self.sql_one("SELECT count(*) FROM npi_providers WHERE status = 'A'"), 249)
+        self.assertEqual(self.sql("SELECT sex, primary_taxonomy_code, enumeration_date::text FROM npi_providers "
+                                  "WHERE npi = '1100000001'"), [("F", "207R00000X", "2005-05-27")])
+        self.assertEqual(self.sql("SELECT status, deactivation_date::text FROM npi_providers "
+                                  "WHERE npi = '1100000499'"), [("D", "2024-03-01")])
+
+
+if __name__ == "__main__":
+    harness.main()

@@ -75,9 +75,54 @@ alert_set_status(struct job_ctx *ctx, const char *kind, const char *key, const c
 		log_warnx("recording %s %s as %s: %s", kind, key, status, db_error(ctx->db));
 }
 
+/* What an email needs once the relay has answered. */
+struct sent_ctx {
+	char kind[32], key[96], to[256];
+	char *after_sql;
+	char *params[4];
+	int nparams;
+};
+
+static void
+free_sent(void *p)
+{
+	struct sent_ctx *s = p;
+
+	for (int i = 0; i < s->nparams; i++)
+		free(s->params[i]);
+	free(s->after_sql);
+	free(s);
+}
+
+/* Records the relay's answer and decides the job's fate. */
+static enum job_result
+finish(struct job_ctx *ctx, const struct mailer_result *res, void *priv)
+{
+	struct sent_ctx *s = priv;
+	char why[600];
+
+	if (res->status == MAILER_SENT) {
+		alert_set_status(ctx, s->kind, s->key, "sent", NULL);
+		log_info("sent the %s email %s to %s", s->kind, s->key, s->to);
+		if (s->after_sql && db_exec(ctx->db, s->after_sql, s->nparams, (const char *const *)s->params) == -1)
+			log_warnx("%s %s: recording what was sent: %s", s->kind, s->key, db_error(ctx->db));
+		return JOB_DONE;
+	}
+	snprintf(why, sizeof(why), "SMTP %s at %s: %d %s", mailer_status_name(res->status), mailer_stage_name(res->stage),
+	         res->code, res->text);
+	/* A refused login is the relay's configuration, not the message: keep trying while it is fixed. */
+	if (res->status == MAILER_PERMANENT && res->stage != MAILER_STAGE_AUTH) {
+		alert_set_status(ctx, s->kind, s->key, "failed", why);
+		return job_fail(ctx, JOB_DEAD, "SMTPPermanentFailure", "%s", why);
+	}
+	alert_set_status(ctx, s->kind, s->key, "sending", why);
+	return job_fail(ctx, JOB_RETRY, "SMTPTemporaryFailure", "%s", why);
+}
+
 enum job_result
 alert_deliver(struct job_ctx *ctx, const char *kind, const char *key, const struct alert_person *to,
-              const char *message_id, const json_t *context, const char *method, const char *ics)
+              const char *message_id, const json_t *context, const char *method, const char *ics,
+              const char *after_sql, int nparams, const char *const *params)
 {
 	const char *to_name = to->name, *to_addr = to->email;
 	const struct mailtmpl *t = handler_templates(kind);
@@ -98,33 +143,23 @@ alert_deliver(struct job_ctx *ctx, const char *kind, const char *key, const stru
 		snprintf(why, sizeof(why), "cannot build the %s email to %s: %s", kind, to_addr, msg_error(m));
 		alert_set_status(ctx, kind, key, "failed", why);
 		rc = job_fail(ctx, JOB_DEAD, "InvalidEmail", "%s", why);
+		free(data);
 		goto out;
 	}
-	struct mailer_result res = MAILER_RESULT_INIT;
-	const char *rcpts[] = {to_addr};
-	if (mailer_send(ctx->mailer, NULL, rcpts, 1, data, len, &res) == 0) {
-		alert_set_status(ctx, kind, key, "sent", NULL);
-		log_info("sent the %s email %s to %s", kind, key, to_addr);
-		rc = JOB_DONE;
-	} else {
-		char why[600];
-		snprintf(why, sizeof(why), "SMTP %s at %s: %d %s", mailer_status_name(res.status),
-		         mailer_stage_name(res.stage), res.code, res.text);
-		/* A refused login is the relay's configuration, not the message: keep trying while it is fixed. */
-		if (res.status == MAILER_PERMANENT && res.stage != MAILER_STAGE_AUTH) {
-			alert_set_status(ctx, kind, key, "failed", why);
-			rc = job_fail(ctx, JOB_DEAD, "SMTPPermanentFailure", "%s", why);
-		} else {
-			alert_set_status(ctx, kind, key, "sending", why);
-			rc = job_fail(ctx, JOB_RETRY, "SMTPTemporaryFailure", "%s", why);
-		}
-	}
-	mailer_result_clear(&res);
+	struct sent_ctx *s = xcalloc(1, sizeof(*s));
+	util_strlcpy(s->kind, kind, sizeof(s->kind));
+	util_strlcpy(s->key, key, sizeof(s->key));
+	util_strlcpy(s->to, to_addr, sizeof(s->to));
+	s->after_sql = after_sql ? xstrdup(after_sql) : NULL;
+	for (int i = 0; i < nparams && i < (int)NELEM(s->params); i++)
+		s->params[s->nparams++] = xstrdup(params[i]);
+	struct job_mail mail = {.data = data, .len = len, .rcpt = xstrdup(to_addr), .finish = finish, .priv = s,
+	                        .free_priv = free_sent};
+	rc = job_send_mail(ctx, &mail);
 out:
 	free(subject);
 	free(text);
 	free(html);
-	free(data);
 	msg_free(m);
 	return rc;
 }

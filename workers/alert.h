@@ -27,12 +27,16 @@ enum job_result alert_claim(struct job_ctx *ctx, const char *kind, const char *k
 /* Records the email's final state ("sent", "failed", "skipped", or "sending" with the error). */
 void alert_set_status(struct job_ctx *ctx, const char *kind, const char *key, const char *status, const char *error);
 
-/* Renders kind's templates with context, sends to `to` under message_id, records the outcome and
- * returns what the job should do: JOB_DONE when sent, JOB_RETRY on a temporary SMTP failure,
- * JOB_DEAD when the relay refused it for good or the message cannot be built. With a calendar
- * method ("REQUEST", "CANCEL") the iCalendar text ics goes along as a text/calendar part. */
+/* Renders kind's templates with context and sends to `to` under message_id (job_send_mail: with
+ * the other emails of the runtime's batch, over one connection). When the relay has answered the
+ * outcome is recorded and the job ends: done when sent (after_sql, with its nparams parameters, is
+ * run then, if not NULL), retried on a temporary SMTP failure, dead when the relay refused it for
+ * good. Returns JOB_PENDING while the email waits, or the result when it went out at once or could
+ * not be built (JOB_DEAD). With a calendar method ("REQUEST", "CANCEL") the iCalendar text ics goes
+ * along as a text/calendar part. */
 enum job_result alert_deliver(struct job_ctx *ctx, const char *kind, const char *key, const struct alert_person *to,
-                              const char *message_id, const json_t *context, const char *method, const char *ics);
+                              const char *message_id, const json_t *context, const char *method, const char *ics,
+                              const char *after_sql, int nparams, const char *const *params);
 
 /* alerts.record_url with {id} replaced (caller frees). */
 char *alert_record_url(const struct job_ctx *ctx, const char *id);

@@ -66,12 +66,10 @@ case_alert_run(struct job_ctx *ctx)
 	    PQgetvalue(r, 0, 7), "email", PQgetvalue(r, 0, 8), "source", "name", PQgetvalue(r, 0, 11), "phone",
 	    PQgetvalue(r, 0, 12), "record_url", url);
 	free(url);
-	rc = alert_deliver(ctx, "case", key, &to, message_id, context, NULL, NULL);
+	rc = alert_deliver(ctx, "case", key, &to, message_id, context, NULL, NULL,
+	                   "UPDATE cases SET alerted_level = greatest(alerted_level, $2::smallint) WHERE id = $1",
+	                   DB_ARGS(id, lvl));
 	json_decref(context);
-	if (rc == JOB_DONE &&
-	    db_exec(ctx->db, "UPDATE cases SET alerted_level = greatest(alerted_level, $2::smallint) WHERE id = $1",
-	            DB_ARGS(id, lvl)) == -1)
-		log_warnx("case %s: recording alert level %d: %s", id, level, db_error(ctx->db));
 out:
 	PQclear(r);
 	return rc;

@@ -97,7 +97,7 @@ digest_run(struct job_ctx *ctx)
 	                            "overdue_count", (json_int_t)no, "due_soon_count", (json_int_t)ns, "due_soon_days",
 	                            ctx->cfg->alerts.due_soon_days, "has_overdue", no > 0, "has_due_soon", ns > 0,
 	                            "overdue", overdue, "due_soon", due_soon);
-	rc = alert_deliver(ctx, "digest", key, &p, message_id, context, NULL, NULL);
+	rc = alert_deliver(ctx, "digest", key, &p, message_id, context, NULL, NULL, NULL, 0, NULL);
 	json_decref(context);
 	return rc;
 }
@@ -151,7 +151,7 @@ manager_digest_run(struct job_ctx *ctx)
 	                            "first_name", alert_first_name(p.name, first, sizeof(first)), "email", p.email, "date",
 	                            date, "date_long", datel, "summary", summary, "escalate_after_days",
 	                            ctx->cfg->alerts.escalate_after_days, "count", n, "coordinators", coords);
-	rc = alert_deliver(ctx, "manager_digest", key, &p, message_id, context, NULL, NULL);
+	rc = alert_deliver(ctx, "manager_digest", key, &p, message_id, context, NULL, NULL, NULL, 0, NULL);
 	json_decref(context);
 	return rc;
 }

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const struct handler handlers[] = {
@@ -58,6 +59,27 @@ handler_find(const char *class)
 		if (strcmp(handlers[i].class, class) == 0)
 			return &handlers[i];
 	return NULL;
+}
+
+/* The runtime provides the outbox; without one (ctx->outbox NULL) the mail goes out at once. */
+enum job_result outbox_add(void *outbox, struct job_mail *m);
+
+enum job_result
+job_send_mail(struct job_ctx *ctx, struct job_mail *m)
+{
+	if (ctx->outbox)
+		return outbox_add(ctx->outbox, m);
+
+	struct mailer_result res = MAILER_RESULT_INIT;
+	const char *rcpts[] = {m->rcpt};
+	(void)!mailer_send(ctx->mailer, NULL, rcpts, 1, m->data, m->len, &res);
+	enum job_result rc = m->finish(ctx, &res, m->priv);
+	mailer_result_clear(&res);
+	if (m->free_priv)
+		m->free_priv(m->priv);
+	free(m->data);
+	free(m->rcpt);
+	return rc;
 }
 
 enum job_result

@@ -12,9 +12,24 @@
 #include "common/mailtmpl.h"
 
 enum job_result {
-	JOB_DONE,  /* finished: the job is removed */
-	JOB_RETRY, /* failed in a way that may pass (lost connection, timeout, 4xx): retry with backoff */
-	JOB_DEAD,  /* failed for good (bad data): straight to the dead set */
+	JOB_DONE,    /* finished: the job is removed */
+	JOB_RETRY,   /* failed in a way that may pass (lost connection, timeout, 4xx): retry with backoff */
+	JOB_DEAD,    /* failed for good (bad data): straight to the dead set */
+	JOB_PENDING, /* an email waits in the outbox (job_send_mail); the job ends when it is sent */
+};
+
+struct job_ctx;
+
+/* An email a handler hands over for sending. The runtime sends the emails of the jobs it took
+ * together over one SMTP connection, then calls finish with each outcome; finish records it and
+ * returns the job's result (never JOB_PENDING). free_priv (may be NULL) releases priv afterwards. */
+struct job_mail {
+	char *data; /* the rendered message (takes ownership) */
+	size_t len;
+	char *rcpt; /* the envelope recipient (takes ownership) */
+	enum job_result (*finish)(struct job_ctx *ctx, const struct mailer_result *res, void *priv);
+	void *priv;
+	void (*free_priv)(void *priv);
 };
 
 struct job_ctx {
@@ -23,6 +38,7 @@ struct job_ctx {
 	struct db *db;           /* borrowed; connected when the handler has needs_db */
 	redisContext *redis;     /* borrowed; this thread's connection */
 	struct mailer *mailer;   /* borrowed; this thread's SMTP sender */
+	void *outbox;            /* the runtime's; see job_send_mail */
 	const volatile int *stopping; /* nonzero once the worker is asked to stop */
 	char error_class[64];
 	char error_message[512];
@@ -38,6 +54,10 @@ struct handler {
 	bool needs_db;
 	enum job_result (*run)(struct job_ctx *ctx);
 };
+
+/* Sends m: into the outbox when the runtime keeps one (returns JOB_PENDING), else at once through
+ * ctx->mailer (returns what m->finish returns). Takes ownership of m's contents either way. */
+enum job_result job_send_mail(struct job_ctx *ctx, struct job_mail *m);
 
 /* The handler for a job class, or NULL. */
 const struct handler *handler_find(const char *class);

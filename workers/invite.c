@@ -139,15 +139,12 @@ invite_run(struct job_ctx *ctx)
 	    "sequence", seq, "source", "name", PQgetvalue(r, 0, 16), "credential", PQgetvalue(r, 0, 17), "specialty",
 	    PQgetvalue(r, 0, 18), "phone", PQgetvalue(r, 0, 19), "address", PQgetvalue(r, 0, 20), "record_url", url);
 	free(url);
-	rc = alert_deliver(ctx, "invite", key, &to, message_id, context, cancel ? "CANCEL" : "REQUEST", ics);
+	rc = alert_deliver(ctx, "invite", key, &to, message_id, context, cancel ? "CANCEL" : "REQUEST", ics,
+	                   "UPDATE activities SET invite_sent_sequence = "
+	                   "greatest(coalesce(invite_sent_sequence, -1), $2::int) WHERE id = $1",
+	                   DB_ARGS(id, seqs));
 	json_decref(context);
 	free(ics);
-	if (rc == JOB_DONE &&
-	    db_exec(ctx->db,
-	            "UPDATE activities SET invite_sent_sequence = greatest(coalesce(invite_sent_sequence, -1), $2::int) "
-	            "WHERE id = $1",
-	            DB_ARGS(id, seqs)) == -1)
-		log_warnx("activity %s: recording invite %d as sent: %s", id, seq, db_error(ctx->db));
 out:
 	PQclear(r);
 	return rc;

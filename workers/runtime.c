@@ -229,9 +229,117 @@ ensure_db(struct worker *w, struct wthread *t, char *err, size_t errlen)
 	return t->db != NULL;
 }
 
-/* Runs one job taken from queue q; the job text stays in the private list until this returns. */
+/* Ends a job that ran: removed when done, to retry or to dead with what the handler said. */
 static void
-process(struct worker *w, struct wthread *t, int q, const char *json, size_t len)
+finalize(struct worker *w, struct wthread *t, int q, const char *json, size_t len, struct job *job,
+         enum job_result res, const struct job_ctx *ctx)
+{
+	if (!redis_ok(w, &t->r))
+		return; /* stopping: the job stays in the private list and is handed back */
+	switch (res) {
+	case JOB_DONE: {
+		redisReply *rep = redisCommand(t->r, "LREM %s 1 %b", w->private[q], json, len);
+		if (rep)
+			freeReplyObject(rep);
+		break;
+	}
+	case JOB_RETRY:
+		to_retry(w, t, q, json, len, job, ctx->error_class[0] ? ctx->error_class : "JobError",
+		         ctx->error_message[0] ? ctx->error_message : "the job failed");
+		break;
+	case JOB_DEAD:
+		to_dead(w, t, q, json, len, json, ctx->error_class[0] ? ctx->error_class : "JobError",
+		        ctx->error_message[0] ? ctx->error_message : "the job failed for good");
+		break;
+	case JOB_PENDING:
+		break; /* not reached: outbox_flush ends these */
+	}
+}
+
+/* A job whose email waits in the thread's outbox. */
+struct pending {
+	char *json; /* the job's text in the private list */
+	size_t len;
+	int q;
+	struct job *job;
+	struct job_mail mail;
+};
+
+struct outbox {
+	struct wthread *t;
+	struct pending *items;
+	size_t n, cap;
+	/* The job being run, for outbox_add. */
+	const char *json;
+	size_t len;
+	int q;
+	struct job *job;
+	bool took_job;
+};
+
+enum job_result outbox_add(void *outbox, struct job_mail *m);
+
+enum job_result
+outbox_add(void *outbox, struct job_mail *m)
+{
+	struct outbox *ob = outbox;
+
+	if (ob->n == ob->cap) {
+		ob->cap = ob->cap ? ob->cap * 2 : 16;
+		ob->items = xrealloc(ob->items, ob->cap * sizeof(*ob->items));
+	}
+	struct pending *p = &ob->items[ob->n++];
+	p->json = xstrndup(ob->json, ob->len);
+	p->len = ob->len;
+	p->q = ob->q;
+	p->job = ob->job;
+	p->mail = *m;
+	ob->took_job = true; /* the pending entry owns the job now */
+	return JOB_PENDING;
+}
+
+/* Sends the emails of the jobs run since the last flush over one SMTP connection, then ends each
+ * of those jobs by what its email's outcome was. */
+static void
+outbox_flush(struct worker *w, struct outbox *ob)
+{
+	struct wthread *t = ob->t;
+
+	if (ob->n == 0)
+		return;
+	struct mailer_msg *msgs = xcalloc(ob->n, sizeof(*msgs));
+	const char **rcpts = xcalloc(ob->n, sizeof(*rcpts));
+	for (size_t i = 0; i < ob->n; i++) {
+		rcpts[i] = ob->items[i].mail.rcpt;
+		msgs[i] = (struct mailer_msg){.rcpts = &rcpts[i], .nrcpt = 1, .data = ob->items[i].mail.data,
+		                              .len = ob->items[i].mail.len, .res = MAILER_RESULT_INIT};
+	}
+	(void)!mailer_send_batch(t->mailer, NULL, msgs, ob->n);
+	for (size_t i = 0; i < ob->n; i++) {
+		struct pending *p = &ob->items[i];
+		struct job_ctx ctx = {.cfg = *w->cfgp, .job = p->job, .db = t->db, .redis = t->r, .mailer = t->mailer,
+		                      .stopping = &w->stopping};
+		log_set_context("class=%s jid=%s", p->job->class, p->job->jid);
+		enum job_result res = p->mail.finish(&ctx, &msgs[i].res, p->mail.priv);
+		finalize(w, t, p->q, p->json, p->len, p->job, res, &ctx);
+		log_clear_context();
+		mailer_result_clear(&msgs[i].res);
+		if (p->mail.free_priv)
+			p->mail.free_priv(p->mail.priv);
+		free(p->mail.data);
+		free(p->mail.rcpt);
+		free(p->json);
+		job_free(p->job);
+	}
+	free(msgs);
+	free(rcpts);
+	ob->n = 0;
+}
+
+/* Runs one job taken from queue q; the job text stays in the private list until it ends (here, or
+ * in outbox_flush when it left an email in the outbox). */
+static void
+process(struct worker *w, struct wthread *t, struct outbox *ob, int q, const char *json, size_t len)
 {
 	char err[512];
 	struct job *job = job_parse(json, len, (size_t)(*w->cfgp)->worker.max_job_size, err, sizeof(err));
@@ -262,6 +370,7 @@ process(struct worker *w, struct wthread *t, int q, const char *json, size_t len
 
 	/* A reload may have changed the SMTP settings: the next email uses them. */
 	if (t->mailer == NULL || t->mailer_gen != atomic_load(&w->cfg_gen)) {
+		outbox_flush(w, ob);
 		mailer_free(t->mailer);
 		t->mailer = mailer_new(*w->cfgp);
 		t->mailer_gen = atomic_load(&w->cfg_gen);
@@ -271,33 +380,25 @@ process(struct worker *w, struct wthread *t, int q, const char *json, size_t len
 	                      .db = t->db,
 	                      .redis = t->r,
 	                      .mailer = t->mailer,
+	                      .outbox = ob,
 	                      .stopping = &w->stopping};
+	ob->json = json;
+	ob->len = len;
+	ob->q = q;
+	ob->job = job;
+	ob->took_job = false;
 	thread_set_current(t, json, q);
 	atomic_fetch_add(&w->busy, 1);
-	int64_t start = util_mono_ms();
 	enum job_result res = h->run(&ctx);
 	atomic_fetch_sub(&w->busy, 1);
 	thread_set_current(t, NULL, 0);
-	if (!redis_ok(w, &t->r))
-		goto out; /* stopping: the job stays in the private list and is handed back */
-
-	switch (res) {
-	case JOB_DONE: {
-		redisReply *rep = redisCommand(t->r, "LREM %s 1 %b", w->private[q], json, len);
-		if (rep)
-			freeReplyObject(rep);
-		log_debug("done in %lld ms", (long long)(util_mono_ms() - start));
-		break;
+	if (res == JOB_PENDING && ob->took_job) {
+		log_clear_context();
+		return; /* the outbox owns the job now */
 	}
-	case JOB_RETRY:
-		to_retry(w, t, q, json, len, job, ctx.error_class[0] ? ctx.error_class : "JobError",
-		         ctx.error_message[0] ? ctx.error_message : "the job failed");
-		break;
-	case JOB_DEAD:
-		to_dead(w, t, q, json, len, json, ctx.error_class[0] ? ctx.error_class : "JobError",
-		        ctx.error_message[0] ? ctx.error_message : "the job failed for good");
-		break;
-	}
+	if (res == JOB_PENDING) /* a handler's mistake: retry rather than lose the job */
+		res = job_fail(&ctx, JOB_RETRY, "JobError", "the handler left no email in the outbox");
+	finalize(w, t, q, json, len, job, res, &ctx);
 out:
 	log_clear_context();
 	job_free(job);
@@ -342,6 +443,7 @@ thread_main(void *arg)
 	struct worker *w = t->w;
 	unsigned int seed = (unsigned)getpid() ^ (unsigned)t->idx * 2654435761u;
 	int batch = 1;
+	struct outbox ob = {.t = t};
 
 	t->r = connect_redis(w);
 	while (t->r && !atomic_load(&w->quiet)) {
@@ -386,8 +488,10 @@ thread_main(void *arg)
 			char to[16];
 			snprintf(to, sizeof(to), "%.3f", timeout);
 			rep = redisCommand(t->r, "BLMOVE %s %s RIGHT LEFT %s", w->qkeys[q], w->private[q], to);
-			if (rep && rep->type == REDIS_REPLY_STRING)
-				process(w, t, q, rep->str, rep->len);
+			if (rep && rep->type == REDIS_REPLY_STRING) {
+				process(w, t, &ob, q, rep->str, rep->len);
+				outbox_flush(w, &ob);
+			}
 			else if (rep == NULL && !redis_ok(w, &t->r))
 				break;
 			if (rep)
@@ -400,8 +504,10 @@ thread_main(void *arg)
 			if (atomic_load(&w->quiet))
 				break;
 			int q = order[rep->element[2 * k]->integer - 1];
-			process(w, t, q, rep->element[2 * k + 1]->str, rep->element[2 * k + 1]->len);
+			process(w, t, &ob, q, rep->element[2 * k + 1]->str, rep->element[2 * k + 1]->len);
 		}
+		/* The batch's emails go out together, over one connection. */
+		outbox_flush(w, &ob);
 		/* Prefetched jobs not started go back to the front, the oldest last so it is next. */
 		for (size_t j = njobs; j-- > k;) {
 			int q = order[rep->element[2 * j]->integer - 1];
@@ -409,13 +515,16 @@ thread_main(void *arg)
 			move_from_private(w, t->r, q, job->str, job->len, job->str, QUEUE_DEST_FRONT, NULL, 0);
 		}
 		freeReplyObject(rep);
-		/* Quick jobs: take more per round trip; slow ones: one at a time so others can help. */
-		int64_t took = util_mono_ms() - start;
-		if (njobs == (size_t)batch && took < 20)
+		/* Quick jobs (under 100 ms each, an email included): take more per round trip, and their
+		 * emails share a connection; slow ones: one at a time, so that other workers can help. */
+		int64_t each = (util_mono_ms() - start) / (int64_t)(njobs ? njobs : 1);
+		if (njobs == (size_t)batch && each < 100)
 			batch = batch * 2 > MAX_BATCH ? MAX_BATCH : batch * 2;
-		else if (took > 200)
+		else if (each > 1000)
 			batch = 1;
 	}
+	outbox_flush(w, &ob);
+	free(ob.items);
 	pthread_mutex_lock(&t->mu);
 	t->done = true;
 	pthread_mutex_unlock(&t->mu);

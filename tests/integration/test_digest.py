@@ -20,13 +20,19 @@ TODAY = time.strftime("%Y-%m-%d", time.gmtime())
 
 class Collector:
     """An SMTP server of the test's own that answers as told: 451 for the first `fail_first`
-    transactions, or 550 for every recipient, and keeps what it accepted."""
+    transactions, or 550 for every recipient, and keeps what it accepted and how many sessions."""
 
     def __init__(self, fail_first=0, reject=False):
         self.fail_first = fail_first
         self.reject = reject
         self.seen = 0
         self.messages = []
+        self.sessions = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.sessions += 1
+        session.host_name = hostname
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         self.seen += 1
@@ -188,6 +194,31 @@ class Digest(harness.Case):
         status, error = self.sql("SELECT status, error FROM alert_emails")[0]
         self.assertEqual(status, "failed")
         self.assertIn("550", error)
+
+    def test_a_batch_of_digests_shares_connections(self):
+        ids = []
+        for i in range(12):
+            c = self.coordinator("Coordinator %d" % i, "c%d@clinic.example.org" % i)
+            self.source(c, "Doe", 40)
+            ids.append(c)
+        r = self.redis()
+        for c in ids:
+            r.lpush("queue:alerts", json.dumps({"class": "OverdueDigestJob", "args": [c, TODAY], "jid": os.urandom(12).hex(),
+                                                "queue": "alerts", "retry": True, "enqueued_at": time.time()}))
+        r.sadd("queues", "alerts")
+        handler = Collector()
+        port = harness.free_port()
+        ctl = Controller(handler, hostname="127.0.0.1", port=port)
+        ctl.start()
+        self.addCleanup(ctl.stop)
+        w = self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "alerts",
+                           env={"OUTREACH_SMTP_PORT": str(port)})
+        self.wait_for("every digest", lambda: len(handler.messages) == 12, timeout=30)
+        self.wait_for("every job done", lambda: self.sql_one("SELECT count(*) FROM alert_emails WHERE status = 'sent'") == 12)
+        # batches of 1, 2, 4, 5: one connection per batch, not per email
+        self.assertLessEqual(handler.sessions, 6, w.log())
+        self.assertEqual(sorted(str(m["To"]).split("<")[1][:-1] for m in handler.messages),
+                         sorted("c%d@clinic.example.org" % i for i in range(12)))
 
     def test_manager_gets_the_long_overdue(self):
         boss = self.coordinator("Denise Okafor", "denise@clinic.example.org")

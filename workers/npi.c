@@ -139,7 +139,8 @@ todo_replace_first(struct sync *s, const struct npi_part *with, size_t n)
 		s->todo = xrealloc(s->todo, s->captodo * sizeof(*s->todo));
 	}
 	memmove(s->todo + n, s->todo + 1, (s->ntodo - 1) * sizeof(*s->todo));
-	memcpy(s->todo, with, n * sizeof(*with));
+	if (n > 0) /* with may be NULL when a part has nothing left to split into */
+		memcpy(s->todo, with, n * sizeof(*with));
 	s->ntodo = need;
 }
 

@@ -72,8 +72,10 @@ class Daemon(harness.Case):
 
         until(lambda: any("READY=1" in m for m in got))
         ready_at = next(i for i, m in enumerate(got) if "READY=1" in m)
-        # READY only once both backends are up: the daemon logged both connections before it
-        self.assertIn("connected to PostgreSQL", d.log())
+        # READY only once both backends are up: the daemon logged both connections before it (the
+        # log is read by another thread, so it may arrive a moment after the notification)
+        d.wait_log("connected to PostgreSQL", timeout=5)
+        d.wait_log("connected to redis", timeout=5)
         self.assertTrue(any(m.startswith("STATUS=") for m in got[:ready_at + 1]), got)
         until(lambda: sum("WATCHDOG=1" in m for m in got) >= 3)
         # a good reload: RELOADING=1 with MONOTONIC_USEC, then READY=1

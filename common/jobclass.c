@@ -96,6 +96,63 @@ validate_npi_sync(const json_t *args, char *err, size_t errlen)
 	return 0;
 }
 
+/* MetricsJob: [] (every period touched since the last run), ["full"], or [period_kind, period_start]:
+ * day, week, month or quarter and a "YYYY-MM-DD" day within the period. */
+static int
+validate_metrics(const json_t *args, char *err, size_t errlen)
+{
+	size_t n = json_array_size(args);
+	json_t *kind = json_array_get(args, 0), *start = json_array_get(args, 1);
+	const char *k = json_string_value(kind);
+	int y, m, d;
+	char tail;
+
+	if (n == 0)
+		return 0;
+	if (n > 2)
+		return ERR("MetricsJob takes at most 2 arguments [period_kind, period_start], got %zu", n);
+	if (k == NULL || (strcmp(k, "full") != 0 && strcmp(k, "day") != 0 && strcmp(k, "week") != 0 &&
+	                  strcmp(k, "month") != 0 && strcmp(k, "quarter") != 0))
+		return ERR("MetricsJob: period_kind must be \"day\", \"week\", \"month\", \"quarter\" or \"full\"");
+	if (strcmp(k, "full") == 0)
+		return n == 1 ? 0 : ERR("MetricsJob: \"full\" takes no period_start");
+	if (n != 2 || !json_is_string(start) || json_string_length(start) != 10 ||
+	    sscanf(json_string_value(start), "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || m < 1 || m > 12 || d < 1 ||
+	    d > 31)
+		return ERR("MetricsJob: period_start must be a date like 2026-11-01 (a day within the %s)", k);
+	return 0;
+}
+
+/* A "YYYY-MM" month. */
+static bool
+is_month(const json_t *v)
+{
+	int y, m;
+	char tail;
+
+	return json_is_string(v) && json_string_length(v) == 7 &&
+	       sscanf(json_string_value(v), "%4d-%2d%c", &y, &m, &tail) == 2 && y >= 1900 && m >= 1 && m <= 12;
+}
+
+/* MonthlyReportJob: [] or [month] (queue one email per coordinator; default: last month), or
+ * [coordinator_id, month] (that coordinator's email). */
+static int
+validate_monthly(const json_t *args, char *err, size_t errlen)
+{
+	size_t n = json_array_size(args);
+	json_t *a = json_array_get(args, 0), *b = json_array_get(args, 1);
+
+	if (n > 2)
+		return ERR("MonthlyReportJob takes at most 2 arguments [coordinator_id, month], got %zu", n);
+	if (n == 1 && !is_month(a))
+		return ERR("MonthlyReportJob: month must be like 2026-11");
+	if (n == 2 && (!json_is_integer(a) || json_integer_value(a) <= 0))
+		return ERR("MonthlyReportJob: coordinator_id must be a positive integer");
+	if (n == 2 && !is_month(b))
+		return ERR("MonthlyReportJob: month must be like 2026-11");
+	return 0;
+}
+
 static const struct jobclass classes[] = {
     {"PingJob", "default", validate_ping,
      "liveness probe: waits work_ms, then adds its jid to the set reply_key"},
@@ -109,6 +166,10 @@ static const struct jobclass classes[] = {
      "a case open past its SLA: level 1 to its assignee, level 2 to the assignee's manager"},
     {"NpiSyncJob", "npi", validate_npi_sync,
      "fetches a saved search's providers from the NPI Registry into npi_providers and referral_sources"},
+    {"MetricsJob", "metrics", validate_metrics,
+     "recomputes the outcome metric tables for the periods touched since the last run (or the one given)"},
+    {"MonthlyReportJob", "alerts", validate_monthly,
+     "the monthly email of figures and charts to a coordinator (without one: queues it for every coordinator)"},
 };
 
 const struct jobclass *

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const mailtmpl_kinds[] = {"digest", "manager_digest", "invite", "case", NULL};
+const char *const mailtmpl_kinds[] = {"digest", "manager_digest", "invite", "case", "monthly_report", NULL};
 
 int
 mailtmpl_load(const char *dir, const char *kind, struct mailtmpl *out, char *err, size_t errlen)

@@ -10,8 +10,22 @@
 #include "common/job.h"
 #include "common/jobclass.h"
 #include "common/log.h"
+#include "common/migrate.h"
 #include "common/queue.h"
 #include "common/rds.h"
+
+struct db *
+ctl_db_connect(const struct cfg *c, bool check_schema)
+{
+	char err[1024];
+	struct db *db = db_connect_retry(c, "outreachctl", 10000, NULL, err, sizeof(err));
+
+	if (db == NULL)
+		fatalx("cannot connect to the database: %s", err);
+	if (check_schema && mig_check(db, err, sizeof(err)) == -1)
+		fatalx("%s", err);
+	return db;
+}
 
 static redisContext *
 connect_redis(const struct cfg *c)

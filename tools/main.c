@@ -10,6 +10,7 @@
 #include "common/migrate.h"
 #include "tools/jobs.h"
 #include "tools/npi.h"
+#include "tools/report.h"
 #include "tools/seed.h"
 
 static const char usage_text[] =
@@ -36,6 +37,12 @@ static const char usage_text[] =
     "  import-taxonomy FILE     load the NUCC taxonomy CSV into taxonomies\n"
     "  import-nppes FILE [--state XX] [--taxonomy CODE]... [--sources [--coordinator ID]]\n"
     "                           load an NPPES full, weekly or deactivation file\n"
+    "  metrics [--period full|KIND:DATE] [--enqueue]\n"
+    "                           recompute the metric tables: the periods touched since the\n"
+    "                           last run, everything, or one period (KIND: day, week, month,\n"
+    "                           quarter; e.g. month:2026-11-01); --enqueue: by a worker\n"
+    "  report [--month YYYY-MM] [--format text|csv|json]\n"
+    "                           the month's key figures from the metric tables\n"
     "\n"
     "Options:\n"
     "  -c, --config FILE        configuration file (default: $OUTREACH_CONFIG or " SYSCONFDIR
@@ -51,23 +58,12 @@ usage(FILE *out, int status)
 	exit(status);
 }
 
-static struct db *
-connect_db(const struct cfg *c)
-{
-	char err[1024];
-	struct db *db = db_connect_retry(c, "outreachctl", 10000, NULL, err, sizeof(err));
-
-	if (db == NULL)
-		fatalx("cannot connect to the database: %s", err);
-	return db;
-}
-
 static int
 cmd_migrate(const struct cfg *c, int argc, char **argv)
 {
 	char err[1024];
 	bool status = argc > 1 && strcmp(argv[1], "--status") == 0;
-	struct db *db = connect_db(c);
+	struct db *db = ctl_db_connect(c, false);
 	int applied, current;
 
 	if (status) {
@@ -99,7 +95,7 @@ cmd_seed_demo(const struct cfg *c, int argc, char **argv)
 		else
 			fatalx("seed-demo: unexpected argument %s (usage: seed-demo [--data DIR])", argv[i]);
 	}
-	struct db *db = connect_db(c);
+	struct db *db = ctl_db_connect(c, false);
 	if (mig_check(db, err, sizeof(err)) == -1)
 		fatalx("%s", err);
 	int rc = seed_demo(db, datadir, err, sizeof(err));
@@ -169,6 +165,10 @@ main(int argc, char **argv)
 		rc = ctl_import_taxonomy(c, argc, argv);
 	else if (strcmp(argv[0], "import-nppes") == 0)
 		rc = ctl_import_nppes(c, argc, argv);
+	else if (strcmp(argv[0], "metrics") == 0)
+		rc = ctl_metrics(c, argc, argv);
+	else if (strcmp(argv[0], "report") == 0)
+		rc = ctl_report(c, argc, argv);
 	else {
 		fprintf(stderr, "outreachctl: unknown command '%s'\n\n", argv[0]);
 		usage(stderr, 2);

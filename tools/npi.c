@@ -13,23 +13,11 @@
 #include "common/job.h"
 #include "common/jobclass.h"
 #include "common/log.h"
+#include "tools/jobs.h"
 #include "common/migrate.h"
 #include "common/npi.h"
 #include "common/queue.h"
 #include "common/rds.h"
-
-static struct db *
-connect_db(const struct cfg *c)
-{
-	char err[1024];
-	struct db *db = db_connect_retry(c, "outreachctl", 10000, NULL, err, sizeof(err));
-
-	if (db == NULL)
-		fatalx("cannot connect to the database: %s", err);
-	if (mig_check(db, err, sizeof(err)) == -1)
-		fatalx("%s", err);
-	return db;
-}
 
 static PGresult *
 must_query(struct db *db, const char *what, const char *sql, int n, const char *const *params)
@@ -109,7 +97,7 @@ search_add(const struct cfg *c, int argc, char **argv)
 	}
 	if (npi_criteria_check(criteria, err, sizeof(err)) == -1)
 		fatalx("npi search add: %s", err);
-	struct db *db = connect_db(c);
+	struct db *db = ctl_db_connect(c, true);
 	char *text = json_dumps(criteria, JSON_COMPACT | JSON_SORT_KEYS);
 	PGresult *res;
 	const char *coord_id = NULL;
@@ -143,7 +131,7 @@ static int
 search_list(const struct cfg *c, int argc, char **argv)
 {
 	bool as_json = argc > 1 && strcmp(argv[1], "--json") == 0;
-	struct db *db = connect_db(c);
+	struct db *db = ctl_db_connect(c, true);
 	PGresult *res = must_query(
 	    db, "npi search list",
 	    "SELECT s.id, s.name, s.criteria::text, coalesce(co.email, ''), s.active, "
@@ -191,7 +179,7 @@ search_remove(const struct cfg *c, int argc, char **argv)
 {
 	if (argc != 2)
 		fatalx("%s", search_usage);
-	struct db *db = connect_db(c);
+	struct db *db = ctl_db_connect(c, true);
 	PGresult *res = must_query(db, "npi search remove",
 	                           "DELETE FROM npi_searches WHERE id::text = $1 OR name = $1 RETURNING id", DB_ARGS(argv[1]));
 	int n = PQntuples(res);
@@ -209,7 +197,7 @@ static int
 npi_sync(const struct cfg *c, int argc, char **argv)
 {
 	char err[512];
-	struct db *db = connect_db(c);
+	struct db *db = ctl_db_connect(c, true);
 	PGresult *res;
 
 	if (argc > 2)
@@ -371,7 +359,7 @@ ctl_import_taxonomy(const struct cfg *c, int argc, char **argv)
 		if (idx[i] == -1 && i < 4)
 			fatalx("import-taxonomy: %s: no column \"%s\"; is this the NUCC taxonomy CSV?", argv[1], cols[i]);
 	}
-	struct db *db = connect_db(c);
+	struct db *db = ctl_db_connect(c, true);
 	if (db_begin(db) == -1)
 		fatalx("import-taxonomy: %s", db_error(db));
 	struct copy cp;
@@ -541,7 +529,7 @@ ctl_import_nppes(const struct cfg *c, int argc, char **argv)
 	int sex = idx[C_SEX] != -1 ? idx[C_SEX] : idx[C_GENDER];
 	bool deactivation_file = idx[C_ENTITY] == -1 && idx[C_DEACT] != -1;
 
-	struct db *db = connect_db(c);
+	struct db *db = ctl_db_connect(c, true);
 	const char *coord_id = NULL;
 	char coordbuf[24];
 	if (coordinator) {

@@ -13,6 +13,8 @@ static const struct handler handlers[] = {
     {"ActivityInviteJob", true, invite_run},
     {"CaseAlertJob", true, case_alert_run},
     {"NpiSyncJob", true, npi_sync_run},
+    {"MetricsJob", true, metrics_run},
+    {"MonthlyReportJob", true, monthly_report_run},
 };
 
 static struct mailtmpl templates[8];

@@ -77,5 +77,7 @@ enum job_result manager_digest_run(struct job_ctx *ctx);
 enum job_result invite_run(struct job_ctx *ctx);
 enum job_result case_alert_run(struct job_ctx *ctx);
 enum job_result npi_sync_run(struct job_ctx *ctx);
+enum job_result metrics_run(struct job_ctx *ctx);
+enum job_result monthly_report_run(struct job_ctx *ctx);
 
 #endif

@@ -1,0 +1,570 @@
+"""Outcome metrics: known answers on hand-made data, random data against a from-scratch computation, idempotence."""
+import csv
+import datetime as dt
+import io
+import json
+import os
+import random
+import statistics
+import time
+from decimal import ROUND_HALF_UP, Decimal
+
+import harness
+
+UTC = dt.timezone.utc
+KINDS = ("day", "week", "month", "quarter")
+
+
+def ts(s):
+    """'2025-01-06 10:00' as an aware UTC datetime."""
+    return dt.datetime.fromisoformat(s).replace(tzinfo=UTC)
+
+
+def trunc(kind, d):
+    if kind == "day":
+        return d
+    if kind == "week":
+        return d - dt.timedelta(days=d.weekday())
+    if kind == "month":
+        return d.replace(day=1)
+    return d.replace(month=(d.month - 1) // 3 * 3 + 1, day=1)
+
+
+def step(kind, start, n=1):
+    if kind == "day":
+        return start + dt.timedelta(days=n)
+    if kind == "week":
+        return start + dt.timedelta(weeks=n)
+    months = n if kind == "month" else 3 * n
+    m = start.month - 1 + months
+    return dt.date(start.year + m // 12, m % 12 + 1, 1)
+
+
+def day_of(t):
+    return t.astimezone(UTC).date()
+
+
+class MetricsCase(harness.Case):
+    def refresh(self, *args):
+        """outreachctl metrics [args]; returns (run id, periods, rows changed) of the run."""
+        p = self.run_bin("outreachctl", "-c", harness.CONFIG, "metrics", *args, check=True)
+        return self.sql("SELECT id, periods, rows_changed FROM metric_runs ORDER BY id DESC LIMIT 1")[0]
+
+    def dump(self):
+        """Every metric table's rows, for comparisons."""
+        out = {}
+        for t in ("metric_referrals", "metric_new_sources", "metric_quiet_sources", "metric_coordinators",
+                  "metric_service_lines", "metric_activity", "metric_cases", "metric_goal_progress",
+                  "metric_source_first"):
+            out[t] = sorted(self.sql("SELECT * FROM %s" % t))
+        return out
+
+    def rows(self, table, kind, start, cols):
+        return sorted(self.sql("SELECT %s FROM %s WHERE period_kind = %%s AND period_start = %%s" % (cols, table),
+                               (kind, start)))
+
+
+class KnownAnswers(MetricsCase):
+    """Four sources, two coordinators, a few months of 2025: every figure checked against a hand count."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.migrate()
+        q = cls.sql_one
+        cls.a = q("INSERT INTO coordinators (name, email) VALUES ('Ann Able', 'ann@x.example') RETURNING id")
+        cls.b = q("INSERT INTO coordinators (name, email) VALUES ('Bo Baker', 'bo@x.example') RETURNING id")
+        src = "INSERT INTO referral_sources (last_name, coordinator_id, status) VALUES (%s, %s, 'active') RETURNING id"
+        cls.s1, cls.s2 = q(src, ("One", cls.a)), q(src, ("Two", cls.a))
+        cls.s3, cls.s4 = q(src, ("Three", cls.b)), q(src, ("Four", None))
+        ref = ("INSERT INTO referrals (source_id, service_line, referred_at, patient_key) VALUES (%s, %s, %s, %s) "
+               "RETURNING id")
+        r1 = q(ref, (cls.s1, "Cardiology", ts("2025-01-06 10:00"), "p1"))
+        q(ref, (cls.s1, "Cardiology", ts("2025-01-07 09:00"), "p2"))
+        q(ref, (cls.s1, "Imaging", ts("2025-02-03 09:00"), "p3"))
+        q(ref, (cls.s2, "Imaging", ts("2025-01-31 23:30"), "p4"))
+        r5 = q(ref, (cls.s3, "Cardiology", ts("2025-02-10 12:00"), "p5"))
+        q(ref, (cls.s3, "Cardiology", ts("2025-04-01 08:00"), "p6"))
+        r7 = q(ref, (cls.s4, "Oncology", ts("2024-12-30 08:00"), "p7"))
+        enc = "INSERT INTO encounters (referral_id, service_date, amount_cents) VALUES (%s, %s, %s)"
+        cls.sql(enc, (r1, "2025-01-10", 10000))
+        cls.sql(enc, (r1, "2025-02-02", 5000))
+        cls.sql(enc, (r5, "2025-02-11", 20000))
+        cls.sql(enc, (r7, "2025-01-02", 3000))
+        goal = ("INSERT INTO outreach_goals (service_line, metric, period_start, period_end, target) "
+                "VALUES (%s, %s, %s, %s, %s) RETURNING id")
+        cls.g_ref = q(goal, ("Cardiology", "referrals", "2025-01-01", "2025-03-31", 4))
+        cls.g_rev = q(goal, ("Imaging", "revenue_cents", "2025-01-01", "2025-01-31", 0))
+        cls.g_new = q(goal, ("Cardiology", "new_sources", "2025-01-01", "2025-03-31", 2))
+        cls.g_act = q(goal, ("Cardiology", "activities", "2025-01-01", "2025-01-31", 4))
+        act = ("INSERT INTO activities (source_id, coordinator_id, kind, scheduled_at, completed_at, canceled_at) "
+               "VALUES (%s, %s, %s, %s, %s, %s)")
+        cls.sql(act, (cls.s1, cls.a, "call", ts("2025-01-10 09:00"), ts("2025-01-12 09:00"), None))
+        cls.sql(act, (cls.s1, cls.a, "call", ts("2025-01-20 09:00"), None, ts("2025-02-15 09:00")))
+        cls.sql(act, (cls.s2, cls.a, "call", ts("2025-02-20 09:00"), ts("2025-03-05 09:00"), None))
+        cls.sql(act, (cls.s3, cls.b, "meeting", None, ts("2025-01-15 09:00"), None))
+        case = ("INSERT INTO cases (source_id, category, priority, status, summary, opened_at, resolved_at) "
+                "VALUES (%s, 'billing', 'high', %s, 'x', %s, %s)")
+        for opened, resolved in (("2025-01-05", "2025-01-06"), ("2025-01-10", "2025-01-12"),
+                                 ("2025-01-03", "2025-01-07"), ("2025-01-20", "2025-02-10"), ("2025-01-25", None)):
+            cls.sql(case, (cls.s1, "resolved" if resolved else "open", ts(opened + " 00:00"),
+                           ts(resolved + " 00:00") if resolved else None))
+        cls.first = cls.refresh(cls)
+
+    def test_referrals_and_revenue_per_source_and_service_line(self):
+        cols = "source_id, service_line, referrals, revenue_cents"
+        self.assertEqual(self.rows("metric_referrals", "month", "2025-01-01", cols), sorted([
+            (self.s1, "Cardiology", 2, 10000), (self.s2, "Imaging", 1, 0), (self.s4, "Oncology", 0, 3000)]))
+        self.assertEqual(self.rows("metric_referrals", "month", "2025-02-01", cols), sorted([
+            (self.s1, "Imaging", 1, 0), (self.s1, "Cardiology", 0, 5000), (self.s3, "Cardiology", 1, 20000)]))
+        self.assertEqual(self.rows("metric_referrals", "month", "2025-03-01", cols), [])
+        self.assertEqual(self.rows("metric_referrals", "quarter", "2025-01-01", cols), sorted([
+            (self.s1, "Cardiology", 2, 15000), (self.s1, "Imaging", 1, 0), (self.s2, "Imaging", 1, 0),
+            (self.s3, "Cardiology", 1, 20000), (self.s4, "Oncology", 0, 3000)]))
+        # an ISO week from Monday across the new year; 23:30 UTC stays on its UTC day
+        self.assertEqual(self.rows("metric_referrals", "week", "2024-12-30", cols), [(self.s4, "Oncology", 1, 3000)])
+        self.assertEqual(self.rows("metric_referrals", "week", "2025-01-06", cols), [(self.s1, "Cardiology", 2, 10000)])
+        self.assertEqual(self.rows("metric_referrals", "day", "2025-01-31", cols), [(self.s2, "Imaging", 1, 0)])
+
+    def test_new_and_gone_quiet_sources(self):
+        new = "source_id, service_line"
+        self.assertEqual(self.rows("metric_new_sources", "month", "2024-12-01", new), [(self.s4, "Oncology")])
+        self.assertEqual(self.rows("metric_new_sources", "month", "2025-01-01", new),
+                         sorted([(self.s1, "Cardiology"), (self.s2, "Imaging")]))
+        self.assertEqual(self.rows("metric_new_sources", "month", "2025-02-01", new), [(self.s3, "Cardiology")])
+        self.assertEqual(self.rows("metric_new_sources", "quarter", "2025-01-01", new),
+                         sorted([(self.s1, "Cardiology"), (self.s2, "Imaging"), (self.s3, "Cardiology")]))
+        quiet = "source_id, referrals_before"
+        self.assertEqual(self.rows("metric_quiet_sources", "month", "2025-01-01", quiet), [(self.s4, 1)])
+        self.assertEqual(self.rows("metric_quiet_sources", "month", "2025-02-01", quiet), [(self.s2, 1)])
+        self.assertEqual(self.rows("metric_quiet_sources", "month", "2025-03-01", quiet), sorted([(self.s1, 1), (self.s3, 1)]))
+        self.assertEqual(self.rows("metric_quiet_sources", "month", "2025-04-01", quiet), [])
+        self.assertEqual(self.rows("metric_quiet_sources", "month", "2025-05-01", quiet), [(self.s3, 1)])
+        self.assertEqual(self.rows("metric_quiet_sources", "quarter", "2025-01-01", quiet), [(self.s4, 1)])
+        self.assertEqual(self.rows("metric_quiet_sources", "quarter", "2025-04-01", quiet), sorted([(self.s1, 3), (self.s2, 1)]))
+        self.assertEqual(self.rows("metric_quiet_sources", "quarter", "2025-07-01", quiet), [(self.s3, 1)])
+
+    def test_per_coordinator_and_service_line(self):
+        cols = "coordinator_id, service_line, referrals, revenue_cents, referring_sources, new_sources"
+        self.assertEqual(self.rows("metric_coordinators", "month", "2025-01-01", cols), sorted([
+            (self.a, "Cardiology", 2, 10000, 1, 1), (self.a, "Imaging", 1, 0, 1, 1), (0, "Oncology", 0, 3000, 0, 0)]))
+        cols = "service_line, referrals, revenue_cents, referring_sources, new_sources"
+        self.assertEqual(self.rows("metric_service_lines", "month", "2025-02-01", cols), sorted([
+            ("Cardiology", 1, 25000, 1, 1), ("Imaging", 1, 0, 1, 0)]))
+
+    def test_goal_progress(self):
+        got = {r[0]: r[1:] for r in self.sql("SELECT goal_id, value, target, percent FROM metric_goal_progress")}
+        self.assertEqual(got[self.g_ref], (3, 4, Decimal("75.0")))
+        self.assertEqual(got[self.g_rev], (0, 0, None))       # no target: no percent
+        self.assertEqual(got[self.g_new], (2, 2, Decimal("100.0")))
+        self.assertEqual(got[self.g_act], (2, 4, Decimal("50.0")))
+
+    def test_activity(self):
+        cols = "coordinator_id, kind, planned, completed, overdue"
+        self.assertEqual(self.rows("metric_activity", "month", "2025-01-01", cols), sorted([
+            (self.a, "call", 1, 1, 1), (self.b, "meeting", 0, 1, 0)]))
+        self.assertEqual(self.rows("metric_activity", "month", "2025-02-01", cols), [(self.a, "call", 1, 0, 1)])
+        self.assertEqual(self.rows("metric_activity", "month", "2025-03-01", cols), [(self.a, "call", 0, 1, 0)])
+
+    def test_cases_and_resolution_times(self):
+        cols = "category, priority, opened, resolved, still_open, avg_resolution_hours, median_resolution_hours"
+        self.assertEqual(self.rows("metric_cases", "month", "2025-01-01", cols),
+                         [("billing", "high", 5, 3, 2, Decimal("56.00"), Decimal("48.00"))])
+        self.assertEqual(self.rows("metric_cases", "month", "2025-02-01", cols),
+                         [("billing", "high", 0, 1, 1, Decimal("504.00"), Decimal("504.00"))])
+        # the open case stays open in every later period, up to now
+        self.assertEqual(self.rows("metric_cases", "month", "2025-06-01", cols),
+                         [("billing", "high", 0, 0, 1, None, None)])
+
+    def test_running_again_changes_nothing(self):
+        before = self.dump()
+        run, periods, changed = self.refresh()
+        self.assertEqual(changed, 0)
+        self.assertEqual(self.dump(), before)
+        run, periods, changed = self.refresh("--period", "full")
+        self.assertEqual(changed, 0)
+        self.assertEqual(self.dump(), before)
+        self.assertEqual(self.sql_one("SELECT scope FROM metric_runs WHERE id = %s", (run,)), "full")
+
+    def test_report_formats(self):
+        text = self.run_bin("outreachctl", "-c", harness.CONFIG, "report", "--month", "2025-02", check=True).stdout
+        self.assertIn("Outreach report for 2025-02", text)
+        self.assertIn("Sources gone quiet", text)
+        self.assertRegex(text, r"Cardiology\s+1\s")
+        doc = json.loads(self.run_bin("outreachctl", "-c", harness.CONFIG, "report", "--month", "2025-02",
+                                      "--format", "json", check=True).stdout)
+        self.assertEqual(doc["month"], "2025-02")
+        self.assertEqual(doc["summary"]["referrals"], 2)
+        self.assertEqual(doc["summary"]["revenue"], 250.0)
+        self.assertEqual(doc["summary"]["new_sources"], 1)
+        self.assertEqual(doc["summary"]["gone_quiet"], 1)
+        self.assertEqual([(g["source_id"], g["referrals_last_month"]) for g in doc["gone_quiet"]], [(self.s2, 1)])
+        self.assertEqual([t["source_id"] for t in doc["top_referrers"]], [self.s3, self.s1])
+        self.assertEqual(doc["cases"], [{"category": "billing", "priority": "high", "opened": 0, "resolved": 1,
+                                         "open_at_end": 1, "avg_hours": 504.0, "median_hours": 504.0}])
+        goals = {(g["service_line"], g["metric"]): g for g in doc["goals"]}
+        self.assertEqual(goals[("Cardiology", "referrals")]["percent"], 75.0)
+        out = self.run_bin("outreachctl", "-c", harness.CONFIG, "report", "--month", "2025-02", "--format", "csv",
+                           check=True).stdout
+        rows = list(csv.reader(io.StringIO(out)))
+        self.assertEqual(rows[0][:3], ["section", "referrals", "revenue"])
+        self.assertEqual(rows[1][:3], ["summary", "2", "250.00"])
+        self.assertIn(["gone_quiet", str(self.s2), "Two", "Ann Able", "1"], rows)
+        bad = self.run_bin("outreachctl", "-c", harness.CONFIG, "report", "--month", "2025-13")
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("expected a month like", bad.stderr)
+
+    def push(self, klass, args, queue="alerts"):
+        job = {"class": klass, "args": args, "jid": os.urandom(12).hex(), "queue": queue, "retry": True,
+               "created_at": time.time(), "enqueued_at": time.time()}
+        self.redis().sadd("queues", queue)
+        self.redis().lpush("queue:" + queue, json.dumps(job))
+
+    def test_monthly_report_email_with_charts_sent_once(self):
+        self.push("MonthlyReportJob", [self.a, "2025-02"])
+        self.push("MonthlyReportJob", [self.a, "2025-02"])
+        w = self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "alerts")
+        msgs = self.wait_mail(1)
+        self.wait_for("both jobs done", lambda: self.redis().llen("queue:alerts") == 0 and not any(
+            self.redis().llen(k) for k in self.redis().smembers("outreach:inflight")))
+        time.sleep(0.5)
+        msgs = self.maildir_messages()
+        self.assertEqual(len(msgs), 1, w.log())
+        m = msgs[0]
+        self.assertEqual(m.defects, [])
+        self.assertEqual(str(m["Subject"]), "February 2025: 1 referrals, $50.00 revenue")
+        self.assertEqual(str(m["To"]), "Ann Able <ann@x.example>")
+        text = m.get_body(("plain",)).get_content()
+        self.assertIn("Referrals received:     1\n", text)
+        self.assertIn("Revenue from referrals: $50.00", text)
+        self.assertIn("2025-01  3  $100.00", text)        # Ann's sources in January: 2 + 1 referrals
+        self.assertIn("2025-02  1  $50.00", text)
+        self.assertIn("* Two (1 referrals the month before)", text)
+        self.assertIn("Cardiology referrals (1 Jan 2025 to 31 Mar 2025): 3 of 4, 75%", text)
+        html = m.get_body(("html",)).get_content()
+        images = [p for p in m.walk() if p.get_content_type() == "image/png"]
+        self.assertEqual(len(images), 3)
+        for img in images:
+            self.assertTrue(img.get_content().startswith(b"\x89PNG\r\n\x1a\n"))
+            cid = img["Content-ID"].strip("<>")
+            self.assertIn('src="cid:%s"' % cid, html)
+        self.assertEqual(self.sql("SELECT status FROM alert_emails WHERE kind = 'monthly_report'"), [("sent",)])
+
+    def test_monthly_report_for_every_coordinator(self):
+        self.sql("DELETE FROM alert_emails WHERE kind = 'monthly_report'")
+        self.push("MonthlyReportJob", ["2025-02"])
+        w = self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "alerts")
+        msgs = self.wait_mail(2)
+        self.assertEqual(sorted(str(m["To"]) for m in msgs), ["Ann Able <ann@x.example>", "Bo Baker <bo@x.example>"])
+        bo = [m for m in msgs if "bo@" in str(m["To"])][0]
+        self.assertEqual(str(bo["Subject"]), "February 2025: 1 referrals, $200.00 revenue")
+
+
+class Changes(MetricsCase):
+    """Writers change the source rows; the next run recomputes exactly what they touched."""
+
+    def setUp(self):
+        super().setUp()
+        self.migrate()
+        self.sql("TRUNCATE coordinators, referral_sources, metric_runs, metric_dirty_days, metric_dirty_sources "
+                 "RESTART IDENTITY CASCADE")
+        for t in ("metric_referrals", "metric_new_sources", "metric_quiet_sources", "metric_coordinators",
+                  "metric_service_lines", "metric_activity", "metric_cases"):
+            self.sql("TRUNCATE %s" % t)
+        self.a = self.sql_one("INSERT INTO coordinators (name, email) VALUES ('A', 'a@x.example') RETURNING id")
+        self.b = self.sql_one("INSERT INTO coordinators (name, email) VALUES ('B', 'b@x.example') RETURNING id")
+        self.s = self.sql_one("INSERT INTO referral_sources (last_name, coordinator_id) VALUES ('S', %s) RETURNING id",
+                              (self.a,))
+
+    def referral(self, at, line="Cardiology", key=None):
+        return self.sql_one("INSERT INTO referrals (source_id, service_line, referred_at, patient_key) "
+                            "VALUES (%s, %s, %s, %s) RETURNING id", (self.s, line, ts(at), key or at))
+
+    def test_a_new_coordinator_takes_the_history_and_an_earlier_referral_moves_new_source(self):
+        r = self.referral("2025-03-10 10:00")
+        self.sql("INSERT INTO encounters (referral_id, service_date, amount_cents) VALUES (%s, '2025-05-02', 700)", (r,))
+        self.refresh()
+        self.assertEqual(self.rows("metric_coordinators", "month", "2025-05-01", "coordinator_id, revenue_cents"),
+                         [(self.a, 700)])
+        self.sql("UPDATE referral_sources SET coordinator_id = %s WHERE id = %s", (self.b, self.s))
+        run, periods, changed = self.refresh()
+        self.assertGreater(changed, 0)
+        self.assertEqual(self.rows("metric_coordinators", "month", "2025-05-01", "coordinator_id, revenue_cents"),
+                         [(self.b, 700)])
+        self.assertEqual(self.rows("metric_coordinators", "month", "2025-03-01", "coordinator_id, new_sources"),
+                         [(self.b, 1)])
+        self.referral("2025-01-15 10:00", "Imaging")
+        self.refresh()
+        self.assertEqual(self.rows("metric_new_sources", "month", "2025-03-01", "source_id"), [])
+        self.assertEqual(self.rows("metric_new_sources", "month", "2025-01-01", "source_id, service_line"),
+                         [(self.s, "Imaging")])
+        # February: referred in January, not in February
+        self.assertEqual(self.rows("metric_quiet_sources", "month", "2025-02-01", "source_id"), [(self.s,)])
+        before = self.dump()
+        self.assertEqual(self.refresh("--period", "full")[2], 0)
+        self.assertEqual(self.dump(), before)
+
+    def test_deleting_the_only_referral_empties_its_periods(self):
+        r = self.referral("2025-06-10 10:00")
+        self.refresh()
+        self.assertEqual(len(self.rows("metric_referrals", "quarter", "2025-04-01", "source_id")), 1)
+        self.sql("DELETE FROM referrals WHERE id = %s", (r,))
+        self.refresh()
+        for kind, start in (("day", "2025-06-10"), ("week", "2025-06-09"), ("month", "2025-06-01"),
+                            ("quarter", "2025-04-01")):
+            self.assertEqual(self.rows("metric_referrals", kind, start, "source_id"), [], kind)
+            self.assertEqual(self.rows("metric_new_sources", kind, start, "source_id"), [], kind)
+        self.assertEqual(self.sql_one("SELECT count(*) FROM metric_quiet_sources"), 0)
+        self.assertEqual(self.sql_one("SELECT count(*) FROM metric_source_first"), 0)
+
+    def test_one_period_on_request(self):
+        self.referral("2025-06-10 10:00")
+        self.refresh()
+        self.sql("DELETE FROM metric_referrals WHERE period_kind = 'month'")
+        run, periods, changed = self.refresh("--period", "month:2025-06-17")
+        self.assertEqual(periods, 1)
+        self.assertEqual(self.rows("metric_referrals", "month", "2025-06-01", "source_id, referrals"), [(self.s, 1)])
+        bad = self.run_bin("outreachctl", "-c", harness.CONFIG, "metrics", "--period", "year:2025-01-01")
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("day, week, month or quarter", bad.stderr)
+
+    def test_the_worker_runs_metrics_jobs_and_refuses_bad_args(self):
+        self.referral("2025-06-10 10:00")
+        r = self.redis()
+        for args in ([], ["month", "2025-06-01"], ["year", "2025"]):
+            job = {"class": "MetricsJob", "args": args, "jid": os.urandom(12).hex(), "queue": "metrics",
+                   "retry": True, "created_at": time.time(), "enqueued_at": time.time()}
+            r.sadd("queues", "metrics")
+            r.lpush("queue:metrics", json.dumps(job))
+        w = self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "metrics")
+        self.wait_for("two metric runs", lambda: self.sql_one("SELECT count(*) FROM metric_runs") == 2)
+        self.wait_for("the bad job in dead", lambda: r.zcard("dead") == 1)
+        dead = json.loads(r.zrange("dead", 0, -1)[0])
+        self.assertEqual(dead["error_class"], "ArgumentError")
+        self.assertIn("period_kind", dead["error_message"])
+        self.assertEqual(sorted(self.sql("SELECT scope FROM metric_runs")), [("full",), ("period",)])
+        self.assertEqual(self.rows("metric_referrals", "month", "2025-06-01", "source_id, referrals"), [(self.s, 1)])
+        w.wait_log(r"metrics: run \d+ recomputed")
+        enq = self.run_bin("outreachctl", "-c", harness.CONFIG, "metrics", "--enqueue", "--period", "full", check=True)
+        self.wait_for("the enqueued run", lambda: self.sql_one("SELECT count(*) FROM metric_runs") == 3)
+
+
+class RandomData(MetricsCase):
+    """Random writes between runs; the tables must equal a computation from scratch (here, in Python)."""
+
+    LINES = ("Cardiology", "Imaging", "Oncology", "Hospice")
+
+    def setUp(self):
+        super().setUp()
+        self.migrate()
+        self.seed = int(os.environ.get("METRICS_SEED", "0")) or random.randrange(1 << 30)
+        self.rng = random.Random(self.seed)
+
+    def rand_time(self):
+        start = dt.datetime(2024, 10, 1, tzinfo=UTC)
+        return start + dt.timedelta(minutes=self.rng.randrange(0, 60 * 24 * 420))
+
+    def populate(self, n):
+        rng = self.rng
+        coords = [r[0] for r in self.sql("SELECT id FROM coordinators")]
+        sources = [r[0] for r in self.sql("SELECT id FROM referral_sources")]
+        for _ in range(n):
+            s = rng.choice(sources)
+            rid = self.sql_one("INSERT INTO referrals (source_id, service_line, referred_at, patient_key) "
+                               "VALUES (%s, %s, %s, %s) RETURNING id",
+                               (s, rng.choice(self.LINES), self.rand_time(), os.urandom(6).hex()))
+            for _ in range(rng.randrange(0, 3)):
+                self.sql("INSERT INTO encounters (referral_id, service_date, amount_cents) VALUES (%s, %s, %s)",
+                         (rid, self.rand_time().date(), rng.randrange(0, 100000)))
+        for _ in range(n // 4):
+            sched = self.rand_time() if rng.random() < 0.8 else None
+            done = rng.random()
+            comp = (sched or self.rand_time()) + dt.timedelta(hours=rng.randrange(1, 2000)) if done < 0.5 else None
+            canc = (sched + dt.timedelta(hours=rng.randrange(1, 2000))) if sched and 0.5 <= done < 0.7 else None
+            self.sql("INSERT INTO activities (source_id, coordinator_id, kind, scheduled_at, completed_at, canceled_at) "
+                     "VALUES (%s, %s, %s, %s, %s, %s)", (rng.choice(sources), rng.choice(coords + [None]),
+                                                        rng.choice(("call", "email", "meeting")), sched, comp, canc))
+        for _ in range(n // 5):
+            opened = self.rand_time()
+            resolved = opened + dt.timedelta(minutes=rng.randrange(1, 60 * 24 * 40)) if rng.random() < 0.7 else None
+            self.sql("INSERT INTO cases (source_id, category, priority, status, summary, opened_at, resolved_at) "
+                     "VALUES (%s, %s, %s, %s, 'x', %s, %s)",
+                     (rng.choice(sources), rng.choice(("billing", "clinical")), rng.choice(("normal", "urgent")),
+                      "resolved" if resolved else "open", opened, resolved))
+
+    def mutate(self):
+        rng = self.rng
+        coords = [r[0] for r in self.sql("SELECT id FROM coordinators")]
+        sources = [r[0] for r in self.sql("SELECT id FROM referral_sources")]
+        refs = [r[0] for r in self.sql("SELECT id FROM referrals")]
+        for rid in rng.sample(refs, min(5, len(refs))):
+            self.sql("DELETE FROM referrals WHERE id = %s", (rid,))
+        refs = [r[0] for r in self.sql("SELECT id FROM referrals")]
+        for rid in rng.sample(refs, min(5, len(refs))):
+            self.sql("UPDATE referrals SET referred_at = %s WHERE id = %s", (self.rand_time(), rid))
+        for rid in rng.sample(refs, min(4, len(refs))):
+            self.sql("UPDATE referrals SET service_line = %s, source_id = %s WHERE id = %s",
+                     (rng.choice(self.LINES), rng.choice(sources), rid))
+        for s in rng.sample(sources, 3):
+            self.sql("UPDATE referral_sources SET coordinator_id = %s WHERE id = %s", (rng.choice(coords + [None]), s))
+        self.sql("UPDATE encounters SET service_date = service_date + 40, amount_cents = amount_cents + 1 "
+                 "WHERE id IN (SELECT id FROM encounters ORDER BY random() LIMIT 5)")
+        self.sql("UPDATE activities SET completed_at = scheduled_at + interval '3 days' "
+                 "WHERE id IN (SELECT id FROM activities WHERE completed_at IS NULL AND canceled_at IS NULL "
+                 "             AND scheduled_at IS NOT NULL ORDER BY random() LIMIT 3)")
+        self.sql("UPDATE cases SET status = 'resolved', resolved_at = opened_at + interval '50 hours' "
+                 "WHERE id IN (SELECT id FROM cases WHERE status = 'open' ORDER BY random() LIMIT 3)")
+        self.sql("DELETE FROM activities WHERE id IN (SELECT id FROM activities ORDER BY random() LIMIT 2)")
+        self.sql("DELETE FROM outreach_goals WHERE id IN (SELECT id FROM outreach_goals ORDER BY random() LIMIT 1)")
+        self.goals(2)
+        self.populate(30)
+
+    def goals(self, n):
+        for _ in range(n):
+            start = self.rand_time().date()
+            self.sql("INSERT INTO outreach_goals (service_line, metric, period_start, period_end, target) "
+                     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                     (self.rng.choice(self.LINES),
+                      self.rng.choice(("referrals", "revenue_cents", "new_sources", "activities")),
+                      start, start + dt.timedelta(days=self.rng.randrange(0, 120)), self.rng.randrange(0, 50)))
+
+    # --- the computation from scratch ----------------------------------------------------------------
+    def expected(self, as_of):
+        today = as_of.date()
+        coord = dict(self.sql("SELECT id, coalesce(coordinator_id, 0) FROM referral_sources"))
+        refs = self.sql("SELECT id, source_id, service_line, referred_at FROM referrals")
+        line_of = {r[0]: (r[1], r[2]) for r in refs}
+        encs = self.sql("SELECT referral_id, service_date, amount_cents FROM encounters")
+        acts = self.sql("SELECT coalesce(coordinator_id, 0), kind, scheduled_at, completed_at, canceled_at FROM activities")
+        cases = self.sql("SELECT category, priority, opened_at, resolved_at FROM cases")
+        exp = {k: set() for k in ("metric_referrals", "metric_new_sources", "metric_quiet_sources",
+                                  "metric_coordinators", "metric_service_lines", "metric_activity", "metric_cases")}
+        first = {}
+        for rid, s, line, at in sorted(refs, key=lambda r: (r[3], r[0])):
+            first.setdefault(s, (at, line))
+        earliest = min([day_of(r[3]) for r in refs] + [e[1] for e in encs] +
+                       [day_of(t) for a in acts for t in (a[2], a[3]) if t] + [day_of(c[2]) for c in cases])
+        for kind in KINDS:
+            per = {}
+            for rid, s, line, at in refs:
+                p = trunc(kind, day_of(at))
+                x = per.setdefault((p, s, line), [0, 0])
+                x[0] += 1
+            for rid, d, cents in encs:
+                s, line = line_of[rid]
+                x = per.setdefault((trunc(kind, d), s, line), [0, 0])
+                x[1] += cents
+            per = {k: v for k, v in per.items() if k[0] <= today}
+            for (p, s, line), (n, c) in per.items():
+                exp["metric_referrals"].add((kind, p, s, line, n, c))
+            news = {}
+            for s, (at, line) in first.items():
+                p = trunc(kind, day_of(at))
+                if p <= today:
+                    exp["metric_new_sources"].add((kind, p, s, line))
+                    news[(p, s)] = line
+            referring = {}
+            for (p, s, line), (n, c) in per.items():
+                if n > 0:
+                    referring.setdefault(p, {}).setdefault(s, 0)
+                    referring[p][s] += n
+            for p, srcs in referring.items():
+                nxt = step(kind, p)
+                if nxt <= today:
+                    for s, n in srcs.items():
+                        if s not in referring.get(nxt, {}):
+                            exp["metric_quiet_sources"].add((kind, nxt, s, n))
+            for group, key in (("metric_coordinators", lambda s, line: (coord[s], line)),
+                               ("metric_service_lines", lambda s, line: (line,))):
+                agg = {}
+                for (p, s, line), (n, c) in per.items():
+                    x = agg.setdefault((p,) + key(s, line), [0, 0, 0, 0])
+                    x[0] += n
+                    x[1] += c
+                    x[2] += n > 0
+                for (p, s), line in news.items():
+                    x = agg.setdefault((p,) + key(s, line), [0, 0, 0, 0])
+                    x[3] += 1
+                for k, v in agg.items():
+                    exp[group].add((kind,) + k + tuple(v))
+            p = trunc(kind, earliest)
+            while p <= today:
+                stop = dt.datetime.combine(step(kind, p), dt.time(), UTC)
+                start = dt.datetime.combine(p, dt.time(), UTC)
+                at = min(stop, as_of)
+                agg = {}
+                for c_id, k, sched, comp, canc in acts:
+                    x = agg.setdefault((c_id, k), [0, 0, 0])
+                    x[0] += bool(sched and start <= sched < stop and canc is None)
+                    x[1] += bool(comp and start <= comp < stop and canc is None)
+                    x[2] += bool(sched and sched < at and (comp is None or comp >= at) and (canc is None or canc >= at))
+                for k, v in agg.items():
+                    if any(v):
+                        exp["metric_activity"].add((kind, p) + k + tuple(v))
+                agg = {}
+                for cat, prio, op, res in cases:
+                    x = agg.setdefault((cat, prio), [0, 0, 0, []])
+                    x[0] += start <= op < stop
+                    if res and start <= res < stop:
+                        x[1] += 1
+                        x[3].append(Decimal((res - op).total_seconds()) / 3600)
+                    x[2] += op < at and (res is None or res >= at)
+                for k, (o, r, still, hours) in agg.items():
+                    if o or r or still:
+                        q = Decimal("0.01")
+                        avg = (sum(hours) / len(hours)).quantize(q) if hours else None
+                        med = Decimal(statistics.median(hours)).quantize(q) if hours else None
+                        exp["metric_cases"].add((kind, p) + k + (o, r, still, avg, med))
+                p = step(kind, p)
+        return exp
+
+    def expected_goals(self, exp):
+        out = set()
+        for gid, line, metric, ps, pe, target in self.sql(
+                "SELECT id, service_line, metric, period_start, period_end, target FROM outreach_goals"):
+            if metric == "activities":
+                v = sum(r[5] for r in exp["metric_activity"] if r[0] == "day" and ps <= r[1] <= pe)
+            else:
+                col = {"referrals": 3, "revenue_cents": 4, "new_sources": 6}[metric]
+                v = sum(r[col] for r in exp["metric_service_lines"]
+                        if r[0] == "day" and r[2] == line and ps <= r[1] <= pe)
+            pct = (Decimal(100) * v / target).quantize(Decimal("0.1"), ROUND_HALF_UP) if target > 0 else None
+            out.add((gid, line, metric, ps, pe, Decimal(v), target, pct))
+        return out
+
+    def compare(self):
+        as_of = self.sql_one("SELECT as_of FROM metric_runs ORDER BY id DESC LIMIT 1").astimezone(UTC)
+        exp = self.expected(as_of)
+        for table, rows in exp.items():
+            got = set(self.sql("SELECT * FROM %s" % table))
+            if table == "metric_cases":  # averages and medians: equal to the cent, rounding aside
+                got, rows = ({r[:7] + tuple(None if v is None else round(float(v), 1) for v in r[7:]) for r in x}
+                             for x in (got, rows))
+            self.assertEqual(sorted(got - rows, key=str)[:10], [],
+                             "%s: rows not expected (METRICS_SEED=%d)" % (table, self.seed))
+            self.assertEqual(sorted(rows - got, key=str)[:10], [], "%s: rows missing (METRICS_SEED=%d)" % (table, self.seed))
+        got = set(self.sql("SELECT * FROM metric_goal_progress"))
+        self.assertEqual(got, self.expected_goals(exp))
+
+    def test_incremental_runs_equal_a_computation_from_scratch(self):
+        for i in range(4):
+            self.sql("INSERT INTO coordinators (name, email) VALUES (%s, %s)", ("C%d" % i, "c%d@x.example" % i))
+        for i in range(25):
+            self.sql("INSERT INTO referral_sources (last_name, coordinator_id) "
+                     "VALUES (%s, (SELECT id FROM coordinators ORDER BY random() LIMIT 1))", ("S%d" % i,))
+        self.populate(120)
+        self.goals(6)
+        self.refresh()
+        self.compare()
+        for _ in range(3):
+            self.mutate()
+            self.refresh()
+            self.compare()
+        before = self.dump()
+        self.assertEqual(self.refresh()[2], 0)
+        self.assertEqual(self.refresh("--period", "full")[2], 0)
+        self.assertEqual(self.dump(), before)
+
+
+if __name__ == "__main__":
+    harness.main()

@@ -50,6 +50,8 @@ static const struct cfg_key keys[] = {
      "seconds to wait for each SMTP reply"},
     {"http", "listen", CFG_STR, OFF(http.listen), "127.0.0.1:9464", 0, 0, NULL, 0,
      "host:port of the private listener (/healthz, /readyz, /metrics)"},
+    {"http", "public_listen", CFG_STR, OFF(http.public_listen), "", 0, 0, NULL, CFG_OPTIONAL,
+     "host:port of the public listener for campaign tracking and unsubscribe links; empty: none"},
     {"npi", "base_url", CFG_STR, OFF(npi.base_url), "https://npiregistry.cms.hhs.gov/api/", 0, 0, NULL,
      CFG_RELOADABLE, "NPI Registry API endpoint"},
     {"npi", "request_interval_ms", CFG_INT, OFF(npi.request_interval_ms), "1000", 0, 60000, NULL, CFG_RELOADABLE,
@@ -104,6 +106,16 @@ static const struct cfg_key keys[] = {
      "hours an urgent case may stay open before its assignee is alerted"},
     {"cases", "escalate_after_hours", CFG_INT, OFF(cases.escalate_after_hours), "24", 1, 8760, NULL,
      CFG_RELOADABLE, "hours after the assignee's alert that the assignee's manager is alerted"},
+    {"campaigns", "public_url", CFG_STR, OFF(campaigns.public_url), "http://127.0.0.1:9465", 0, 0, NULL,
+     CFG_RELOADABLE, "base URL under which the public listener is reached from recipients' mail readers"},
+    {"campaigns", "token_key_file", CFG_STR, OFF(campaigns.token_key_file), "", 0, 0, NULL, CFG_OPTIONAL,
+     "file holding the key (32 bytes or more) that signs tracking and unsubscribe tokens; empty: no campaigns"},
+    {"campaigns", "unsubscribe_mailto", CFG_STR, OFF(campaigns.unsubscribe_mailto), "", 0, 0, NULL,
+     CFG_OPTIONAL | CFG_RELOADABLE, "address of the mailto: List-Unsubscribe; empty: smtp.from"},
+    {"campaigns", "max_per_second", CFG_INT, OFF(campaigns.max_per_second), "0", 0, 1000000, NULL,
+     CFG_RELOADABLE, "campaign messages per second across all workers; 0: no limit"},
+    {"campaigns", "max_per_domain_per_minute", CFG_INT, OFF(campaigns.max_per_domain_per_minute), "0", 0,
+     1000000, NULL, CFG_RELOADABLE, "campaign messages per recipient domain per minute across all workers; 0: no limit"},
 };
 
 const struct cfg_key *

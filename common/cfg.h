@@ -51,6 +51,7 @@ struct cfg {
 	} smtp;
 	struct {
 		char *listen;
+		char *public_listen; /* empty: no public listener */
 	} http;
 	struct {
 		char *base_url;
@@ -88,6 +89,13 @@ struct cfg {
 		int sla_hours_low, sla_hours_normal, sla_hours_high, sla_hours_urgent;
 		int escalate_after_hours;
 	} cases;
+	struct {
+		char *public_url;     /* base of tracking and unsubscribe links, no trailing slash */
+		char *token_key_file; /* empty: campaigns cannot be sent or tracked */
+		char *unsubscribe_mailto;
+		int max_per_second;            /* 0: no limit */
+		int max_per_domain_per_minute; /* 0: no limit */
+	} campaigns;
 
 	struct cfg_periodic *periodic; /* the [schedule] section */
 	size_t nperiodic;

@@ -13,7 +13,10 @@
 #include "daemon/web.h"
 
 #define URI_MAX 4096         /* longer request targets get 414 (the longest token is about 2,800) */
-#define HEAD_MAX 16384       /* request line and headers; beyond it libevent refuses the request */
+#define BODY_MAX 4096        /* larger bodies get 413 */
+/* Beyond these libevent refuses a request itself (a bare 413 or 400, not counted here). */
+#define HEAD_MAX 16384 /* request line and headers */
+#define READ_MAX 65536 /* body */
 #define BATCH_MAX 512        /* jobs in one LPUSH */
 #define PENDING_MAX 10000    /* events gathered or waiting for Redis; more are dropped and counted */
 #define DETAIL_MAX 200       /* bytes of User-Agent kept */
@@ -355,13 +358,11 @@ on_request(struct evhttp_request *req, void *arg)
 	const char *uri = evhttp_request_get_uri(req);
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
 
-	if (uri == NULL) {
-		/* libevent refused it (body over 4 KB, or malformed) and asks for the answer. */
-		int code = evhttp_request_get_response_code(req) == 413 ? 413 : 400;
-		answer_text(p, req, ROUTE_OTHER, code, code == 413 ? "request too large\n" : "bad request\n");
+	if (evbuffer_get_length(evhttp_request_get_input_buffer(req)) > BODY_MAX) {
+		answer_text(p, req, ROUTE_OTHER, 413, "request body too large\n");
 		return;
 	}
-	if (strlen(uri) > URI_MAX) {
+	if (uri == NULL || strlen(uri) > URI_MAX) {
 		answer_text(p, req, ROUTE_OTHER, 414, "URI too long\n");
 		return;
 	}
@@ -432,6 +433,7 @@ public_new(struct event_base *base, const char *listen, struct ar *ar, const str
 		return NULL;
 	}
 	evhttp_set_max_headers_size(p->http, HEAD_MAX);
+	evhttp_set_max_body_size(p->http, READ_MAX);
 	/* Every method reaches on_request, which answers 405 with Allow. */
 	evhttp_set_allowed_methods(p->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
 	                                        EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |

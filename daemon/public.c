@@ -299,15 +299,16 @@ enqueue(struct public *p, enum route event, int64_t message_id, const char *url,
 			detail[dn++] = *ua;
 	detail[dn] = '\0';
 	new_jid(p, jid);
-	double now = util_now();
+	char now[32]; /* the same time thrice: formatted once */
+	snprintf(now, sizeof(now), "%.6f", util_now());
 	int hn = snprintf(head, sizeof(head), "{\"class\":\"" CLASS "\",\"args\":[{\"event\":\"%s\",\"message_id\":%lld,",
 	                  route_names[event], (long long)message_id);
 	int tn = snprintf(tail, sizeof(tail),
-	                  "\"}],\"jid\":\"%s\",\"queue\":\"" QUEUE "\",\"retry\":true,\"created_at\":%.6f,"
-	                  "\"enqueued_at\":%.6f}",
+	                  "\"}],\"jid\":\"%s\",\"queue\":\"" QUEUE "\",\"retry\":true,\"created_at\":%s,"
+	                  "\"enqueued_at\":%s}",
 	                  jid, now, now);
 	char at[64];
-	int an = snprintf(at, sizeof(at), "\"at\":%.6f,\"detail\":\"", now);
+	int an = snprintf(at, sizeof(at), "\"at\":%s,\"detail\":\"", now);
 
 	reserve(p, (size_t)hn + (size_t)tn + (size_t)an + 2 * dn + (url ? 2 * strlen(url) + 16 : 0));
 	put(p, head, (size_t)hn);

@@ -318,6 +318,42 @@ class Public(harness.Case):
                       and self.jobs())
         self.assertEqual(self.jobs()[0]["args"][0]["message_id"], 100)
 
+    def test_a_stalled_redis_caps_what_waits(self):
+        """While Redis accepts no writes, at most 10,000 events wait; the rest are dropped and counted,
+        and every hit is either enqueued or counted as a failure."""
+        self.d.kill()
+        d = self.start_bin("outreachd", "-c", harness.CONFIG, env={
+            "OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % self.d.port,
+            "OUTREACH_HTTP_PUBLIC_LISTEN": "127.0.0.1:%d" % self.d.public,
+            "OUTREACH_CAMPAIGNS_TOKEN_KEY_FILE": self.key_file, "OUTREACH_REDIS_TIMEOUT": "60000"})
+        d.port, d.public = self.d.port, self.d.public
+        self.d = d
+        d.wait_log(r"outreachd \S+ ready")
+        r = self.redis()
+        r.execute_command("CLIENT", "PAUSE", "30000", "WRITE")
+        try:
+            out = subprocess.run(["wrk", "-t1", "-c4", "-d3s", "http://127.0.0.1:%d/o/%s" % (d.public, self.token("o", 7))],
+                                 capture_output=True, text=True, check=True).stdout
+            body = self.metrics()
+            served = int(re.search(r'(?m)^outreach_public_requests_total\{route="open",code="200"\} (\d+)$', body).group(1))
+            pending = int(re.search(r"(?m)^outreach_public_pending_events (\d+)$", body).group(1))
+            self.assertGreater(served, 10000, out)
+            self.assertEqual(pending, 10000)
+            # an unsubscribe that cannot wait is refused at once, not left hanging
+            status, _, _ = self.request("POST", "/u/" + self.token("u", 7))
+            self.assertEqual(status, 503)
+        finally:
+            r.execute_command("CLIENT", "UNPAUSE")
+        body = self.wait_for("the waiting events", lambda: (lambda b: re.search(
+            r"(?m)^outreach_public_pending_events 0$", b) and b)(self.metrics()), timeout=60)
+        enqueued = int(re.search(r'(?m)^outreach_public_events_enqueued_total\{event="open"\} (\d+)$', body).group(1))
+        failures = int(re.search(r"(?m)^outreach_public_enqueue_failures_total (\d+)$", body).group(1))
+        self.assertEqual(enqueued, 10000)
+        self.assertEqual(enqueued + failures, served + 1)  # the refused unsubscribe counts as a failure
+        self.assertEqual(r.llen("queue:campaigns"), enqueued)
+        status, _, _ = self.request("POST", "/u/" + self.token("u", 8))
+        self.assertEqual(status, 200)
+
     def test_reload_reads_a_rotated_key(self):
         self.d.kill()
         key_file = os.path.join(self.tmp, "rotated.key")

@@ -126,7 +126,7 @@ class Public(harness.Case):
     def test_open_pixel(self):
         before = time.time()
         status, headers, body = self.request("GET", "/o/" + self.token("o", 1234567890123),
-                                             headers={"User-Agent": "Mozilla/5.0 (Mail)"})
+                                             headers={"User-Agent": 'Mozilla/5.0 (Mail; "quoted" \\back\\slash)'})
         self.assertEqual(status, 200)
         self.assertEqual(body, GIF)
         self.assertEqual(len(body), 43)
@@ -135,7 +135,7 @@ class Public(harness.Case):
         self.assert_common_headers(headers)
         jobs = self.wait_jobs(1)
         self.assertEqual(len(jobs), 1)
-        self.assert_job(jobs[0], "open", 1234567890123, "Mozilla/5.0 (Mail)", before=before)
+        self.assert_job(jobs[0], "open", 1234567890123, 'Mozilla/5.0 (Mail; "quoted" \\back\\slash)', before=before)
 
     def test_click_redirects_to_the_signed_url_only(self):
         url = 'https://example.org/path?a=1&b="two"\\x#frag'

@@ -363,7 +363,11 @@ on_request(struct evhttp_request *req, void *arg)
 		answer_text(p, req, ROUTE_OTHER, 413, "request body too large\n");
 		return;
 	}
-	if (uri == NULL || strlen(uri) > URI_MAX) {
+	if (uri == NULL) {
+		answer_text(p, req, ROUTE_OTHER, 400, "bad request\n");
+		return;
+	}
+	if (strlen(uri) > URI_MAX) {
 		answer_text(p, req, ROUTE_OTHER, 414, "URI too long\n");
 		return;
 	}

@@ -14,6 +14,7 @@
 #include "common/job.h"
 #include "common/jobclass.h"
 #include "common/log.h"
+#include "common/token.h"
 
 #define OFF(f) offsetof(struct cfg, f)
 
@@ -610,6 +611,25 @@ validate(struct load *l)
 		fail(l, origin_of(c, "http", "listen"), "http.listen: '%s' is not host:port (e.g. 127.0.0.1:9464)",
 		     c->http.listen);
 		return -1;
+	}
+	if (*c->http.public_listen && cfg_parse_listen(c->http.public_listen, host, sizeof(host), &port) == -1) {
+		fail(l, origin_of(c, "http", "public_listen"),
+		     "http.public_listen: '%s' is not host:port (e.g. 127.0.0.1:9465)", c->http.public_listen);
+		return -1;
+	}
+	if (*c->http.public_listen && !*c->campaigns.token_key_file) {
+		fail(l, origin_of(c, "http", "public_listen"),
+		     "http.public_listen is set but campaigns.token_key_file is not: the public listener checks the "
+		     "links' tokens with that key");
+		return -1;
+	}
+	if (*c->campaigns.token_key_file) {
+		struct token_key key;
+		if (token_key_load(c->campaigns.token_key_file, &key, msg, sizeof(msg)) == -1) {
+			fail(l, origin_of(c, "campaigns", "token_key_file"), "campaigns.token_key_file: %s", msg);
+			return -1;
+		}
+		explicit_bzero(&key, sizeof(key));
 	}
 	if (strncmp(c->npi.base_url, "http://", 7) != 0 && strncmp(c->npi.base_url, "https://", 8) != 0) {
 		fail(l, origin_of(c, "npi", "base_url"), "npi.base_url: '%s' is not an http(s) URL", c->npi.base_url);

@@ -1,6 +1,7 @@
 /* outreachd: the scheduler daemon: one libevent loop that decides when work is due and queues it. */
 #include <event2/event.h>
 #include <getopt.h>
+#include <openssl/crypto.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,12 +11,14 @@
 #include "common/boot.h"
 #include "common/log.h"
 #include "common/sdnotify.h"
+#include "common/token.h"
 #include "common/util.h"
 #include "daemon/apg.h"
 #include "daemon/aredis.h"
 #include "daemon/leader.h"
 #include "daemon/maint.h"
 #include "daemon/periodic.h"
+#include "daemon/public.h"
 #include "daemon/qstats.h"
 #include "daemon/scan.h"
 #include "daemon/web.h"
@@ -48,6 +51,8 @@ struct daemon {
 	struct periodic *periodic;
 	struct qstats *qstats;
 	struct web *web;
+	struct public *public; /* NULL without http.public_listen */
+	char *token_key_path;  /* the key file read at start, read again on SIGHUP */
 	struct event *ev_watchdog;
 	bool announced;
 	int terms;
@@ -190,6 +195,7 @@ metrics(FILE *out, void *arg)
 	scan_metrics(d->scan, out);
 	periodic_metrics(d->periodic, out);
 	qstats_metrics(d->qstats, out);
+	public_metrics(d->public, out);
 }
 
 static void
@@ -222,6 +228,23 @@ on_term(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
+/* A rotated key file takes effect at a reload; a file that cannot be read keeps the running key. */
+static void
+reload_token_key(struct daemon *d)
+{
+	struct token_key key;
+	char err[512];
+
+	if (d->public == NULL)
+		return;
+	if (token_key_load(d->token_key_path, &key, err, sizeof(err)) == -1) {
+		log_errorx("reload: campaigns.token_key_file: %s; keeping the running key", err);
+		return;
+	}
+	public_set_key(d->public, &key);
+	OPENSSL_cleanse(&key, sizeof(key));
+}
+
 static void
 on_hup(evutil_socket_t sig, short what, void *arg)
 {
@@ -246,6 +269,7 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 		log_set_level((enum log_level)cfg_log_level(d->cfg));
 		log_notice("configuration reloaded from %s", d->cfg->path ? d->cfg->path : "the environment");
 		sync_settings(d);
+		reload_token_key(d);
 	}
 	sdn_notify("READY=1");
 	status(d);
@@ -319,6 +343,17 @@ main(int argc, char **argv)
 	d.periodic = periodic_new(d.base, d.ar, cfgp);
 	d.qstats = qstats_new(d.base, d.ar);
 	d.leader = leader_new(d.base, d.ar, d.identity, on_leading, &d);
+	if (*d.cfg->http.public_listen) {
+		struct token_key key;
+		d.token_key_path = xstrdup(d.cfg->campaigns.token_key_file);
+		if (token_key_load(d.token_key_path, &key, err, sizeof(err)) == -1)
+			fatalx("campaigns.token_key_file: %s", err);
+		d.public = public_new(d.base, d.cfg->http.public_listen, d.ar, &key, err, sizeof(err));
+		OPENSSL_cleanse(&key, sizeof(key));
+		if (d.public == NULL)
+			fatalx("%s", err);
+		log_info("public listener for tracking and unsubscribe links on %s", d.cfg->http.public_listen);
+	}
 	uint64_t wd = sdn_watchdog_usec();
 	if (wd) {
 		struct timeval half = {(time_t)(wd / 2 / 1000000), (suseconds_t)(wd / 2 % 1000000)};
@@ -331,6 +366,8 @@ main(int argc, char **argv)
 
 	/* The Redis connection goes first: its pending callbacks still see the modules. */
 	ar_free(d.ar);
+	public_free(d.public); /* after the Redis connection: its last replies answer waiting unsubscribes */
+	free(d.token_key_path);
 	apg_free(d.pg);
 	leader_free(d.leader);
 	qstats_free(d.qstats);

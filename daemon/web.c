@@ -70,33 +70,44 @@ on_request(struct evhttp_request *req, void *arg)
 	}
 }
 
+struct evhttp *
+web_listen(struct event_base *base, const char *key, const char *listen, char *err, size_t errlen)
+{
+	struct evhttp *http;
+	char host[256];
+	int port;
+
+	if (cfg_parse_listen(listen, host, sizeof(host), &port) == -1) {
+		snprintf(err, errlen, "%s: '%s' is not host:port", key, listen);
+		return NULL;
+	}
+	http = evhttp_new(base);
+	evhttp_set_timeout(http, 10);
+	evhttp_set_max_headers_size(http, 8192);
+	evhttp_set_max_body_size(http, 4096);
+	if (evhttp_bind_socket(http, host, (ev_uint16_t)port) != 0) {
+		snprintf(err, errlen, "%s: cannot listen on %s (in use, or not an address of this host)", key, listen);
+		evhttp_free(http);
+		return NULL;
+	}
+	return http;
+}
+
 struct web *
 web_new(struct event_base *base, const char *listen, web_metrics_cb *metrics, web_ready_cb *ready, void *priv,
         char *err, size_t errlen)
 {
 	struct web *w = xcalloc(1, sizeof(*w));
-	char host[256];
-	int port;
 
-	if (cfg_parse_listen(listen, host, sizeof(host), &port) == -1) {
-		snprintf(err, errlen, "http.listen: '%s' is not host:port", listen);
+	w->http = web_listen(base, "http.listen", listen, err, errlen);
+	if (w->http == NULL) {
 		free(w);
 		return NULL;
 	}
-	w->http = evhttp_new(base);
 	w->metrics = metrics;
 	w->ready = ready;
 	w->priv = priv;
-	evhttp_set_timeout(w->http, 10);
-	evhttp_set_max_headers_size(w->http, 8192);
-	evhttp_set_max_body_size(w->http, 4096);
 	evhttp_set_gencb(w->http, on_request, w);
-	if (evhttp_bind_socket(w->http, host, (ev_uint16_t)port) != 0) {
-		snprintf(err, errlen, "http.listen: cannot listen on %s (in use, or not an address of this host)", listen);
-		evhttp_free(w->http);
-		free(w);
-		return NULL;
-	}
 	return w;
 }
 

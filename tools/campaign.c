@@ -89,6 +89,9 @@ dry_run(struct db *db, const struct campdef *d)
 	                      "SELECT m.pos, count(*), count(*) FILTER (WHERE m.ok), "
 	                      "(SELECT count(*) FROM f WHERE f.pos = m.pos) FROM m GROUP BY m.pos ORDER BY m.pos",
 	                      m);
+	/* Over millions of sources this takes longer than the configured statement_timeout. */
+	if (db_exec(db, "SET statement_timeout = '30min'", 0, NULL) == -1)
+		fatalx("campaign create --dry-run: %s", db_error(db));
 	PGresult *res = ctl_must_query(db, "campaign create --dry-run", sql, np, (const char *const *)params);
 	long long total = 0;
 
@@ -458,7 +461,7 @@ cmd_activate(const struct cfg *c, int argc, char **argv)
 	if (argc != 2)
 		fatalx("%s", campaign_usage);
 	struct db *db = ctl_db_connect(c, true);
-	if (db_begin(db) == -1)
+	if (db_begin(db) == -1 || db_exec(db, "SET LOCAL statement_timeout = '30min'", 0, NULL) == -1)
 		fatalx("campaign activate: %s", db_error(db));
 	find_campaign(db, "activate", argv[1], true, &f);
 	if (strcmp(f.status, "finished") == 0)

@@ -11,6 +11,7 @@
 
 #include "common/segment.h"
 #include "common/tmpl.h"
+#include "tools/campini.h"
 
 static const char *const conditions[] = {"always", "opened", "clicked", "replied",
                                          "not_opened", "not_clicked", "no_action", NULL};
@@ -18,6 +19,7 @@ static const char *const actions[] = {"send", "call", "stop", NULL};
 
 struct ld {
 	const char *path;
+	json_t *lines; /* INI: the line of each JSON path; NULL for JSON */
 	char *dir;
 	char *err;
 	size_t errlen;
@@ -35,7 +37,22 @@ fail(struct ld *l, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	snprintf(l->err, l->errlen, "%s: %s", l->path, msg);
+	/* From an INI file: the line of the longest JSON path the message starts with. */
+	const char *key;
+	json_t *v;
+	size_t best = 0;
+	int line = 0;
+	json_object_foreach (l->lines, key, v) {
+		size_t n = strlen(key);
+		if (n > best && strncmp(msg, key, n) == 0 && strchr(".[:", msg[n]) && msg[n] != '\0') {
+			best = n;
+			line = (int)json_integer_value(v);
+		}
+	}
+	if (line > 0)
+		snprintf(l->err, l->errlen, "%s:%d: %s", l->path, line, msg);
+	else
+		snprintf(l->err, l->errlen, "%s: %s", l->path, msg);
 	return -1;
 }
 
@@ -434,12 +451,16 @@ campdef_load(const char *path, char *err, size_t errlen)
 	char *copy = xstrdup(path);
 	struct ld l = {.path = path, .dir = xstrdup(dirname(copy)), .err = err, .errlen = errlen};
 	json_error_t jerr;
-	json_t *root;
+	json_t *root = NULL;
 
 	free(copy);
 	d->path = xstrdup(path);
-	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-	if (root == NULL) {
+	size_t plen = strlen(path);
+	if (plen > 4 && strcmp(path + plen - 4, ".ini") == 0) {
+		root = campini_load(path, &l.lines, err, errlen);
+		if (root == NULL)
+			goto fail;
+	} else if ((root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr)) == NULL) {
 		if (jerr.line > 0)
 			snprintf(err, errlen, "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
 		else
@@ -450,10 +471,12 @@ campdef_load(const char *path, char *err, size_t errlen)
 	    load_steps(&l, root, d) == -1)
 		goto fail;
 	json_decref(root);
+	json_decref(l.lines);
 	free(l.dir);
 	return d;
 fail:
 	json_decref(root);
+	json_decref(l.lines);
 	free(l.dir);
 	campdef_free(d);
 	return NULL;

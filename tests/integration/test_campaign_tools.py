@@ -401,6 +401,81 @@ class Lifecycle(CampaignToolCase):
         self.assertIn("post-operative knee, hip, shoulder and spine patients", html)
 
 
+class IniDefinitions(CampaignToolCase):
+    def rows(self, name):
+        cid = self.sql_one("SELECT id FROM campaigns WHERE name = %s", (name,))
+        return (
+            self.sql("SELECT sender_name, sender_email, reply_to, postal_address, time_zone FROM campaigns "
+                     "WHERE id = %s", (cid,)),
+            self.sql("SELECT name, position, criteria FROM campaign_segments WHERE campaign_id = %s "
+                     "ORDER BY position", (cid,)),
+            self.sql("SELECT m.variant, g.name, m.subject, m.html_template IS NOT NULL FROM campaign_messages m "
+                     "LEFT JOIN campaign_segments g ON g.id = m.segment_id WHERE m.campaign_id = %s "
+                     "ORDER BY 1, 2", (cid,)),
+            self.sql("SELECT after_step, position, condition, wait_days, business_days, action, variant "
+                     "FROM campaign_steps WHERE campaign_id = %s ORDER BY after_step, position", (cid,)),
+        )
+
+    def test_example_ini_equals_example_json(self):
+        root = harness.ROOT / "config" / "campaigns"
+        self.ctl("create", root / "example.json")
+        p = self.ctl("create", root / "example.ini")
+        self.assertIn("2 segments, 4 messages, 6 step rules", p.stdout)
+        self.assertEqual(self.rows("Riverside PT: orthopaedic and sports medicine referrers"),
+                         self.rows("Riverside PT: orthopaedic and sports medicine referrers (INI)"))
+        # The same file for the orthopaedic intro; continuation lines are new lines.
+        html = self.sql("SELECT m.html_template FROM campaign_messages m JOIN campaign_segments g ON "
+                        "g.id = m.segment_id WHERE m.variant = 'intro' ORDER BY m.campaign_id, g.position")
+        self.assertEqual(html[0], html[2])
+        self.assertTrue(html[3][0].startswith("<p>Dear Dr. {{source.last_name}},</p>\n<p>Our sports"), html[3][0])
+
+    def test_ini_lists_and_errors(self):
+        ini = """[campaign]
+name = Lists
+sender_name = Riverside PT
+sender_email = pt@example.org
+postal_address = 1 Main St
+
+[segment a b]
+specialty_groupings = Orthopaedic Surgery, "Respiratory, Developmental, Rehabilitative and Restorative Service Providers"
+states = TX, OK
+states = CA
+coordinator_ids = 1, 2
+
+[message intro]
+subject = Hi
+html = <p>Hi</p>
+text = Hi
+
+[step]
+after_step = 0
+condition = always
+action = send
+variant = intro
+"""
+        self.ctl("create", self.write_def(ini, "a.ini"))
+        self.assertEqual(self.sql_one("SELECT criteria FROM campaign_segments WHERE name = 'a b'"), {
+            "specialty_groupings": ["Orthopaedic Surgery",
+                                    "Respiratory, Developmental, Rehabilitative and Restorative Service Providers"],
+            "states": ["TX", "OK", "CA"], "coordinator_ids": [1, 2]})
+        for old, new, want in [
+            ("states = CA", "states = Texas", ":9: $.segments[0].criteria.states[2]: \"Texas\" must be a two-letter"),
+            ("after_step = 0", "after_step = zero", ":19: $.steps[0].after_step: must be an integer from 0 to 1000"),
+            ("[step]", "[steps]", ":18: [steps]: unknown section"),
+            ("text = Hi", "text = Hi\nsubject = Again", ":17: [message intro] subject: set twice (first at line 14)"),
+            ("1, 2", "1, \"2", ":11: a value opens a \" without closing it"),
+            ("sender_email = pt@example.org\n", "", ": $.sender.email: is required"),
+            ("html = <p>Hi</p>", "html = {{#x}}", ":15: $.messages[0].html:1: unclosed section"),
+        ]:
+            with self.subTest(want=want):
+                self.assertIn(old, ini)
+                path = self.write_def(ini.replace(old, new), "b.ini")
+                p = self.ctl("create", path, check=False)
+                self.assertEqual(p.returncode, 1)
+                self.assertIn("campaign create: " + path + want, p.stderr)
+        self.assertEqual(self.sql_one("SELECT count(*) FROM campaigns WHERE name = 'Lists'"), 1)
+
+
 class Validation(CampaignToolCase):
     def setUp(self):
         super().setUp()

@@ -7,6 +7,7 @@ import os
 import random
 import re
 import shutil
+import subprocess
 import tempfile
 
 import harness
@@ -329,6 +330,16 @@ class Lifecycle(CampaignToolCase):
             self.assertIn("is finished", p.stderr)
         p = self.ctl("show", "No such", check=False)
         self.assertIn("no campaign with id or name No such", p.stderr)
+
+    def test_two_activations_at_once_enroll_once(self):
+        self.create(definition([("texas", {"states": ["TX"]})], name="Race"))
+        procs = [subprocess.Popen([str(harness.BIN / "outreachctl"), "campaign", "activate", "Race"], env=self.env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        outs = [p.communicate(timeout=60) for p in procs]
+        self.assertEqual([p.returncode for p in procs], [0] * 4, outs)
+        counts = [int(re.search(r"(\d+) sources? newly enrolled", o).group(1)) for o, _ in outs]
+        self.assertEqual(sorted(counts), [0, 0, 0, 3])
+        self.assertEqual(self.sql("SELECT count(*), count(DISTINCT source_id) FROM campaign_enrollments"), [(3, 3)])
 
     def test_preview(self):
         d = definition([("texas", {"states": ["TX"]}), ("oklahoma", {"states": ["OK"]})], name="Spring")

@@ -22,6 +22,14 @@ static const char campaign_usage[] =
     "       outreachctl campaign activate|pause|finish ID|NAME\n"
     "       outreachctl campaign preview ID|NAME SOURCE_ID [--variant V]";
 
+/* Prints the usage to stderr and exits with status 2. */
+static void __attribute__((noreturn))
+usage_exit(void)
+{
+	fprintf(stderr, "%s\n", campaign_usage);
+	exit(2);
+}
+
 /* --- the segments' matches ----------------------------------------------------------------------- */
 
 /* The rows (id, pos, seg, ok) of every source some segment's criteria match: pos is the segment's
@@ -186,12 +194,12 @@ cmd_create(const struct cfg *c, int argc, char **argv)
 		if (strcmp(argv[i], "--dry-run") == 0)
 			dry = true;
 		else if (argv[i][0] == '-' || file)
-			fatalx("campaign create: unexpected argument %s\n%s", argv[i], campaign_usage);
+			fatalx("campaign create: unexpected argument %s (usage: campaign create FILE [--dry-run])", argv[i]);
 		else
 			file = argv[i];
 	}
 	if (file == NULL)
-		fatalx("%s", campaign_usage);
+		usage_exit();
 	struct campdef *d = campdef_load(file, err, sizeof(err));
 	if (d == NULL)
 		fatalx("campaign create: %s", err);
@@ -282,7 +290,7 @@ cmd_list(const struct cfg *c, int argc, char **argv)
 {
 	(void)argv;
 	if (argc != 1)
-		fatalx("%s", campaign_usage);
+		usage_exit();
 	struct db *db = ctl_db_connect(c, true);
 	PGresult *res = ctl_must_query(
 	    db, "campaign list",
@@ -307,7 +315,7 @@ cmd_show(const struct cfg *c, int argc, char **argv)
 	struct found f;
 
 	if (argc != 2)
-		fatalx("%s", campaign_usage);
+		usage_exit();
 	struct db *db = ctl_db_connect(c, true);
 	find_campaign(db, "show", argv[1], false, &f);
 	PGresult *res = ctl_must_query(
@@ -459,7 +467,7 @@ cmd_activate(const struct cfg *c, int argc, char **argv)
 	struct found f;
 
 	if (argc != 2)
-		fatalx("%s", campaign_usage);
+		usage_exit();
 	struct db *db = ctl_db_connect(c, true);
 	if (db_begin(db) == -1 || db_exec(db, "SET LOCAL statement_timeout = '30min'", 0, NULL) == -1)
 		fatalx("campaign activate: %s", db_error(db));
@@ -500,7 +508,7 @@ cmd_pause_finish(const struct cfg *c, int argc, char **argv, bool finish)
 	struct found f;
 
 	if (argc != 2)
-		fatalx("%s", campaign_usage);
+		usage_exit();
 	struct db *db = ctl_db_connect(c, true);
 	if (db_begin(db) == -1)
 		fatalx("campaign %s: %s", what, db_error(db));
@@ -606,16 +614,17 @@ cmd_preview(const struct cfg *c, int argc, char **argv)
 		if (strcmp(argv[i], "--variant") == 0 && i + 1 < argc)
 			variant = argv[++i];
 		else if (argv[i][0] == '-')
-			fatalx("campaign preview: unknown option %s\n%s", argv[i], campaign_usage);
+			fatalx("campaign preview: unknown option %s (usage: campaign preview ID|NAME SOURCE_ID [--variant V])",
+			       argv[i]);
 		else if (ref == NULL)
 			ref = argv[i];
 		else if (sid == NULL)
 			sid = argv[i];
 		else
-			fatalx("%s", campaign_usage);
+			usage_exit();
 	}
 	if (ref == NULL || sid == NULL)
-		fatalx("%s", campaign_usage);
+		usage_exit();
 	if (!util_parse_long(sid, 1, (long)(~0UL >> 1), &id))
 		fatalx("campaign preview: SOURCE_ID must be a referral source's id, not %s", sid);
 	struct db *db = ctl_db_connect(c, true);
@@ -712,5 +721,5 @@ ctl_campaign(const struct cfg *c, int argc, char **argv)
 		if (strcmp(sub, "preview") == 0)
 			return cmd_preview(c, argc, argv);
 	}
-	fatalx("%s", campaign_usage);
+	usage_exit();
 }

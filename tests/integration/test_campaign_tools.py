@@ -257,6 +257,11 @@ class Lifecycle(CampaignToolCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn('campaign "Spring" (id %d) exists and is active; only a draft is replaced' % cid, p.stderr)
         self.assertEqual(self.sql("SELECT subject FROM campaign_messages"), [("Changed",)])
+        # Without a subcommand, or with a wrong one: the usage, status 2.
+        for args in ((), ("launch", "Spring"), ("show",)):
+            p = self.ctl(*args, check=False)
+            self.assertEqual(p.returncode, 2, args)
+            self.assertIn("usage: outreachctl campaign create FILE [--dry-run]\n", p.stderr)
         # list names it with its status and counts.
         out = self.ctl("list").stdout
         self.assertRegex(out, r"(?m)^%d\s+Spring\s+active\s+2\s+4\s+0 " % cid)

@@ -407,6 +407,8 @@ load_steps(struct ld *l, json_t *root, struct campdef *d)
 					return fail(l, "%s.variant: no message %s for segment %s (and no shared one)", jpath,
 					            s->variant, d->segments[k].name);
 		}
+		if (strcmp(s->condition, "replied") == 0 && strcmp(s->action, "send") == 0)
+			return fail(l, "%s.action: a reply stops the sequence, so a 'replied' rule takes call or stop", jpath);
 		if (s->after_step == 0 && strcmp(s->condition, "always") != 0)
 			return fail(l, "%s.condition: after_step 0 (enrollment) takes only an 'always' rule: nothing "
 			               "was sent yet to be %s", jpath, s->condition);

@@ -574,6 +574,8 @@ class Validation(CampaignToolCase):
             (set_(["steps", 1, "condition"], "bounced"), ": $.steps[1].condition: bounced is not one of always,"),
             (set_(["steps", 1, "action"], "sms"), ": $.steps[1].action: sms is not one of send, call, stop"),
             (set_(["steps", 1, "variant"], KeyError), ": $.steps[1].variant: is required when the action is send"),
+            (set_(["steps", 1, "condition"], "replied"),
+             ": $.steps[1].action: a reply stops the sequence, so a 'replied' rule takes call or stop"),
             (set_(["steps", 1, "variant"], "nope"), ": $.steps[1].variant: no message nope for segment texas"),
             (set_(["steps", 1, "wait_days"], 366), ": $.steps[1].wait_days: must be an integer from 0 to 365"),
             (set_(["steps", 1, "wait_days"], "3"), ": $.steps[1].wait_days: must be an integer from 0 to 365"),

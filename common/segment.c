@@ -7,14 +7,14 @@
 #include <string.h>
 
 enum value_form {
-	FORM_CODE,     /* a NUCC code: nine digits or capitals, then X */
-	FORM_NAME,     /* any non-empty text of at most 200 bytes */
-	FORM_STATE,    /* two capital letters */
-	FORM_POSTAL,   /* 1..10 digits */
-	FORM_STATUS,   /* prospect, active, inactive */
-	FORM_ID,       /* a positive integer */
-	FORM_TAG,      /* source_tags.tag */
-	FORM_KIND,     /* physician, organization */
+	FORM_CODE,   /* a NUCC code: nine digits or capitals, then X */
+	FORM_NAME,   /* any non-empty text of at most 200 bytes */
+	FORM_STATE,  /* two capital letters */
+	FORM_POSTAL, /* 1..10 digits */
+	FORM_STATUS, /* prospect, active, inactive */
+	FORM_ID,     /* a positive integer */
+	FORM_TAG,    /* source_tags.tag */
+	FORM_KIND,   /* physician, organization */
 };
 
 /* The keys in the order their conditions appear in the query; $P stands for the key's parameter. */
@@ -23,23 +23,24 @@ static const struct key {
 	enum value_form form;
 	const char *sql;
 } keys[] = {
-    {"specialty_codes", FORM_CODE, "s.specialty_code = ANY($P::text[])"},
-    {"specialty_groupings", FORM_NAME,
-     "EXISTS (SELECT 1 FROM taxonomies tx WHERE tx.code = s.specialty_code AND "
-     "(tx.grouping = ANY($P::text[]) OR tx.classification = ANY($P::text[])))"},
-    {"states", FORM_STATE, "s.state = ANY($P::text[])"},
-    {"cities", FORM_NAME, "lower(s.city) = ANY(SELECT lower(c) FROM unnest($P::text[]) c)"},
-    {"postal_prefixes", FORM_POSTAL,
-     "EXISTS (SELECT 1 FROM unnest($P::text[]) p WHERE left(s.postal_code, length(p)) = p)"},
-    {"statuses", FORM_STATUS, "s.status = ANY($P::text[])"},
-    {"coordinator_ids", FORM_ID, "s.coordinator_id = ANY($P::bigint[])"},
-    {"tags", FORM_TAG, "EXISTS (SELECT 1 FROM source_tags st WHERE st.source_id = s.id AND st.tag = ANY($P::text[]))"},
-    {"kinds", FORM_KIND, "s.kind = ANY($P::text[])"},
+	{ "specialty_codes", FORM_CODE, "s.specialty_code = ANY($P::text[])" },
+	{ "specialty_groupings", FORM_NAME,
+	  "EXISTS (SELECT 1 FROM taxonomies tx WHERE tx.code = s.specialty_code AND "
+	  "(tx.grouping = ANY($P::text[]) OR tx.classification = ANY($P::text[])))" },
+	{ "states", FORM_STATE, "s.state = ANY($P::text[])" },
+	{ "cities", FORM_NAME, "lower(s.city) = ANY(SELECT lower(c) FROM unnest($P::text[]) c)" },
+	{ "postal_prefixes", FORM_POSTAL,
+	  "EXISTS (SELECT 1 FROM unnest($P::text[]) p WHERE left(s.postal_code, length(p)) = p)" },
+	{ "statuses", FORM_STATUS, "s.status = ANY($P::text[])" },
+	{ "coordinator_ids", FORM_ID, "s.coordinator_id = ANY($P::bigint[])" },
+	{ "tags", FORM_TAG,
+	  "EXISTS (SELECT 1 FROM source_tags st WHERE st.source_id = s.id AND st.tag = ANY($P::text[]))" },
+	{ "kinds", FORM_KIND, "s.kind = ANY($P::text[])" },
 };
 
 const char segment_eligible_sql[] =
-    "s.email IS NOT NULL AND s.email <> '' "
-    "AND NOT EXISTS (SELECT 1 FROM suppressions sp WHERE sp.address = lower(s.email))";
+        "s.email IS NOT NULL AND s.email <> '' "
+        "AND NOT EXISTS (SELECT 1 FROM suppressions sp WHERE sp.address = lower(s.email))";
 
 static bool
 all_chars(const char *s, int (*cls)(int))
@@ -104,7 +105,8 @@ value_problem(enum value_form form, const json_t *v)
 	case FORM_TAG:
 		if (n == 0 || n > 63 || !(islower((unsigned char)s[0]) || isdigit((unsigned char)s[0])) ||
 		    !all_chars(s, is_tag_char))
-			return "must be a tag: a lower-case letter or digit, then up to 62 of a-z 0-9 _ . : -";
+			return "must be a tag: a lower-case letter or digit, then up to 62 of a-z 0-9 _ . : "
+			       "-";
 		return NULL;
 	case FORM_KIND:
 		if (strcmp(s, "physician") && strcmp(s, "organization"))
@@ -135,11 +137,13 @@ segment_check(const json_t *criteria, char *err, size_t errlen)
 		snprintf(err, errlen, "criteria must be a JSON object");
 		return -1;
 	}
-	json_object_foreach ((json_t *)criteria, name, v) {
+	json_object_foreach((json_t *)criteria, name, v)
+	{
 		const struct key *k = find_key(name);
 		if (k == NULL) {
 			snprintf(err, errlen,
-			         "%s: unknown criterion (known: specialty_codes, specialty_groupings, states, cities, "
+			         "%s: unknown criterion (known: specialty_codes, specialty_groupings, "
+			         "states, cities, "
 			         "postal_prefixes, statuses, coordinator_ids, tags, kinds)",
 			         name);
 			return -1;
@@ -149,17 +153,20 @@ segment_check(const json_t *criteria, char *err, size_t errlen)
 			return -1;
 		}
 		if (json_array_size(v) == 0) {
-			snprintf(err, errlen, "%s: must not be an empty list (leave the key out to not filter on it)", name);
+			snprintf(err, errlen,
+			         "%s: must not be an empty list (leave the key out to not filter on it)",
+			         name);
 			return -1;
 		}
 		if (json_array_size(v) > SEGMENT_MAX_VALUES) {
-			snprintf(err, errlen, "%s: has %zu values, at most %d are allowed", name, json_array_size(v),
-			         SEGMENT_MAX_VALUES);
+			snprintf(err, errlen, "%s: has %zu values, at most %d are allowed", name,
+			         json_array_size(v), SEGMENT_MAX_VALUES);
 			return -1;
 		}
 		size_t i;
 		json_t *item;
-		json_array_foreach (v, i, item) {
+		json_array_foreach(v, i, item)
+		{
 			const char *why = value_problem(k->form, item);
 			if (why) {
 				char *shown = json_dumps(item, JSON_ENCODE_ANY | JSON_COMPACT);
@@ -184,7 +191,8 @@ segment_pg_array(const json_t *list)
 	if (f == NULL)
 		abort();
 	fputc('{', f);
-	json_array_foreach (list, i, v) {
+	json_array_foreach(list, i, v)
+	{
 		if (i > 0)
 			fputc(',', f);
 		if (json_is_integer(v)) {

@@ -13,9 +13,9 @@
 #include "common/tmpl.h"
 #include "tools/campini.h"
 
-static const char *const conditions[] = {"always", "opened", "clicked", "replied",
-                                         "not_opened", "not_clicked", "no_action", NULL};
-static const char *const actions[] = {"send", "call", "stop", NULL};
+static const char *const conditions[] = { "always",     "opened",      "clicked",   "replied",
+	                                  "not_opened", "not_clicked", "no_action", NULL };
+static const char *const actions[] = { "send", "call", "stop", NULL };
 
 struct ld {
 	const char *path;
@@ -42,7 +42,8 @@ fail(struct ld *l, const char *fmt, ...)
 	json_t *v;
 	size_t best = 0;
 	int line = 0;
-	json_object_foreach (l->lines, key, v) {
+	json_object_foreach(l->lines, key, v)
+	{
 		size_t n = strlen(key);
 		if (n > best && strncmp(msg, key, n) == 0 && strchr(".[:", msg[n]) && msg[n] != '\0') {
 			best = n;
@@ -91,12 +92,13 @@ only_keys(struct ld *l, json_t *obj, const char *jpath, const char *const *allow
 	const char *key;
 	json_t *v;
 
-	json_object_foreach (obj, key, v) {
+	json_object_foreach(obj, key, v)
+	{
 		if (!in_list(key, allowed)) {
 			char known[256] = "";
 			for (const char *const *a = allowed; *a; a++)
-				snprintf(known + strlen(known), sizeof(known) - strlen(known), "%s%s", a == allowed ? "" : ", ",
-				         *a);
+				snprintf(known + strlen(known), sizeof(known) - strlen(known), "%s%s",
+				         a == allowed ? "" : ", ", *a);
 			return fail(l, "%s.%s: unknown key (known here: %s)", jpath, key, known);
 		}
 	}
@@ -105,7 +107,8 @@ only_keys(struct ld *l, json_t *obj, const char *jpath, const char *const *allow
 
 /* A string member: *out is a copy, or NULL when absent (or null) and not required. */
 static int
-get_string(struct ld *l, json_t *obj, const char *jpath, const char *key, bool required, size_t max, char **out)
+get_string(struct ld *l, json_t *obj, const char *jpath, const char *key, bool required, size_t max,
+           char **out)
 {
 	json_t *v = json_object_get(obj, key);
 
@@ -128,8 +131,8 @@ get_string(struct ld *l, json_t *obj, const char *jpath, const char *key, bool r
 }
 
 static int
-get_int(struct ld *l, json_t *obj, const char *jpath, const char *key, bool required, int min, int max, int dflt,
-        int *out)
+get_int(struct ld *l, json_t *obj, const char *jpath, const char *key, bool required, int min, int max,
+        int dflt, int *out)
 {
 	json_t *v = json_object_get(obj, key);
 
@@ -157,7 +160,8 @@ get_list(struct ld *l, json_t *root, const char *key, size_t max, json_t **out)
 	if (json_array_size(v) == 0)
 		return fail(l, "$.%s: must not be empty", key);
 	if (json_array_size(v) > max)
-		return fail(l, "$.%s: has %zu entries, at most %zu are allowed", key, json_array_size(v), max);
+		return fail(l, "$.%s: has %zu entries, at most %zu are allowed", key, json_array_size(v),
+		            max);
 	*out = v;
 	return 0;
 }
@@ -229,13 +233,15 @@ fail:
 static int
 load_top(struct ld *l, json_t *root, struct campdef *d)
 {
-	static const char *const top_keys[] = {"name", "sender", "reply_to", "postal_address", "time_zone",
-	                                       "segments", "messages", "steps", "comment", NULL};
-	static const char *const sender_keys[] = {"name", "email", NULL};
+	static const char *const top_keys[] = { "name",      "sender",   "reply_to", "postal_address",
+		                                "time_zone", "segments", "messages", "steps",
+		                                "comment",   NULL };
+	static const char *const sender_keys[] = { "name", "email", NULL };
 
 	if (!json_is_object(root))
 		return fail(l, "$: must be a JSON object");
-	if (only_keys(l, root, "$", top_keys) == -1 || get_string(l, root, "$", "name", true, 200, &d->name) == -1)
+	if (only_keys(l, root, "$", top_keys) == -1 ||
+	    get_string(l, root, "$", "name", true, 200, &d->name) == -1)
 		return -1;
 	json_t *sender = json_object_get(root, "sender");
 	if (sender == NULL)
@@ -260,14 +266,15 @@ load_top(struct ld *l, json_t *root, struct campdef *d)
 	if (d->time_zone == NULL)
 		d->time_zone = xstrdup("UTC");
 	if (!matches(d->time_zone, "^([A-Za-z_]+(/[A-Za-z0-9_+-]+)+|UTC)$"))
-		return fail(l, "$.time_zone: %s is not an IANA time zone name like America/Chicago", d->time_zone);
+		return fail(l, "$.time_zone: %s is not an IANA time zone name like America/Chicago",
+		            d->time_zone);
 	return 0;
 }
 
 static int
 load_segments(struct ld *l, json_t *root, struct campdef *d)
 {
-	static const char *const seg_keys[] = {"name", "criteria", "comment", NULL};
+	static const char *const seg_keys[] = { "name", "criteria", "comment", NULL };
 	json_t *list, *seg;
 	size_t i;
 	char jpath[64], serr[512];
@@ -275,17 +282,20 @@ load_segments(struct ld *l, json_t *root, struct campdef *d)
 	if (get_list(l, root, "segments", CAMPDEF_MAX_SEGMENTS, &list) == -1)
 		return -1;
 	d->segments = xcalloc(json_array_size(list), sizeof(*d->segments));
-	json_array_foreach (list, i, seg) {
+	json_array_foreach(list, i, seg)
+	{
 		struct campdef_segment *s = &d->segments[d->nsegments];
 		snprintf(jpath, sizeof(jpath), "$.segments[%zu]", i);
 		if (!json_is_object(seg))
 			return fail(l, "%s: must be an object with name and criteria", jpath);
-		if (only_keys(l, seg, jpath, seg_keys) == -1 || get_string(l, seg, jpath, "name", true, 200, &s->name) == -1)
+		if (only_keys(l, seg, jpath, seg_keys) == -1 ||
+		    get_string(l, seg, jpath, "name", true, 200, &s->name) == -1)
 			return -1;
 		d->nsegments++;
 		for (size_t k = 0; k + 1 < d->nsegments; k++)
 			if (strcmp(d->segments[k].name, s->name) == 0)
-				return fail(l, "%s.name: %s is the name of $.segments[%zu] too", jpath, s->name, k);
+				return fail(l, "%s.name: %s is the name of $.segments[%zu] too", jpath,
+				            s->name, k);
 		json_t *crit = json_object_get(seg, "criteria");
 		if (crit == NULL)
 			crit = json_object();
@@ -310,8 +320,8 @@ find_segment(const struct campdef *d, const char *name)
 static int
 load_messages(struct ld *l, json_t *root, struct campdef *d)
 {
-	static const char *const msg_keys[] = {"variant", "segment", "subject", "html", "html_file",
-	                                       "text",    "text_file", "comment", NULL};
+	static const char *const msg_keys[] = { "variant", "segment",   "subject", "html", "html_file",
+		                                "text",    "text_file", "comment", NULL };
 	json_t *list, *msg;
 	size_t i;
 	char jpath[64];
@@ -319,7 +329,8 @@ load_messages(struct ld *l, json_t *root, struct campdef *d)
 	if (get_list(l, root, "messages", CAMPDEF_MAX_MESSAGES, &list) == -1)
 		return -1;
 	d->messages = xcalloc(json_array_size(list), sizeof(*d->messages));
-	json_array_foreach (list, i, msg) {
+	json_array_foreach(list, i, msg)
+	{
 		struct campdef_message *m = &d->messages[d->nmessages];
 		snprintf(jpath, sizeof(jpath), "$.messages[%zu]", i);
 		if (!json_is_object(msg))
@@ -330,7 +341,8 @@ load_messages(struct ld *l, json_t *root, struct campdef *d)
 		    get_string(l, msg, jpath, "segment", false, 200, &m->segment) == -1)
 			return -1;
 		if (!matches(m->variant, "^[A-Za-z0-9_-]{1,64}$"))
-			return fail(l, "%s.variant: %s must be 1 to 64 of A-Z a-z 0-9 _ -", jpath, m->variant);
+			return fail(l, "%s.variant: %s must be 1 to 64 of A-Z a-z 0-9 _ -", jpath,
+			            m->variant);
 		if (m->segment && find_segment(d, m->segment) < 0)
 			return fail(l, "%s.segment: no segment is named %s", jpath, m->segment);
 		for (size_t k = 0; k + 1 < d->nmessages; k++) {
@@ -338,14 +350,17 @@ load_messages(struct ld *l, json_t *root, struct campdef *d)
 			bool same_seg = (o->segment == NULL && m->segment == NULL) ||
 			                (o->segment && m->segment && strcmp(o->segment, m->segment) == 0);
 			if (same_seg && strcmp(o->variant, m->variant) == 0)
-				return fail(l, "%s.variant: %s is defined for %s%s already by $.messages[%zu]", jpath, m->variant,
-				            m->segment ? "segment " : "every segment", m->segment ? m->segment : "", k);
+				return fail(l,
+				            "%s.variant: %s is defined for %s%s already by $.messages[%zu]",
+				            jpath, m->variant, m->segment ? "segment " : "every segment",
+				            m->segment ? m->segment : "", k);
 		}
 		char kpath[96];
 		if (get_string(l, msg, jpath, "subject", true, 998, &m->subject) == -1)
 			return -1;
 		snprintf(kpath, sizeof(kpath), "%s.subject", jpath);
-		if (check_template(l, kpath, m->subject, kpath) == -1 || get_template(l, msg, jpath, "html", &m->html) == -1 ||
+		if (check_template(l, kpath, m->subject, kpath) == -1 ||
+		    get_template(l, msg, jpath, "html", &m->html) == -1 ||
 		    get_template(l, msg, jpath, "text", &m->text) == -1)
 			return -1;
 	}
@@ -366,8 +381,8 @@ variant_for(const struct campdef *d, const char *variant, const char *segment)
 static int
 load_steps(struct ld *l, json_t *root, struct campdef *d)
 {
-	static const char *const step_keys[] = {"after_step", "condition", "wait_days", "business_days",
-	                                        "action",     "variant",   "comment",   NULL};
+	static const char *const step_keys[] = { "after_step", "condition", "wait_days", "business_days",
+		                                 "action",     "variant",   "comment",   NULL };
 	json_t *list, *st;
 	size_t i;
 	char jpath[64];
@@ -375,7 +390,8 @@ load_steps(struct ld *l, json_t *root, struct campdef *d)
 	if (get_list(l, root, "steps", CAMPDEF_MAX_STEPS, &list) == -1)
 		return -1;
 	d->steps = xcalloc(json_array_size(list), sizeof(*d->steps));
-	json_array_foreach (list, i, st) {
+	json_array_foreach(list, i, st)
+	{
 		struct campdef_step *s = &d->steps[d->nsteps];
 		snprintf(jpath, sizeof(jpath), "$.steps[%zu]", i);
 		if (!json_is_object(st))
@@ -393,8 +409,11 @@ load_steps(struct ld *l, json_t *root, struct campdef *d)
 			return fail(l, "%s.business_days: must be true or false", jpath);
 		s->business_days = bd && json_is_true(bd);
 		if (!in_list(s->condition, conditions))
-			return fail(l, "%s.condition: %s is not one of always, opened, clicked, replied, not_opened, "
-			               "not_clicked, no_action", jpath, s->condition);
+			return fail(l,
+			            "%s.condition: %s is not one of always, opened, clicked, replied, "
+			            "not_opened, "
+			            "not_clicked, no_action",
+			            jpath, s->condition);
 		if (!in_list(s->action, actions))
 			return fail(l, "%s.action: %s is not one of send, call, stop", jpath, s->action);
 		if (strcmp(s->action, "send") == 0 && s->variant == NULL)
@@ -404,16 +423,26 @@ load_steps(struct ld *l, json_t *root, struct campdef *d)
 		if (s->variant) {
 			for (size_t k = 0; k < d->nsegments; k++)
 				if (!variant_for(d, s->variant, d->segments[k].name))
-					return fail(l, "%s.variant: no message %s for segment %s (and no shared one)", jpath,
-					            s->variant, d->segments[k].name);
+					return fail(l,
+					            "%s.variant: no message %s for segment %s (and no shared "
+					            "one)",
+					            jpath, s->variant, d->segments[k].name);
 		}
 		if (strcmp(s->condition, "replied") == 0 && strcmp(s->action, "send") == 0)
-			return fail(l, "%s.action: a reply stops the sequence, so a 'replied' rule takes call or stop", jpath);
+			return fail(l,
+			            "%s.action: a reply stops the sequence, so a 'replied' rule takes call "
+			            "or stop",
+			            jpath);
 		if (s->after_step == 0 && strcmp(s->condition, "always") != 0)
-			return fail(l, "%s.condition: after_step 0 (enrollment) takes only an 'always' rule: nothing "
-			               "was sent yet to be %s", jpath, s->condition);
+			return fail(l,
+			            "%s.condition: after_step 0 (enrollment) takes only an 'always' rule: "
+			            "nothing "
+			            "was sent yet to be %s",
+			            jpath, s->condition);
 		if (s->after_step == 0 && strcmp(s->action, "send") != 0)
-			return fail(l, "%s.action: the 'always' rule after_step 0 must send the first message", jpath);
+			return fail(l,
+			            "%s.action: the 'always' rule after_step 0 must send the first message",
+			            jpath);
 		s->position = 0;
 		for (size_t k = 0; k + 1 < d->nsteps; k++) {
 			const struct campdef_step *o = &d->steps[k];
@@ -421,10 +450,15 @@ load_steps(struct ld *l, json_t *root, struct campdef *d)
 				continue;
 			s->position++;
 			if (s->after_step == 0)
-				return fail(l, "%s: after_step 0 must have exactly one rule, $.steps[%zu] is one already", jpath, k);
+				return fail(l,
+				            "%s: after_step 0 must have exactly one rule, $.steps[%zu] is "
+				            "one already",
+				            jpath, k);
 			if (strcmp(o->condition, "always") == 0)
-				return fail(l, "%s: never fires: the 'always' rule $.steps[%zu] comes first after step %d", jpath,
-				            k, s->after_step);
+				return fail(l,
+				            "%s: never fires: the 'always' rule $.steps[%zu] comes first "
+				            "after step %d",
+				            jpath, k, s->after_step);
 		}
 	}
 	bool has0 = false;
@@ -438,10 +472,14 @@ load_steps(struct ld *l, json_t *root, struct campdef *d)
 		int n = d->steps[k].after_step;
 		bool reachable = n == 0;
 		for (size_t j = 0; j < d->nsteps && !reachable; j++)
-			reachable = d->steps[j].after_step == n - 1 && strcmp(d->steps[j].action, "stop") != 0;
+			reachable =
+			        d->steps[j].after_step == n - 1 && strcmp(d->steps[j].action, "stop") != 0;
 		if (!reachable)
-			return fail(l, "$.steps[%zu].after_step: no rule leads to step %d (none with after_step %d sends or "
-			               "calls)", k, n, n - 1);
+			return fail(l,
+			            "$.steps[%zu].after_step: no rule leads to step %d (none with after_step "
+			            "%d sends or "
+			            "calls)",
+			            k, n, n - 1);
 	}
 	return 0;
 }
@@ -451,7 +489,7 @@ campdef_load(const char *path, char *err, size_t errlen)
 {
 	struct campdef *d = xcalloc(1, sizeof(*d));
 	char *copy = xstrdup(path);
-	struct ld l = {.path = path, .dir = xstrdup(dirname(copy)), .err = err, .errlen = errlen};
+	struct ld l = { .path = path, .dir = xstrdup(dirname(copy)), .err = err, .errlen = errlen };
 	json_error_t jerr;
 	json_t *root = NULL;
 
@@ -469,8 +507,8 @@ campdef_load(const char *path, char *err, size_t errlen)
 			snprintf(err, errlen, "%s: %s", path, jerr.text);
 		goto fail;
 	}
-	if (load_top(&l, root, d) == -1 || load_segments(&l, root, d) == -1 || load_messages(&l, root, d) == -1 ||
-	    load_steps(&l, root, d) == -1)
+	if (load_top(&l, root, d) == -1 || load_segments(&l, root, d) == -1 ||
+	    load_messages(&l, root, d) == -1 || load_steps(&l, root, d) == -1)
 		goto fail;
 	json_decref(root);
 	json_decref(l.lines);

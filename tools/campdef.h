@@ -10,7 +10,7 @@
 
 #define CAMPDEF_MAX_SEGMENTS 100
 #define CAMPDEF_MAX_MESSAGES 1000
-#define CAMPDEF_MAX_STEPS 1000
+#define CAMPDEF_MAX_STEPS    1000
 #define CAMPDEF_MAX_TEMPLATE (1024 * 1024) /* bytes of one template */
 
 struct campdef_segment {
@@ -20,7 +20,7 @@ struct campdef_segment {
 
 struct campdef_message {
 	char *variant;
-	char *segment; /* a segment's name; NULL: shared by every segment */
+	char *segment;               /* a segment's name; NULL: shared by every segment */
 	char *subject, *html, *text; /* template texts, each parsed by tmpl_parse */
 };
 

@@ -103,9 +103,11 @@ new_section(struct ini_load *l, const char *section)
 		json_array_append_new(a, l->cur);
 	} else {
 		l->in.lineno = l->in.section_line;
-		return ini_fail(l, "[%s]: unknown section (known: [campaign], [segment NAME], [message VARIANT], "
-		                   "[message VARIANT SEGMENT], [step])",
-		                section);
+		return ini_fail(
+		        l,
+		        "[%s]: unknown section (known: [campaign], [segment NAME], [message VARIANT], "
+		        "[message VARIANT SEGMENT], [step])",
+		        section);
 	}
 	note_line(l, l->prefix, l->in.section_line);
 	return 1;
@@ -132,7 +134,8 @@ add_values(struct ini_load *l, json_t *list, const char *value, bool ints)
 			while (*p == ' ' || *p == '\t')
 				p++;
 			if (*p && *p != ',')
-				return ini_fail(l, "text after a closing \" (values are separated by commas)");
+				return ini_fail(l,
+				                "text after a closing \" (values are separated by commas)");
 		} else {
 			for (; *p && *p != ','; p++)
 				if (n + 1 < sizeof(buf))
@@ -208,9 +211,11 @@ campini_entry(void *user, const char *section, const char *name, const char *val
 	if ((strcmp(key, "after_step") == 0 || strcmp(key, "wait_days") == 0) &&
 	    util_parse_long(value, -1000000, 1000000, &v))
 		json_object_set_new(cur, key, json_integer(v));
-	else if (strcmp(key, "business_days") == 0 && (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0))
+	else if (strcmp(key, "business_days") == 0 &&
+	         (strcmp(value, "true") == 0 || strcmp(value, "yes") == 0))
 		json_object_set_new(cur, key, json_true());
-	else if (strcmp(key, "business_days") == 0 && (strcmp(value, "false") == 0 || strcmp(value, "no") == 0))
+	else if (strcmp(key, "business_days") == 0 &&
+	         (strcmp(value, "false") == 0 || strcmp(value, "no") == 0))
 		json_object_set_new(cur, key, json_false());
 	else
 		json_object_set_new(cur, key, json_string(value));
@@ -220,7 +225,7 @@ campini_entry(void *user, const char *section, const char *name, const char *val
 json_t *
 campini_load(const char *path, json_t **lines, char *err, size_t errlen)
 {
-	struct ini_load l = {.path = path, .err = err, .errlen = errlen};
+	struct ini_load l = { .path = path, .err = err, .errlen = errlen };
 
 	*lines = NULL;
 	if (inifile_open(&l.in, path) == -1) {

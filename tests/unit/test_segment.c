@@ -54,14 +54,16 @@ test_accepts_every_key(void **state)
 	(void)state;
 	expect_ok("{}");
 	expect_ok("{\"specialty_codes\": [\"207X00000X\", \"2251S0007X\"]}");
-	expect_ok("{\"specialty_groupings\": [\"Allopathic & Osteopathic Physicians\", \"Orthopaedic Surgery\"]}");
+	expect_ok("{\"specialty_groupings\": [\"Allopathic & Osteopathic Physicians\", \"Orthopaedic "
+	          "Surgery\"]}");
 	expect_ok("{\"states\": [\"TX\", \"OK\"], \"cities\": [\"Austin\", \"San Antonio\"]}");
 	expect_ok("{\"postal_prefixes\": [\"787\", \"7\", \"7870112345\"]}");
 	expect_ok("{\"statuses\": [\"prospect\", \"active\", \"inactive\"]}");
 	expect_ok("{\"coordinator_ids\": [3, 12]}");
 	expect_ok("{\"tags\": [\"ortho\", \"2026:q1\", \"vip-list.a_b\"]}");
 	expect_ok("{\"kinds\": [\"physician\", \"organization\"]}");
-	expect_ok("{\"specialty_codes\": [\"207X00000X\"], \"specialty_groupings\": [\"x\"], \"states\": [\"TX\"], "
+	expect_ok("{\"specialty_codes\": [\"207X00000X\"], \"specialty_groupings\": [\"x\"], \"states\": "
+	          "[\"TX\"], "
 	          "\"cities\": [\"Austin\"], \"postal_prefixes\": [\"78\"], \"statuses\": [\"active\"], "
 	          "\"coordinator_ids\": [1], \"tags\": [\"a\"], \"kinds\": [\"physician\"]}");
 }
@@ -77,15 +79,20 @@ test_refuses_with_reason(void **state)
 	expect_error("{\"states\": [\"tx\"]}", "states[0]: \"tx\" must be a two-letter state code");
 	expect_error("{\"states\": [\"TX\", \"TEX\"]}", "states[1]: \"TEX\"");
 	expect_error("{\"states\": [5]}", "states[0]: 5 must be a string");
-	expect_error("{\"specialty_codes\": [\"207X00000\"]}", "specialty_codes[0]: \"207X00000\" must be a NUCC");
+	expect_error("{\"specialty_codes\": [\"207X00000\"]}",
+	             "specialty_codes[0]: \"207X00000\" must be a NUCC");
 	expect_error("{\"specialty_codes\": [\"207x00000X\"]}", "must be a NUCC taxonomy code");
-	expect_error("{\"specialty_groupings\": [\"\"]}", "specialty_groupings[0]: \"\" must be 1 to 200 characters");
+	expect_error("{\"specialty_groupings\": [\"\"]}",
+	             "specialty_groupings[0]: \"\" must be 1 to 200 characters");
 	expect_error("{\"cities\": [null]}", "cities[0]: null must be a string");
-	expect_error("{\"postal_prefixes\": [\"78a\"]}", "postal_prefixes[0]: \"78a\" must be 1 to 10 digits");
+	expect_error("{\"postal_prefixes\": [\"78a\"]}",
+	             "postal_prefixes[0]: \"78a\" must be 1 to 10 digits");
 	expect_error("{\"postal_prefixes\": [\"78%\"]}", "must be 1 to 10 digits");
 	expect_error("{\"postal_prefixes\": [\"12345678901\"]}", "must be 1 to 10 digits");
-	expect_error("{\"statuses\": [\"lost\"]}", "statuses[0]: \"lost\" must be prospect, active or inactive");
-	expect_error("{\"coordinator_ids\": [\"3\"]}", "coordinator_ids[0]: \"3\" must be a positive integer");
+	expect_error("{\"statuses\": [\"lost\"]}",
+	             "statuses[0]: \"lost\" must be prospect, active or inactive");
+	expect_error("{\"coordinator_ids\": [\"3\"]}",
+	             "coordinator_ids[0]: \"3\" must be a positive integer");
 	expect_error("{\"coordinator_ids\": [0]}", "must be a positive integer");
 	expect_error("{\"coordinator_ids\": [1.5]}", "must be a positive integer");
 	expect_error("{\"tags\": [\"Ortho\"]}", "tags[0]: \"Ortho\" must be a tag");
@@ -138,7 +145,8 @@ test_values_never_in_sql(void **state)
 	(void)state;
 	char *p1[SEGMENT_MAX_PARAMS], *p2[SEGMENT_MAX_PARAMS];
 	int n1 = 0, n2 = 0;
-	char *a = where_of("{\"cities\": [\"Austin\"], \"states\": [\"TX\"], \"tags\": [\"ortho\"]}", 1, p1, &n1);
+	char *a = where_of("{\"cities\": [\"Austin\"], \"states\": [\"TX\"], \"tags\": [\"ortho\"]}", 1, p1,
+	                   &n1);
 	char *b = where_of("{\"tags\": [\"vip\"], \"cities\": [\"O'Fallon\", \"a\\\"b\\\\c\", "
 	                   "\"x'); DROP TABLE referral_sources; --\"], \"states\": [\"MO\", \"IL\"]}",
 	                   1, p2, &n2);
@@ -203,9 +211,9 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_accepts_every_key),  cmocka_unit_test(test_refuses_with_reason),
-	    cmocka_unit_test(test_list_size_bound),    cmocka_unit_test(test_values_never_in_sql),
-	    cmocka_unit_test(test_numbering_and_empty),
+		cmocka_unit_test(test_accepts_every_key),   cmocka_unit_test(test_refuses_with_reason),
+		cmocka_unit_test(test_list_size_bound),     cmocka_unit_test(test_values_never_in_sql),
+		cmocka_unit_test(test_numbering_and_empty),
 	};
 
 	return cmocka_run_group_tests_name("segment", tests, NULL, NULL);

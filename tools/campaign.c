@@ -535,6 +535,8 @@ cmd_activate(const struct cfg *c, int argc, char **argv)
 	       : strcmp(f.status, "active") == 0 ? "is active"
 	                                         : "activated",
 	       n, n == 1 ? "" : "s");
+	if (c->campaigns.token_key_file == NULL || c->campaigns.token_key_file[0] == '\0')
+		log_warnx("campaigns.token_key_file is not set: the workers send no campaign message until it is");
 	db_free(db);
 	return 0;
 }

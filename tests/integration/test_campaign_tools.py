@@ -275,6 +275,7 @@ class Lifecycle(CampaignToolCase):
 
         p = self.ctl("activate", "Spring")
         self.assertIn("activated: 3 sources newly enrolled", p.stdout)
+        self.assertIn("campaigns.token_key_file is not set: the workers send no campaign message", p.stderr)
         rows = self.sql("SELECT e.step, e.state, e.next_step_id = st.id, e.next_action_at <= now(), "
                         "c.status, c.activated_at IS NOT NULL FROM campaign_enrollments e "
                         "JOIN campaigns c ON c.id = e.campaign_id JOIN campaign_steps st ON st.campaign_id = c.id "
@@ -283,8 +284,11 @@ class Lifecycle(CampaignToolCase):
         first = self.sql("SELECT id, source_id, updated_at FROM campaign_enrollments ORDER BY id")
         activated = self.sql_one("SELECT activated_at FROM campaigns")
 
-        # Twice: nothing more.
-        p = self.ctl("activate", "Spring")
+        # Twice: nothing more. (With a token key configured, no warning.)
+        key = self.write_config("k" * 32)
+        p = self.run_bin("outreachctl", "campaign", "activate", "Spring", env={"OUTREACH_CAMPAIGNS_TOKEN_KEY_FILE": key},
+                         check=True)
+        self.assertNotIn("token_key_file", p.stderr)
         self.assertIn("is active: 0 sources newly enrolled", p.stdout)
         self.assertEqual(self.sql("SELECT id, source_id, updated_at FROM campaign_enrollments ORDER BY id"), first)
 

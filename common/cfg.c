@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/inifile.h"
 #include "common/job.h"
 #include "common/jobclass.h"
 #include "common/log.h"
@@ -144,10 +145,7 @@ cfg_default_path(void)
 struct load {
 	struct cfg *c;
 	const char *file;
-	FILE *fp;
-	int lineno;
-	int section_line; /* line of the last [section] header */
-	bool at_line_start;
+	struct inifile in; /* the file being read: its line, its last [section]'s line */
 	int seen_line[NELEM(keys)];
 	char *err;
 	size_t errlen;
@@ -284,26 +282,6 @@ stored:
 	return true;
 }
 
-static char *
-reader(char *buf, int size, void *stream)
-{
-	struct load *l = stream;
-	char *r = fgets(buf, size, l->fp);
-
-	if (r == NULL)
-		return NULL;
-	if (l->at_line_start) {
-		l->lineno++;
-		const char *p = buf;
-		while (*p == ' ' || *p == '\t')
-			p++;
-		if (*p == '[')
-			l->section_line = l->lineno;
-	}
-	l->at_line_start = strchr(buf, '\n') != NULL;
-	return r;
-}
-
 /* "[schedule] name = CRON CLASS [ARGS]": CRON is five fields or an @macro, ARGS a JSON array. */
 static int
 add_periodic(struct load *l, const char *name, const char *value, const char *where)
@@ -394,20 +372,20 @@ handler(void *user, const char *section, const char *name, const char *value)
 	const struct cfg_key *k;
 
 	if (*section == '\0') {
-		snprintf(where, sizeof(where), "%s:%d", l->file, l->lineno);
+		snprintf(where, sizeof(where), "%s:%d", l->file, l->in.lineno);
 		fail(l, where, "%s: key outside any [section]", name);
 		return 0;
 	}
 	if (strcmp(section, "schedule") == 0) {
-		snprintf(where, sizeof(where), "%s:%d", l->file, l->lineno);
+		snprintf(where, sizeof(where), "%s:%d", l->file, l->in.lineno);
 		return add_periodic(l, name, value, where);
 	}
 	if (!known_section(section)) {
-		snprintf(where, sizeof(where), "%s:%d", l->file, l->section_line);
+		snprintf(where, sizeof(where), "%s:%d", l->file, l->in.section_line);
 		fail(l, where, "[%s]: unknown section", section);
 		return 0;
 	}
-	snprintf(where, sizeof(where), "%s:%d", l->file, l->lineno);
+	snprintf(where, sizeof(where), "%s:%d", l->file, l->in.lineno);
 	k = find_key(section, name);
 	if (k == NULL) {
 		if (strcmp(name, "password") == 0 && find_key(section, "password_file")) {
@@ -428,35 +406,24 @@ handler(void *user, const char *section, const char *name, const char *value)
 		fail(l, where, "%s.%s: set twice (first at line %d)", section, name, l->seen_line[idx]);
 		return 0;
 	}
-	l->seen_line[idx] = l->lineno;
+	l->seen_line[idx] = l->in.lineno;
 	return set_value(l, k, value, where) ? 1 : 0;
 }
 
 static int
 parse_file(struct load *l, const char *path)
 {
-	l->fp = fopen(path, "r");
-	if (l->fp == NULL) {
+	if (inifile_open(&l->in, path) == -1) {
 		fail(l, path, "cannot open: %s", strerror(errno));
 		return -1;
 	}
 	l->file = path;
-	l->lineno = 0;
-	l->at_line_start = true;
 
-	/* Debian's libinih exposes its compile-time switches as variables: long lines, no inline comments. */
-	ini_use_stack = false;
-	ini_allow_realloc = true;
-	ini_max_line = 4096;
-	ini_allow_inline_comments = false;
-	ini_stop_on_first_error = true;
-
-	int rc = ini_parse_stream(reader, l, handler, l);
-	fclose(l->fp);
-	l->fp = NULL;
+	int rc = inifile_parse(&l->in, handler, l, 4096);
+	inifile_close(&l->in);
 	if (rc != 0 && !l->failed) {
 		char where[512];
-		snprintf(where, sizeof(where), "%s:%d", path, rc > 0 ? rc : l->lineno);
+		snprintf(where, sizeof(where), "%s:%d", path, rc > 0 ? rc : l->in.lineno);
 		fail(l, where, "syntax error (expected [section] or key = value)");
 	}
 	return l->failed ? -1 : 0;

@@ -27,6 +27,16 @@ ctl_db_connect(const struct cfg *c, bool check_schema)
 	return db;
 }
 
+PGresult *
+ctl_must_query(struct db *db, const char *what, const char *sql, int n, const char *const *params)
+{
+	PGresult *res = db_query(db, sql, n, params);
+
+	if (res == NULL)
+		fatalx("%s: %s", what, db_error(db));
+	return res;
+}
+
 static redisContext *
 connect_redis(const struct cfg *c)
 {

@@ -22,4 +22,7 @@ int ctl_parse_time(const char *s, double *out);
  * or newer than this build; exits with a message on failure. */
 struct db *ctl_db_connect(const struct cfg *c, bool check_schema);
 
+/* db_query that exits with "WHAT: the error" when the statement fails; caller PQclears. */
+PGresult *ctl_must_query(struct db *db, const char *what, const char *sql, int n, const char *const *params);
+
 #endif

@@ -8,6 +8,7 @@
 #include "common/db.h"
 #include "common/log.h"
 #include "common/migrate.h"
+#include "tools/campaign.h"
 #include "tools/jobs.h"
 #include "tools/npi.h"
 #include "tools/report.h"
@@ -43,6 +44,12 @@ static const char usage_text[] =
     "                           quarter; e.g. month:2026-11-01); --enqueue: by a worker\n"
     "  report [--month YYYY-MM] [--format text|csv|json]\n"
     "                           the month's key figures from the metric tables\n"
+    "  campaign create FILE [--dry-run]\n"
+    "                           create (or replace) a draft campaign from a definition file;\n"
+    "                           --dry-run: check it and print each segment's size\n"
+    "  campaign list | show ID|NAME | activate ID|NAME | pause ID|NAME | finish ID|NAME\n"
+    "  campaign preview ID|NAME SOURCE_ID [--variant V]\n"
+    "                           render the message a source would get\n"
     "\n"
     "Options:\n"
     "  -c, --config FILE        configuration file (default: $OUTREACH_CONFIG or " SYSCONFDIR
@@ -169,6 +176,8 @@ main(int argc, char **argv)
 		rc = ctl_metrics(c, argc, argv);
 	else if (strcmp(argv[0], "report") == 0)
 		rc = ctl_report(c, argc, argv);
+	else if (strcmp(argv[0], "campaign") == 0)
+		rc = ctl_campaign(c, argc, argv);
 	else {
 		fprintf(stderr, "outreachctl: unknown command '%s'\n\n", argv[0]);
 		usage(stderr, 2);

@@ -19,16 +19,6 @@
 #include "common/queue.h"
 #include "common/rds.h"
 
-static PGresult *
-must_query(struct db *db, const char *what, const char *sql, int n, const char *const *params)
-{
-	PGresult *res = db_query(db, sql, n, params);
-
-	if (res == NULL)
-		fatalx("%s: %s", what, db_error(db));
-	return res;
-}
-
 /* --- saved searches -------------------------------------------------------------------------- */
 
 static const char search_usage[] =
@@ -103,7 +93,7 @@ search_add(const struct cfg *c, int argc, char **argv)
 	const char *coord_id = NULL;
 	char idbuf[24];
 	if (coordinator) {
-		res = must_query(db, "npi search add",
+		res = ctl_must_query(db, "npi search add",
 		                 "SELECT id FROM coordinators WHERE id::text = $1 OR lower(email) = lower($1)",
 		                 DB_ARGS(coordinator));
 		if (PQntuples(res) != 1)
@@ -132,7 +122,7 @@ search_list(const struct cfg *c, int argc, char **argv)
 {
 	bool as_json = argc > 1 && strcmp(argv[1], "--json") == 0;
 	struct db *db = ctl_db_connect(c, true);
-	PGresult *res = must_query(
+	PGresult *res = ctl_must_query(
 	    db, "npi search list",
 	    "SELECT s.id, s.name, s.criteria::text, coalesce(co.email, ''), s.active, "
 	    "coalesce(r.status, ''), coalesce(to_char(r.started_at, 'YYYY-MM-DD HH24:MI'), ''), "
@@ -180,7 +170,7 @@ search_remove(const struct cfg *c, int argc, char **argv)
 	if (argc != 2)
 		fatalx("%s", search_usage);
 	struct db *db = ctl_db_connect(c, true);
-	PGresult *res = must_query(db, "npi search remove",
+	PGresult *res = ctl_must_query(db, "npi search remove",
 	                           "DELETE FROM npi_searches WHERE id::text = $1 OR name = $1 RETURNING id", DB_ARGS(argv[1]));
 	int n = PQntuples(res);
 	PQclear(res);
@@ -203,10 +193,10 @@ npi_sync(const struct cfg *c, int argc, char **argv)
 	if (argc > 2)
 		fatalx("%s", search_usage);
 	if (argc == 2)
-		res = must_query(db, "npi sync", "SELECT id FROM npi_searches WHERE id::text = $1 OR name = $1",
+		res = ctl_must_query(db, "npi sync", "SELECT id FROM npi_searches WHERE id::text = $1 OR name = $1",
 		                 DB_ARGS(argv[1]));
 	else
-		res = must_query(db, "npi sync", "SELECT id FROM npi_searches WHERE active ORDER BY id", 0, NULL);
+		res = ctl_must_query(db, "npi sync", "SELECT id FROM npi_searches WHERE active ORDER BY id", 0, NULL);
 	if (PQntuples(res) == 0) {
 		if (argc == 2)
 			fatalx("npi sync: no saved search %s", argv[1]);
@@ -384,7 +374,7 @@ ctl_import_taxonomy(const struct cfg *c, int argc, char **argv)
 	if (n == -1)
 		fatalx("import-taxonomy: %s", csv_error(r));
 	copy_end(&cp);
-	PGresult *res = must_query(
+	PGresult *res = ctl_must_query(
 	    db, "import-taxonomy",
 	    "INSERT INTO taxonomies AS t (code, grouping, classification, specialization, definition, notes, "
 	    "display_name, section) SELECT DISTINCT ON (code) code, grouping, classification, specialization, "
@@ -533,7 +523,7 @@ ctl_import_nppes(const struct cfg *c, int argc, char **argv)
 	const char *coord_id = NULL;
 	char coordbuf[24];
 	if (coordinator) {
-		PGresult *res = must_query(db, "import-nppes",
+		PGresult *res = ctl_must_query(db, "import-nppes",
 		                           "SELECT id FROM coordinators WHERE id::text = $1 OR lower(email) = lower($1)",
 		                           DB_ARGS(coordinator));
 		if (PQntuples(res) != 1)
@@ -659,7 +649,7 @@ ctl_import_nppes(const struct cfg *c, int argc, char **argv)
 		    "fetched_at = now() "
 		    "WHERE (p.last_updated::date, p.status) IS DISTINCT FROM (EXCLUDED.last_updated::date, EXCLUDED.status)",
 		    status_expr, status_expr);
-	res = must_query(db, "import-nppes: merging into npi_providers", sql, 0, NULL);
+	res = ctl_must_query(db, "import-nppes: merging into npi_providers", sql, 0, NULL);
 	free(sql);
 	long merged = strtol(PQcmdTuples(res), NULL, 10);
 	PQclear(res);
@@ -667,7 +657,7 @@ ctl_import_nppes(const struct cfg *c, int argc, char **argv)
 	long src_new = 0;
 	if (sources && !deactivation_file) {
 		/* New prospects only for active providers; known sources get the registry's fields. */
-		res = must_query(
+		res = ctl_must_query(
 		    db, "import-nppes: merging into referral_sources",
 		    "WITH s AS (SELECT DISTINCT ON (npi) * FROM nppes_stage WHERE etype IS NOT NULL AND (deact_date IS NULL "
 		    "OR react_date >= deact_date) ORDER BY npi, last_update DESC NULLS LAST) "

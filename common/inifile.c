@@ -1,0 +1,55 @@
+/* inifile: an INI file read with libinih, its lines counted (see inifile.h). */
+#include "common/inifile.h"
+
+#include <string.h>
+
+int
+inifile_open(struct inifile *f, const char *path)
+{
+	memset(f, 0, sizeof(*f));
+	f->at_line_start = true;
+	f->fp = fopen(path, "r");
+	return f->fp ? 0 : -1;
+}
+
+static char *
+read_line(char *buf, int size, void *stream)
+{
+	struct inifile *f = stream;
+	char *r = fgets(buf, size, f->fp);
+
+	if (r == NULL)
+		return NULL;
+	if (f->at_line_start) {
+		f->lineno++;
+		const char *p = buf;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '[') {
+			f->section_line = f->lineno;
+			f->new_section = true;
+		}
+	}
+	f->at_line_start = strchr(buf, '\n') != NULL;
+	return r;
+}
+
+int
+inifile_parse(struct inifile *f, ini_handler handler, void *user, int max_line)
+{
+	/* Debian's libinih exposes its compile-time switches as variables: long lines, no inline comments. */
+	ini_use_stack = false;
+	ini_allow_realloc = true;
+	ini_max_line = max_line;
+	ini_allow_inline_comments = false;
+	ini_stop_on_first_error = true;
+	return ini_parse_stream(read_line, f, handler, user);
+}
+
+void
+inifile_close(struct inifile *f)
+{
+	if (f->fp)
+		fclose(f->fp);
+	f->fp = NULL;
+}

@@ -1,0 +1,30 @@
+/* inifile: an INI file read with libinih, its lines counted for error messages. */
+#ifndef OUTREACH_INIFILE_H
+#define OUTREACH_INIFILE_H
+
+#include <ini.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "common/util.h"
+
+struct inifile {
+	FILE *fp;
+	int lineno;       /* the line being parsed, from 1 */
+	int section_line; /* the line of the last [section] header */
+	bool new_section; /* a [section] header was read; the caller clears it */
+	bool at_line_start;
+};
+
+/* Opens path for inifile_parse; -1 with errno set. */
+int inifile_open(struct inifile *f, const char *path) MUSTCHECK;
+
+/* Parses the file, calling handler(user, section, name, value) for each key, with long lines
+ * (up to max_line bytes), no inline comments, continuation lines, stopping at the first error.
+ * Returns ini_parse_stream's result: 0, or the line of the first error (a handler's 0 included). */
+int inifile_parse(struct inifile *f, ini_handler handler, void *user, int max_line);
+
+/* Closes the file; a closed or never opened one does nothing. */
+void inifile_close(struct inifile *f);
+
+#endif

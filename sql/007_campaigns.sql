@@ -117,6 +117,8 @@ CREATE TABLE campaign_enrollments (
 CREATE INDEX campaign_enrollments_due_idx ON campaign_enrollments (next_action_at)
     WHERE state = 'active' AND next_action_at IS NOT NULL;
 CREATE INDEX campaign_enrollments_source_idx ON campaign_enrollments (source_id);
+-- Unsubscribes, complaints and bounces stop every enrollment of an address.
+CREATE INDEX referral_sources_email_idx ON referral_sources (lower(email));
 CREATE TRIGGER campaign_enrollments_touch BEFORE UPDATE ON campaign_enrollments
     FOR EACH ROW EXECUTE FUNCTION outreach_touch_updated_at();
 
@@ -136,6 +138,10 @@ CREATE TABLE email_messages (
                   CHECK (status IN ('sending', 'sent', 'bounced', 'failed', 'suppressed')),
     error         text,
     jid           text,
+    -- When the send attempt in flight began; NULL when none is (a temporary failure clears it).
+    -- A 'sending' row is sent again only when no attempt is in flight, or the last one is older
+    -- than ten minutes (its worker died mid-send).
+    attempt_at    timestamptz,
     created_at    timestamptz NOT NULL DEFAULT now(),
     sent_at       timestamptz,
     opened_at     timestamptz, -- first open
@@ -169,3 +175,138 @@ CREATE TABLE suppressions (
     message_id bigint REFERENCES email_messages (id) ON DELETE SET NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- t plus days; with business, only Monday to Friday count, in time zone tz (the local time of day
+-- is kept).
+CREATE FUNCTION campaign_add_days(t timestamptz, days integer, business boolean, tz text)
+RETURNS timestamptz LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    local timestamp := t AT TIME ZONE tz;
+    n integer := days;
+BEGIN
+    IF NOT business THEN
+        RETURN t + make_interval(days => days);
+    END IF;
+    WHILE n > 0 LOOP
+        local := local + interval '1 day';
+        IF extract(isodow FROM local) < 6 THEN
+            n := n - 1;
+        END IF;
+    END LOOP;
+    RETURN local AT TIME ZONE tz;
+END $$;
+
+-- Schedules what follows enrollment e's current step, taken or checked at `at`: the first 'always'
+-- rule (due at `at` plus its wait); else a check when the earliest timeout rule (not_opened,
+-- not_clicked, no_action) falls due, counting only those due after `after` when it is not NULL
+-- (after a check that found none holding); else, when the step has event rules, nothing until an
+-- event; else the sequence is finished.
+CREATE FUNCTION campaign_schedule(e bigint, at timestamptz, after timestamptz DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    en campaign_enrollments;
+    tz text;
+    r campaign_steps;
+    t timestamptz;
+BEGIN
+    SELECT * INTO en FROM campaign_enrollments WHERE id = e;
+    SELECT time_zone INTO tz FROM campaigns WHERE id = en.campaign_id;
+    SELECT * INTO r FROM campaign_steps
+     WHERE campaign_id = en.campaign_id AND after_step = en.step AND condition = 'always'
+     ORDER BY position LIMIT 1;
+    IF FOUND THEN
+        UPDATE campaign_enrollments
+           SET next_step_id = r.id, next_action_at = campaign_add_days(at, r.wait_days, r.business_days, tz),
+               enqueued_at = NULL
+         WHERE id = e;
+        RETURN;
+    END IF;
+    SELECT min(campaign_add_days(en.step_at, s.wait_days, s.business_days, tz)) INTO t
+      FROM campaign_steps s
+     WHERE s.campaign_id = en.campaign_id AND s.after_step = en.step
+       AND s.condition IN ('not_opened', 'not_clicked', 'no_action')
+       AND (after IS NULL OR campaign_add_days(en.step_at, s.wait_days, s.business_days, tz) > after);
+    IF t IS NOT NULL THEN
+        UPDATE campaign_enrollments SET next_step_id = NULL, next_action_at = t, enqueued_at = NULL WHERE id = e;
+    ELSIF EXISTS (SELECT 1 FROM campaign_steps
+                   WHERE campaign_id = en.campaign_id AND after_step = en.step
+                     AND condition IN ('opened', 'clicked')) THEN
+        UPDATE campaign_enrollments SET next_step_id = NULL, next_action_at = NULL, enqueued_at = NULL
+         WHERE id = e;
+    ELSE
+        UPDATE campaign_enrollments
+           SET state = 'finished', next_step_id = NULL, next_action_at = NULL, enqueued_at = NULL
+         WHERE id = e;
+    END IF;
+END $$;
+
+-- Records that enrollment e took step `step` at `at` and schedules what follows.
+CREATE FUNCTION campaign_step_done(e bigint, step integer, at timestamptz)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE campaign_enrollments SET step = campaign_step_done.step, step_at = at WHERE id = e;
+    -- An enrollment stopped meanwhile (an unsubscribe while its message was on the wire) stays so.
+    IF (SELECT state FROM campaign_enrollments WHERE id = e) = 'active' THEN
+        PERFORM campaign_schedule(e, at);
+    END IF;
+END $$;
+
+-- At a timeout check of enrollment e at `now_`: the first rule by position among the timeout rules
+-- of its current step whose wait has passed and whose condition holds for the step's message (a
+-- step without a message, a call, was neither opened nor clicked); NULL when none.
+CREATE FUNCTION campaign_timeout_rule(e bigint, now_ timestamptz)
+RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT s.id
+      FROM campaign_enrollments en
+      JOIN campaigns c ON c.id = en.campaign_id
+      JOIN campaign_steps s ON s.campaign_id = en.campaign_id AND s.after_step = en.step
+      LEFT JOIN email_messages m ON m.enrollment_id = en.id AND m.step = en.step
+     WHERE en.id = e
+       AND s.condition IN ('not_opened', 'not_clicked', 'no_action')
+       AND campaign_add_days(en.step_at, s.wait_days, s.business_days, c.time_zone) <= now_
+       AND CASE s.condition
+             WHEN 'not_opened' THEN m.opened_at IS NULL AND m.clicked_at IS NULL
+             WHEN 'not_clicked' THEN m.clicked_at IS NULL
+             ELSE m.opened_at IS NULL AND m.clicked_at IS NULL AND m.replied_at IS NULL
+           END
+     ORDER BY s.position
+     LIMIT 1
+$$;
+
+-- An open or click (conds: the conditions it satisfies, e.g. {opened,clicked} for a click) on the
+-- message of enrollment e's step `step` at `now_`: the first event rule of that step by position
+-- whose condition is among conds is scheduled (its action due at now_ plus its wait), unless an
+-- 'always' rule, or an event rule at the same or an earlier position, is scheduled already.
+-- Returns the rule scheduled, or NULL.
+CREATE FUNCTION campaign_on_event(e bigint, step integer, conds text[], now_ timestamptz)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    en campaign_enrollments;
+    r campaign_steps;
+    cur campaign_steps;
+    tz text;
+BEGIN
+    SELECT * INTO en FROM campaign_enrollments WHERE id = e;
+    IF NOT FOUND OR en.state <> 'active' OR en.step <> campaign_on_event.step THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO r FROM campaign_steps s
+     WHERE s.campaign_id = en.campaign_id AND s.after_step = en.step AND s.condition = ANY (conds)
+     ORDER BY s.position LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF en.next_step_id IS NOT NULL THEN
+        SELECT * INTO cur FROM campaign_steps WHERE id = en.next_step_id;
+        IF cur.condition NOT IN ('opened', 'clicked') OR cur.after_step <> en.step
+           OR cur.position <= r.position THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    SELECT time_zone INTO tz FROM campaigns WHERE id = en.campaign_id;
+    UPDATE campaign_enrollments
+       SET next_step_id = r.id, next_action_at = campaign_add_days(now_, r.wait_days, r.business_days, tz),
+           enqueued_at = NULL
+     WHERE id = e;
+    RETURN r.id;
+END $$;

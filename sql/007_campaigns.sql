@@ -310,3 +310,104 @@ BEGIN
      WHERE id = e;
     RETURN r.id;
 END $$;
+
+-- What CampaignSendJob needs to take enrollment e's step due at now_, in one call: the enrollment,
+-- its campaign, source and coordinator, whether the address is suppressed, the rule to apply (the
+-- one scheduled, or at a timeout check the first timeout rule that holds) and the rule's variant
+-- (the segment's, else the shared one). Takes no lock: campaign_claim checks again.
+CREATE FUNCTION campaign_load(e bigint, now_ timestamptz)
+RETURNS TABLE (state text, step integer, due boolean, campaign_status text, campaign_id bigint,
+               campaign_name text, sender_name text, sender_email text, reply_to text, postal_address text,
+               segment_id bigint, source_id bigint, email text, first_name text, last_name text,
+               credential text, organization_name text, specialty text, city text, source_state text,
+               coordinator_name text, coordinator_email text, coordinator_id bigint, kind text,
+               suppressed text, rule_id bigint, action text, variant text, message_row bigint,
+               subject text, html_template text, text_template text)
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT en.state, en.step, coalesce(en.next_action_at <= now_, false), c.status, c.id, c.name,
+           c.sender_name, c.sender_email, coalesce(c.reply_to, ''), c.postal_address, en.segment_id, s.id,
+           coalesce(s.email, ''), coalesce(s.first_name, ''), coalesce(s.last_name, ''),
+           coalesce(s.credential, ''), coalesce(s.organization_name, ''), coalesce(s.specialty, ''),
+           coalesce(s.city, ''), coalesce(s.state, ''), coalesce(co.name, ''), coalesce(co.email, ''),
+           s.coordinator_id, s.kind, (SELECT sp.reason FROM suppressions sp WHERE sp.address = lower(s.email)),
+           st.id, st.action, coalesce(st.variant, ''), v.id, v.subject, v.html_template, v.text_template
+      FROM campaign_enrollments en
+      JOIN campaigns c ON c.id = en.campaign_id
+      JOIN referral_sources s ON s.id = en.source_id
+      LEFT JOIN coordinators co ON co.id = s.coordinator_id
+      LEFT JOIN campaign_steps st ON st.id = coalesce(en.next_step_id,
+                CASE WHEN en.state = 'active' AND en.next_action_at <= now_
+                     THEN campaign_timeout_rule(en.id, now_) END)
+      LEFT JOIN LATERAL (SELECT m.id, m.subject, m.html_template, m.text_template FROM campaign_messages m
+                          WHERE m.campaign_id = en.campaign_id AND m.variant = st.variant
+                            AND (m.segment_id = en.segment_id OR m.segment_id IS NULL)
+                          ORDER BY m.segment_id NULLS LAST LIMIT 1) v ON true
+     WHERE en.id = e;
+END $$;
+
+-- Claims the message of step p_step (the one after the current step) of enrollment p_enrollment
+-- for a send attempt by job p_jid at p_now: writes its row (Message-ID p_fresh_id), or takes over
+-- a row whose last attempt failed for the time being or was cut off more than ten minutes ago.
+-- Returns nothing when the enrollment moved on or stopped, the address is suppressed, or the
+-- message is sent or being sent: one message per enrollment and step, ever.
+CREATE FUNCTION campaign_claim(p_enrollment bigint, p_step integer, p_message_row bigint, p_variant text,
+                               p_recipient text, p_fresh_id text, p_jid text, p_now timestamptz)
+RETURNS TABLE (message bigint, header text) LANGUAGE plpgsql AS $$
+DECLARE
+    en campaign_enrollments;
+BEGIN
+    SELECT * INTO en FROM campaign_enrollments WHERE id = p_enrollment FOR UPDATE;
+    IF NOT FOUND OR en.state <> 'active' OR en.step <> p_step - 1
+       OR EXISTS (SELECT 1 FROM suppressions WHERE address = lower(p_recipient)) THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    INSERT INTO email_messages AS m (enrollment_id, step, campaign_id, message_row, variant, source_id,
+                                     recipient, message_id, jid, attempt_at)
+    VALUES (p_enrollment, p_step, en.campaign_id, p_message_row, p_variant, en.source_id, p_recipient,
+            p_fresh_id, p_jid, p_now)
+    ON CONFLICT (enrollment_id, step) DO UPDATE SET attempt_at = p_now, jid = p_jid
+     WHERE m.status = 'sending' AND (m.attempt_at IS NULL OR m.attempt_at < p_now - interval '10 minutes')
+    RETURNING m.id, m.message_id;
+END $$;
+
+-- The relay took message p_message at p_now: it is sent, its enrollment takes the step.
+CREATE FUNCTION campaign_sent(p_message bigint, p_now timestamptz) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    m email_messages;
+BEGIN
+    -- The enrollment first, the order every campaign writer takes.
+    PERFORM 1 FROM campaign_enrollments e JOIN email_messages x ON x.enrollment_id = e.id
+     WHERE x.id = p_message FOR UPDATE OF e;
+    UPDATE email_messages SET status = 'sent', sent_at = p_now, attempt_at = NULL, error = NULL
+     WHERE id = p_message AND status = 'sending' RETURNING * INTO m;
+    IF FOUND THEN
+        PERFORM campaign_step_done(m.enrollment_id, m.step, p_now);
+    END IF;
+END $$;
+
+-- The relay refused message p_message's recipient for good (why: its reply): a hard bounce. The
+-- address is suppressed, the bounce recorded, the enrollment stopped.
+CREATE FUNCTION campaign_bounced(p_message bigint, p_now timestamptz, why text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    m email_messages;
+BEGIN
+    PERFORM 1 FROM campaign_enrollments e JOIN email_messages x ON x.enrollment_id = e.id
+     WHERE x.id = p_message FOR UPDATE OF e;
+    UPDATE email_messages SET status = 'bounced', error = why, attempt_at = NULL
+     WHERE id = p_message RETURNING * INTO m;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    INSERT INTO suppressions (address, reason, detail, message_id)
+    VALUES (lower(m.recipient), 'bounce', why, m.id) ON CONFLICT (address) DO NOTHING;
+    INSERT INTO email_events (message_id, kind, at, detail) VALUES (m.id, 'bounce', p_now, why);
+    UPDATE campaign_enrollments
+       SET state = 'stopped', stop_reason = 'bounced: ' || why, next_action_at = NULL, next_step_id = NULL,
+           enqueued_at = NULL
+     WHERE id = m.enrollment_id;
+END $$;

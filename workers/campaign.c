@@ -18,12 +18,23 @@
 
 static struct token_key key;
 static int have_key;
+/* The footer of every HTML part (CAN-SPAM): postal address, unsubscribe link, open pixel. */
+static struct tmpl *footer;
 
 int
 campaign_init(const struct cfg *c, char *err, size_t errlen)
 {
 	struct token_key fresh;
 
+	if (footer == NULL)
+		footer = tmpl_parse("<div style=\"margin-top:24px;font-size:12px;color:#666666\">"
+		                    "<p style=\"white-space:pre-line\">{{postal}}</p>"
+		                    "<p>You receive this email because you work with us as a referring provider. "
+		                    "<a href=\"{{unsub}}\">Unsubscribe</a></p></div>"
+		                    "<img src=\"{{pixel}}\" width=\"1\" height=\"1\" alt=\"\">",
+		                    "footer", err, errlen);
+	if (footer == NULL)
+		return -1;
 	if (c->campaigns.token_key_file == NULL || c->campaigns.token_key_file[0] == '\0') {
 		have_key = 0;
 		return 0;
@@ -169,22 +180,11 @@ campaign_track_text(const struct token_key *k, const char *public_url, long long
 
 /* --- the step ------------------------------------------------------------------------------------ */
 
-/* The enrollment, locked, with its campaign, source and coordinator. */
-static const char load_sql[] =
-    "SELECT e.state, e.step, e.next_action_at IS NOT NULL AND e.next_action_at <= to_timestamp($2::float8), "
-    "       e.next_step_id, c.status, c.id, c.name, c.sender_name, c.sender_email, coalesce(c.reply_to, ''), "
-    "       c.postal_address, e.segment_id, s.id, coalesce(s.email, ''), coalesce(s.first_name, ''), "
-    "       coalesce(s.last_name, ''), coalesce(s.credential, ''), coalesce(s.organization_name, ''), "
-    "       coalesce(s.specialty, ''), coalesce(s.city, ''), coalesce(s.state, ''), coalesce(co.name, ''), "
-    "       coalesce(co.email, ''), s.coordinator_id, s.kind, "
-    "       (SELECT reason FROM suppressions WHERE address = lower(s.email)) "
-    "  FROM campaign_enrollments e JOIN campaigns c ON c.id = e.campaign_id "
-    "  JOIN referral_sources s ON s.id = e.source_id LEFT JOIN coordinators co ON co.id = s.coordinator_id "
-    " WHERE e.id = $1 FOR UPDATE OF e";
+/* campaign_load's columns. */
 enum {
-	L_STATE, L_STEP, L_DUE, L_NEXT, L_CSTATUS, L_CID, L_CNAME, L_SNAME, L_SEMAIL, L_REPLY, L_POSTAL, L_SEGMENT,
-	L_SOURCE, L_EMAIL, L_FIRST, L_LAST, L_CRED, L_ORG, L_SPEC, L_CITY, L_ST, L_CONAME, L_COEMAIL, L_COID, L_KIND,
-	L_SUPPRESSED
+	L_STATE, L_STEP, L_DUE, L_CSTATUS, L_CID, L_CNAME, L_SNAME, L_SEMAIL, L_REPLY, L_POSTAL, L_SEGMENT, L_SOURCE,
+	L_EMAIL, L_FIRST, L_LAST, L_CRED, L_ORG, L_SPEC, L_CITY, L_ST, L_CONAME, L_COEMAIL, L_COID, L_KIND,
+	L_SUPPRESSED, L_RULE, L_ACTION, L_VARIANT, L_MROW, L_SUBJECT, L_HTML, L_TEXT
 };
 
 /* What a message needs once the relay has answered. */
@@ -200,24 +200,6 @@ campaign_db_retry(struct job_ctx *ctx, const char *what)
 	return rc;
 }
 
-/* Runs sql (its $1 a message id) in a transaction that first locks the message's enrollment, the
- * order every campaign writer takes, so that two writers cannot deadlock; tried three times. */
-static int
-record(struct job_ctx *ctx, const char *sql, int nparams, const char *const *params)
-{
-	for (int i = 0; i < 3; i++) {
-		if (db_begin(ctx->db) == 0 &&
-		    db_exec(ctx->db,
-		            "SELECT 1 FROM campaign_enrollments e JOIN email_messages m ON m.enrollment_id = e.id "
-		            "WHERE m.id = $1 FOR UPDATE OF e",
-		            1, params) == 0 &&
-		    db_exec(ctx->db, sql, nparams, params) == 0 && db_commit(ctx->db) == 0)
-			return 0;
-		db_rollback(ctx->db);
-	}
-	return -1;
-}
-
 static enum job_result
 sent_finish(struct job_ctx *ctx, const struct mailer_result *res, void *priv)
 {
@@ -226,12 +208,7 @@ sent_finish(struct job_ctx *ctx, const struct mailer_result *res, void *priv)
 
 	campaign_now(now, sizeof(now));
 	if (res->status == MAILER_SENT) {
-		if (record(ctx,
-		           "WITH m AS (UPDATE email_messages SET status = 'sent', sent_at = to_timestamp($2::float8), "
-		            "           attempt_at = NULL, error = NULL WHERE id = $1 AND status = 'sending' "
-		            "           RETURNING enrollment_id, step) "
-		            "SELECT campaign_step_done(m.enrollment_id, m.step, to_timestamp($2::float8)) FROM m",
-		            DB_ARGS(s->message, now)) == -1)
+		if (db_exec(ctx->db, "SELECT campaign_sent($1, to_timestamp($2::float8))", DB_ARGS(s->message, now)) == -1)
 			log_warnx("campaign message %s went out but recording it failed: %s (it is resent only if its "
 			          "enrollment is picked up again after ten minutes)",
 			          s->message, db_error(ctx->db));
@@ -242,16 +219,7 @@ sent_finish(struct job_ctx *ctx, const struct mailer_result *res, void *priv)
 	         res->code, res->text);
 	if (res->status == MAILER_PERMANENT && (res->stage == MAILER_STAGE_RCPT || res->stage == MAILER_STAGE_DATA)) {
 		/* A hard bounce: the address is never mailed again, the sequence ends. */
-		if (record(ctx,
-		           "WITH m AS (UPDATE email_messages SET status = 'bounced', error = $3, attempt_at = NULL "
-		            "           WHERE id = $1 RETURNING id, enrollment_id, recipient), "
-		            "sup AS (INSERT INTO suppressions (address, reason, detail, message_id) "
-		            "        SELECT lower(recipient), 'bounce', $3, id FROM m ON CONFLICT (address) DO NOTHING), "
-		            "ev AS (INSERT INTO email_events (message_id, kind, at, detail) "
-		            "       SELECT id, 'bounce', to_timestamp($2::float8), $3 FROM m) "
-		            "UPDATE campaign_enrollments e SET state = 'stopped', stop_reason = 'bounced: ' || $3, "
-		            "       next_action_at = NULL, next_step_id = NULL, enqueued_at = NULL "
-		            "  FROM m WHERE e.id = m.enrollment_id",
+		if (db_exec(ctx->db, "SELECT campaign_bounced($1, to_timestamp($2::float8), $3)",
 		            DB_ARGS(s->message, now, why)) == -1)
 			return job_fail(ctx, JOB_RETRY, "DatabaseError", "recording the bounce of %s: %s", s->recipient,
 			                db_error(ctx->db));
@@ -259,16 +227,14 @@ sent_finish(struct job_ctx *ctx, const struct mailer_result *res, void *priv)
 		           why);
 		return JOB_DONE;
 	}
-	if (record(ctx, "UPDATE email_messages SET attempt_at = NULL, error = $2 WHERE id = $1",
-	           DB_ARGS(s->message, why)) == -1)
+	if (db_exec(ctx->db, "UPDATE email_messages SET attempt_at = NULL, error = $2 WHERE id = $1",
+	            DB_ARGS(s->message, why)) == -1)
 		log_warnx("recording the failed attempt of campaign message %s: %s", s->message, db_error(ctx->db));
 	if (res->status == MAILER_PERMANENT)
 		return job_fail(ctx, JOB_DEAD, "SMTPPermanentFailure", "%s", why);
 	return job_fail(ctx, JOB_RETRY, "SMTPTemporaryFailure", "%s", why);
 }
 
-/* The shared rate limits: KEYS global second window, domain minute window; ARGV their limits.
- * Returns 0 (counted), 1 (global limit reached) or 2 (domain limit reached). */
 static const char lua_rate[] =
     "local g, d = tonumber(ARGV[1]), tonumber(ARGV[2]) "
     "if g > 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= g then return 1 end "
@@ -326,140 +292,40 @@ reschedule(struct job_ctx *ctx, const char *enrollment, double delay)
 	return JOB_DONE;
 }
 
-/* Stops the enrollment (inside the open transaction) with reason, and commits. */
+/* Stops the enrollment with reason (unless it stopped or moved on meanwhile). */
 static enum job_result
 stop_enrollment(struct job_ctx *ctx, const char *id, const char *reason)
 {
 	if (db_exec(ctx->db,
 	            "UPDATE campaign_enrollments SET state = 'stopped', stop_reason = $2, next_action_at = NULL, "
-	            "next_step_id = NULL, enqueued_at = NULL WHERE id = $1",
-	            DB_ARGS(id, reason)) == -1 ||
-	    db_commit(ctx->db) == -1)
+	            "next_step_id = NULL, enqueued_at = NULL WHERE id = $1 AND state = 'active'",
+	            DB_ARGS(id, reason)) == -1)
 		return campaign_db_retry(ctx, "stopping the enrollment");
 	log_info("enrollment %s stopped: %s", id, reason);
 	return JOB_DONE;
 }
 
-/* The message to send for the enrollment: claims its email_messages row, renders and hands it over.
- * Called inside the transaction that locks the enrollment (row r of load); ends it. */
-static enum job_result
-send_step(struct job_ctx *ctx, PGresult *r, const char *id, const char *variant, int newstep)
+/* Renders the message of row r (campaign_load's) as message `message` under Message-ID m's, with
+ * tracked links, the open pixel, List-Unsubscribe and the footer, into *data; -1 with msg_error. */
+static int
+render(struct job_ctx *ctx, PGresult *r, struct msg *m, const char *message, char **data, size_t *len)
 {
 	const struct token_key *k = campaign_key();
-	const char *email = PQgetvalue(r, 0, L_EMAIL), *cid = PQgetvalue(r, 0, L_CID);
-	char step[16], now[32], why[600];
-	enum job_result rc;
-	double delay;
-
-	if (k == NULL) {
-		db_rollback(ctx->db);
-		return job_fail(ctx, JOB_RETRY, "ConfigurationError",
-		                "campaigns.token_key_file is not set: campaign messages cannot be tracked, none is sent");
-	}
-	if (!PQgetisnull(r, 0, L_SUPPRESSED)) {
-		snprintf(why, sizeof(why), "suppressed address (%s)", PQgetvalue(r, 0, L_SUPPRESSED));
-		return stop_enrollment(ctx, id, why);
-	}
-	if (!msg_addr_valid(email)) {
-		snprintf(why, sizeof(why), "no usable email address (\"%.200s\")", email);
-		return stop_enrollment(ctx, id, why);
-	}
-	switch (rate_check(ctx, strchr(email, '@') + 1, &delay)) {
-	case -1:
-		db_rollback(ctx->db);
-		return job_fail(ctx, JOB_RETRY, "RedisError", "checking the campaign rate limits: %s",
-		                ctx->redis->errstr[0] ? ctx->redis->errstr : "unexpected reply");
-	case 1:
-		db_rollback(ctx->db);
-		return reschedule(ctx, id, delay);
-	}
-
-	PGresult *v = db_query(ctx->db,
-	                       "SELECT id, subject, html_template, text_template FROM campaign_messages "
-	                       "WHERE campaign_id = $1 AND variant = $2 AND (segment_id = $3 OR segment_id IS NULL) "
-	                       "ORDER BY segment_id NULLS LAST LIMIT 1",
-	                       DB_ARGS(cid, variant, PQgetvalue(r, 0, L_SEGMENT)));
-	if (v == NULL)
-		return campaign_db_retry(ctx, "loading the message variant");
-	if (PQntuples(v) == 0) {
-		PQclear(v);
-		snprintf(why, sizeof(why), "campaign %s has no variant \"%s\" for segment %s", cid, variant,
-		         PQgetvalue(r, 0, L_SEGMENT));
-		rc = stop_enrollment(ctx, id, why);
-		return rc == JOB_DONE ? job_fail(ctx, JOB_DEAD, "CampaignError", "%s", why) : rc;
-	}
-	struct mailtmpl t = {0};
-	char perr[256] = "";
-	t.subject = tmpl_parse(PQgetvalue(v, 0, 1), "subject", perr, sizeof(perr));
-	if (t.subject)
-		t.text = tmpl_parse(PQgetvalue(v, 0, 3), "text_template", perr, sizeof(perr));
-	if (t.text)
-		t.html = tmpl_parse(PQgetvalue(v, 0, 2), "html_template", perr, sizeof(perr));
-	if (t.html == NULL) {
-		mailtmpl_free(&t);
-		snprintf(why, sizeof(why), "variant \"%s\" (campaign_messages %s): %s", variant, PQgetvalue(v, 0, 0), perr);
-		PQclear(v);
-		rc = stop_enrollment(ctx, id, why);
-		return rc == JOB_DONE ? job_fail(ctx, JOB_DEAD, "CampaignError", "%s", why) : rc;
-	}
-
-	/* The row that makes the message happen once, then the claim of this attempt. */
-	struct msg *m = msg_new();
-	if (msg_set_id_domain(m, strchr(PQgetvalue(r, 0, L_SEMAIL), '@') + 1) == -1)
-		log_warnx("Message-ID domain: %s", msg_error(m));
-	snprintf(step, sizeof(step), "%d", newstep);
-	campaign_now(now, sizeof(now));
-	PGresult *ins = db_query(
-	    ctx->db,
-	    "WITH ins AS (INSERT INTO email_messages (enrollment_id, step, campaign_id, message_row, variant, source_id, "
-	    "             recipient, message_id, jid, attempt_at) "
-	    "             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, to_timestamp($10::float8)) "
-	    "             ON CONFLICT (enrollment_id, step) DO NOTHING RETURNING id, message_id), "
-	    "old AS (UPDATE email_messages SET attempt_at = to_timestamp($10::float8), jid = $9 "
-	    "        WHERE enrollment_id = $1 AND step = $2 AND status = 'sending' AND NOT EXISTS (SELECT 1 FROM ins) "
-	    "          AND (attempt_at IS NULL OR attempt_at < to_timestamp($10::float8) - interval '10 minutes') "
-	    "        RETURNING id, message_id) "
-	    "SELECT id, message_id FROM ins UNION ALL SELECT id, message_id FROM old",
-	    DB_ARGS(id, step, cid, PQgetvalue(v, 0, 0), variant, PQgetvalue(r, 0, L_SOURCE), email, msg_id(m),
-	            ctx->job->jid, now));
-	if (ins == NULL) {
-		mailtmpl_free(&t);
-		msg_free(m);
-		PQclear(v);
-		return campaign_db_retry(ctx, "claiming the campaign message");
-	}
-	if (PQntuples(ins) == 0) {
-		PQclear(ins);
-		mailtmpl_free(&t);
-		msg_free(m);
-		PQclear(v);
-		db_rollback(ctx->db);
-		log_info("enrollment %s step %d: its message is sent, or being sent by another job: nothing to do", id,
-		         newstep);
-		return JOB_DONE;
-	}
-	char message[24];
-	util_strlcpy(message, PQgetvalue(ins, 0, 0), sizeof(message));
-	if (msg_set_id(m, PQgetvalue(ins, 0, 1)) == -1)
-		log_warnx("Message-ID: %s", msg_error(m));
-	PQclear(ins);
-	PQclear(v);
-	if (db_commit(ctx->db) == -1) {
-		mailtmpl_free(&t);
-		msg_free(m);
-		return campaign_db_retry(ctx, "committing the claim of the campaign message");
-	}
-
-	/* Render: the source's and coordinator's fields, escaped for HTML by the template engine. */
+	const char *email = PQgetvalue(r, 0, L_EMAIL), *pub = ctx->cfg->campaigns.public_url;
 	long long mid = atoll(message);
-	const char *pub = ctx->cfg->campaigns.public_url;
-	const char *kind = PQgetvalue(r, 0, L_KIND);
 	char name[512];
-	if (strcmp(kind, "organization") == 0)
+
+	if (strcmp(PQgetvalue(r, 0, L_KIND), "organization") == 0)
 		util_strlcpy(name, PQgetvalue(r, 0, L_ORG), sizeof(name));
 	else
 		snprintf(name, sizeof(name), "%s%s%s", PQgetvalue(r, 0, L_FIRST), PQgetvalue(r, 0, L_FIRST)[0] ? " " : "",
 		         PQgetvalue(r, 0, L_LAST));
+
+	/* The source's and coordinator's fields; the HTML part escapes them by Mustache's rules. */
+	struct mailtmpl t = {0};
+	t.subject = tmpl_parse(PQgetvalue(r, 0, L_SUBJECT), "subject", NULL, 0);
+	t.text = tmpl_parse(PQgetvalue(r, 0, L_TEXT), "text_template", NULL, 0);
+	t.html = tmpl_parse(PQgetvalue(r, 0, L_HTML), "html_template", NULL, 0);
 	json_t *context = json_pack(
 	    "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:{s:s, s:s}, s:{s:s, s:s}, s:{s:s}}", "name", name, "first_name",
 	    PQgetvalue(r, 0, L_FIRST), "last_name", PQgetvalue(r, 0, L_LAST), "credential", PQgetvalue(r, 0, L_CRED),
@@ -473,7 +339,7 @@ send_step(struct job_ctx *ctx, PGresult *r, const char *id, const char *variant,
 	mailtmpl_free(&t);
 
 	char *utok = token_make(k, TOKEN_UNSUBSCRIBE, mid, NULL), *otok = token_make(k, TOKEN_OPEN, mid, NULL);
-	char *unsub = xasprintf("%s/u/%s", pub, utok);
+	char *unsub = xasprintf("%s/u/%s", pub, utok), *pixel = xasprintf("%s/o/%s", pub, otok);
 	const char *mailto = ctx->cfg->campaigns.unsubscribe_mailto && ctx->cfg->campaigns.unsubscribe_mailto[0]
 	                         ? ctx->cfg->campaigns.unsubscribe_mailto
 	                         : ctx->cfg->smtp.from;
@@ -481,17 +347,8 @@ send_step(struct job_ctx *ctx, PGresult *r, const char *id, const char *variant,
 	char *ttext = campaign_track_text(k, pub, mid, text), *thtml = campaign_track_html(k, pub, mid, html);
 
 	/* The footer (CAN-SPAM): the sender's postal address and the unsubscribe link, in both parts. */
-	json_t *fctx = json_pack("{s:s, s:s, s:s}", "postal", PQgetvalue(r, 0, L_POSTAL), "unsub", unsub, "pixel", "");
-	char *pixel = xasprintf("%s/o/%s", pub, otok);
-	json_object_set_new(fctx, "pixel", json_string(pixel));
-	struct tmpl *fh = tmpl_parse("<div style=\"margin-top:24px;font-size:12px;color:#666666\">"
-	                             "<p style=\"white-space:pre-line\">{{postal}}</p>"
-	                             "<p>You receive this email because you work with us as a referring provider. "
-	                             "<a href=\"{{unsub}}\">Unsubscribe</a></p></div>"
-	                             "<img src=\"{{pixel}}\" width=\"1\" height=\"1\" alt=\"\">",
-	                             "footer", NULL, 0);
-	char *footer_html = tmpl_render(fh, fctx, TMPL_HTML);
-	tmpl_free(fh);
+	json_t *fctx = json_pack("{s:s, s:s, s:s}", "postal", PQgetvalue(r, 0, L_POSTAL), "unsub", unsub, "pixel", pixel);
+	char *footer_html = tmpl_render(footer, fctx, TMPL_HTML);
 	json_decref(fctx);
 	char *full_text = xasprintf("%s\n\n--\n%s\nTo stop receiving these emails: %s\n", ttext,
 	                            PQgetvalue(r, 0, L_POSTAL), unsub);
@@ -501,15 +358,106 @@ send_step(struct job_ctx *ctx, PGresult *r, const char *id, const char *variant,
 	char *full_html = body ? xasprintf("%.*s%s%s", (int)(body - thtml), thtml, footer_html, body)
 	                       : xasprintf("%s%s", thtml, footer_html);
 
+	const char *reply = PQgetvalue(r, 0, L_REPLY);
+	int rc = msg_set_from(m, PQgetvalue(r, 0, L_SNAME), PQgetvalue(r, 0, L_SEMAIL)) == -1 ||
+	                 msg_add_to(m, name, email) == -1 || (reply[0] && msg_set_reply_to(m, NULL, reply) == -1) ||
+	                 msg_set_subject(m, subject) == -1 || msg_add_header(m, "List-Unsubscribe", list_unsub) == -1 ||
+	                 msg_add_header(m, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click") == -1 ||
+	                 msg_add_header(m, "X-Outreach-Jid", ctx->job->jid) == -1 || msg_set_text(m, full_text) == -1 ||
+	                 msg_set_html(m, full_html) == -1 || msg_render(m, data, len) == -1
+	             ? -1
+	             : 0;
+	free(subject);
+	free(text);
+	free(html);
+	free(utok);
+	free(otok);
+	free(unsub);
+	free(pixel);
+	free(list_unsub);
+	free(ttext);
+	free(thtml);
+	free(footer_html);
+	free(full_text);
+	free(full_html);
+	return rc;
+}
+
+/* The message step of enrollment id (row r of campaign_load): claims it, renders it and hands it
+ * over for sending. */
+static enum job_result
+send_step(struct job_ctx *ctx, PGresult *r, const char *id)
+{
+	const char *email = PQgetvalue(r, 0, L_EMAIL), *variant = PQgetvalue(r, 0, L_VARIANT);
+	char step[16], now[32], why[600], perr[256] = "";
+	double delay;
+
+	if (campaign_key() == NULL)
+		return job_fail(ctx, JOB_RETRY, "ConfigurationError",
+		                "campaigns.token_key_file is not set: campaign messages cannot be tracked, none is sent");
+	if (!PQgetisnull(r, 0, L_SUPPRESSED)) {
+		snprintf(why, sizeof(why), "suppressed address (%s)", PQgetvalue(r, 0, L_SUPPRESSED));
+		return stop_enrollment(ctx, id, why);
+	}
+	if (!msg_addr_valid(email)) {
+		snprintf(why, sizeof(why), "no usable email address (\"%.200s\")", email);
+		return stop_enrollment(ctx, id, why);
+	}
+	if (PQgetisnull(r, 0, L_MROW))
+		snprintf(why, sizeof(why), "campaign %s has no variant \"%s\" for segment %s", PQgetvalue(r, 0, L_CID),
+		         variant, PQgetvalue(r, 0, L_SEGMENT));
+	else {
+		const int cols[] = {L_SUBJECT, L_TEXT, L_HTML};
+		for (size_t i = 0; i < NELEM(cols) && !perr[0]; i++) {
+			struct tmpl *t = tmpl_parse(PQgetvalue(r, 0, cols[i]), PQfname(r, cols[i]), perr, sizeof(perr));
+			tmpl_free(t);
+		}
+		if (perr[0])
+			snprintf(why, sizeof(why), "variant \"%s\" (campaign_messages %s): %s", variant,
+			         PQgetvalue(r, 0, L_MROW), perr);
+	}
+	if (PQgetisnull(r, 0, L_MROW) || perr[0]) {
+		enum job_result rc = stop_enrollment(ctx, id, why);
+		return rc == JOB_DONE ? job_fail(ctx, JOB_DEAD, "CampaignError", "%s", why) : rc;
+	}
+	switch (rate_check(ctx, strchr(email, '@') + 1, &delay)) {
+	case -1:
+		return job_fail(ctx, JOB_RETRY, "RedisError", "checking the campaign rate limits: %s",
+		                ctx->redis->errstr[0] ? ctx->redis->errstr : "unexpected reply");
+	case 1:
+		return reschedule(ctx, id, delay);
+	}
+
+	/* The row that makes the message happen once, and this attempt's claim on it. */
+	struct msg *m = msg_new();
+	if (msg_set_id_domain(m, strchr(PQgetvalue(r, 0, L_SEMAIL), '@') + 1) == -1)
+		log_warnx("Message-ID domain: %s", msg_error(m));
+	snprintf(step, sizeof(step), "%d", atoi(PQgetvalue(r, 0, L_STEP)) + 1);
+	campaign_now(now, sizeof(now));
+	PGresult *c = db_query(ctx->db, "SELECT message, header FROM campaign_claim($1, $2, $3, $4, $5, $6, $7, "
+	                                "to_timestamp($8::float8))",
+	                       DB_ARGS(id, step, PQgetvalue(r, 0, L_MROW), variant, email, msg_id(m), ctx->job->jid, now));
+	if (c == NULL) {
+		msg_free(m);
+		return campaign_db_retry(ctx, "claiming the campaign message");
+	}
+	if (PQntuples(c) == 0) {
+		PQclear(c);
+		msg_free(m);
+		log_info("enrollment %s step %s: its message is sent or being sent, or the enrollment moved on: nothing to do",
+		         id, step);
+		return JOB_DONE;
+	}
+	char message[24];
+	util_strlcpy(message, PQgetvalue(c, 0, 0), sizeof(message));
+	if (msg_set_id(m, PQgetvalue(c, 0, 1)) == -1)
+		log_warnx("Message-ID: %s", msg_error(m));
+	PQclear(c);
+
 	char *data = NULL;
 	size_t len = 0;
-	const char *reply = PQgetvalue(r, 0, L_REPLY);
-	if (msg_set_from(m, PQgetvalue(r, 0, L_SNAME), PQgetvalue(r, 0, L_SEMAIL)) == -1 ||
-	    msg_add_to(m, name, email) == -1 || (reply[0] && msg_set_reply_to(m, NULL, reply) == -1) ||
-	    msg_set_subject(m, subject) == -1 || msg_add_header(m, "List-Unsubscribe", list_unsub) == -1 ||
-	    msg_add_header(m, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click") == -1 ||
-	    msg_add_header(m, "X-Outreach-Jid", ctx->job->jid) == -1 || msg_set_text(m, full_text) == -1 ||
-	    msg_set_html(m, full_html) == -1 || msg_render(m, &data, &len) == -1) {
+	enum job_result rc;
+	if (render(ctx, r, m, message, &data, &len) == -1) {
 		snprintf(why, sizeof(why), "cannot build campaign message %s to %s: %s", message, email, msg_error(m));
 		if (db_exec(ctx->db,
 		            "WITH m AS (UPDATE email_messages SET status = 'failed', error = $2, attempt_at = NULL "
@@ -528,106 +476,96 @@ send_step(struct job_ctx *ctx, PGresult *r, const char *id, const char *variant,
 		                        .free_priv = free};
 		rc = job_send_mail(ctx, &mail);
 	}
-	free(subject);
-	free(text);
-	free(html);
-	free(utok);
-	free(otok);
-	free(unsub);
-	free(list_unsub);
-	free(ttext);
-	free(thtml);
-	free(pixel);
-	free(footer_html);
-	free(full_text);
-	free(full_html);
 	msg_free(m);
 	return rc;
 }
 
-enum job_result
-campaign_send_run(struct job_ctx *ctx)
+/* A call for the source's coordinator, or the end of the sequence: the enrollment locked, checked
+ * still at step cur, and moved on. */
+static enum job_result
+other_step(struct job_ctx *ctx, PGresult *r, const char *id, int cur)
 {
-	char id[24], now[32], step[16];
-	json_int_t eid = json_integer_value(json_array_get(ctx->job->args, 0));
+	const char *action = PQgetvalue(r, 0, L_ACTION);
+	char step[16], was[16], now[32];
 
-	snprintf(id, sizeof(id), "%lld", (long long)eid);
+	snprintf(step, sizeof(step), "%d", cur + 1);
+	snprintf(was, sizeof(was), "%d", cur);
 	campaign_now(now, sizeof(now));
 	if (db_begin(ctx->db) == -1)
 		return campaign_db_retry(ctx, "starting a transaction");
-	PGresult *r = db_query(ctx->db, load_sql, DB_ARGS(id, now));
-	if (r == NULL)
-		return campaign_db_retry(ctx, "loading the enrollment");
-	if (PQntuples(r) == 0) {
-		PQclear(r);
+	PGresult *l = db_query(ctx->db,
+	                       "SELECT 1 FROM campaign_enrollments WHERE id = $1 AND state = 'active' AND step = $2 FOR UPDATE",
+	                       DB_ARGS(id, was));
+	if (l == NULL)
+		return campaign_db_retry(ctx, "locking the enrollment");
+	bool still = PQntuples(l) == 1;
+	PQclear(l);
+	if (!still) {
 		db_rollback(ctx->db);
-		log_info("enrollment %s is gone (its campaign was deleted?): nothing to do", id);
+		log_info("enrollment %s moved on meanwhile: nothing to do", id);
 		return JOB_DONE;
 	}
-	const char *state = PQgetvalue(r, 0, L_STATE), *cstatus = PQgetvalue(r, 0, L_CSTATUS);
-	int cur = atoi(PQgetvalue(r, 0, L_STEP));
-	if (strcmp(state, "active") != 0 || strcmp(cstatus, "active") != 0 || PQgetvalue(r, 0, L_DUE)[0] != 't') {
-		/* Not ours to act on now; a paused campaign's enrollments are picked up again once it is active. */
-		log_info("enrollment %s: %s, campaign %s%s: nothing to do", id, state, cstatus,
-		         PQgetvalue(r, 0, L_DUE)[0] == 't' ? "" : ", nothing due");
-		enum job_result rc = JOB_DONE;
-		if (db_exec(ctx->db, "UPDATE campaign_enrollments SET enqueued_at = NULL WHERE id = $1", DB_ARGS(id)) == -1 ||
-		    db_commit(ctx->db) == -1)
-			rc = campaign_db_retry(ctx, "releasing the enrollment");
-		PQclear(r);
-		return rc;
-	}
-
-	/* The rule: the one scheduled, or at a timeout check the first timeout rule that holds. */
-	const char *next = PQgetisnull(r, 0, L_NEXT) ? NULL : PQgetvalue(r, 0, L_NEXT);
-	PGresult *rule = db_query(ctx->db,
-	                          "SELECT id, action, coalesce(variant, '') FROM campaign_steps "
-	                          "WHERE id = coalesce($2::bigint, campaign_timeout_rule($1, to_timestamp($3::float8)))",
-	                          DB_ARGS(id, next, now));
-	if (rule == NULL) {
-		PQclear(r);
-		return campaign_db_retry(ctx, "choosing the campaign rule");
-	}
-	enum job_result rc = JOB_DONE;
-	snprintf(step, sizeof(step), "%d", cur + 1);
-	if (PQntuples(rule) == 0) {
-		/* A timeout check where no rule holds yet: the next check, or the end. */
-		if (db_exec(ctx->db, "SELECT campaign_schedule($1, to_timestamp($2::float8), to_timestamp($2::float8))",
-		            DB_ARGS(id, now)) == -1 ||
-		    db_commit(ctx->db) == -1)
-			rc = campaign_db_retry(ctx, "scheduling the next check");
-		else
-			log_info("enrollment %s step %d: no timeout rule holds", id, cur);
-	} else if (strcmp(PQgetvalue(rule, 0, 1), "stop") == 0) {
+	if (strcmp(action, "stop") == 0) {
 		if (db_exec(ctx->db,
 		            "UPDATE campaign_enrollments SET step = $2, step_at = to_timestamp($3::float8), state = 'finished', "
 		            "stop_reason = 'stop rule', next_action_at = NULL, next_step_id = NULL, enqueued_at = NULL "
 		            "WHERE id = $1",
 		            DB_ARGS(id, step, now)) == -1 ||
 		    db_commit(ctx->db) == -1)
-			rc = campaign_db_retry(ctx, "finishing the enrollment");
-		else
-			log_info("enrollment %s finished by its rules at step %s", id, step);
-	} else if (strcmp(PQgetvalue(rule, 0, 1), "call") == 0) {
-		if (db_exec(ctx->db,
-		            "INSERT INTO activities (source_id, coordinator_id, kind, subject, scheduled_at) "
-		            "VALUES ($1, $2, 'call', 'Campaign \"' || $3 || '\": call ' || $4, to_timestamp($5::float8))",
-		            DB_ARGS(PQgetvalue(r, 0, L_SOURCE), PQgetisnull(r, 0, L_COID) ? NULL : PQgetvalue(r, 0, L_COID),
-		                    PQgetvalue(r, 0, L_CNAME),
-		                    PQgetvalue(r, 0, L_LAST)[0] ? PQgetvalue(r, 0, L_LAST) : PQgetvalue(r, 0, L_ORG), now)) ==
-		        -1 ||
-		    db_exec(ctx->db, "SELECT campaign_step_done($1, $2, to_timestamp($3::float8))", DB_ARGS(id, step, now)) ==
-		        -1 ||
-		    db_commit(ctx->db) == -1)
-			rc = campaign_db_retry(ctx, "creating the call");
-		else
-			log_info("enrollment %s step %s: a call for the source's coordinator", id, step);
-	} else {
-		char variant[80];
-		util_strlcpy(variant, PQgetvalue(rule, 0, 2), sizeof(variant));
-		rc = send_step(ctx, r, id, variant, cur + 1);
+			return campaign_db_retry(ctx, "finishing the enrollment");
+		log_info("enrollment %s finished by its rules at step %s", id, step);
+		return JOB_DONE;
 	}
-	PQclear(rule);
+	if (db_exec(ctx->db,
+	            "INSERT INTO activities (source_id, coordinator_id, kind, subject, scheduled_at) "
+	            "VALUES ($1, $2, 'call', 'Campaign \"' || $3 || '\": call ' || $4, to_timestamp($5::float8))",
+	            DB_ARGS(PQgetvalue(r, 0, L_SOURCE), PQgetisnull(r, 0, L_COID) ? NULL : PQgetvalue(r, 0, L_COID),
+	                    PQgetvalue(r, 0, L_CNAME),
+	                    PQgetvalue(r, 0, L_LAST)[0] ? PQgetvalue(r, 0, L_LAST) : PQgetvalue(r, 0, L_ORG), now)) == -1 ||
+	    db_exec(ctx->db, "SELECT campaign_step_done($1, $2, to_timestamp($3::float8))", DB_ARGS(id, step, now)) == -1 ||
+	    db_commit(ctx->db) == -1)
+		return campaign_db_retry(ctx, "creating the call");
+	log_info("enrollment %s step %s: a call for the source's coordinator", id, step);
+	return JOB_DONE;
+}
+
+enum job_result
+campaign_send_run(struct job_ctx *ctx)
+{
+	char id[24], now[32];
+	json_int_t eid = json_integer_value(json_array_get(ctx->job->args, 0));
+
+	snprintf(id, sizeof(id), "%lld", (long long)eid);
+	campaign_now(now, sizeof(now));
+	PGresult *r = db_query(ctx->db, "SELECT * FROM campaign_load($1, to_timestamp($2::float8))", DB_ARGS(id, now));
+	if (r == NULL)
+		return campaign_db_retry(ctx, "loading the enrollment");
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		log_info("enrollment %s is gone (its campaign was deleted?): nothing to do", id);
+		return JOB_DONE;
+	}
+	const char *state = PQgetvalue(r, 0, L_STATE), *cstatus = PQgetvalue(r, 0, L_CSTATUS);
+	int cur = atoi(PQgetvalue(r, 0, L_STEP));
+	enum job_result rc = JOB_DONE;
+	if (strcmp(state, "active") != 0 || strcmp(cstatus, "active") != 0 || PQgetvalue(r, 0, L_DUE)[0] != 't') {
+		/* Not ours to act on now; a paused campaign's enrollments are picked up again once it is active. */
+		log_info("enrollment %s: %s, campaign %s%s: nothing to do", id, state, cstatus,
+		         PQgetvalue(r, 0, L_DUE)[0] == 't' ? "" : ", nothing due");
+		if (db_exec(ctx->db, "UPDATE campaign_enrollments SET enqueued_at = NULL WHERE id = $1", DB_ARGS(id)) == -1)
+			rc = campaign_db_retry(ctx, "releasing the enrollment");
+	} else if (PQgetisnull(r, 0, L_RULE)) {
+		/* A timeout check where no rule holds yet: the next check, or the end. */
+		if (db_exec(ctx->db, "SELECT campaign_schedule($1, to_timestamp($2::float8), to_timestamp($2::float8))",
+		            DB_ARGS(id, now)) == -1)
+			rc = campaign_db_retry(ctx, "scheduling the next check");
+		else
+			log_info("enrollment %s step %d: no timeout rule holds", id, cur);
+	} else if (strcmp(PQgetvalue(r, 0, L_ACTION), "send") == 0) {
+		rc = send_step(ctx, r, id);
+	} else {
+		rc = other_step(ctx, r, id, cur);
+	}
 	PQclear(r);
 	return rc;
 }

@@ -73,7 +73,10 @@ campaign_event_run(struct job_ctx *ctx)
 	else
 		for (size_t i = 0; addr[i] && i + 1 < sizeof(lower); i++)
 			lower[i] = (char)(addr[i] >= 'A' && addr[i] <= 'Z' ? addr[i] + 32 : addr[i]), lower[i + 1] = '\0';
-	const char *message = found ? PQgetvalue(m, 0, 0) : NULL;
+	char msgid[24] = "";
+	if (found)
+		util_strlcpy(msgid, PQgetvalue(m, 0, 0), sizeof(msgid));
+	const char *message = found ? msgid : NULL;
 
 	/* The enrollment is locked first, the order every campaign writer takes. */
 	if (db_begin(ctx->db) == -1 ||

@@ -196,59 +196,76 @@ BEGIN
     RETURN local AT TIME ZONE tz;
 END $$;
 
--- Schedules what follows enrollment e's current step, taken or checked at `at`: the first 'always'
--- rule (due at `at` plus its wait); else a check when the earliest timeout rule (not_opened,
--- not_clicked, no_action) falls due, counting only those due after `after` when it is not NULL
--- (after a check that found none holding); else, when the step has event rules, nothing until an
--- event; else the sequence is finished.
+-- What follows step p_step of an enrollment of campaign p_campaign, taken at p_step_at and
+-- scheduled at p_at: the first 'always' rule (due at p_at plus its wait); else a check when the
+-- earliest timeout rule (not_opened, not_clicked, no_action) falls due, counting only those due
+-- after p_after when it is not NULL (after a check that found none holding); else, when the step
+-- has event rules, nothing until an event; else the sequence is finished.
+CREATE FUNCTION campaign_next(p_campaign bigint, p_step integer, p_step_at timestamptz, p_at timestamptz,
+                              p_after timestamptz, OUT next_step_id bigint, OUT next_action_at timestamptz,
+                              OUT finished boolean)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    r campaign_steps;
+    tz text;
+    t timestamptz;
+    events boolean := false;
+BEGIN
+    finished := false;
+    FOR r IN SELECT * FROM campaign_steps WHERE campaign_id = p_campaign AND after_step = p_step ORDER BY position LOOP
+        IF r.business_days AND tz IS NULL THEN
+            SELECT time_zone INTO tz FROM campaigns WHERE id = p_campaign;
+        END IF;
+        IF r.condition = 'always' THEN
+            next_step_id := r.id;
+            next_action_at := campaign_add_days(p_at, r.wait_days, r.business_days, tz);
+            RETURN;
+        ELSIF r.condition IN ('opened', 'clicked') THEN
+            events := true;
+        ELSIF r.condition IN ('not_opened', 'not_clicked', 'no_action') THEN
+            t := campaign_add_days(p_step_at, r.wait_days, r.business_days, tz);
+            IF (p_after IS NULL OR t > p_after) AND (next_action_at IS NULL OR t < next_action_at) THEN
+                next_action_at := t;
+            END IF;
+        END IF;
+    END LOOP;
+    finished := next_action_at IS NULL AND NOT events;
+END $$;
+
+-- Schedules what follows enrollment e's current step (campaign_next with its step and step time).
 CREATE FUNCTION campaign_schedule(e bigint, at timestamptz, after timestamptz DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     en campaign_enrollments;
-    tz text;
-    r campaign_steps;
-    t timestamptz;
+    n record;
 BEGIN
     SELECT * INTO en FROM campaign_enrollments WHERE id = e;
-    SELECT time_zone INTO tz FROM campaigns WHERE id = en.campaign_id;
-    SELECT * INTO r FROM campaign_steps
-     WHERE campaign_id = en.campaign_id AND after_step = en.step AND condition = 'always'
-     ORDER BY position LIMIT 1;
-    IF FOUND THEN
-        UPDATE campaign_enrollments
-           SET next_step_id = r.id, next_action_at = campaign_add_days(at, r.wait_days, r.business_days, tz),
-               enqueued_at = NULL
-         WHERE id = e;
-        RETURN;
-    END IF;
-    SELECT min(campaign_add_days(en.step_at, s.wait_days, s.business_days, tz)) INTO t
-      FROM campaign_steps s
-     WHERE s.campaign_id = en.campaign_id AND s.after_step = en.step
-       AND s.condition IN ('not_opened', 'not_clicked', 'no_action')
-       AND (after IS NULL OR campaign_add_days(en.step_at, s.wait_days, s.business_days, tz) > after);
-    IF t IS NOT NULL THEN
-        UPDATE campaign_enrollments SET next_step_id = NULL, next_action_at = t, enqueued_at = NULL WHERE id = e;
-    ELSIF EXISTS (SELECT 1 FROM campaign_steps
-                   WHERE campaign_id = en.campaign_id AND after_step = en.step
-                     AND condition IN ('opened', 'clicked')) THEN
-        UPDATE campaign_enrollments SET next_step_id = NULL, next_action_at = NULL, enqueued_at = NULL
-         WHERE id = e;
-    ELSE
-        UPDATE campaign_enrollments
-           SET state = 'finished', next_step_id = NULL, next_action_at = NULL, enqueued_at = NULL
-         WHERE id = e;
-    END IF;
+    n := campaign_next(en.campaign_id, en.step, en.step_at, at, after);
+    UPDATE campaign_enrollments
+       SET next_step_id = n.next_step_id, next_action_at = n.next_action_at, enqueued_at = NULL,
+           state = CASE WHEN n.finished THEN 'finished' ELSE state END
+     WHERE id = e;
 END $$;
 
--- Records that enrollment e took step `step` at `at` and schedules what follows.
+-- Records that enrollment e took step `step` at `at` and schedules what follows, in one update.
+-- An enrollment stopped meanwhile (an unsubscribe while its message was on the wire) stays so.
 CREATE FUNCTION campaign_step_done(e bigint, step integer, at timestamptz)
 RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    en campaign_enrollments;
+    n record;
 BEGIN
-    UPDATE campaign_enrollments SET step = campaign_step_done.step, step_at = at WHERE id = e;
-    -- An enrollment stopped meanwhile (an unsubscribe while its message was on the wire) stays so.
-    IF (SELECT state FROM campaign_enrollments WHERE id = e) = 'active' THEN
-        PERFORM campaign_schedule(e, at);
+    SELECT * INTO en FROM campaign_enrollments WHERE id = e;
+    IF en.state <> 'active' THEN
+        UPDATE campaign_enrollments SET step = campaign_step_done.step, step_at = at WHERE id = e;
+        RETURN;
     END IF;
+    n := campaign_next(en.campaign_id, campaign_step_done.step, at, at, NULL);
+    UPDATE campaign_enrollments
+       SET step = campaign_step_done.step, step_at = at, next_step_id = n.next_step_id,
+           next_action_at = n.next_action_at, enqueued_at = NULL,
+           state = CASE WHEN n.finished THEN 'finished' ELSE state END
+     WHERE id = e;
 END $$;
 
 -- At a timeout check of enrollment e at `now_`: the first rule by position among the timeout rules
@@ -380,8 +397,8 @@ DECLARE
     m email_messages;
 BEGIN
     -- The enrollment first, the order every campaign writer takes.
-    PERFORM 1 FROM campaign_enrollments e JOIN email_messages x ON x.enrollment_id = e.id
-     WHERE x.id = p_message FOR UPDATE OF e;
+    PERFORM 1 FROM campaign_enrollments
+     WHERE id = (SELECT enrollment_id FROM email_messages WHERE id = p_message) FOR UPDATE;
     UPDATE email_messages SET status = 'sent', sent_at = p_now, attempt_at = NULL, error = NULL
      WHERE id = p_message AND status = 'sending' RETURNING * INTO m;
     IF FOUND THEN

@@ -428,3 +428,85 @@ BEGIN
            enqueued_at = NULL
      WHERE id = m.enrollment_id;
 END $$;
+
+-- Campaign results, per campaign and message variant, brought up to date by every MetricsJob:
+-- messages sent; of those, opened, clicked, replied to (first open, click, reply); unsubscribes,
+-- complaints and bounces (at SMTP time or reported later); the sources mailed this variant
+-- (recipients), and the referrals those sources sent within 90 days of their first message of the
+-- variant (referrals_90d, from referring_recipients of them).
+CREATE TABLE metric_campaigns (
+    campaign_id          bigint NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+    variant              text NOT NULL,
+    sent                 integer NOT NULL,
+    opened               integer NOT NULL,
+    clicked              integer NOT NULL,
+    replied              integer NOT NULL,
+    unsubscribed         integer NOT NULL,
+    complained           integer NOT NULL,
+    bounced              integer NOT NULL,
+    recipients           integer NOT NULL,
+    referring_recipients integer NOT NULL,
+    referrals_90d        integer NOT NULL,
+    PRIMARY KEY (campaign_id, variant)
+);
+
+-- Recomputes metric_campaigns from the messages, events and referrals in one set-based pass,
+-- writing only the rows that differ; returns how many rows changed.
+CREATE FUNCTION campaign_metrics_refresh() RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+    total bigint := 0;
+BEGIN
+    CREATE TEMP TABLE campaign_fresh ON COMMIT DROP AS
+    WITH m AS (
+        SELECT id, campaign_id, variant, source_id, status, sent_at, opened_at, clicked_at, replied_at
+          FROM email_messages WHERE status IN ('sent', 'bounced')
+    ), ev AS (
+        SELECT message_id, bool_or(kind = 'unsubscribe') AS unsub, bool_or(kind = 'complaint') AS compl,
+               bool_or(kind = 'bounce') AS bounce
+          FROM email_events WHERE message_id IS NOT NULL AND kind IN ('unsubscribe', 'complaint', 'bounce')
+         GROUP BY message_id
+    ), first AS (
+        SELECT campaign_id, variant, source_id, min(sent_at) AS first_at
+          FROM m WHERE status = 'sent' GROUP BY campaign_id, variant, source_id
+    ), refs AS (
+        SELECT f.campaign_id, f.variant, count(r.id)::integer AS n, count(DISTINCT r.source_id)::integer AS who
+          FROM first f JOIN referrals r ON r.source_id = f.source_id AND r.referred_at >= f.first_at
+                                      AND r.referred_at < f.first_at + interval '90 days'
+         GROUP BY f.campaign_id, f.variant
+    )
+    SELECT m.campaign_id, m.variant,
+           count(*) FILTER (WHERE m.status = 'sent')::integer AS sent,
+           count(*) FILTER (WHERE m.status = 'sent' AND m.opened_at IS NOT NULL)::integer AS opened,
+           count(*) FILTER (WHERE m.status = 'sent' AND m.clicked_at IS NOT NULL)::integer AS clicked,
+           count(*) FILTER (WHERE m.status = 'sent' AND m.replied_at IS NOT NULL)::integer AS replied,
+           count(*) FILTER (WHERE ev.unsub)::integer AS unsubscribed,
+           count(*) FILTER (WHERE ev.compl)::integer AS complained,
+           count(*) FILTER (WHERE m.status = 'bounced' OR ev.bounce)::integer AS bounced,
+           count(DISTINCT m.source_id) FILTER (WHERE m.status = 'sent')::integer AS recipients,
+           coalesce(max(refs.who), 0) AS referring_recipients,
+           coalesce(max(refs.n), 0) AS referrals_90d
+      FROM m LEFT JOIN ev ON ev.message_id = m.id
+      LEFT JOIN refs ON refs.campaign_id = m.campaign_id AND refs.variant = m.variant
+     GROUP BY m.campaign_id, m.variant;
+    DELETE FROM metric_campaigns t
+     WHERE NOT EXISTS (SELECT 1 FROM campaign_fresh f WHERE f.campaign_id = t.campaign_id AND f.variant = t.variant);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    total := total + n;
+    INSERT INTO metric_campaigns AS t SELECT * FROM campaign_fresh
+    ON CONFLICT (campaign_id, variant) DO UPDATE
+       SET (sent, opened, clicked, replied, unsubscribed, complained, bounced, recipients, referring_recipients,
+            referrals_90d) =
+           ROW(excluded.sent, excluded.opened, excluded.clicked, excluded.replied, excluded.unsubscribed,
+               excluded.complained, excluded.bounced, excluded.recipients, excluded.referring_recipients,
+               excluded.referrals_90d)
+     WHERE (t.sent, t.opened, t.clicked, t.replied, t.unsubscribed, t.complained, t.bounced, t.recipients,
+            t.referring_recipients, t.referrals_90d) IS DISTINCT FROM
+           (excluded.sent, excluded.opened, excluded.clicked, excluded.replied, excluded.unsubscribed,
+            excluded.complained, excluded.bounced, excluded.recipients, excluded.referring_recipients,
+            excluded.referrals_90d);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    total := total + n;
+    DROP TABLE campaign_fresh;
+    RETURN total;
+END $$;

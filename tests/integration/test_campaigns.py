@@ -502,6 +502,49 @@ class Campaigns(harness.Case):
         self.wait_mail(1)
         self.stop(w, d)
 
+    def test_campaign_results_in_the_metrics(self):
+        """sent, opened, clicked, replied, unsubscribed, bounced per campaign and variant, and the
+        referrals of recipients within 90 days of their first message."""
+        c, seg = self.simple()
+        a, b, x = (self.source(n, n.lower() + "@example.org") for n in ("Alpha", "Beta", "Gamma"))
+        ea, eb, ex = (self.enroll(c, s, seg) for s in (a, b, x))
+
+        def message(e, s, step, variant, status, days_ago, opened=False, clicked=False, replied=False):
+            return self.sql_one(
+                "INSERT INTO email_messages (enrollment_id, step, campaign_id, variant, source_id, recipient, "
+                " message_id, status, sent_at, opened_at, clicked_at, replied_at) "
+                "VALUES (%s, %s, %s, %s, %s, 'r' || %s || '@example.org', 'm' || %s || '.' || %s || '@x', %s, "
+                " now() - make_interval(days => %s), CASE WHEN %s THEN now() END, CASE WHEN %s THEN now() END, "
+                " CASE WHEN %s THEN now() END) RETURNING id",
+                (e, step, c, variant, s, s, e, step, status, days_ago, opened, clicked, replied))
+        message(ea, a, 1, "intro", "sent", 120, opened=True, clicked=True)
+        message(ea, a, 2, "reminder", "sent", 100, opened=True, replied=True)
+        mb = message(eb, b, 1, "intro", "sent", 30, opened=True)
+        message(ex, x, 1, "intro", "bounced", 30)
+        self.sql("INSERT INTO email_events (message_id, kind, at) VALUES (%s, 'unsubscribe', now())", (mb,))
+
+        def referral(s, days_ago, key):
+            self.sql("INSERT INTO referrals (source_id, service_line, referred_at, patient_key) "
+                     "VALUES (%s, 'pt', now() - make_interval(days => %s), %s)", (s, days_ago, key))
+        referral(a, 110, "p1")  # 10 days after Alpha's intro, before the reminder
+        referral(a, 5, "p2")    # 115 days after the intro, 95 after the reminder: neither
+        referral(b, 40, "p3")   # before Beta's intro
+        referral(b, 10, "p4")   # 20 days after
+        referral(b, 1, "p5")    # 29 days after
+        job = {"class": "MetricsJob", "args": [], "jid": os.urandom(12).hex(), "queue": "metrics", "retry": True,
+               "created_at": time.time(), "enqueued_at": time.time()}
+        r = self.redis()
+        r.sadd("queues", "metrics")
+        r.lpush("queue:metrics", json.dumps(job))
+        w = self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "metrics")
+        w.wait_log(r"metrics: campaign results, \d+ rows? changed")
+        self.stop(w)
+        rows = self.sql("SELECT variant, sent, opened, clicked, replied, unsubscribed, complained, bounced, recipients, "
+                        "referring_recipients, referrals_90d FROM metric_campaigns WHERE campaign_id = %s "
+                        "ORDER BY variant", (c,))
+        self.assertEqual(rows, [("intro", 2, 2, 1, 0, 1, 0, 1, 2, 2, 3),
+                                ("reminder", 1, 1, 0, 1, 0, 0, 0, 1, 0, 0)])
+
 
 if __name__ == "__main__":
     harness.main()

@@ -236,8 +236,8 @@ validate_campaign_event(const json_t *args, char *err, size_t errlen)
 	    !(json_is_number(v) && json_number_value(v) > 946684800.0 && json_number_value(v) < 32503680000.0))
 		return ERR("CampaignEventJob: at must be epoch seconds (a number after 2000-01-01)");
 	if ((v = json_object_get(o, "detail")) && !json_is_null(v) &&
-	    !(json_is_string(v) && json_string_length(v) <= 1000 && strlen(json_string_value(v)) == json_string_length(v)))
-		return ERR("CampaignEventJob: detail must be a string of at most 1000 characters");
+	    !(json_is_string(v) && json_string_length(v) <= 8192 && strlen(json_string_value(v)) == json_string_length(v)))
+		return ERR("CampaignEventJob: detail must be a string of at most 8192 bytes");
 	return 0;
 }
 

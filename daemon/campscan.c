@@ -107,6 +107,16 @@ push_chunk(struct campscan *s, PGresult *res, int from, int to)
 
 static void scan_now(struct campscan *s);
 
+/* Rows per claim: with campaigns.max_per_second, no more than the workers may send until the next
+ * scan, so that the rest wait in PostgreSQL rather than run into the limit. */
+static int
+claim_limit(const struct campscan *s)
+{
+	long per_scan = (long)(*s->cfgp)->campaigns.max_per_second * (*s->cfgp)->campaigns.scan_interval;
+
+	return per_scan > 0 && per_scan < CLAIM_LIMIT ? (int)per_scan : CLAIM_LIMIT;
+}
+
 static void
 on_claimed(PGresult *res, const char *errmsg, void *priv)
 {
@@ -126,7 +136,7 @@ on_claimed(PGresult *res, const char *errmsg, void *priv)
 		push_chunk(s, res, i, i + PUSH_CHUNK < n ? i + PUSH_CHUNK : n);
 	if (n > 0)
 		log_info("campaign step scan: %d enrollment%s due, queued", n, n == 1 ? "" : "s");
-	if (n == CLAIM_LIMIT)
+	if (n == CLAIM_LIMIT && claim_limit(s) == CLAIM_LIMIT)
 		scan_now(s); /* more are due */
 }
 
@@ -138,7 +148,7 @@ scan_now(struct campscan *s)
 	if (!s->enabled || s->running || !apg_schema_ok(s->pg) || !ar_ready(s->ar))
 		return;
 	snprintf(now, sizeof(now), "%.6f", util_clock());
-	snprintf(limit, sizeof(limit), "%d", CLAIM_LIMIT);
+	snprintf(limit, sizeof(limit), "%d", claim_limit(s));
 	const char *params[] = {now, limit};
 	if (apg_query(s->pg, campscan_sql, 2, params, on_claimed, s) == 0)
 		s->running = true;

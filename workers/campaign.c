@@ -8,11 +8,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "common/job.h"
 #include "common/log.h"
 #include "common/mailtmpl.h"
 #include "common/msg.h"
-#include "common/queue.h"
 #include "common/tmpl.h"
 #include "workers/handler.h"
 
@@ -268,26 +266,30 @@ rate_check(struct job_ctx *ctx, const char *domain, double *delay)
 	freeReplyObject(r);
 	if (v == 0)
 		return 0;
+	/* The next window, spread over its first part so that the waiting messages do not all return at once. */
 	unsigned char jitter;
 	util_random(&jitter, 1);
 	if (v == 1)
 		*delay = 1.0 - (now - (double)(long long)now) + jitter / 255.0;
 	else
-		*delay = 60.0 - (now - (double)((long long)now / 60 * 60)) + jitter / 25.5;
+		*delay = 60.0 - (now - (double)((long long)now / 60 * 60)) + jitter / 8.5;
 	return 1;
 }
 
-/* Pushes a fresh CampaignSendJob for the enrollment delay seconds from now. */
+/* Moves the enrollment's due time delay seconds on; the scan queues it again then. (A job pushed
+ * back to Redis instead would be joined by the scan's own after ten minutes, and the two would run
+ * into the limit together.) */
 static enum job_result
 reschedule(struct job_ctx *ctx, const char *enrollment, double delay)
 {
-	char err[256];
-	struct job *j = job_new("CampaignSendJob", ctx->job->queue, json_pack("[I]", (json_int_t)atoll(enrollment)));
-	int rc = queue_schedule(ctx->redis, j, util_now() + delay, err, sizeof(err));
+	char at[32];
 
-	job_free(j);
-	if (rc == -1)
-		return job_fail(ctx, JOB_RETRY, "RedisError", "rescheduling enrollment %s: %s", enrollment, err);
+	snprintf(at, sizeof(at), "%.6f", util_clock() + delay);
+	if (db_exec(ctx->db,
+	            "UPDATE campaign_enrollments SET next_action_at = to_timestamp($2::float8), enqueued_at = NULL "
+	            "WHERE id = $1 AND state = 'active'",
+	            DB_ARGS(enrollment, at)) == -1)
+		return campaign_db_retry(ctx, "rescheduling the enrollment");
 	log_info("enrollment %s: the campaign rate limit is reached; rescheduled in %.1f s", enrollment, delay);
 	return JOB_DONE;
 }

@@ -18,7 +18,7 @@ suppress(struct job_ctx *ctx, const char *addr, const char *reason, const char *
 {
 	return db_exec(ctx->db,
 	               "WITH sup AS (INSERT INTO suppressions (address, reason, detail, message_id) "
-	               "             VALUES ($1, $2, $3, $4) ON CONFLICT (address) DO NOTHING) "
+	               "             VALUES ($1, $2, left($3, 1000), $4) ON CONFLICT (address) DO NOTHING) "
 	               "UPDATE campaign_enrollments e SET state = 'stopped', stop_reason = $2, next_action_at = NULL, "
 	               "       next_step_id = NULL, enqueued_at = NULL "
 	               "  FROM referral_sources s WHERE s.id = e.source_id AND lower(s.email) = $1 AND e.state = 'active'",
@@ -89,7 +89,7 @@ campaign_event_run(struct job_ctx *ctx)
 	}
 	PGresult *ins = db_query(ctx->db,
 	                         "INSERT INTO email_events (message_id, recipient, kind, at, url, detail, jid) "
-	                         "VALUES ($1, $2, $3, to_timestamp($4::float8), $5, $6, $7) "
+	                         "VALUES ($1, $2, $3, to_timestamp($4::float8), $5, left($6, 1000), $7) "
 	                         "ON CONFLICT (jid) DO NOTHING RETURNING id",
 	                         DB_ARGS(message, lower, kind, at, url, detail, ctx->job->jid));
 	if (ins == NULL) {
@@ -136,7 +136,7 @@ campaign_event_run(struct job_ctx *ctx)
 		             DB_ARGS(message, at, PQgetvalue(m, 0, 4), now));
 	} else {
 		if (strcmp(kind, "bounce") == 0 && message)
-			rc = db_exec(ctx->db, "UPDATE email_messages SET status = 'bounced', error = $2 WHERE id = $1",
+			rc = db_exec(ctx->db, "UPDATE email_messages SET status = 'bounced', error = left($2, 1000) WHERE id = $1",
 			             DB_ARGS(message, detail ? detail : "bounce reported"));
 		if (rc == 0)
 			rc = suppress(ctx, lower, kind, detail, message);

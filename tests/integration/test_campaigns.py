@@ -398,31 +398,46 @@ class Campaigns(harness.Case):
         self.assertEqual(self.redis().zcard("retry"), 0)
 
     def test_rate_limit_reschedules(self):
+        """Over max_per_domain_per_minute, the enrollments wait for the next minute; nothing fails or
+        is lost, and other domains go on."""
         c, seg = self.simple()
-        es = [self.enroll(c, self.source("Same%d" % i, "d%d@busy.example.org" % i), seg) for i in range(4)]
-        for e in es:
-            self.push("CampaignSendJob", [e])
-        w = self.worker({"OUTREACH_CAMPAIGNS_MAX_PER_DOMAIN_PER_MINUTE": 2})
-        self.wait_mail(2)
-        self.wait_idle()
-        w.wait_log(r"rate limit is reached; rescheduled")
-        r = self.redis()
-        scheduled = [json.loads(j) for j, _ in r.zrange("schedule", 0, -1, withscores=True)]
-        self.assertEqual(len(scheduled), 2, scheduled)
-        self.assertTrue(all(j["class"] == "CampaignSendJob" for j in scheduled))
-        self.assertTrue(all(time.time() < s <= time.time() + 62 for _, s in r.zrange("schedule", 0, -1,
-                                                                                      withscores=True)))
-        self.stop(w)
-        self.assertEqual(len(self.maildir_messages()), 2)
-        # not dropped: due now, without the limit, they go out
-        for j in r.zrange("schedule", 0, -1):
-            r.zadd("schedule", {j: time.time()})
-        d = self.daemon()
-        w = self.worker()
-        self.wait_mail(4)
+        busy = [self.enroll(c, self.source("Same%d" % i, "d%d@busy.example.org" % i), seg) for i in range(4)]
+        self.enroll(c, self.source("Other", "other@quiet.example.org"), seg)
+        limited = {"OUTREACH_CAMPAIGNS_MAX_PER_DOMAIN_PER_MINUTE": 2}
+        d = self.daemon(limited)
+        w = self.worker(limited)
+        self.wait_mail(3)
+        w.wait_log(r"rate limit is reached; rescheduled in")
+        self.wait_for("two to wait", lambda: self.sql_one(
+            "SELECT count(*) FROM campaign_enrollments WHERE id = ANY(%s) AND state = 'active' AND enqueued_at IS NULL "
+            "AND next_action_at > now() AND next_action_at <= now() + interval '95 seconds'", (busy,)) == 2)
+        self.stop(w, d)
+        got = self.by_recipient(self.maildir_messages())
+        self.assertEqual(len(got), 3)
+        self.assertIn("other@quiet.example.org", got)
+        self.assertEqual(self.redis().zcard("dead") + self.redis().zcard("retry"), 0)
+        # a minute and a half later they go out
+        later = {"OUTREACH_NOW_OFFSET": 95}
+        d = self.daemon(later)
+        w = self.worker(later)
+        self.wait_mail(5)
         self.wait_idle()
         self.stop(w, d)
-        self.assertEqual(len(self.by_recipient(self.maildir_messages())), 4)
+        self.assertEqual(len(self.by_recipient(self.maildir_messages())), 5)
+
+    def test_global_rate_limit_paces_the_scan(self):
+        c, seg = self.simple()
+        for i in range(6):
+            self.enroll(c, self.source("Paced%d" % i, "p%d@example%d.org" % (i, i)), seg)
+        limited = {"OUTREACH_CAMPAIGNS_MAX_PER_SECOND": 2}
+        d = self.daemon(limited)
+        w = self.worker(limited)
+        self.wait_mail(6)
+        self.wait_idle()
+        self.stop(w, d)
+        claims = [int(n) for n in re.findall(r"campaign step scan: (\d+) enrollments? due", d.log())]
+        self.assertTrue(claims and max(claims) <= 2, d.log())
+        self.assertEqual(len(self.by_recipient(self.maildir_messages())), 6)
 
     def test_reply_stops_the_sequence_and_creates_a_call(self):
         c, seg = self.simple([(1, 1, "not_opened", "send", "reminder", 1)])
@@ -451,14 +466,15 @@ class Campaigns(harness.Case):
         self.wait_mail(1)
         self.wait_for("the message", lambda: self.sql_one("SELECT status FROM email_messages") == "sent")
         mid = self.message_of(x)
-        jid = self.event("open", message_id=mid)
+        jid = self.event("open", message_id=mid, detail="Mozilla/5.0 " + "x" * 3000)
         self.event("open", jid=jid, message_id=mid)
         self.event("click", message_id=999999, url="https://x.example.org/")
         self.event("bounce", email="Once@Example.org", detail="5.1.1 mailbox gone (from the bounce processor)")
         self.wait_for("the suppression", lambda: self.sql("SELECT 1 FROM suppressions"))
         self.wait_idle()
         self.stop(w, d)
-        self.assertEqual(self.sql("SELECT kind, jid FROM email_events WHERE kind = 'open'"), [("open", jid)])
+        self.assertEqual(self.sql("SELECT kind, jid, length(detail) FROM email_events WHERE kind = 'open'"),
+                         [("open", jid, 1000)])
         self.assertEqual(self.sql_one("SELECT count(*) FROM email_events WHERE message_id = 999999"), 0)
         self.assertEqual(self.sql("SELECT address, reason FROM suppressions"), [("once@example.org", "bounce")])
         self.assertIn("no such campaign message", w.log())
@@ -477,6 +493,7 @@ class Campaigns(harness.Case):
             ("CampaignEventJob", [{"event": "open", "email": "a@b.example"}], "needs message_id"),
             ("CampaignEventJob", [{"event": "click", "message_id": 1, "url": "http://x/\n"}], "url must be"),
             ("CampaignEventJob", ["open", 1], "takes 1 argument"),
+            ("CampaignEventJob", [{"event": "open", "message_id": 1, "detail": "x" * 9000}], "detail must be"),
         ]
         jids = {self.push(k, a): why for k, a, why in bad}
         w = self.worker()

@@ -112,6 +112,15 @@ class Campaigns(harness.Case):
         for p in procs:
             p.wait(30)
 
+    def smtp_server(self, rcpt_replies):
+        """An SMTP server of the test's own that answers RCPT for the given addresses as told."""
+        handler = Recorder(rcpt_replies=rcpt_replies)
+        port = harness.free_port()
+        controller = Controller(handler, hostname="127.0.0.1", port=port)
+        controller.start()
+        self.addCleanup(controller.stop)
+        return handler, port
+
     def push(self, klass, args, jid=None):
         jid = jid or os.urandom(12).hex()
         job = {"class": klass, "args": args, "jid": jid, "queue": "campaigns", "retry": True,
@@ -371,11 +380,7 @@ class Campaigns(harness.Case):
         self.assertEqual(self.sql_one("SELECT count(*) FROM email_messages WHERE recipient = 'gone@example.org'"), 0)
 
     def test_550_at_smtp_time_suppresses(self):
-        handler = Recorder(rcpt_replies={"nobody@example.org": "550 5.1.1 <nobody@example.org>: no such user"})
-        port = harness.free_port()
-        controller = Controller(handler, hostname="127.0.0.1", port=port)
-        controller.start()
-        self.addCleanup(controller.stop)
+        handler, port = self.smtp_server({"nobody@example.org": "550 5.1.1 <nobody@example.org>: no such user"})
         c, seg = self.simple()
         bad = self.source("Nobody", "nobody@example.org")
         good = self.source("Somebody", "somebody@example.org")
@@ -396,6 +401,35 @@ class Campaigns(harness.Case):
         self.assertEqual(self.sql_one("SELECT state FROM campaign_enrollments WHERE id = %s", (eb,)), "stopped")
         self.assertEqual(self.redis().zcard("dead"), 0)
         self.assertEqual(self.redis().zcard("retry"), 0)
+
+    def test_4xx_retries_the_same_message_once(self):
+        """A 451 leaves the message 'sending' and retries the job; the retry sends that message, once."""
+        handler, port = self.smtp_server({"later@example.org": "451 4.7.1 greylisted, try again later"})
+        c, seg = self.simple()
+        e = self.enroll(c, self.source("Later", "later@example.org"), seg)
+        d = self.daemon()
+        w = self.worker({"OUTREACH_SMTP_PORT": port})
+        r = self.redis()
+        self.wait_for("the job in the retry set", lambda: r.zcard("retry") == 1)
+        status, error, attempt = self.sql("SELECT status, error, attempt_at FROM email_messages")[0]
+        self.assertEqual(status, "sending")
+        self.assertIn("451", error)
+        self.assertIsNone(attempt)
+        first_id = self.sql_one("SELECT message_id FROM email_messages")
+        handler.rcpt_replies.clear()
+        for job in r.zrange("retry", 0, -1):
+            r.zadd("retry", {job: time.time()})  # due now rather than after the backoff
+        self.wait_for("the message", lambda: handler.messages)
+        self.wait_for("the message recorded as sent",
+                      lambda: self.sql_one("SELECT status FROM email_messages") == "sent")
+        self.wait_idle()
+        time.sleep(2)  # two more scans: nothing else goes out
+        self.stop(w, d)
+        self.assertEqual(len(handler.messages), 1)
+        self.assertEqual(self.sql("SELECT count(*), min(message_id) FROM email_messages"), [(1, first_id)])
+        self.assertIn(("<%s>" % first_id).encode(), handler.messages[0][2])
+        self.assertEqual(self.sql("SELECT state, step FROM campaign_enrollments WHERE id = %s", (e,)),
+                         [("finished", 1)])
 
     def test_rate_limit_reschedules(self):
         """Over max_per_domain_per_minute, the enrollments wait for the next minute; nothing fails or

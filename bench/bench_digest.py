@@ -380,17 +380,48 @@ def bench_smtp_source(sink, message_file, n, sessions=4):
     return n / (t1 - t0), problems
 
 
-def main():
+def prepare(db):
+    """Checks for postfix's tools and creates the scratch database db afresh on the stack's server;
+    returns the stack's URL and the scratch database's."""
     for tool in (SMTP_SINK, SMTP_SOURCE):
         if not os.access(tool, os.X_OK):
             raise SystemExit("benchmark: %s is missing: install Debian's postfix package (scripts/deps)" % tool)
     admin = os.environ["OUTREACH_DATABASE_URL"]
     conn = psycopg2.connect(admin)
     conn.autocommit = True
-    conn.cursor().execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % DB)
-    conn.cursor().execute("CREATE DATABASE %s" % DB)
+    conn.cursor().execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % db)
+    conn.cursor().execute("CREATE DATABASE %s" % db)
     conn.close()
-    url = with_db(admin, DB)
+    return admin, with_db(admin, db)
+
+
+def clean_up(sink, r, admin, db, workdir):
+    """Stops the sink, empties the benchmark's Redis database, drops its PostgreSQL database and
+    removes its scratch folder."""
+    if sink is not None:
+        sink.stop()
+    r.flushdb()
+    conn = psycopg2.connect(admin)
+    conn.autocommit = True
+    conn.cursor().execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % db)
+    conn.close()
+    for f in glob.glob(os.path.join(workdir, "*")):
+        os.unlink(f)
+    os.rmdir(workdir)
+
+
+def report(failures, what):
+    """Exits 1 after listing the failures, if any."""
+    if failures:
+        sys.stdout.flush()
+        print("benchmark: %s went missing:" % what, file=sys.stderr)
+        for p in failures:
+            print("  " + p, file=sys.stderr)
+        sys.exit(1)
+
+
+def main():
+    admin, url = prepare(DB)
     rurl = redis_url_db(os.environ["OUTREACH_REDIS_URL"], REDIS_DB)
     env = dict(os.environ, OUTREACH_DATABASE_URL=url, OUTREACH_REDIS_URL=rurl)
     subprocess.run([os.path.join(BIN, "outreachctl"), "-c", CONFIG, "migrate"], env=env, check=True,
@@ -440,22 +471,8 @@ def main():
             print("ratio outreach/smtp-source: %.2f; best outreach: %.0f digests/s (goal: at least 1,000 digests/s)"
                   % (best / srate, best))
     finally:
-        if sink is not None:
-            sink.stop()
-        r.flushdb()
-        conn = psycopg2.connect(admin)
-        conn.autocommit = True
-        conn.cursor().execute("DROP DATABASE IF EXISTS %s WITH (FORCE)" % DB)
-        conn.close()
-        for f in glob.glob(os.path.join(workdir, "*")):
-            os.unlink(f)
-        os.rmdir(workdir)
-    if failures:
-        sys.stdout.flush()
-        print("benchmark: digests went missing:", file=sys.stderr)
-        for p in failures:
-            print("  " + p, file=sys.stderr)
-        sys.exit(1)
+        clean_up(sink, r, admin, DB, workdir)
+    report(failures, "digests")
 
 
 if __name__ == "__main__":

@@ -118,6 +118,8 @@ static const struct cfg_key keys[] = {
      CFG_RELOADABLE, "campaign messages per second across all workers; 0: no limit"},
     {"campaigns", "max_per_domain_per_minute", CFG_INT, OFF(campaigns.max_per_domain_per_minute), "0", 0,
      1000000, NULL, CFG_RELOADABLE, "campaign messages per recipient domain per minute across all workers; 0: no limit"},
+    {"campaigns", "scan_interval", CFG_INT, OFF(campaigns.scan_interval), "5", 1, 3600, NULL, CFG_RELOADABLE,
+     "seconds between outreachd's scans for campaign steps that are due"},
 };
 
 const struct cfg_key *

@@ -95,6 +95,7 @@ struct cfg {
 		char *unsubscribe_mailto;
 		int max_per_second;            /* 0: no limit */
 		int max_per_domain_per_minute; /* 0: no limit */
+		int scan_interval;             /* seconds between scans for due campaign steps */
 	} campaigns;
 
 	struct cfg_periodic *periodic; /* the [schedule] section */

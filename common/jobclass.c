@@ -153,6 +153,94 @@ validate_monthly(const json_t *args, char *err, size_t errlen)
 	return 0;
 }
 
+/* CampaignSendJob: [enrollment_id]: a positive campaign_enrollments id. */
+static int
+validate_campaign_send(const json_t *args, char *err, size_t errlen)
+{
+	json_t *id = json_array_get(args, 0);
+
+	if (json_array_size(args) != 1)
+		return ERR("CampaignSendJob takes 1 argument [enrollment_id], got %zu", json_array_size(args));
+	if (!json_is_integer(id) || json_integer_value(id) <= 0)
+		return ERR("CampaignSendJob: enrollment_id must be a positive integer (a campaign_enrollments id)");
+	return 0;
+}
+
+/* A string of 1..max bytes without control characters (tab allowed). */
+static bool
+is_text(const json_t *v, size_t max)
+{
+	const char *s = json_string_value(v);
+
+	if (s == NULL || json_string_length(v) == 0 || json_string_length(v) > max || strlen(s) != json_string_length(v))
+		return false;
+	for (; *s; s++)
+		if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
+			return false;
+	return true;
+}
+
+/* CampaignEventJob: [{"event", "message_id" | "message_id_header" | "email", "url"?, "at"?, "detail"?}]. */
+static int
+validate_campaign_event(const json_t *args, char *err, size_t errlen)
+{
+	static const char *const events[] = {"open", "click", "unsubscribe", "bounce", "complaint", "replied"};
+	static const char *const fields[] = {"event", "message_id", "message_id_header", "email", "url", "at", "detail"};
+	json_t *o = json_array_get(args, 0), *v;
+	const char *key, *ev;
+	size_t ids = 0;
+	bool known = false;
+
+	if (json_array_size(args) != 1 || !json_is_object(o))
+		return ERR("CampaignEventJob takes 1 argument, an object {\"event\", \"message_id\", ...}");
+	json_object_foreach(o, key, v) {
+		bool ok = false;
+		for (size_t i = 0; i < NELEM(fields); i++)
+			ok |= strcmp(key, fields[i]) == 0;
+		if (!ok)
+			return ERR("CampaignEventJob: unknown field \"%.64s\" (known: event, message_id, message_id_header, "
+			           "email, url, at, detail)", key);
+	}
+	ev = json_string_value(json_object_get(o, "event"));
+	for (size_t i = 0; ev && i < NELEM(events); i++)
+		known |= strcmp(ev, events[i]) == 0;
+	if (!known)
+		return ERR("CampaignEventJob: event must be \"open\", \"click\", \"unsubscribe\", \"bounce\", "
+		           "\"complaint\" or \"replied\"");
+	if ((v = json_object_get(o, "message_id")) && !json_is_null(v)) {
+		if (!json_is_integer(v) || json_integer_value(v) <= 0)
+			return ERR("CampaignEventJob: message_id must be a positive integer (an email_messages id)");
+		ids++;
+	}
+	if ((v = json_object_get(o, "message_id_header")) && !json_is_null(v)) {
+		if (!is_text(v, 250) || strpbrk(json_string_value(v), "<> \t") || !strchr(json_string_value(v), '@'))
+			return ERR("CampaignEventJob: message_id_header must be a Message-ID without angle brackets");
+		ids++;
+	}
+	if ((v = json_object_get(o, "email")) && !json_is_null(v)) {
+		const char *at = json_string_value(v) ? strchr(json_string_value(v), '@') : NULL;
+		if (!is_text(v, 254) || at == NULL || at == json_string_value(v) || at[1] == '\0' ||
+		    strpbrk(json_string_value(v), " \t<>\"") || strchr(at + 1, '@'))
+			return ERR("CampaignEventJob: email must be an address like name@example.org");
+		ids++;
+	}
+	if (ids != 1)
+		return ERR("CampaignEventJob: exactly one of message_id, message_id_header and email must be given");
+	if ((strcmp(ev, "open") == 0 || strcmp(ev, "click") == 0 || strcmp(ev, "unsubscribe") == 0) &&
+	    json_object_get(o, "message_id") == NULL)
+		return ERR("CampaignEventJob: a%s %s event needs message_id", ev[0] == 'o' || ev[0] == 'u' ? "n" : "", ev);
+	if ((v = json_object_get(o, "url")) && !json_is_null(v) && !(json_is_string(v) && json_string_length(v) == 0) &&
+	    !is_text(v, 2048))
+		return ERR("CampaignEventJob: url must be a string of at most 2048 characters without control characters");
+	if ((v = json_object_get(o, "at")) && !json_is_null(v) &&
+	    !(json_is_number(v) && json_number_value(v) > 946684800.0 && json_number_value(v) < 32503680000.0))
+		return ERR("CampaignEventJob: at must be epoch seconds (a number after 2000-01-01)");
+	if ((v = json_object_get(o, "detail")) && !json_is_null(v) &&
+	    !(json_is_string(v) && json_string_length(v) <= 8192 && strlen(json_string_value(v)) == json_string_length(v)))
+		return ERR("CampaignEventJob: detail must be a string of at most 8192 bytes");
+	return 0;
+}
+
 static const struct jobclass classes[] = {
     {"PingJob", "default", validate_ping,
      "liveness probe: waits work_ms, then adds its jid to the set reply_key"},
@@ -170,6 +258,10 @@ static const struct jobclass classes[] = {
      "recomputes the outcome metric tables for the periods touched since the last run (or the one given)"},
     {"MonthlyReportJob", "alerts", validate_monthly,
      "the monthly email of figures and charts to a coordinator (without one: queues it for every coordinator)"},
+    {"CampaignSendJob", "campaigns", validate_campaign_send,
+     "takes an enrollment's due campaign step: sends its message, creates a call, or checks its timeouts"},
+    {"CampaignEventJob", "campaigns", validate_campaign_event,
+     "records an open, click, unsubscribe, bounce, complaint or reply and fires the campaign's rules"},
 };
 
 const struct jobclass *

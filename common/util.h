@@ -23,6 +23,9 @@ size_t util_strlcpy(char *dst, const char *src, size_t size);
 
 /* Wall-clock time as float epoch seconds (Sidekiq's time format). */
 double util_now(void);
+/* The time campaigns run by: util_now() plus OUTREACH_NOW_OFFSET seconds when that is set (a testing
+ * aid that moves campaign schedules forward without waiting days; read once per process). */
+double util_clock(void);
 /* Monotonic milliseconds, for measuring durations and timeouts. */
 int64_t util_mono_ms(void);
 void util_sleep_ms(int64_t ms);

@@ -20,6 +20,7 @@
 #include "daemon/periodic.h"
 #include "daemon/public.h"
 #include "daemon/qstats.h"
+#include "daemon/campscan.h"
 #include "daemon/scan.h"
 #include "daemon/web.h"
 
@@ -48,6 +49,7 @@ struct daemon {
 	struct leader *leader;
 	struct maint *maint;
 	struct scan *scan;
+	struct campscan *campscan;
 	struct periodic *periodic;
 	struct qstats *qstats;
 	struct web *web;
@@ -108,6 +110,7 @@ on_leading(bool leading, void *arg)
 
 	maint_enable(d->maint, leading);
 	scan_enable(d->scan, leading);
+	campscan_enable(d->campscan, leading);
 	periodic_enable(d->periodic, leading);
 	if (leading)
 		sync_settings(d);
@@ -193,6 +196,7 @@ metrics(FILE *out, void *arg)
 	             "# TYPE outreach_start_time_seconds gauge\noutreach_start_time_seconds %.3f\n",
 	        d->started_at);
 	scan_metrics(d->scan, out);
+	campscan_metrics(d->campscan, out);
 	periodic_metrics(d->periodic, out);
 	qstats_metrics(d->qstats, out);
 	public_metrics(d->public, out);
@@ -220,6 +224,7 @@ on_term(evutil_socket_t sig, short what, void *arg)
 		leader_resign(d->leader);
 		maint_enable(d->maint, false);
 		scan_enable(d->scan, false);
+		campscan_enable(d->campscan, false);
 		periodic_enable(d->periodic, false);
 		event_base_loopexit(d->base, &grace);
 	} else {
@@ -340,6 +345,7 @@ main(int argc, char **argv)
 	d.ar = ar_new(d.base, d.cfg, on_redis_up, &d);
 	d.maint = maint_new(d.base, d.ar, cfgp);
 	d.scan = scan_new(d.base, d.pg, d.ar, cfgp);
+	d.campscan = campscan_new(d.base, d.pg, d.ar, cfgp);
 	d.periodic = periodic_new(d.base, d.ar, cfgp);
 	d.qstats = qstats_new(d.base, d.ar);
 	d.leader = leader_new(d.base, d.ar, d.identity, on_leading, &d);
@@ -373,6 +379,7 @@ main(int argc, char **argv)
 	qstats_free(d.qstats);
 	periodic_free(d.periodic);
 	scan_free(d.scan);
+	campscan_free(d.campscan);
 	maint_free(d.maint);
 	web_free(d.web);
 	if (d.ev_watchdog)

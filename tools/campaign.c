@@ -472,7 +472,10 @@ enroll(struct db *db, const char *id, const char *first_step)
 		                  "ORDER BY id, pos) "
 		                  "INSERT INTO campaign_enrollments (campaign_id, source_id, segment_id, "
 		                  "step, step_at, next_action_at, "
-		                  "next_step_id) SELECT $1, f.id, f.seg, 0, now(), now(), $2 FROM f WHERE "
+		                  "next_step_id) SELECT $1, f.id, f.seg, 0, now(), (SELECT "
+		                  "campaign_add_days(now(), s.wait_days, s.business_days, c.time_zone) FROM "
+		                  "campaign_steps s JOIN campaigns c ON c.id = s.campaign_id WHERE s.id = $2), "
+		                  "$2 FROM f WHERE "
 		                  "NOT EXISTS (SELECT 1 FROM "
 		                  "campaign_enrollments e WHERE e.campaign_id = $1 AND e.source_id = f.id) "
 		                  "ON CONFLICT (campaign_id, source_id) DO NOTHING",

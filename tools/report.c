@@ -84,7 +84,7 @@ ctl_metrics(const struct cfg *c, int argc, char **argv)
 		fatalx("metrics: %s", db_error(db));
 	PGresult *res = db_query(db, "SELECT run_id, periods, rows_changed FROM outreach_metrics_refresh($1, $2::date)",
 	                         DB_ARGS(kind[0] ? kind : NULL, start[0] ? start : NULL));
-	if (res == NULL || db_commit(db) == -1)
+	if (res == NULL || db_exec(db, "SELECT campaign_metrics_refresh()", 0, NULL) == -1 || db_commit(db) == -1)
 		fatalx("metrics: %s", db_error(db));
 	printf("metrics run %s: %s period%s recomputed, %s row%s changed in %.2f s\n", PQgetvalue(res, 0, 0),
 	       PQgetvalue(res, 0, 1), strcmp(PQgetvalue(res, 0, 1), "1") == 0 ? "" : "s", PQgetvalue(res, 0, 2),

@@ -1,6 +1,8 @@
 /* handler: the table of job handlers, and the failure helper they share. */
 #include "workers/handler.h"
 
+#include "workers/campaign.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,8 @@ static const struct handler handlers[] = {
     {"NpiSyncJob", true, npi_sync_run},
     {"MetricsJob", true, metrics_run},
     {"MonthlyReportJob", true, monthly_report_run},
+    {"CampaignSendJob", true, campaign_send_run},
+    {"CampaignEventJob", true, campaign_event_run},
 };
 
 static struct mailtmpl templates[8];
@@ -32,6 +36,11 @@ handler_init(const struct cfg *c, char *err, size_t errlen)
 				mailtmpl_free(&fresh[n]);
 			return -1;
 		}
+	}
+	if (campaign_init(c, err, errlen) == -1) {
+		while (n-- > 0)
+			mailtmpl_free(&fresh[n]);
+		return -1;
 	}
 	handler_shutdown();
 	memcpy(templates, fresh, n * sizeof(fresh[0]));

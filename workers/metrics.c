@@ -25,6 +25,15 @@ metrics_run(struct job_ctx *ctx)
 	                         DB_ARGS(kind, start));
 	if (res == NULL)
 		goto fail;
+	/* Campaign results: small next to the referrals, recomputed whole. */
+	PGresult *camp = db_query(ctx->db, "SELECT campaign_metrics_refresh()", 0, NULL);
+	if (camp == NULL) {
+		PQclear(res);
+		goto fail;
+	}
+	log_info("metrics: campaign results, %s row%s changed", PQgetvalue(camp, 0, 0),
+	         strcmp(PQgetvalue(camp, 0, 0), "1") == 0 ? "" : "s");
+	PQclear(camp);
 	if (db_commit(ctx->db) == -1) {
 		PQclear(res);
 		goto fail;

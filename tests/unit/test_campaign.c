@@ -1,0 +1,131 @@
+/* test_campaign: the link tracking of campaign messages: which links become click tokens, with
+ * which URL inside, and what stays as it was. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/token.h"
+#include "workers/campaign.h"
+
+#define PUB "https://t.example.org"
+
+static struct token_key key;
+
+/* The URL carried by the n-th (0-based) click link of s, which must be there (caller frees). */
+static char *
+nth_click(const char *s, int n)
+{
+	const char *p = s;
+
+	for (int i = 0; i <= n; i++) {
+		p = strstr(p, PUB "/c/");
+		assert_non_null(p);
+		p += strlen(PUB "/c/");
+	}
+	/* payload "." MAC: the MAC is 32 bytes, 43 base64url characters; a sentence's full stop may follow */
+	size_t len = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
+	assert_int_equal(p[len], '.');
+	len += 1 + 43;
+	enum token_kind kind;
+	int64_t id;
+	char *url = NULL;
+	assert_int_equal(token_check(&key, p, len, &kind, &id, &url), 0);
+	assert_int_equal(kind, TOKEN_CLICK);
+	assert_int_equal(id, 77);
+	return url;
+}
+
+static int
+count(const char *s, const char *needle)
+{
+	int n = 0;
+
+	for (const char *p = s; (p = strstr(p, needle)) != NULL; p++)
+		n++;
+	return n;
+}
+
+static void
+test_html_links(void **state)
+{
+	(void)state;
+	const char *html = "<p><a href=\"https://a.example/x?y=1&amp;z=2\">one</a> "
+	                   "<A HREF = 'http://b.example/'>two</A> <a href=\"mailto:me@example.org\">mail</a> "
+	                   "<a data-href=\"https://c.example/\">not a link</a> <a href=\"#top\">top</a> "
+	                   "<img src=\"https://d.example/logo.png\"> https://e.example/ in text</p>";
+	char *out = campaign_track_html(&key, PUB, 77, html);
+
+	assert_int_equal(count(out, PUB "/c/"), 2);
+	char *u = nth_click(out, 0);
+	assert_string_equal(u, "https://a.example/x?y=1&z=2"); /* entities decoded */
+	free(u);
+	u = nth_click(out, 1);
+	assert_string_equal(u, "http://b.example/");
+	free(u);
+	assert_non_null(strstr(out, "mailto:me@example.org"));
+	assert_non_null(strstr(out, "data-href=\"https://c.example/\""));
+	assert_non_null(strstr(out, "href=\"#top\""));
+	assert_non_null(strstr(out, "src=\"https://d.example/logo.png\""));
+	assert_non_null(strstr(out, "https://e.example/ in text"));
+	assert_null(strstr(out, "a.example"));
+	free(out);
+}
+
+static void
+test_text_links(void **state)
+{
+	(void)state;
+	const char *text = "See https://a.example/p?q=1&r=2. Or (http://b.example/x), or <https://c.example/>!\n"
+	                   "ftp://d.example/ stays.";
+	char *out = campaign_track_text(&key, PUB, 77, text);
+
+	assert_int_equal(count(out, PUB "/c/"), 3);
+	const char *want[] = {"https://a.example/p?q=1&r=2", "http://b.example/x", "https://c.example/"};
+	for (int i = 0; i < 3; i++) {
+		char *u = nth_click(out, i);
+		assert_string_equal(u, want[i]);
+		free(u);
+	}
+	assert_non_null(strstr(out, ". Or ("));
+	assert_non_null(strstr(out, "), or <"));
+	assert_non_null(strstr(out, ">!\nftp://d.example/ stays."));
+	free(out);
+}
+
+static void
+test_untokenizable_link_stays(void **state)
+{
+	(void)state;
+	char *long_url = malloc(TOKEN_URL_MAX + 64);
+	strcpy(long_url, "https://a.example/");
+	memset(long_url + strlen(long_url), 'x', TOKEN_URL_MAX);
+	long_url[TOKEN_URL_MAX + 20] = '\0';
+	char *html = NULL;
+	if (asprintf(&html, "<a href=\"%s\">long</a>", long_url) < 0)
+		fail();
+	char *out = campaign_track_html(&key, PUB, 77, html);
+	assert_string_equal(out, html);
+	free(out);
+	free(html);
+	free(long_url);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_html_links),
+		cmocka_unit_test(test_text_links),
+		cmocka_unit_test(test_untokenizable_link_stays),
+	};
+
+	memset(key.bytes, 'k', 32);
+	key.len = 32;
+	return cmocka_run_group_tests_name("campaign", tests, NULL, NULL);
+}

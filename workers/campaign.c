@@ -1,0 +1,573 @@
+/* campaign: CampaignSendJob, an enrollment's due step: a tracked message, a call, a stop, or a timeout check. */
+#include "workers/campaign.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/log.h"
+#include "common/mailtmpl.h"
+#include "common/msg.h"
+#include "common/tmpl.h"
+#include "workers/handler.h"
+
+static struct token_key key;
+static int have_key;
+/* The footer of every HTML part (CAN-SPAM): postal address, unsubscribe link, open pixel. */
+static struct tmpl *footer;
+
+int
+campaign_init(const struct cfg *c, char *err, size_t errlen)
+{
+	struct token_key fresh;
+
+	if (footer == NULL)
+		footer = tmpl_parse("<div style=\"margin-top:24px;font-size:12px;color:#666666\">"
+		                    "<p style=\"white-space:pre-line\">{{postal}}</p>"
+		                    "<p>You receive this email because you work with us as a referring provider. "
+		                    "<a href=\"{{unsub}}\">Unsubscribe</a></p></div>"
+		                    "<img src=\"{{pixel}}\" width=\"1\" height=\"1\" alt=\"\">",
+		                    "footer", err, errlen);
+	if (footer == NULL)
+		return -1;
+	if (c->campaigns.token_key_file == NULL || c->campaigns.token_key_file[0] == '\0') {
+		have_key = 0;
+		return 0;
+	}
+	if (token_key_load(c->campaigns.token_key_file, &fresh, err, errlen) == -1)
+		return -1;
+	key = fresh;
+	have_key = 1;
+	return 0;
+}
+
+const struct token_key *
+campaign_key(void)
+{
+	return have_key ? &key : NULL;
+}
+
+void
+campaign_now(char *buf, size_t len)
+{
+	snprintf(buf, len, "%.6f", util_clock());
+}
+
+/* --- link tracking ------------------------------------------------------------------------------ */
+
+/* The URL of a click link, or NULL when no token can carry url (caller frees). */
+static char *
+click_link(const struct token_key *k, const char *public_url, long long message_id, const char *url)
+{
+	if (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0)
+		return NULL;
+	char *tok = token_make(k, TOKEN_CLICK, message_id, url);
+	if (tok == NULL)
+		return NULL;
+	char *link = xasprintf("%s/c/%s", public_url, tok);
+	free(tok);
+	return link;
+}
+
+/* Decodes the entities Mustache's HTML escaping writes (&amp; &lt; &gt; &quot; &#39; &#x27;). */
+static char *
+html_unescape(const char *s, size_t n)
+{
+	static const struct {
+		const char *ent, *ch;
+	} ents[] = {{"&amp;", "&"}, {"&lt;", "<"}, {"&gt;", ">"}, {"&quot;", "\""}, {"&#39;", "'"}, {"&#x27;", "'"}};
+	char *out = xmalloc(n + 1), *o = out;
+
+	for (size_t i = 0; i < n;) {
+		size_t j = 0;
+		for (; j < NELEM(ents); j++) {
+			size_t l = strlen(ents[j].ent);
+			if (i + l <= n && strncasecmp(s + i, ents[j].ent, l) == 0) {
+				*o++ = ents[j].ch[0];
+				i += l;
+				break;
+			}
+		}
+		if (j == NELEM(ents))
+			*o++ = s[i++];
+	}
+	*o = '\0';
+	return out;
+}
+
+/* Finds the next link target at or after p in text that starts at base: [*start, *end). */
+typedef bool link_finder(const char *base, const char *p, const char **start, const char **end);
+
+/* The value of the next href="..." or href='...' attribute. */
+static bool
+find_href(const char *base, const char *p, const char **start, const char **end)
+{
+	for (const char *h; (h = strcasestr(p, "href")) != NULL; p = h + 4) {
+		const char *q = h + 4 + strspn(h + 4, " \t\r\n");
+		if (*q != '=' || (h > base && (isalnum((unsigned char)h[-1]) || h[-1] == '-')))
+			continue;
+		q += 1 + strspn(q + 1, " \t\r\n");
+		if ((*q != '"' && *q != '\'') || strchr(q + 1, *q) == NULL)
+			continue;
+		*start = q + 1;
+		*end = strchr(q + 1, *q);
+		return true;
+	}
+	return false;
+}
+
+/* The next bare http(s) URL, without the punctuation that ends a sentence. */
+static bool
+find_url(const char *base, const char *p, const char **start, const char **end)
+{
+	const char *a = strcasestr(p, "http://"), *b = strcasestr(p, "https://");
+	const char *u = a && (!b || a < b) ? a : b;
+
+	(void)base;
+	if (u == NULL)
+		return false;
+	size_t n = strcspn(u, " \t\r\n<>\"'");
+	while (n > 0 && strchr(".,;:!?)]", u[n - 1]))
+		n--;
+	*start = u;
+	*end = u + n;
+	return true;
+}
+
+/* s with every link find finds replaced by its click link (HTML entities decoded first when html). */
+static char *
+track(const struct token_key *k, const char *public_url, long long message_id, const char *s, link_finder *find,
+      bool html)
+{
+	char *out = NULL;
+	size_t outlen = 0;
+	FILE *f = open_memstream(&out, &outlen);
+	const char *p = s, *start, *end;
+
+	while (find(s, p, &start, &end)) {
+		char *url = html ? html_unescape(start, (size_t)(end - start)) : xstrndup(start, (size_t)(end - start));
+		char *link = click_link(k, public_url, message_id, url);
+		fwrite(p, 1, (size_t)(start - p), f);
+		if (link)
+			fputs(link, f);
+		else
+			fwrite(start, 1, (size_t)(end - start), f);
+		free(link);
+		free(url);
+		p = end;
+	}
+	fputs(p, f);
+	fclose(f);
+	return out;
+}
+
+char *
+campaign_track_html(const struct token_key *k, const char *public_url, long long message_id, const char *html)
+{
+	return track(k, public_url, message_id, html, find_href, true);
+}
+
+char *
+campaign_track_text(const struct token_key *k, const char *public_url, long long message_id, const char *text)
+{
+	return track(k, public_url, message_id, text, find_url, false);
+}
+
+/* --- the step ------------------------------------------------------------------------------------ */
+
+/* campaign_load's columns. */
+enum {
+	L_STATE, L_STEP, L_DUE, L_CSTATUS, L_CID, L_CNAME, L_SNAME, L_SEMAIL, L_REPLY, L_POSTAL, L_SEGMENT, L_SOURCE,
+	L_EMAIL, L_FIRST, L_LAST, L_CRED, L_ORG, L_SPEC, L_CITY, L_ST, L_CONAME, L_COEMAIL, L_COID, L_KIND,
+	L_SUPPRESSED, L_RULE, L_ACTION, L_VARIANT, L_MROW, L_SUBJECT, L_HTML, L_TEXT
+};
+
+/* What a message needs once the relay has answered. */
+struct sent {
+	char message[24], recipient[256];
+};
+
+enum job_result
+campaign_db_retry(struct job_ctx *ctx, const char *what)
+{
+	enum job_result rc = job_fail(ctx, JOB_RETRY, "DatabaseError", "%s: %s", what, db_error(ctx->db));
+	db_rollback(ctx->db);
+	return rc;
+}
+
+static enum job_result
+sent_finish(struct job_ctx *ctx, const struct mailer_result *res, void *priv)
+{
+	struct sent *s = priv;
+	char now[32], why[600];
+
+	campaign_now(now, sizeof(now));
+	if (res->status == MAILER_SENT) {
+		if (db_exec(ctx->db, "SELECT campaign_sent($1, to_timestamp($2::float8))", DB_ARGS(s->message, now)) == -1)
+			log_warnx("campaign message %s went out but recording it failed: %s (it is resent only if its "
+			          "enrollment is picked up again after ten minutes)",
+			          s->message, db_error(ctx->db));
+		log_debug("sent campaign message %s to %s", s->message, s->recipient);
+		return JOB_DONE;
+	}
+	snprintf(why, sizeof(why), "SMTP %s at %s: %d %s", mailer_status_name(res->status), mailer_stage_name(res->stage),
+	         res->code, res->text);
+	if (res->status == MAILER_PERMANENT && (res->stage == MAILER_STAGE_RCPT || res->stage == MAILER_STAGE_DATA)) {
+		/* A hard bounce: the address is never mailed again, the sequence ends. */
+		if (db_exec(ctx->db, "SELECT campaign_bounced($1, to_timestamp($2::float8), $3)",
+		            DB_ARGS(s->message, now, why)) == -1)
+			return job_fail(ctx, JOB_RETRY, "DatabaseError", "recording the bounce of %s: %s", s->recipient,
+			                db_error(ctx->db));
+		log_notice("campaign message %s to %s bounced (%s): the address is suppressed", s->message, s->recipient,
+		           why);
+		return JOB_DONE;
+	}
+	if (db_exec(ctx->db, "UPDATE email_messages SET attempt_at = NULL, error = $2 WHERE id = $1",
+	            DB_ARGS(s->message, why)) == -1)
+		log_warnx("recording the failed attempt of campaign message %s: %s", s->message, db_error(ctx->db));
+	if (res->status == MAILER_PERMANENT)
+		return job_fail(ctx, JOB_DEAD, "SMTPPermanentFailure", "%s", why);
+	return job_fail(ctx, JOB_RETRY, "SMTPTemporaryFailure", "%s", why);
+}
+
+static const char lua_rate[] =
+    "local g, d = tonumber(ARGV[1]), tonumber(ARGV[2]) "
+    "if g > 0 and tonumber(redis.call('GET', KEYS[1]) or '0') >= g then return 1 end "
+    "if d > 0 and tonumber(redis.call('GET', KEYS[2]) or '0') >= d then return 2 end "
+    "if g > 0 then redis.call('INCR', KEYS[1]); redis.call('EXPIRE', KEYS[1], 2) end "
+    "if d > 0 then redis.call('INCR', KEYS[2]); redis.call('EXPIRE', KEYS[2], 120) end "
+    "return 0";
+
+/* 0 when a message to domain may go now; 1 with *delay seconds to wait; -1 on a Redis failure. */
+static int
+rate_check(struct job_ctx *ctx, const char *domain, double *delay)
+{
+	int g = ctx->cfg->campaigns.max_per_second, d = ctx->cfg->campaigns.max_per_domain_per_minute;
+	double now = util_now();
+	char gkey[64], dkey[320], gs[16], ds[16];
+
+	if (g == 0 && d == 0)
+		return 0;
+	snprintf(gkey, sizeof(gkey), "outreach:campaign_rate:%lld", (long long)now);
+	snprintf(dkey, sizeof(dkey), "outreach:campaign_rate:%.250s:%lld", domain, (long long)now / 60);
+	for (char *c = dkey; *c; c++)
+		*c = (char)tolower((unsigned char)*c);
+	snprintf(gs, sizeof(gs), "%d", g);
+	snprintf(ds, sizeof(ds), "%d", d);
+	redisReply *r = redisCommand(ctx->redis, "EVAL %s 2 %s %s %s %s", lua_rate, gkey, dkey, gs, ds);
+	if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+		freeReplyObject(r);
+		return -1;
+	}
+	long long v = r->integer;
+	freeReplyObject(r);
+	if (v == 0)
+		return 0;
+	/* The next window, spread over its first part so that the waiting messages do not all return at once. */
+	unsigned char jitter;
+	util_random(&jitter, 1);
+	if (v == 1)
+		*delay = 1.0 - (now - (double)(long long)now) + jitter / 255.0;
+	else
+		*delay = 60.0 - (now - (double)((long long)now / 60 * 60)) + jitter / 8.5;
+	return 1;
+}
+
+/* Moves the enrollment's due time delay seconds on; the scan queues it again then. (A job pushed
+ * back to Redis instead would be joined by the scan's own after ten minutes, and the two would run
+ * into the limit together.) */
+static enum job_result
+reschedule(struct job_ctx *ctx, const char *enrollment, double delay)
+{
+	char at[32];
+
+	snprintf(at, sizeof(at), "%.6f", util_clock() + delay);
+	if (db_exec(ctx->db,
+	            "UPDATE campaign_enrollments SET next_action_at = to_timestamp($2::float8), enqueued_at = NULL "
+	            "WHERE id = $1 AND state = 'active'",
+	            DB_ARGS(enrollment, at)) == -1)
+		return campaign_db_retry(ctx, "rescheduling the enrollment");
+	log_info("enrollment %s: the campaign rate limit is reached; rescheduled in %.1f s", enrollment, delay);
+	return JOB_DONE;
+}
+
+/* Stops the enrollment with reason (unless it stopped or moved on meanwhile). */
+static enum job_result
+stop_enrollment(struct job_ctx *ctx, const char *id, const char *reason)
+{
+	if (db_exec(ctx->db,
+	            "UPDATE campaign_enrollments SET state = 'stopped', stop_reason = $2, next_action_at = NULL, "
+	            "next_step_id = NULL, enqueued_at = NULL WHERE id = $1 AND state = 'active'",
+	            DB_ARGS(id, reason)) == -1)
+		return campaign_db_retry(ctx, "stopping the enrollment");
+	log_info("enrollment %s stopped: %s", id, reason);
+	return JOB_DONE;
+}
+
+/* Renders the message of row r (campaign_load's) as message `message` under Message-ID m's, with
+ * tracked links, the open pixel, List-Unsubscribe and the footer, into *data; -1 with msg_error. */
+static int
+render(struct job_ctx *ctx, PGresult *r, struct msg *m, const char *message, char **data, size_t *len)
+{
+	const struct token_key *k = campaign_key();
+	const char *email = PQgetvalue(r, 0, L_EMAIL), *pub = ctx->cfg->campaigns.public_url;
+	long long mid = atoll(message);
+	char name[512];
+
+	if (strcmp(PQgetvalue(r, 0, L_KIND), "organization") == 0)
+		util_strlcpy(name, PQgetvalue(r, 0, L_ORG), sizeof(name));
+	else
+		snprintf(name, sizeof(name), "%s%s%s", PQgetvalue(r, 0, L_FIRST), PQgetvalue(r, 0, L_FIRST)[0] ? " " : "",
+		         PQgetvalue(r, 0, L_LAST));
+
+	/* The source's and coordinator's fields; the HTML part escapes them by Mustache's rules. */
+	struct mailtmpl t = {0};
+	t.subject = tmpl_parse(PQgetvalue(r, 0, L_SUBJECT), "subject", NULL, 0);
+	t.text = tmpl_parse(PQgetvalue(r, 0, L_TEXT), "text_template", NULL, 0);
+	t.html = tmpl_parse(PQgetvalue(r, 0, L_HTML), "html_template", NULL, 0);
+	json_t *context = json_pack(
+	    "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:{s:s, s:s}, s:{s:s, s:s}, s:{s:s}}", "name", name, "first_name",
+	    PQgetvalue(r, 0, L_FIRST), "last_name", PQgetvalue(r, 0, L_LAST), "credential", PQgetvalue(r, 0, L_CRED),
+	    "organization_name", PQgetvalue(r, 0, L_ORG), "specialty", PQgetvalue(r, 0, L_SPEC), "city",
+	    PQgetvalue(r, 0, L_CITY), "state", PQgetvalue(r, 0, L_ST), "email", email, "coordinator", "name",
+	    PQgetvalue(r, 0, L_CONAME), "email", PQgetvalue(r, 0, L_COEMAIL), "sender", "name",
+	    PQgetvalue(r, 0, L_SNAME), "email", PQgetvalue(r, 0, L_SEMAIL), "campaign", "name", PQgetvalue(r, 0, L_CNAME));
+	char *subject, *text, *html;
+	mailtmpl_render(&t, context, &subject, &text, &html);
+	json_decref(context);
+	mailtmpl_free(&t);
+
+	char *utok = token_make(k, TOKEN_UNSUBSCRIBE, mid, NULL), *otok = token_make(k, TOKEN_OPEN, mid, NULL);
+	char *unsub = xasprintf("%s/u/%s", pub, utok), *pixel = xasprintf("%s/o/%s", pub, otok);
+	const char *mailto = ctx->cfg->campaigns.unsubscribe_mailto && ctx->cfg->campaigns.unsubscribe_mailto[0]
+	                         ? ctx->cfg->campaigns.unsubscribe_mailto
+	                         : ctx->cfg->smtp.from;
+	char *list_unsub = xasprintf("<%s>, <mailto:%s?subject=unsubscribe-%s>", unsub, mailto, utok);
+	char *ttext = campaign_track_text(k, pub, mid, text), *thtml = campaign_track_html(k, pub, mid, html);
+
+	/* The footer (CAN-SPAM): the sender's postal address and the unsubscribe link, in both parts. */
+	json_t *fctx = json_pack("{s:s, s:s, s:s}", "postal", PQgetvalue(r, 0, L_POSTAL), "unsub", unsub, "pixel", pixel);
+	char *footer_html = tmpl_render(footer, fctx, TMPL_HTML);
+	json_decref(fctx);
+	char *full_text = xasprintf("%s\n\n--\n%s\nTo stop receiving these emails: %s\n", ttext,
+	                            PQgetvalue(r, 0, L_POSTAL), unsub);
+	const char *body = NULL;
+	for (const char *b = thtml; (b = strcasestr(b, "</body")) != NULL; b++)
+		body = b;
+	char *full_html = body ? xasprintf("%.*s%s%s", (int)(body - thtml), thtml, footer_html, body)
+	                       : xasprintf("%s%s", thtml, footer_html);
+
+	const char *reply = PQgetvalue(r, 0, L_REPLY);
+	int rc = msg_set_from(m, PQgetvalue(r, 0, L_SNAME), PQgetvalue(r, 0, L_SEMAIL)) == -1 ||
+	                 msg_add_to(m, name, email) == -1 || (reply[0] && msg_set_reply_to(m, NULL, reply) == -1) ||
+	                 msg_set_subject(m, subject) == -1 || msg_add_header(m, "List-Unsubscribe", list_unsub) == -1 ||
+	                 msg_add_header(m, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click") == -1 ||
+	                 msg_add_header(m, "X-Outreach-Jid", ctx->job->jid) == -1 || msg_set_text(m, full_text) == -1 ||
+	                 msg_set_html(m, full_html) == -1 || msg_render(m, data, len) == -1
+	             ? -1
+	             : 0;
+	free(subject);
+	free(text);
+	free(html);
+	free(utok);
+	free(otok);
+	free(unsub);
+	free(pixel);
+	free(list_unsub);
+	free(ttext);
+	free(thtml);
+	free(footer_html);
+	free(full_text);
+	free(full_html);
+	return rc;
+}
+
+/* The message step of enrollment id (row r of campaign_load): claims it, renders it and hands it
+ * over for sending. */
+static enum job_result
+send_step(struct job_ctx *ctx, PGresult *r, const char *id)
+{
+	const char *email = PQgetvalue(r, 0, L_EMAIL), *variant = PQgetvalue(r, 0, L_VARIANT);
+	char step[16], now[32], why[600], perr[256] = "";
+	double delay;
+
+	if (campaign_key() == NULL)
+		return job_fail(ctx, JOB_RETRY, "ConfigurationError",
+		                "campaigns.token_key_file is not set: campaign messages cannot be tracked, none is sent");
+	if (!PQgetisnull(r, 0, L_SUPPRESSED)) {
+		snprintf(why, sizeof(why), "suppressed address (%s)", PQgetvalue(r, 0, L_SUPPRESSED));
+		return stop_enrollment(ctx, id, why);
+	}
+	if (!msg_addr_valid(email)) {
+		snprintf(why, sizeof(why), "no usable email address (\"%.200s\")", email);
+		return stop_enrollment(ctx, id, why);
+	}
+	if (PQgetisnull(r, 0, L_MROW))
+		snprintf(why, sizeof(why), "campaign %s has no variant \"%s\" for segment %s", PQgetvalue(r, 0, L_CID),
+		         variant, PQgetvalue(r, 0, L_SEGMENT));
+	else {
+		const int cols[] = {L_SUBJECT, L_TEXT, L_HTML};
+		for (size_t i = 0; i < NELEM(cols) && !perr[0]; i++) {
+			struct tmpl *t = tmpl_parse(PQgetvalue(r, 0, cols[i]), PQfname(r, cols[i]), perr, sizeof(perr));
+			tmpl_free(t);
+		}
+		if (perr[0])
+			snprintf(why, sizeof(why), "variant \"%s\" (campaign_messages %s): %s", variant,
+			         PQgetvalue(r, 0, L_MROW), perr);
+	}
+	if (PQgetisnull(r, 0, L_MROW) || perr[0]) {
+		enum job_result rc = stop_enrollment(ctx, id, why);
+		return rc == JOB_DONE ? job_fail(ctx, JOB_DEAD, "CampaignError", "%s", why) : rc;
+	}
+	switch (rate_check(ctx, strchr(email, '@') + 1, &delay)) {
+	case -1:
+		return job_fail(ctx, JOB_RETRY, "RedisError", "checking the campaign rate limits: %s",
+		                ctx->redis->errstr[0] ? ctx->redis->errstr : "unexpected reply");
+	case 1:
+		return reschedule(ctx, id, delay);
+	}
+
+	/* The row that makes the message happen once, and this attempt's claim on it. */
+	struct msg *m = msg_new();
+	if (msg_set_id_domain(m, strchr(PQgetvalue(r, 0, L_SEMAIL), '@') + 1) == -1)
+		log_warnx("Message-ID domain: %s", msg_error(m));
+	snprintf(step, sizeof(step), "%d", atoi(PQgetvalue(r, 0, L_STEP)) + 1);
+	campaign_now(now, sizeof(now));
+	PGresult *c = db_query(ctx->db, "SELECT message, header FROM campaign_claim($1, $2, $3, $4, $5, $6, $7, "
+	                                "to_timestamp($8::float8))",
+	                       DB_ARGS(id, step, PQgetvalue(r, 0, L_MROW), variant, email, msg_id(m), ctx->job->jid, now));
+	if (c == NULL) {
+		msg_free(m);
+		return campaign_db_retry(ctx, "claiming the campaign message");
+	}
+	if (PQntuples(c) == 0) {
+		PQclear(c);
+		msg_free(m);
+		log_info("enrollment %s step %s: its message is sent or being sent, or the enrollment moved on: nothing to do",
+		         id, step);
+		return JOB_DONE;
+	}
+	char message[24];
+	util_strlcpy(message, PQgetvalue(c, 0, 0), sizeof(message));
+	if (msg_set_id(m, PQgetvalue(c, 0, 1)) == -1)
+		log_warnx("Message-ID: %s", msg_error(m));
+	PQclear(c);
+
+	char *data = NULL;
+	size_t len = 0;
+	enum job_result rc;
+	if (render(ctx, r, m, message, &data, &len) == -1) {
+		snprintf(why, sizeof(why), "cannot build campaign message %s to %s: %s", message, email, msg_error(m));
+		if (db_exec(ctx->db,
+		            "WITH m AS (UPDATE email_messages SET status = 'failed', error = $2, attempt_at = NULL "
+		            "           WHERE id = $1 RETURNING enrollment_id) "
+		            "UPDATE campaign_enrollments e SET state = 'stopped', stop_reason = $2, next_action_at = NULL, "
+		            "       next_step_id = NULL, enqueued_at = NULL FROM m WHERE e.id = m.enrollment_id",
+		            DB_ARGS(message, why)) == -1)
+			log_warnx("recording the failure of campaign message %s: %s", message, db_error(ctx->db));
+		free(data);
+		rc = job_fail(ctx, JOB_DEAD, "InvalidEmail", "%s", why);
+	} else {
+		struct sent *s = xcalloc(1, sizeof(*s));
+		util_strlcpy(s->message, message, sizeof(s->message));
+		util_strlcpy(s->recipient, email, sizeof(s->recipient));
+		struct job_mail mail = {.data = data, .len = len, .rcpt = xstrdup(email), .finish = sent_finish, .priv = s,
+		                        .free_priv = free};
+		rc = job_send_mail(ctx, &mail);
+	}
+	msg_free(m);
+	return rc;
+}
+
+/* A call for the source's coordinator, or the end of the sequence: the enrollment locked, checked
+ * still at step cur, and moved on. */
+static enum job_result
+other_step(struct job_ctx *ctx, PGresult *r, const char *id, int cur)
+{
+	const char *action = PQgetvalue(r, 0, L_ACTION);
+	char step[16], was[16], now[32];
+
+	snprintf(step, sizeof(step), "%d", cur + 1);
+	snprintf(was, sizeof(was), "%d", cur);
+	campaign_now(now, sizeof(now));
+	if (db_begin(ctx->db) == -1)
+		return campaign_db_retry(ctx, "starting a transaction");
+	PGresult *l = db_query(ctx->db,
+	                       "SELECT 1 FROM campaign_enrollments WHERE id = $1 AND state = 'active' AND step = $2 FOR UPDATE",
+	                       DB_ARGS(id, was));
+	if (l == NULL)
+		return campaign_db_retry(ctx, "locking the enrollment");
+	bool still = PQntuples(l) == 1;
+	PQclear(l);
+	if (!still) {
+		db_rollback(ctx->db);
+		log_info("enrollment %s moved on meanwhile: nothing to do", id);
+		return JOB_DONE;
+	}
+	if (strcmp(action, "stop") == 0) {
+		if (db_exec(ctx->db,
+		            "UPDATE campaign_enrollments SET step = $2, step_at = to_timestamp($3::float8), state = 'finished', "
+		            "stop_reason = 'stop rule', next_action_at = NULL, next_step_id = NULL, enqueued_at = NULL "
+		            "WHERE id = $1",
+		            DB_ARGS(id, step, now)) == -1 ||
+		    db_commit(ctx->db) == -1)
+			return campaign_db_retry(ctx, "finishing the enrollment");
+		log_info("enrollment %s finished by its rules at step %s", id, step);
+		return JOB_DONE;
+	}
+	if (db_exec(ctx->db,
+	            "INSERT INTO activities (source_id, coordinator_id, kind, subject, scheduled_at) "
+	            "VALUES ($1, $2, 'call', 'Campaign \"' || $3 || '\": call ' || $4, to_timestamp($5::float8))",
+	            DB_ARGS(PQgetvalue(r, 0, L_SOURCE), PQgetisnull(r, 0, L_COID) ? NULL : PQgetvalue(r, 0, L_COID),
+	                    PQgetvalue(r, 0, L_CNAME),
+	                    PQgetvalue(r, 0, L_LAST)[0] ? PQgetvalue(r, 0, L_LAST) : PQgetvalue(r, 0, L_ORG), now)) == -1 ||
+	    db_exec(ctx->db, "SELECT campaign_step_done($1, $2, to_timestamp($3::float8))", DB_ARGS(id, step, now)) == -1 ||
+	    db_commit(ctx->db) == -1)
+		return campaign_db_retry(ctx, "creating the call");
+	log_info("enrollment %s step %s: a call for the source's coordinator", id, step);
+	return JOB_DONE;
+}
+
+enum job_result
+campaign_send_run(struct job_ctx *ctx)
+{
+	char id[24], now[32];
+	json_int_t eid = json_integer_value(json_array_get(ctx->job->args, 0));
+
+	snprintf(id, sizeof(id), "%lld", (long long)eid);
+	campaign_now(now, sizeof(now));
+	PGresult *r = db_query(ctx->db, "SELECT * FROM campaign_load($1, to_timestamp($2::float8))", DB_ARGS(id, now));
+	if (r == NULL)
+		return campaign_db_retry(ctx, "loading the enrollment");
+	if (PQntuples(r) == 0) {
+		PQclear(r);
+		log_info("enrollment %s is gone (its campaign was deleted?): nothing to do", id);
+		return JOB_DONE;
+	}
+	const char *state = PQgetvalue(r, 0, L_STATE), *cstatus = PQgetvalue(r, 0, L_CSTATUS);
+	int cur = atoi(PQgetvalue(r, 0, L_STEP));
+	enum job_result rc = JOB_DONE;
+	if (strcmp(state, "active") != 0 || strcmp(cstatus, "active") != 0 || PQgetvalue(r, 0, L_DUE)[0] != 't') {
+		/* Not ours to act on now; a paused campaign's enrollments are picked up again once it is active. */
+		log_info("enrollment %s: %s, campaign %s%s: nothing to do", id, state, cstatus,
+		         PQgetvalue(r, 0, L_DUE)[0] == 't' ? "" : ", nothing due");
+		if (db_exec(ctx->db, "UPDATE campaign_enrollments SET enqueued_at = NULL WHERE id = $1", DB_ARGS(id)) == -1)
+			rc = campaign_db_retry(ctx, "releasing the enrollment");
+	} else if (PQgetisnull(r, 0, L_RULE)) {
+		/* A timeout check where no rule holds yet: the next check, or the end. */
+		if (db_exec(ctx->db, "SELECT campaign_schedule($1, to_timestamp($2::float8), to_timestamp($2::float8))",
+		            DB_ARGS(id, now)) == -1)
+			rc = campaign_db_retry(ctx, "scheduling the next check");
+		else
+			log_info("enrollment %s step %d: no timeout rule holds", id, cur);
+	} else if (strcmp(PQgetvalue(r, 0, L_ACTION), "send") == 0) {
+		rc = send_step(ctx, r, id);
+	} else {
+		rc = other_step(ctx, r, id, cur);
+	}
+	PQclear(r);
+	return rc;
+}

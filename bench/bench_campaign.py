@@ -53,18 +53,18 @@ def load(url):
                    VALUES ('Bench campaign', 'Lakeside Physical Therapy', 'hello@lakeside-pt.example.org',
                            'team@lakeside-pt.example.org', 'Lakeside PT, 12 Harbor Road, Austin, TX 78701', 'active')""")
     cur.execute("INSERT INTO campaign_segments (campaign_id, name, position) VALUES (1, 'everyone', 1)")
-    text = ("Dear Dr. {{last_name}},\n\nOur post-operative rehabilitation programme for {{specialty}} patients in "
-            "{{city}} now has same-week openings. Protocols: https://lakeside-pt.example.org/protocols\n"
+    text = ("Dear Dr. {{source.last_name}},\n\nOur post-operative rehabilitation programme for {{source.specialty}} patients in "
+            "{{source.city}} now has same-week openings. Protocols: https://lakeside-pt.example.org/protocols\n"
             "Referral form: https://lakeside-pt.example.org/refer?from=email&src=bench\n\n"
             "Your coordinator, {{coordinator.name}}, will be glad to help.\n")
-    html = ("<html><body><p>Dear Dr. {{last_name}},</p><p>Our post-operative rehabilitation programme for "
-            "{{specialty}} patients in {{city}} now has same-week openings.</p><ul>"
+    html = ("<html><body><p>Dear Dr. {{source.last_name}},</p><p>Our post-operative rehabilitation programme for "
+            "{{source.specialty}} patients in {{source.city}} now has same-week openings.</p><ul>"
             "<li><a href=\"https://lakeside-pt.example.org/protocols\">Our protocols</a></li>"
             "<li><a href=\"https://lakeside-pt.example.org/refer?from=email&amp;src=bench\">Referral form</a></li>"
             "<li><a href=\"https://lakeside-pt.example.org/team\">Meet the team</a></li></ul>"
             "<p>Your coordinator, {{coordinator.name}}, will be glad to help.</p></body></html>")
     cur.execute("INSERT INTO campaign_messages (campaign_id, variant, subject, text_template, html_template) "
-                "VALUES (1, 'intro', 'Same-week rehab openings for your patients, Dr. {{last_name}}', %s, %s)",
+                "VALUES (1, 'intro', 'Same-week rehab openings for your patients, Dr. {{source.last_name}}', %s, %s)",
                 (text, html))
     cur.execute("INSERT INTO campaign_steps (campaign_id, after_step, position, condition, action, variant) "
                 "VALUES (1, 0, 1, 'always', 'send', 'intro') RETURNING id")

@@ -37,23 +37,33 @@ static const struct {
 	{ "campaign", "postal_address" },
 };
 
+_Static_assert(sizeof(columns) / sizeof(columns[0]) == CAMPVARS_N, "CAMPVARS_N is the number of columns");
+
 json_t *
-campvars_context(const PGresult *res, int row)
+campvars_from(const char *const v[CAMPVARS_N])
 {
 	json_t *ctx = json_object();
 
-	for (size_t i = 0; i < sizeof(columns) / sizeof(columns[0]); i++) {
+	for (size_t i = 0; i < CAMPVARS_N; i++) {
 		json_t *obj = json_object_get(ctx, columns[i].object);
 		if (obj == NULL) {
 			obj = json_object();
 			json_object_set_new(ctx, columns[i].object, obj);
 		}
-		const char *v = PQgetvalue(res, row, (int)i);
 		if (i == 0)
-			json_object_set_new(obj, columns[i].key, json_integer(strtoll(v, NULL, 10)));
+			json_object_set_new(obj, columns[i].key, json_integer(strtoll(v[i], NULL, 10)));
 		else
-			json_object_set_new(obj, columns[i].key,
-			                    json_string(PQgetisnull(res, row, (int)i) ? "" : v));
+			json_object_set_new(obj, columns[i].key, json_string(v[i] != NULL ? v[i] : ""));
 	}
 	return ctx;
+}
+
+json_t *
+campvars_context(const PGresult *res, int row)
+{
+	const char *v[CAMPVARS_N];
+
+	for (int i = 0; i < CAMPVARS_N; i++)
+		v[i] = PQgetisnull(res, row, i) ? NULL : PQgetvalue(res, row, i);
+	return campvars_from(v);
 }

@@ -19,6 +19,13 @@
  * when either does not exist. */
 extern const char campvars_sql[];
 
+/* How many variables there are, in the order above (and of campvars_sql's columns). */
+#define CAMPVARS_N 17
+
+/* The template context from CAMPVARS_N values in that order (v[0], the source's id, as decimal
+ * text; NULL values become ""). A new object, caller decrefs. */
+json_t *campvars_from(const char *const v[CAMPVARS_N]);
+
 /* The template context built from row `row` of a result of campvars_sql (borrowed). A new
  * object, caller decrefs. */
 json_t *campvars_context(const PGresult *res, int row);

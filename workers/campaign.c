@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/campvars.h"
 #include "common/log.h"
 #include "common/mailtmpl.h"
 #include "common/msg.h"
@@ -185,6 +186,28 @@ enum {
 	L_SUPPRESSED, L_RULE, L_ACTION, L_VARIANT, L_MROW, L_SUBJECT, L_HTML, L_TEXT
 };
 
+/* The template variables (common/campvars) from a campaign_load row. */
+static json_t *
+load_vars(const PGresult *r)
+{
+	const char *first = PQgetvalue(r, 0, L_FIRST), *last = PQgetvalue(r, 0, L_LAST);
+	const char *coname = PQgetvalue(r, 0, L_CONAME);
+	bool org = strcmp(PQgetvalue(r, 0, L_KIND), "organization") == 0;
+	char *name = org ? xstrdup(PQgetvalue(r, 0, L_ORG)) : xasprintf("%s%s%s", first, *first ? " " : "", last);
+	char *cofirst = xstrndup(coname, strcspn(coname, " "));
+	const char *v[CAMPVARS_N] = {
+		PQgetvalue(r, 0, L_SOURCE), name, first, last, PQgetvalue(r, 0, L_CRED), PQgetvalue(r, 0, L_ORG),
+		PQgetvalue(r, 0, L_SPEC), PQgetvalue(r, 0, L_CITY), PQgetvalue(r, 0, L_ST), PQgetvalue(r, 0, L_EMAIL),
+		coname, cofirst, PQgetvalue(r, 0, L_COEMAIL), PQgetvalue(r, 0, L_CNAME), PQgetvalue(r, 0, L_SNAME),
+		PQgetvalue(r, 0, L_SEMAIL), PQgetvalue(r, 0, L_POSTAL),
+	};
+	json_t *ctx = campvars_from(v);
+
+	free(name);
+	free(cofirst);
+	return ctx;
+}
+
 /* What a message needs once the relay has answered. */
 struct sent {
 	char message[24], recipient[256];
@@ -315,29 +338,17 @@ render(struct job_ctx *ctx, PGresult *r, struct msg *m, const char *message, cha
 	const struct token_key *k = campaign_key();
 	const char *email = PQgetvalue(r, 0, L_EMAIL), *pub = ctx->cfg->campaigns.public_url;
 	long long mid = atoll(message);
-	char name[512];
 
-	if (strcmp(PQgetvalue(r, 0, L_KIND), "organization") == 0)
-		util_strlcpy(name, PQgetvalue(r, 0, L_ORG), sizeof(name));
-	else
-		snprintf(name, sizeof(name), "%s%s%s", PQgetvalue(r, 0, L_FIRST), PQgetvalue(r, 0, L_FIRST)[0] ? " " : "",
-		         PQgetvalue(r, 0, L_LAST));
-
-	/* The source's and coordinator's fields; the HTML part escapes them by Mustache's rules. */
+	/* The variables of common/campvars, as the preview shows them; the HTML part escapes them by
+	 * Mustache's rules. */
 	struct mailtmpl t = {0};
 	t.subject = tmpl_parse(PQgetvalue(r, 0, L_SUBJECT), "subject", NULL, 0);
 	t.text = tmpl_parse(PQgetvalue(r, 0, L_TEXT), "text_template", NULL, 0);
 	t.html = tmpl_parse(PQgetvalue(r, 0, L_HTML), "html_template", NULL, 0);
-	json_t *context = json_pack(
-	    "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:{s:s, s:s}, s:{s:s, s:s}, s:{s:s}}", "name", name, "first_name",
-	    PQgetvalue(r, 0, L_FIRST), "last_name", PQgetvalue(r, 0, L_LAST), "credential", PQgetvalue(r, 0, L_CRED),
-	    "organization_name", PQgetvalue(r, 0, L_ORG), "specialty", PQgetvalue(r, 0, L_SPEC), "city",
-	    PQgetvalue(r, 0, L_CITY), "state", PQgetvalue(r, 0, L_ST), "email", email, "coordinator", "name",
-	    PQgetvalue(r, 0, L_CONAME), "email", PQgetvalue(r, 0, L_COEMAIL), "sender", "name",
-	    PQgetvalue(r, 0, L_SNAME), "email", PQgetvalue(r, 0, L_SEMAIL), "campaign", "name", PQgetvalue(r, 0, L_CNAME));
+	json_t *context = load_vars(r);
 	char *subject, *text, *html;
 	mailtmpl_render(&t, context, &subject, &text, &html);
-	json_decref(context);
+	const char *name = json_string_value(json_object_get(json_object_get(context, "source"), "name"));
 	mailtmpl_free(&t);
 
 	char *utok = token_make(k, TOKEN_UNSUBSCRIBE, mid, NULL), *otok = token_make(k, TOKEN_OPEN, mid, NULL);
@@ -382,6 +393,7 @@ render(struct job_ctx *ctx, PGresult *r, struct msg *m, const char *message, cha
 	free(footer_html);
 	free(full_text);
 	free(full_html);
+	json_decref(context);
 	return rc;
 }
 

@@ -85,8 +85,8 @@ class Campaigns(harness.Case):
         c = self.campaign()
         seg = self.segment(c, "everyone", 1)
         for v in ("intro", "reminder", "opened"):
-            self.variant(c, v, v.capitalize() + " for {{first_name}}", "Dear Dr. {{last_name}}, " + v + ".",
-                         "<p>Dear Dr. {{last_name}}, " + v + ".</p>")
+            self.variant(c, v, v.capitalize() + " for {{source.first_name}}", "Dear Dr. {{source.last_name}}, " + v + ".",
+                         "<p>Dear Dr. {{source.last_name}}, " + v + ".</p>")
         self.rule(c, 0, 1, "always", "send", "intro")
         for r in rules:
             self.rule(c, *r)
@@ -169,14 +169,14 @@ class Campaigns(harness.Case):
         c = self.campaign()
         ortho = self.segment(c, "orthopaedics", 1, {"specialty_codes": ["207X00000X"]})
         sports = self.segment(c, "sports", 2, {"specialty_codes": ["207QS0010X"]})
-        self.variant(c, "intro", "Post-op rehab for your patients, Dr. {{last_name}}",
-                     "Dear Dr. {{last_name}},\nSee https://lakeside-pt.example.org/ortho?a=1&b=2 for details.\n",
-                     "<html><body><p>Dear Dr. {{last_name}},</p>"
+        self.variant(c, "intro", "Post-op rehab for your patients, Dr. {{source.last_name}}",
+                     "Dear Dr. {{source.last_name}},\nSee https://lakeside-pt.example.org/ortho?a=1&b=2 for details.\n",
+                     "<html><body><p>Dear Dr. {{source.last_name}},</p>"
                      "<p><a href=\"https://lakeside-pt.example.org/ortho?a=1&amp;b=2\">our protocols</a> "
                      "<a href='mailto:team@lakeside-pt.example.org'>write</a></p></body></html>", ortho)
-        self.variant(c, "intro", "Return-to-play programmes, Dr. {{last_name}}",
-                     "Dear Dr. {{last_name}}, see https://lakeside-pt.example.org/sports.",
-                     "<p>Dear Dr. {{last_name}}, <a href=\"https://lakeside-pt.example.org/sports\">see</a></p>", sports)
+        self.variant(c, "intro", "Return-to-play programmes, Dr. {{source.last_name}}",
+                     "Dear Dr. {{source.last_name}}, see https://lakeside-pt.example.org/sports.",
+                     "<p>Dear Dr. {{source.last_name}}, <a href=\"https://lakeside-pt.example.org/sports\">see</a></p>", sports)
         self.rule(c, 0, 1, "always", "send", "intro")
         a = self.source("Bone", "bone@ortho.example.org")
         b = self.source("<b>O'Hara</b> & Co", "ohara@ortho.example.org")

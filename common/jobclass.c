@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/nppes.h"
 #include "common/util.h"
 
 #define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -1)
@@ -153,6 +154,15 @@ validate_monthly(const json_t *args, char *err, size_t errlen)
 	return 0;
 }
 
+/* NppesImportJob: [{"file": PATH, "state", "taxonomies", "prospects", "coordinator", "kind"}]. */
+static int
+validate_nppes_import(const json_t *args, char *err, size_t errlen)
+{
+	struct nppes_opts o;
+
+	return nppes_job_args(args, &o, err, errlen);
+}
+
 static const struct jobclass classes[] = {
     {"PingJob", "default", validate_ping,
      "liveness probe: waits work_ms, then adds its jid to the set reply_key"},
@@ -170,6 +180,8 @@ static const struct jobclass classes[] = {
      "recomputes the outcome metric tables for the periods touched since the last run (or the one given)"},
     {"MonthlyReportJob", "alerts", validate_monthly,
      "the monthly email of figures and charts to a coordinator (without one: queues it for every coordinator)"},
+    {"NppesImportJob", "npi", validate_nppes_import,
+     "imports an NPPES full, weekly or deactivation file on the worker's host into npi_providers"},
 };
 
 const struct jobclass *

@@ -15,6 +15,7 @@ static const struct handler handlers[] = {
     {"NpiSyncJob", true, npi_sync_run},
     {"MetricsJob", true, metrics_run},
     {"MonthlyReportJob", true, monthly_report_run},
+    {"NppesImportJob", true, nppes_import_run},
 };
 
 static struct mailtmpl templates[8];

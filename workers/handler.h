@@ -79,5 +79,6 @@ enum job_result case_alert_run(struct job_ctx *ctx);
 enum job_result npi_sync_run(struct job_ctx *ctx);
 enum job_result metrics_run(struct job_ctx *ctx);
 enum job_result monthly_report_run(struct job_ctx *ctx);
+enum job_result nppes_import_run(struct job_ctx *ctx);
 
 #endif

@@ -443,6 +443,10 @@ load_staged(struct imp *im)
 	if (stream(im, &cp, false) == -1)
 		return -1;
 	st->copy_ms = util_mono_ms();
+	/* With its statistics the planner can weigh the stage against npi_providers: a hash join for a
+	 * full file, index probes for a weekly one. */
+	if (exec(im, "import-nppes", "ANALYZE nppes_stage", 0, NULL) == -1)
+		return -1;
 
 	if (im->rd.deactivation_file) {
 		n = count(im, "merging the deactivations into npi_providers",
@@ -456,8 +460,10 @@ load_staged(struct imp *im)
 		st->providers = n;
 		return 0;
 	}
-	/* Most files hold each NPI once: merge without sorting, and only if PostgreSQL finds an NPI twice
-	 * (cardinality_violation) again keeping each NPI's latest row. */
+	/* Rows whose NPI is known with the same Last Update Date and status are left out by an anti-join
+	 * (one hash join over a full file) before the upsert sees them. Most files hold each NPI once: merge
+	 * without sorting, and only if PostgreSQL finds an NPI twice (cardinality_violation) again keeping
+	 * each NPI's latest row. */
 	for (int pass = 0; pass < 2; pass++) {
 		bool distinct = pass == 1;
 		sql = xasprintf(
@@ -468,7 +474,9 @@ load_staged(struct imp *im)
 		    "SELECT %s npi, etype, first_name, middle_name, last_name, org, credential, sex, "
 		    "tax_code, taxonomies::jsonb, addr1, addr2, city, state, postal, phone, fax, enum_date, "
 		    "last_update::timestamptz, CASE WHEN " STAGE_DEACTIVATED " THEN 'D' ELSE 'A' END, "
-		    "CASE WHEN " STAGE_DEACTIVATED " THEN deact_date END, 'nppes', now() FROM nppes_stage %s "
+		    "CASE WHEN " STAGE_DEACTIVATED " THEN deact_date END, 'nppes', now() FROM nppes_stage s "
+		    "WHERE NOT EXISTS (SELECT 1 FROM npi_providers o WHERE o.npi = s.npi AND o.last_updated::date = "
+		    "s.last_update AND o.status = CASE WHEN " STAGE_DEACTIVATED " THEN 'D' ELSE 'A' END) %s "
 		    "ON CONFLICT (npi) DO UPDATE SET enumeration_type = coalesce(EXCLUDED.enumeration_type, "
 		    "p.enumeration_type), first_name = EXCLUDED.first_name, middle_name = EXCLUDED.middle_name, "
 		    "last_name = EXCLUDED.last_name, organization_name = EXCLUDED.organization_name, "

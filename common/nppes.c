@@ -111,7 +111,7 @@ clean(const char *v)
 {
 	if (v == NULL || *v == '\0')
 		return NULL;
-	if (strcmp(v, "<UNAVAIL>") == 0)
+	if (*v == '<' && strcmp(v, "<UNAVAIL>") == 0)
 		return NULL;
 	const char *s = v;
 	while (*s == '$' || *s == '*' || *s == '_')
@@ -258,8 +258,16 @@ stream(struct imp *im, struct pgcopy *cp, bool direct)
 				primary = code;
 			for (size_t t = 0; t < o->ntaxonomies && !match; t++)
 				match = strcmp(o->taxonomies[t], code) == 0;
-			tl += (size_t)snprintf(tjson + tl, sizeof(tjson) - tl, "%s{\"code\":\"%s\",\"primary\":%s}",
-			                       tl > 1 ? "," : "", code, is_primary ? "true" : "false");
+			/* {"code":"207R00000X","primary":true}: the code is ten safe characters. */
+			if (tl > 1)
+				tjson[tl++] = ',';
+			memcpy(tjson + tl, "{\"code\":\"", 9);
+			memcpy(tjson + tl + 9, code, 10);
+			tl += 19;
+			const char *tail = is_primary ? "\",\"primary\":true}" : "\",\"primary\":false}";
+			size_t taillen = strlen(tail);
+			memcpy(tjson + tl, tail, taillen);
+			tl += taillen;
 		}
 		tjson[tl++] = ']';
 		tjson[tl] = '\0';

@@ -1,4 +1,4 @@
-/* pgcopy: a COPY FROM STDIN text-format stream with a large buffer, sent in big chunks (flat memory). */
+/* pgcopy: a COPY FROM STDIN text-format stream sent in chunks without blocking the reader (flat memory). */
 #ifndef OUTREACH_PGCOPY_H
 #define OUTREACH_PGCOPY_H
 
@@ -8,12 +8,13 @@
 
 #include "common/util.h"
 
-#define PGCOPY_CHUNK (1024 * 1024) /* bytes handed to PQputCopyData at a time */
+#define PGCOPY_CHUNK (64 * 1024) /* bytes handed to PQputCopyData at a time */
 
 struct pgcopy {
 	PGconn *conn; /* borrowed */
 	char *buf;
 	size_t len, cap;
+	int pending; /* chunks sent while the socket was still full */
 	int failed; /* nonzero once sending failed; later calls do nothing */
 	char errstr[512];
 	char sqlstate[6]; /* of the server's error at pgcopy_end, "" when none */

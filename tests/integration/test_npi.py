@@ -108,6 +108,35 @@ class NpiSync(harness.Case):
         self.assertEqual((status, seen, created, updated, unchanged), ("done", len(want), 0, 0, len(want)))
         self.assertEqual(self.sql_one("SELECT max(updated_at) FROM referral_sources"), stamp)
 
+    def test_a_postal_code_over_the_cap_is_split_by_name(self):
+        # 1,500 internists in one postal code: still at the cap by enumeration type, so the sync asks
+        # by the first two characters of the last name (apostrophes and spaces included).
+        reg = self.server.registry
+        standard = reg.records
+        starts = ["SMITH", "O'NEIL", "O BRIEN", "NGUYEN", "DE LA CRUZ", "MILLER"]
+        people = []
+        for i in range(1500):
+            r = npi_replay.physician(i, "559050001" if i % 2 else "55905")
+            r["basic"]["last_name"] = starts[i % len(starts)] + npi_replay._name(i)
+            people.append(r)
+        people += [npi_replay.organization(i, "559051000") for i in range(150)]
+        reg.records = sorted(people, key=lambda r: int(r["number"]))
+        try:
+            crit = {"taxonomy_description": "Internal Medicine", "state": "MN", "postal_code": "55905"}
+            sid = self.add_search("Rochester", crit)
+            w = self.start_worker()
+            status, seen, created, updated, unchanged, errors, pages = self.sync(sid, timeout=180)
+            self.assertEqual((status, errors), ("done", 0))
+            want = {str(r["number"]).zfill(10) for r in reg.records}
+            self.assertEqual({r[0] for r in self.sql("SELECT npi FROM npi_providers")}, want)
+            self.assertEqual(seen, 1650)
+            w.wait_log(r"query part postal=55905 type=NPI-1 reached the 1200 cap: split in 754")
+            names = {q.get("last_name") for q, _ in reg.requests}
+            self.assertTrue({"O'*", "O *", "SM*", "ZZ*"} <= names)
+            self.assertFalse(any("organization_name" in q for q, _ in reg.requests))  # 150: under the cap
+        finally:
+            reg.records = standard
+
     def test_coordinator_fields_survive_a_refresh(self):
         crit = {"taxonomy_description": "Internal Medicine", "state": "MN", "postal_code": "55000"}
         other = self.sql_one("INSERT INTO coordinators (name, email) VALUES ('Lee Park', 'lee@example.org') "

@@ -187,6 +187,15 @@ reader_open(struct reader *rd, const char *path, enum nppes_kind kind, char *err
 		rd->sw[k] = csv_header_index(rd->csv, name);
 	}
 	rd->sex = rd->idx[C_SEX] != -1 ? rd->idx[C_SEX] : rd->idx[C_GENDER];
+	/* The columns wanted sit in the first third of the 330: the rest of each record is only read past. */
+	int last = 0;
+	for (int i = 0; i < C_NCOLS; i++)
+		last = rd->idx[i] > last ? rd->idx[i] : last;
+	for (int k = 0; k < NTAX; k++) {
+		last = rd->tax[k] > last ? rd->tax[k] : last;
+		last = rd->sw[k] > last ? rd->sw[k] : last;
+	}
+	csv_keep_fields(rd->csv, (size_t)last + 1);
 	rd->deactivation_file = rd->idx[C_ENTITY] == -1 && rd->idx[C_DEACT] != -1;
 
 	const char *what = NULL;

@@ -223,6 +223,18 @@ newline(struct csv *r, unsigned char c)
 		r->skip_lf = true;
 }
 
+/* The next double quote in [p, end) (or end), counting the line ends passed. */
+static inline const unsigned char *
+to_quote(struct csv *r, const unsigned char *p, const unsigned char *end)
+{
+	while (p < end && *p != '"') {
+		if (*p == '\n')
+			r->line++;
+		p++;
+	}
+	return p;
+}
+
 int
 csv_read(struct csv *r, const char *const **fields)
 {
@@ -282,12 +294,7 @@ csv_read(struct csv *r, const char *const **fields)
 				continue;
 			break;
 		case ST_QUOTED:
-			q = p;
-			while (q < end && *q != '"') {
-				if (*q == '\n')
-					r->line++;
-				q++;
-			}
+			q = to_quote(r, p, end);
 			if (q > p && put(r, p, (size_t)(q - p)) == -1)
 				return -1;
 			p = q;
@@ -312,12 +319,7 @@ csv_read(struct csv *r, const char *const **fields)
 			c = *p++;
 			goto line_end;
 		case ST_SKIPQ:
-			q = p;
-			while (q < end && *q != '"') {
-				if (*q == '\n')
-					r->line++;
-				q++;
-			}
+			q = to_quote(r, p, end);
 			p = q;
 			if (p < end) {
 				p++;

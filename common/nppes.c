@@ -61,7 +61,8 @@ static const char *const nppes_cols[C_NCOLS] = {
 #define DIRECT_COPY                                                                                             \
 	"COPY npi_providers (npi, enumeration_type, organization_name, last_name, first_name, middle_name, "      \
 	"credential, sex, primary_taxonomy_code, taxonomies, address_line1, address_line2, city, state, "         \
-	"postal_code, phone, fax, enumeration_date, last_updated, deactivation_date, status, origin) FROM STDIN"
+	"postal_code, phone, fax, enumeration_date, last_updated, deactivation_date, status, origin) FROM STDIN " \
+	"WITH (FREEZE)"
 
 /* A stage row's provider status: deactivated unless reactivated since. */
 #define STAGE_DEACTIVATED "deact_date IS NOT NULL AND (react_date IS NULL OR react_date < deact_date)"
@@ -422,7 +423,10 @@ load_direct(struct imp *im)
 	struct pgcopy cp;
 	int rc = -1;
 
-	if (exec(im, "import-nppes", "SAVEPOINT nppes_direct", 0, NULL) == -1 || indexes_drop(im, &ix) == -1)
+	/* Emptied in this subtransaction (it is empty and locked), the table takes its rows frozen and
+	 * all-visible: no vacuum has to visit millions of new rows afterwards. */
+	if (exec(im, "import-nppes", "SAVEPOINT nppes_direct", 0, NULL) == -1 || indexes_drop(im, &ix) == -1 ||
+	    exec(im, "import-nppes", "TRUNCATE npi_providers", 0, NULL) == -1)
 		goto out;
 	if (pgcopy_begin(&cp, db_conn(im->db), DIRECT_COPY) == -1) {
 		snprintf(im->err, im->errlen, "%s", cp.errstr);

@@ -424,6 +424,18 @@ class Imports(harness.Case):
         self.assertIn("duplicate NPIs", p.stdout)
         self.assertEqual(self.sql_one("SELECT last_name FROM npi_providers WHERE npi = '1300000001'"), "NEWER")
 
+    def test_import_from_standard_input(self):
+        # Standard input cannot be read twice: even into the empty table it goes through the stage.
+        rows = [self.provider("1500000000", "PIPED"), self.provider("1500000000", "PIPED AGAIN", updated="01/01/2024"),
+                self.provider("1500000001", "ALSO")]
+        with open(self.nppes_file(rows), newline="") as f:
+            data = f.read()
+        p = self.run_bin("outreachctl", "import-nppes", "-", "--kind", "full", input=data, check=True)
+        self.assertIn("3 rows read, 3 taken", p.stdout)
+        self.assertNotIn("straight into the empty table", p.stdout)
+        self.assertEqual(self.sql("SELECT npi, last_name FROM npi_providers ORDER BY npi"),
+                         [("1500000000", "PIPED AGAIN"), ("1500000001", "ALSO")])
+
     def push(self, args):
         job = {"class": "NppesImportJob", "args": args, "jid": os.urandom(12).hex(), "queue": "npi",
                "retry": True, "created_at": time.time(), "enqueued_at": time.time()}

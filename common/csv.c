@@ -15,6 +15,8 @@ enum csv_state {
 	ST_UNQUOTED, /* inside an unquoted field */
 	ST_QUOTED,   /* inside a quoted field */
 	ST_QUOTE,    /* just after a quote inside a quoted field: "" or the field's end */
+	ST_SKIP,     /* past the fields kept (csv_keep_fields): reading to the record's end */
+	ST_SKIPQ,    /* the same, inside quotes */
 };
 
 struct csv {
@@ -37,6 +39,7 @@ struct csv {
 	const char **ptrs;
 	size_t nf, fcap;
 	size_t max_record, max_fields;
+	size_t keep; /* fields kept per record; 0: all */
 
 	unsigned long line; /* the physical line the parser is on */
 	unsigned long rec_line, rec_no;
@@ -104,6 +107,12 @@ csv_free(struct csv *r)
 	free(r->in);
 	free(r->name);
 	free(r);
+}
+
+void
+csv_keep_fields(struct csv *r, size_t n)
+{
+	r->keep = n;
 }
 
 void
@@ -214,6 +223,18 @@ newline(struct csv *r, unsigned char c)
 		r->skip_lf = true;
 }
 
+/* The next double quote in [p, end) (or end), counting the line ends passed. */
+static inline const unsigned char *
+to_quote(struct csv *r, const unsigned char *p, const unsigned char *end)
+{
+	while (p < end && *p != '"') {
+		if (*p == '\n')
+			r->line++;
+		p++;
+	}
+	return p;
+}
+
 int
 csv_read(struct csv *r, const char *const **fields)
 {
@@ -273,18 +294,36 @@ csv_read(struct csv *r, const char *const **fields)
 				continue;
 			break;
 		case ST_QUOTED:
-			q = p;
-			while (q < end && *q != '"') {
-				if (*q == '\n')
-					r->line++;
-				q++;
-			}
+			q = to_quote(r, p, end);
 			if (q > p && put(r, p, (size_t)(q - p)) == -1)
 				return -1;
 			p = q;
 			if (p < end) {
 				p++;
 				st = ST_QUOTE;
+			}
+			continue;
+		case ST_SKIP:
+			q = p;
+			while (q < end && *q != '"' && *q != '\r' && *q != '\n')
+				q++;
+			p = q;
+			if (p == end)
+				continue;
+			if (*p == '"') {
+				st = ST_SKIPQ;
+				qline = r->line;
+				p++;
+				continue;
+			}
+			c = *p++;
+			goto line_end;
+		case ST_SKIPQ:
+			q = to_quote(r, p, end);
+			p = q;
+			if (p < end) {
+				p++;
+				st = ST_SKIP; /* a doubled quote comes straight back here */
 			}
 			continue;
 		case ST_QUOTE:
@@ -312,9 +351,10 @@ csv_read(struct csv *r, const char *const **fields)
 		if (end_field(r) == -1)
 			return -1;
 		if (c == ',') {
-			st = ST_FIELD;
+			st = r->keep && r->nf >= r->keep ? ST_SKIP : ST_FIELD;
 			continue;
 		}
+	line_end:
 		newline(r, c);
 		r->ipos = (size_t)(p - r->in);
 		if (c == '\r' && p < end) { /* the usual CRLF: take the LF now */
@@ -326,7 +366,9 @@ csv_read(struct csv *r, const char *const **fields)
 	}
 
 	/* The end of the input. */
-	if (st == ST_QUOTED) {
+	if (st == ST_SKIP)
+		return finish(r, fields);
+	if (st == ST_QUOTED || st == ST_SKIPQ) {
 		fail(r, qline, "the quoted field opened on this line is not closed at the end of the input");
 		return -1;
 	}

@@ -34,6 +34,11 @@ void csv_free(struct csv *r);
  * 0 keeps the current value. */
 void csv_set_limits(struct csv *r, size_t max_record, size_t max_fields);
 
+/* Keeps only the first n fields of each record read from now on (0: all, the default): the rest of a
+ * longer record is read past, quotes and line ends respected, without being stored, and the record
+ * counts n fields. For wide files of which few leading columns are wanted. */
+void csv_keep_fields(struct csv *r, size_t n);
+
 /* Reads the next record. Returns its number of fields (at least 1), 0 at the end of the input, or -1
  * on error (see csv_error). *fields (when fields is not NULL) points at the NUL-terminated fields,
  * borrowed until the next csv_read or csv_free. */

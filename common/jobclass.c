@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/nppes.h"
 #include "common/util.h"
 
 #define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -1)
@@ -241,6 +242,15 @@ validate_campaign_event(const json_t *args, char *err, size_t errlen)
 	return 0;
 }
 
+/* NppesImportJob: [{"file": PATH, "state", "taxonomies", "prospects", "coordinator", "kind"}]. */
+static int
+validate_nppes_import(const json_t *args, char *err, size_t errlen)
+{
+	struct nppes_opts o;
+
+	return nppes_job_args(args, &o, err, errlen);
+}
+
 static const struct jobclass classes[] = {
     {"PingJob", "default", validate_ping,
      "liveness probe: waits work_ms, then adds its jid to the set reply_key"},
@@ -262,6 +272,8 @@ static const struct jobclass classes[] = {
      "takes an enrollment's due campaign step: sends its message, creates a call, or checks its timeouts"},
     {"CampaignEventJob", "campaigns", validate_campaign_event,
      "records an open, click, unsubscribe, bounce, complaint or reply and fires the campaign's rules"},
+    {"NppesImportJob", "npi", validate_nppes_import,
+     "imports an NPPES full, weekly or deactivation file on the worker's host into npi_providers"},
 };
 
 const struct jobclass *

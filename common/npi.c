@@ -84,6 +84,9 @@ npi_part_root(const json_t *criteria, struct npi_part *out)
 	memset(out, 0, sizeof(*out));
 	util_strlcpy(out->postal, postal ? postal : "", sizeof(out->postal));
 	util_strlcpy(out->etype, etype ? etype : "", sizeof(out->etype));
+	if (json_object_get(criteria, "first_name") || json_object_get(criteria, "last_name") ||
+	    json_object_get(criteria, "organization_name"))
+		util_strlcpy(out->name, "-", sizeof(out->name));
 }
 
 bool
@@ -126,6 +129,21 @@ npi_part_split(const struct npi_part *p, struct npi_part *out)
 		}
 		return n;
 	}
+	if (p->name[0] == '\0') {
+		bool org = strcmp(p->etype, "NPI-2") == 0;
+		const char *first = org ? "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" : "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+		const char *second = org ? "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 '-.&," : "ABCDEFGHIJKLMNOPQRSTUVWXYZ' -";
+		for (const char *a = first; *a; a++)
+			for (const char *b = second; *b; b++) {
+				out[n] = *p;
+				out[n].skip = 0;
+				out[n].name[0] = *a;
+				out[n].name[1] = *b;
+				out[n].name[2] = '\0';
+				n++;
+			}
+		return n;
+	}
 	return 0;
 }
 
@@ -163,6 +181,11 @@ npi_url(const char *base_url, const json_t *criteria, const struct npi_part *p)
 	}
 	if (p->etype[0])
 		add_param(&buf, &len, "enumeration_type", p->etype);
+	if (p->name[0] && p->name[0] != '-') {
+		char name[8];
+		snprintf(name, sizeof(name), "%s*", p->name);
+		add_param(&buf, &len, strcmp(p->etype, "NPI-2") == 0 ? "organization_name" : "last_name", name);
+	}
 	if (p->postal[0]) {
 		char postal[16];
 		snprintf(postal, sizeof(postal), strlen(p->postal) < 5 ? "%s*" : "%s", p->postal);
@@ -394,8 +417,8 @@ npi_parts_to_json(const struct npi_part *parts, size_t n)
 	json_t *a = json_array();
 
 	for (size_t i = 0; i < n; i++)
-		json_array_append_new(a, json_pack("{s:s, s:s, s:i}", "postal", parts[i].postal, "etype", parts[i].etype,
-		                                   "skip", parts[i].skip));
+		json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:i}", "postal", parts[i].postal, "etype",
+		                                   parts[i].etype, "name", parts[i].name, "skip", parts[i].skip));
 	return a;
 }
 
@@ -413,14 +436,16 @@ npi_parts_from_json(const json_t *a, struct npi_part **out, size_t *n)
 	json_array_foreach(a, i, e) {
 		const char *postal = json_string_value(json_object_get(e, "postal"));
 		const char *etype = json_string_value(json_object_get(e, "etype"));
+		const char *name = json_string_value(json_object_get(e, "name")); /* absent in older progress */
 		json_t *skip = json_object_get(e, "skip");
 		if (postal == NULL || etype == NULL || !json_is_integer(skip) || strlen(postal) >= sizeof(parts[i].postal) ||
-		    strlen(etype) >= sizeof(parts[i].etype)) {
+		    strlen(etype) >= sizeof(parts[i].etype) || (name && strlen(name) >= sizeof(parts[i].name))) {
 			free(parts);
 			return -1;
 		}
 		util_strlcpy(parts[i].postal, postal, sizeof(parts[i].postal));
 		util_strlcpy(parts[i].etype, etype, sizeof(parts[i].etype));
+		util_strlcpy(parts[i].name, name ? name : "", sizeof(parts[i].name));
 		parts[i].skip = (int)json_integer_value(skip);
 	}
 	*out = parts;

@@ -13,15 +13,20 @@
 #define NPI_MAX_SKIP 1000  /* the API's largest skip: one query reaches at most 1,200 records */
 
 /*
- * A query part: the saved search narrowed by a postal-code prefix and an enumeration type, and the
- * skip of its next page. A search starts as one part; a part whose last reachable page is full (it
- * hit the 1,200 cap) is split into narrower parts until each is under the cap.
+ * A query part: the saved search narrowed by a postal-code prefix, an enumeration type and a name
+ * prefix, and the skip of its next page. A search starts as one part; a part whose last reachable page
+ * is full (it hit the 1,200 cap) is split into narrower parts until each is under the cap.
  */
 struct npi_part {
 	char postal[10]; /* digits; "" for none; 2..4 digits are sent as a wildcard "55*" */
 	char etype[6];   /* "NPI-1", "NPI-2" or "" */
+	char name[4];    /* two characters of the last name (NPI-1) or organization name (NPI-2), sent as
+	                    "SM*"; "" for none; "-" when the search names someone (no name split) */
 	int skip;
 };
+
+/* The most parts one split makes (two-character name prefixes of an organization). */
+#define NPI_MAX_SPLIT 1600
 
 /* Checks saved-search criteria (a JSON object): only known keys, string values, at least one
  * criterion besides state and enumeration_type (the API refuses those alone), postal_code 1..9 digits,
@@ -35,9 +40,12 @@ void npi_part_root(const json_t *criteria, struct npi_part *out);
  * two characters before a wildcard), it is split right away. */
 bool npi_part_queryable(const struct npi_part *p);
 
-/* Splits a part that reached the cap into at most 100 narrower parts written to out (room for 100):
- * by one more postal digit (two when it had none), then, at five digits, by enumeration type when
- * the search does not fix one. Returns how many, 0 when the part cannot be narrowed further. */
+/* Splits a part that reached the cap into narrower parts written to out (room for NPI_MAX_SPLIT): by
+ * one more postal digit (two when it had none), then, at five digits, by enumeration type when the
+ * search does not fix one, then by the first two characters of the last name (NPI-1: a letter, then a
+ * letter, apostrophe, space or hyphen) or organization name (NPI-2: a letter or digit, then a letter,
+ * digit, space or one of ' - . & ,), the API's shortest wildcard, unless the search names someone.
+ * Returns how many, 0 when the part cannot be narrowed further. */
 int npi_part_split(const struct npi_part *p, struct npi_part *out);
 
 /* The request URL for a page of a part: base_url plus version=2.1, the criteria, the part's

@@ -16,6 +16,8 @@
 #include "tools/jobs.h"
 #include "common/migrate.h"
 #include "common/npi.h"
+#include "common/nppes.h"
+#include "common/pgcopy.h"
 #include "common/queue.h"
 #include "common/rds.h"
 
@@ -29,17 +31,6 @@ static const char search_usage[] =
     "       outreachctl npi search list [--json]\n"
     "       outreachctl npi search remove ID|NAME\n"
     "       outreachctl npi sync [ID]   (every active search when no ID)";
-
-static bool
-looks_like_code(const char *s)
-{
-	if (strlen(s) != 10 || s[9] != 'X')
-		return false;
-	for (int i = 0; i < 9; i++)
-		if (!isdigit((unsigned char)s[i]) && !isupper((unsigned char)s[i]))
-			return false;
-	return true;
-}
 
 static int
 search_add(const struct cfg *c, int argc, char **argv)
@@ -71,7 +62,7 @@ search_add(const struct cfg *c, int argc, char **argv)
 			json_object_update(criteria, j);
 			json_decref(j);
 		} else if (strcmp(opt, "--taxonomy") == 0) {
-			json_object_set_new(criteria, looks_like_code(val) ? "taxonomy_code" : "taxonomy_description",
+			json_object_set_new(criteria, nppes_is_taxonomy_code(val) ? "taxonomy_code" : "taxonomy_description",
 			                    json_string(val));
 		} else if (strcmp(opt, "--coordinator") == 0) {
 			coordinator = val;
@@ -235,90 +226,6 @@ ctl_npi(const struct cfg *c, int argc, char **argv)
 	fatalx("%s", search_usage);
 }
 
-/* --- COPY helpers ------------------------------------------------------------------------------ */
-
-/* A COPY text-format stream with its own buffer, sent in large chunks: memory stays flat. */
-struct copy {
-	PGconn *conn;
-	char *buf;
-	size_t len, cap;
-};
-
-static void
-copy_flush(struct copy *cp)
-{
-	if (cp->len && PQputCopyData(cp->conn, cp->buf, (int)cp->len) != 1)
-		fatalx("COPY: %s", PQerrorMessage(cp->conn));
-	cp->len = 0;
-}
-
-static void
-copy_reserve(struct copy *cp, size_t n)
-{
-	if (cp->len + n > cp->cap) {
-		copy_flush(cp);
-		if (n > cp->cap) {
-			cp->cap = n;
-			cp->buf = xrealloc(cp->buf, cp->cap);
-		}
-	}
-}
-
-/* Appends one field (NULL or "" as \N) and its separator (tab, or newline when last). */
-static void
-copy_field(struct copy *cp, const char *v, bool last)
-{
-	size_t n = v ? strlen(v) : 0;
-
-	copy_reserve(cp, 2 * n + 3);
-	char *o = cp->buf + cp->len;
-	if (n == 0) {
-		*o++ = '\\';
-		*o++ = 'N';
-	} else {
-		for (const char *s = v; *s; s++) {
-			switch (*s) {
-			case '\\': *o++ = '\\'; *o++ = '\\'; break;
-			case '\t': *o++ = '\\'; *o++ = 't'; break;
-			case '\n': *o++ = '\\'; *o++ = 'n'; break;
-			case '\r': *o++ = '\\'; *o++ = 'r'; break;
-			default: *o++ = *s;
-			}
-		}
-	}
-	*o++ = last ? '\n' : '\t';
-	cp->len = (size_t)(o - cp->buf);
-}
-
-static void
-copy_begin(struct db *db, struct copy *cp, const char *sql)
-{
-	PGresult *res = PQexec(db_conn(db), sql);
-	if (PQresultStatus(res) != PGRES_COPY_IN)
-		fatalx("%s: %s", sql, PQerrorMessage(db_conn(db)));
-	PQclear(res);
-	cp->conn = db_conn(db);
-	cp->cap = 256 * 1024;
-	cp->buf = xmalloc(cp->cap);
-	cp->len = 0;
-}
-
-static void
-copy_end(struct copy *cp)
-{
-	copy_flush(cp);
-	if (PQputCopyEnd(cp->conn, NULL) != 1)
-		fatalx("COPY: %s", PQerrorMessage(cp->conn));
-	PGresult *res;
-	while ((res = PQgetResult(cp->conn)) != NULL) {
-		if (PQresultStatus(res) != PGRES_COMMAND_OK)
-			fatalx("COPY: %s", PQresultErrorMessage(res));
-		PQclear(res);
-	}
-	free(cp->buf);
-	cp->buf = NULL;
-}
-
 static FILE *
 open_input(const char *path)
 {
@@ -352,28 +259,30 @@ ctl_import_taxonomy(const struct cfg *c, int argc, char **argv)
 	struct db *db = ctl_db_connect(c, true);
 	if (db_begin(db) == -1)
 		fatalx("import-taxonomy: %s", db_error(db));
-	struct copy cp;
-	copy_begin(db, &cp,
+	struct pgcopy cp;
+	if (pgcopy_begin(&cp, db_conn(db),
 	           "CREATE TEMP TABLE taxonomy_stage (LIKE taxonomies INCLUDING DEFAULTS) ON COMMIT DROP; "
 	           "ALTER TABLE taxonomy_stage DROP CONSTRAINT IF EXISTS taxonomy_stage_code_check; "
 	           "COPY taxonomy_stage (code, grouping, classification, specialization, definition, notes, "
-	           "display_name, section) FROM STDIN");
+	                 "display_name, section) FROM STDIN") == -1)
+		fatalx("import-taxonomy: %s", cp.errstr);
 	long rows = 0, bad = 0;
 	int n;
 	while ((n = csv_read(r, NULL)) > 0) {
 		const char *code = csv_field(r, idx[0]);
-		if (code == NULL || !looks_like_code(code)) {
+		if (code == NULL || !nppes_is_taxonomy_code(code)) {
 			bad++;
 			log_warnx("%s:%lu: not a taxonomy code: %s", argv[1], csv_line(r), code ? code : "(none)");
 			continue;
 		}
 		for (size_t i = 0; i < NELEM(cols); i++)
-			copy_field(&cp, csv_field(r, idx[i]), i + 1 == NELEM(cols));
+			pgcopy_field(&cp, csv_field(r, idx[i]), i + 1 == NELEM(cols));
 		rows++;
 	}
 	if (n == -1)
 		fatalx("import-taxonomy: %s", csv_error(r));
-	copy_end(&cp);
+	if (pgcopy_end(&cp) == -1)
+		fatalx("import-taxonomy: %s", cp.errstr);
 	PGresult *res = ctl_must_query(
 	    db, "import-taxonomy",
 	    "INSERT INTO taxonomies AS t (code, grouping, classification, specialization, definition, notes, "
@@ -400,66 +309,6 @@ ctl_import_taxonomy(const struct cfg *c, int argc, char **argv)
 
 /* --- NPPES --------------------------------------------------------------------------------------- */
 
-enum {
-	C_NPI, C_ENTITY, C_ORG, C_LAST, C_FIRST, C_MIDDLE, C_CRED, C_SEX, C_GENDER, C_ADDR1, C_ADDR2, C_CITY,
-	C_STATE, C_POSTAL, C_PHONE, C_FAX, C_ENUM, C_UPDATE, C_DEACT, C_REACT, C_NCOLS
-};
-static const char *const nppes_cols[C_NCOLS] = {
-    "NPI",
-    "Entity Type Code",
-    "Provider Organization Name (Legal Business Name)",
-    "Provider Last Name (Legal Name)",
-    "Provider First Name",
-    "Provider Middle Name",
-    "Provider Credential Text",
-    "Provider Sex Code",
-    "Provider Gender Code",
-    "Provider First Line Business Practice Location Address",
-    "Provider Second Line Business Practice Location Address",
-    "Provider Business Practice Location Address City Name",
-    "Provider Business Practice Location Address State Name",
-    "Provider Business Practice Location Address Postal Code",
-    "Provider Business Practice Location Address Telephone Number",
-    "Provider Business Practice Location Address Fax Number",
-    "Provider Enumeration Date",
-    "Last Update Date",
-    "NPI Deactivation Date",
-    "NPI Reactivation Date",
-};
-#define NTAX 15
-
-/* A value as stored: NULL for "" and for CMS's masks ($$$$, ****, ____, <UNAVAIL>). */
-static const char *
-clean(const char *v)
-{
-	if (v == NULL || *v == '\0')
-		return NULL;
-	if (strcmp(v, "<UNAVAIL>") == 0)
-		return NULL;
-	const char *s = v;
-	while (*s == '$' || *s == '*' || *s == '_')
-		s++;
-	return *s == '\0' ? NULL : v;
-}
-
-/* MM/DD/YYYY as YYYY-MM-DD into out (size 11); NULL when empty or malformed. */
-static const char *
-us_date(const char *v, char out[11])
-{
-	if (v == NULL || strlen(v) != 10 || v[2] != '/' || v[5] != '/')
-		return NULL;
-	memcpy(out, v + 6, 4);
-	out[4] = '-';
-	memcpy(out + 5, v, 2);
-	out[7] = '-';
-	memcpy(out + 8, v + 3, 2);
-	out[10] = '\0';
-	for (int i = 0; i < 10; i++)
-		if (i != 4 && i != 7 && !isdigit((unsigned char)out[i]))
-			return NULL;
-	return out;
-}
-
 static long
 peak_rss_kb(void)
 {
@@ -468,238 +317,63 @@ peak_rss_kb(void)
 	return ru.ru_maxrss;
 }
 
+static const char nppes_usage[] =
+    "usage: outreachctl import-nppes FILE [--kind full|weekly|deactivation] [--state XX] [--taxonomy CODE]...\n"
+    "                                [--prospects [--coordinator ID|EMAIL]]";
+
 int
 ctl_import_nppes(const struct cfg *c, int argc, char **argv)
 {
-	const char *path = NULL, *state = NULL, *coordinator = NULL;
-	char **taxes = NULL;
-	int ntaxes = 0;
-	bool sources = false;
+	struct nppes_opts o = {0};
+	struct nppes_stats st;
+	char err[1024];
 
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--state") == 0 && i + 1 < argc)
-			state = argv[++i];
-		else if (strcmp(argv[i], "--taxonomy") == 0 && i + 1 < argc) {
-			taxes = xrealloc(taxes, (size_t)(ntaxes + 1) * sizeof(*taxes));
-			taxes[ntaxes++] = argv[++i];
-		} else if (strcmp(argv[i], "--sources") == 0)
-			sources = true;
-		else if (strcmp(argv[i], "--coordinator") == 0 && i + 1 < argc)
-			coordinator = argv[++i];
-		else if (argv[i][0] != '-' && path == NULL)
-			path = argv[i];
-		else if (strcmp(argv[i], "-") == 0 && path == NULL)
-			path = argv[i];
-		else
-			fatalx("usage: outreachctl import-nppes FILE [--state XX] [--taxonomy CODE]... [--sources "
-			       "[--coordinator ID]]");
+		const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+		if (strcmp(argv[i], "--state") == 0 && val) {
+			o.state = val;
+			i++;
+		} else if (strcmp(argv[i], "--taxonomy") == 0 && val) {
+			if (o.ntaxonomies == NPPES_MAX_TAXONOMIES)
+				fatalx("import-nppes: at most %d --taxonomy codes", NPPES_MAX_TAXONOMIES);
+			o.taxonomies[o.ntaxonomies++] = val;
+			i++;
+		} else if (strcmp(argv[i], "--kind") == 0 && val) {
+			if (nppes_kind_parse(val, &o.kind) == -1 || o.kind == NPPES_ANY)
+				fatalx("import-nppes: --kind must be full, weekly or deactivation, not %s", val);
+			i++;
+		} else if (strcmp(argv[i], "--prospects") == 0 || strcmp(argv[i], "--sources") == 0) {
+			o.prospects = true;
+		} else if (strcmp(argv[i], "--coordinator") == 0 && val) {
+			o.coordinator = val;
+			i++;
+		} else if ((argv[i][0] != '-' || strcmp(argv[i], "-") == 0) && o.path == NULL) {
+			o.path = argv[i];
+		} else {
+			fatalx("%s", nppes_usage);
+		}
 	}
-	if (path == NULL)
-		fatalx("usage: outreachctl import-nppes FILE [--state XX] [--taxonomy CODE]... [--sources [--coordinator ID]]");
-
-	int64_t t0 = util_mono_ms();
-	FILE *fp = open_input(path);
-	struct csv *r = csv_open(fp, path);
-	if (csv_read_header(r) == -1)
-		fatalx("import-nppes: %s", csv_error(r));
-	int idx[C_NCOLS], tax[NTAX], sw[NTAX];
-	for (int i = 0; i < C_NCOLS; i++)
-		idx[i] = csv_header_index(r, nppes_cols[i]);
-	if (idx[C_DEACT] == -1)
-		idx[C_DEACT] = csv_header_index(r, "NPPES Deactivation Date");
-	if (idx[C_NPI] == -1)
-		fatalx("import-nppes: %s: no \"NPI\" column; is this an NPPES file?", path);
-	for (int k = 0; k < NTAX; k++) {
-		char name[64];
-		snprintf(name, sizeof(name), "Healthcare Provider Taxonomy Code_%d", k + 1);
-		tax[k] = csv_header_index(r, name);
-		snprintf(name, sizeof(name), "Healthcare Provider Primary Taxonomy Switch_%d", k + 1);
-		sw[k] = csv_header_index(r, name);
-	}
-	int sex = idx[C_SEX] != -1 ? idx[C_SEX] : idx[C_GENDER];
-	bool deactivation_file = idx[C_ENTITY] == -1 && idx[C_DEACT] != -1;
+	if (o.path == NULL)
+		fatalx("%s", nppes_usage);
+	if (o.coordinator && !o.prospects)
+		fatalx("import-nppes: --coordinator only goes with --prospects");
 
 	struct db *db = ctl_db_connect(c, true);
-	const char *coord_id = NULL;
-	char coordbuf[24];
-	if (coordinator) {
-		PGresult *res = ctl_must_query(db, "import-nppes",
-		                           "SELECT id FROM coordinators WHERE id::text = $1 OR lower(email) = lower($1)",
-		                           DB_ARGS(coordinator));
-		if (PQntuples(res) != 1)
-			fatalx("import-nppes: no coordinator with id or email %s", coordinator);
-		util_strlcpy(coordbuf, PQgetvalue(res, 0, 0), sizeof(coordbuf));
-		coord_id = coordbuf;
-		PQclear(res);
-	}
-	if (db_begin(db) == -1 || db_exec(db, "SET LOCAL statement_timeout = 0", 0, NULL) == -1)
-		fatalx("import-nppes: %s", db_error(db));
-	struct copy cp;
-	copy_begin(db, &cp,
-	           "CREATE TEMP TABLE nppes_stage (npi text, etype text, org text, last_name text, first_name text, "
-	           "middle_name text, credential text, sex text, tax_code text, taxonomies text, addr1 text, "
-	           "addr2 text, city text, state text, postal text, phone text, fax text, enum_date date, "
-	           "last_update date, deact_date date, react_date date) ON COMMIT DROP; "
-	           "COPY nppes_stage FROM STDIN");
-
-	long rows = 0, kept = 0, filtered = 0, bad = 0, deactivated = 0;
-	char tjson[NTAX * 48 + 4];
-	int n;
-	while ((n = csv_read(r, NULL)) > 0) {
-		rows++;
-		const char *npi = csv_field(r, idx[C_NPI]);
-		if (npi == NULL || strlen(npi) != 10 || strspn(npi, "0123456789") != 10) {
-			bad++;
-			continue;
-		}
-		char d1[11], d2[11], d3[11], d4[11];
-		const char *deact = us_date(csv_field(r, idx[C_DEACT]), d3);
-		const char *react = us_date(csv_field(r, idx[C_REACT]), d4);
-		const char *etype = clean(csv_field(r, idx[C_ENTITY]));
-		const char *st = clean(csv_field(r, idx[C_STATE]));
-		if (deact && (react == NULL || strcmp(react, deact) < 0))
-			deactivated++;
-
-		/* Taxonomies: the primary by its switch, every code in a small JSON list. */
-		const char *primary = NULL;
-		bool match = ntaxes == 0;
-		size_t tl = 0;
-		tjson[tl++] = '[';
-		for (int k = 0; k < NTAX; k++) {
-			const char *code = clean(csv_field(r, tax[k]));
-			if (code == NULL || !looks_like_code(code))
-				continue;
-			const char *swv = csv_field(r, sw[k]);
-			bool is_primary = swv && swv[0] == 'Y';
-			if (is_primary && primary == NULL)
-				primary = code;
-			for (int t = 0; t < ntaxes && !match; t++)
-				match = strcmp(taxes[t], code) == 0;
-			tl += (size_t)snprintf(tjson + tl, sizeof(tjson) - tl, "%s{\"code\":\"%s\",\"primary\":%s}",
-			                       tl > 1 ? "," : "", code, is_primary ? "true" : "false");
-		}
-		tjson[tl++] = ']';
-		tjson[tl] = '\0';
-		if (primary == NULL && tl > 2)
-			primary = clean(csv_field(r, tax[0]));
-		/* Filters apply to active providers; a deactivated NPI (no state, no taxonomy) is always
-		 * taken so that providers already known learn of it. */
-		if (!deactivation_file && etype) {
-			if ((state && (st == NULL || strcmp(st, state) != 0)) || !match) {
-				filtered++;
-				continue;
-			}
-		}
-		copy_field(&cp, npi, false);
-		copy_field(&cp, etype ? (etype[0] == '2' ? "NPI-2" : "NPI-1") : NULL, false);
-		copy_field(&cp, clean(csv_field(r, idx[C_ORG])), false);
-		copy_field(&cp, clean(csv_field(r, idx[C_LAST])), false);
-		copy_field(&cp, clean(csv_field(r, idx[C_FIRST])), false);
-		copy_field(&cp, clean(csv_field(r, idx[C_MIDDLE])), false);
-		copy_field(&cp, clean(csv_field(r, idx[C_CRED])), false);
-		copy_field(&cp, clean(csv_field(r, sex)), false);
-		copy_field(&cp, primary, false);
-		copy_field(&cp, tl > 2 ? tjson : NULL, false);
-		copy_field(&cp, clean(csv_field(r, idx[C_ADDR1])), false);
-		copy_field(&cp, clean(csv_field(r, idx[C_ADDR2])), false);
-		copy_field(&cp, clean(csv_field(r, idx[C_CITY])), false);
-		copy_field(&cp, st, false);
-		copy_field(&cp, clean(csv_field(r, idx[C_POSTAL])), false);
-		copy_field(&cp, clean(csv_field(r, idx[C_PHONE])), false);
-		copy_field(&cp, clean(csv_field(r, idx[C_FAX])), false);
-		copy_field(&cp, us_date(csv_field(r, idx[C_ENUM]), d1), false);
-		copy_field(&cp, us_date(csv_field(r, idx[C_UPDATE]), d2), false);
-		copy_field(&cp, deact, false);
-		copy_field(&cp, react, true);
-		kept++;
-	}
-	if (n == -1)
-		fatalx("import-nppes: %s", csv_error(r));
-	copy_end(&cp);
-	int64_t t_copy = util_mono_ms();
-
-	PGresult *res;
-	const char *status_expr = "CASE WHEN deact_date IS NOT NULL AND (react_date IS NULL OR react_date < deact_date) "
-	                          "THEN 'D' ELSE 'A' END";
-	char *sql;
-	if (deactivation_file)
-		sql = xasprintf("UPDATE npi_providers p SET deactivation_date = s.deact_date, status = 'D', fetched_at = "
-		                "now() FROM (SELECT DISTINCT ON (npi) npi, deact_date FROM nppes_stage WHERE deact_date IS "
-		                "NOT NULL ORDER BY npi) s WHERE p.npi = s.npi AND p.deactivation_date IS DISTINCT FROM "
-		                "s.deact_date");
-	else
-		sql = xasprintf(
-		    "INSERT INTO npi_providers AS p (npi, enumeration_type, first_name, middle_name, last_name, "
-		    "organization_name, credential, sex, primary_taxonomy_code, taxonomies, address_line1, address_line2, "
-		    "city, state, postal_code, phone, fax, enumeration_date, last_updated, status, deactivation_date, "
-		    "origin, fetched_at) "
-		    "SELECT DISTINCT ON (npi) npi, etype, first_name, middle_name, last_name, org, credential, sex, "
-		    "tax_code, taxonomies::jsonb, addr1, addr2, city, state, postal, phone, fax, enum_date, "
-		    "last_update::timestamptz, %s, CASE WHEN %s = 'D' THEN deact_date END, 'nppes', now() "
-		    "FROM nppes_stage ORDER BY npi, last_update DESC NULLS LAST "
-		    "ON CONFLICT (npi) DO UPDATE SET enumeration_type = coalesce(EXCLUDED.enumeration_type, "
-		    "p.enumeration_type), first_name = EXCLUDED.first_name, middle_name = EXCLUDED.middle_name, "
-		    "last_name = EXCLUDED.last_name, organization_name = EXCLUDED.organization_name, "
-		    "credential = EXCLUDED.credential, sex = EXCLUDED.sex, "
-		    "primary_taxonomy_code = EXCLUDED.primary_taxonomy_code, taxonomies = EXCLUDED.taxonomies, "
-		    "address_line1 = EXCLUDED.address_line1, address_line2 = EXCLUDED.address_line2, city = EXCLUDED.city, "
-		    "state = EXCLUDED.state, postal_code = EXCLUDED.postal_code, phone = EXCLUDED.phone, fax = EXCLUDED.fax, "
-		    "enumeration_date = EXCLUDED.enumeration_date, last_updated = EXCLUDED.last_updated, "
-		    "status = EXCLUDED.status, deactivation_date = EXCLUDED.deactivation_date, origin = 'nppes', "
-		    "fetched_at = now() "
-		    "WHERE (p.last_updated::date, p.status) IS DISTINCT FROM (EXCLUDED.last_updated::date, EXCLUDED.status)",
-		    status_expr, status_expr);
-	res = ctl_must_query(db, "import-nppes: merging into npi_providers", sql, 0, NULL);
-	free(sql);
-	long merged = strtol(PQcmdTuples(res), NULL, 10);
-	PQclear(res);
-
-	long src_new = 0;
-	if (sources && !deactivation_file) {
-		/* New prospects only for active providers; known sources get the registry's fields. */
-		res = ctl_must_query(
-		    db, "import-nppes: merging into referral_sources",
-		    "WITH s AS (SELECT DISTINCT ON (npi) * FROM nppes_stage WHERE etype IS NOT NULL AND (deact_date IS NULL "
-		    "OR react_date >= deact_date) ORDER BY npi, last_update DESC NULLS LAST) "
-		    "INSERT INTO referral_sources AS r (kind, npi, first_name, last_name, organization_name, credential, "
-		    "specialty_code, specialty, status, coordinator_id, phone, address_line1, city, state, postal_code) "
-		    "SELECT CASE WHEN s.etype = 'NPI-2' THEN 'organization' ELSE 'physician' END, s.npi, s.first_name, "
-		    "CASE WHEN s.etype = 'NPI-2' THEN s.last_name ELSE coalesce(s.last_name, '') END, s.org, s.credential, "
-		    "CASE WHEN s.tax_code ~ '^[0-9A-Z]{9}X$' THEN s.tax_code END, t.classification, 'prospect', $1, "
-		    "s.phone, s.addr1, s.city, s.state, s.postal FROM s LEFT JOIN taxonomies t ON t.code = s.tax_code "
-		    "WHERE s.etype = 'NPI-1' OR s.org IS NOT NULL "
-		    "ON CONFLICT (npi) DO UPDATE SET first_name = EXCLUDED.first_name, "
-		    "last_name = coalesce(EXCLUDED.last_name, r.last_name), "
-		    "organization_name = coalesce(EXCLUDED.organization_name, r.organization_name), "
-		    "credential = EXCLUDED.credential, specialty_code = coalesce(EXCLUDED.specialty_code, r.specialty_code), "
-		    "specialty = coalesce(EXCLUDED.specialty, r.specialty), phone = coalesce(EXCLUDED.phone, r.phone), "
-		    "address_line1 = coalesce(EXCLUDED.address_line1, r.address_line1), city = coalesce(EXCLUDED.city, r.city), "
-		    "state = coalesce(EXCLUDED.state, r.state), postal_code = coalesce(EXCLUDED.postal_code, r.postal_code) "
-		    "WHERE (r.first_name, r.last_name, r.organization_name, r.credential, r.specialty_code, r.phone, "
-		    "r.address_line1, r.city, r.state, r.postal_code) IS DISTINCT FROM (EXCLUDED.first_name, "
-		    "coalesce(EXCLUDED.last_name, r.last_name), coalesce(EXCLUDED.organization_name, r.organization_name), "
-		    "EXCLUDED.credential, coalesce(EXCLUDED.specialty_code, r.specialty_code), coalesce(EXCLUDED.phone, r.phone), "
-		    "coalesce(EXCLUDED.address_line1, r.address_line1), coalesce(EXCLUDED.city, r.city), "
-		    "coalesce(EXCLUDED.state, r.state), coalesce(EXCLUDED.postal_code, r.postal_code))",
-		    DB_ARGS(coord_id));
-		src_new = strtol(PQcmdTuples(res), NULL, 10);
-		PQclear(res);
-	}
-	if (db_commit(db) == -1)
-		fatalx("import-nppes: %s", db_error(db));
-	int64_t t_end = util_mono_ms();
-	double secs = (double)(t_end - t0) / 1000.0;
+	if (nppes_import(db, &o, &st, err, sizeof(err)) == -1)
+		fatalx("import-nppes: %s", err);
+	double secs = (double)st.ms / 1000.0;
 	printf("nppes: %ld rows read, %ld taken, %ld filtered out, %ld malformed, %ld deactivated; %ld providers "
-	       "written%s",
-	       rows, kept, filtered, bad, deactivated, merged, sources ? ", " : "");
-	if (sources)
-		printf("%ld referral sources written", src_new);
-	printf("; %.2f s (read and COPY %.2f s), %.0f rows/s, peak RSS %ld kB\n", secs, (double)(t_copy - t0) / 1000.0,
-	       secs > 0 ? (double)rows / secs : 0.0, peak_rss_kb());
-	csv_free(r);
-	if (fp != stdin)
-		fclose(fp);
-	free(taxes);
+	       "written",
+	       st.rows, st.kept, st.filtered, st.bad, st.deactivated, st.providers);
+	if (o.prospects)
+		printf(", %ld referral sources written", st.sources);
+	if (st.sources_closed)
+		printf(", %ld prospects closed (NPI deactivated)", st.sources_closed);
+	if (st.active_deactivated)
+		printf(", %ld active referral sources have a deactivated NPI", st.active_deactivated);
+	printf("; %.2f s (read and COPY %.2f s%s%s), %.0f rows/s, peak RSS %ld kB\n", secs,
+	       (double)st.copy_ms / 1000.0, st.direct ? ", straight into the empty table" : "",
+	       st.duplicates ? ", duplicate NPIs" : "", secs > 0 ? (double)st.rows / secs : 0.0, peak_rss_kb());
 	db_free(db);
 	return 0;
 }

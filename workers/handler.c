@@ -19,6 +19,7 @@ static const struct handler handlers[] = {
     {"MonthlyReportJob", true, monthly_report_run},
     {"CampaignSendJob", true, campaign_send_run},
     {"CampaignEventJob", true, campaign_event_run},
+    {"NppesImportJob", true, nppes_import_run},
 };
 
 static struct mailtmpl templates[8];

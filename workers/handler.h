@@ -81,5 +81,6 @@ enum job_result metrics_run(struct job_ctx *ctx);
 enum job_result monthly_report_run(struct job_ctx *ctx);
 enum job_result campaign_send_run(struct job_ctx *ctx);
 enum job_result campaign_event_run(struct job_ctx *ctx);
+enum job_result nppes_import_run(struct job_ctx *ctx);
 
 #endif

@@ -284,7 +284,7 @@ static enum job_result
 run_parts(struct sync *s)
 {
 	struct job_ctx *ctx = s->ctx;
-	struct npi_part children[100];
+	static _Thread_local struct npi_part children[NPI_MAX_SPLIT];
 	char msg[1024];
 
 	while (s->ntodo > 0) {
@@ -332,8 +332,10 @@ run_parts(struct sync *s)
 				          url, NPI_MAX_SKIP + NPI_PAGE_LIMIT, NPI_MAX_SKIP + NPI_PAGE_LIMIT);
 				errors = 1;
 			} else
-				log_info("query part postal=%s%s%s reached the %d cap: split in %d", p->postal[0] ? p->postal : "any",
-				         p->etype[0] ? " type=" : "", p->etype, NPI_MAX_SKIP + NPI_PAGE_LIMIT, n);
+				log_info("query part postal=%s%s%s%s%s reached the %d cap: split in %d",
+				         p->postal[0] ? p->postal : "any", p->etype[0] ? " type=" : "", p->etype,
+				         p->name[0] && p->name[0] != '-' ? " name=" : "", p->name[0] != '-' ? p->name : "",
+				         NPI_MAX_SKIP + NPI_PAGE_LIMIT, n);
 			todo_replace_first(s, children, (size_t)n);
 			parts_done = 1;
 		} else

@@ -108,6 +108,35 @@ class NpiSync(harness.Case):
         self.assertEqual((status, seen, created, updated, unchanged), ("done", len(want), 0, 0, len(want)))
         self.assertEqual(self.sql_one("SELECT max(updated_at) FROM referral_sources"), stamp)
 
+    def test_a_postal_code_over_the_cap_is_split_by_name(self):
+        # 1,500 internists in one postal code: still at the cap by enumeration type, so the sync asks
+        # by the first two characters of the last name (apostrophes and spaces included).
+        reg = self.server.registry
+        standard = reg.records
+        starts = ["SMITH", "O'NEIL", "O BRIEN", "NGUYEN", "DE LA CRUZ", "MILLER"]
+        people = []
+        for i in range(1500):
+            r = npi_replay.physician(i, "559050001" if i % 2 else "55905")
+            r["basic"]["last_name"] = starts[i % len(starts)] + npi_replay._name(i)
+            people.append(r)
+        people += [npi_replay.organization(i, "559051000") for i in range(150)]
+        reg.records = sorted(people, key=lambda r: int(r["number"]))
+        try:
+            crit = {"taxonomy_description": "Internal Medicine", "state": "MN", "postal_code": "55905"}
+            sid = self.add_search("Rochester", crit)
+            w = self.start_worker()
+            status, seen, created, updated, unchanged, errors, pages = self.sync(sid, timeout=180)
+            self.assertEqual((status, errors), ("done", 0))
+            want = {str(r["number"]).zfill(10) for r in reg.records}
+            self.assertEqual({r[0] for r in self.sql("SELECT npi FROM npi_providers")}, want)
+            self.assertEqual(seen, 1650)
+            w.wait_log(r"query part postal=55905 type=NPI-1 reached the 1200 cap: split in 754")
+            names = {q.get("last_name") for q, _ in reg.requests}
+            self.assertTrue({"O'*", "O *", "SM*", "ZZ*"} <= names)
+            self.assertFalse(any("organization_name" in q for q, _ in reg.requests))  # 150: under the cap
+        finally:
+            reg.records = standard
+
     def test_coordinator_fields_survive_a_refresh(self):
         crit = {"taxonomy_description": "Internal Medicine", "state": "MN", "postal_code": "55000"}
         other = self.sql_one("INSERT INTO coordinators (name, email) VALUES ('Lee Park', 'lee@example.org') "
@@ -211,7 +240,7 @@ class Imports(harness.Case):
     def setUp(self):
         super().setUp()
         self.migrate()
-        self.sql("TRUNCATE referral_sources, npi_providers, taxonomies RESTART IDENTITY CASCADE")
+        self.sql("TRUNCATE coordinators, referral_sources, npi_providers, taxonomies RESTART IDENTITY CASCADE")
 
     def test_import_taxonomy(self):
         p = self.run_bin("outreachctl", "import-taxonomy", NPI_DIR / "nucc_taxonomy.csv", check=True)
@@ -269,6 +298,192 @@ class Imports(harness.Case):
                                   "WHERE npi = '1100000001'"), [("F", "207R00000X", "2005-05-27")])
         self.assertEqual(self.sql("SELECT status, deactivation_date::text FROM npi_providers "
                                   "WHERE npi = '1100000499'"), [("D", "2024-03-01")])
+
+    # --- weekly files, the deactivation file, repeated NPIs, NppesImportJob -------------------------
+    HEADER = next(csv.reader(open(NPI_DIR / "npidata_pfile_header.csv", newline="")))
+
+    def nppes_file(self, rows, header=None):
+        """Writes rows (dicts by header name) as CMS does: every value quoted, CRLF; returns the path."""
+        header = header or self.HEADER
+        fd, path = tempfile.mkstemp(suffix=".csv", prefix="npidata_")
+        type(self)._tmpfiles.append(path)
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(",".join('"%s"' % h for h in header) + "\r\n")
+            for r in rows:
+                f.write(",".join('"%s"' % r.get(h, "") for h in header) + "\r\n")
+        return path
+
+    @staticmethod
+    def provider(npi, last, city="DULUTH", updated="12/04/2012", etype="1", **extra):
+        row = {"NPI": npi, "Entity Type Code": etype, "Provider Last Name (Legal Name)": last,
+               "Provider First Name": "ANA", "Provider Credential Text": "M.D.",
+               "Provider First Line Business Practice Location Address": "1 MAIN ST",
+               "Provider Business Practice Location Address City Name": city,
+               "Provider Business Practice Location Address State Name": "MN",
+               "Provider Business Practice Location Address Postal Code": "55802",
+               "Healthcare Provider Taxonomy Code_1": "207R00000X",
+               "Healthcare Provider Primary Taxonomy Switch_1": "Y",
+               "Provider Enumeration Date": "05/27/2005", "Last Update Date": updated}
+        row.update(extra)
+        return row
+
+    def full_import(self, n=10):
+        self.coord = self.sql_one("INSERT INTO coordinators (name, email) VALUES ('Dana Reyes', 'dana@example.org') "
+                                  "RETURNING id")
+        path = self.nppes_file([self.provider("12000000%02d" % i, "DOE%d" % i) for i in range(n)])
+        p = self.run_bin("outreachctl", "import-nppes", path, "--kind", "full", "--prospects", "--coordinator",
+                         "dana@example.org", check=True)
+        self.assertIn("straight into the empty table", p.stdout)
+        self.assertEqual(self.sql_one("SELECT count(*) FROM referral_sources WHERE coordinator_id = %s",
+                                      (self.coord,)), n)
+
+    def test_weekly_file_updates_some_providers_and_adds_others(self):
+        self.full_import()
+        self.sql("UPDATE referral_sources SET status = 'active', notes = 'likes email' WHERE npi = '1200000001'")
+        self.sql("UPDATE npi_providers SET fetched_at = '2020-01-01'")
+        weekly = [self.provider("1200000001", "DOE1", city="HERMANTOWN", updated="03/02/2026"),
+                  self.provider("1200000002", "DOE-SMITH2", updated="03/03/2026"),
+                  self.provider("1200000003", "DOE3"),  # unchanged: the same Last Update Date
+                  self.provider("1200000050", "NEW50", updated="03/04/2026"),
+                  self.provider("1200000051", "", etype="2", updated="03/04/2026",
+                                **{"Provider Organization Name (Legal Business Name)": "LAKE CLINIC LLC"})]
+        p = self.run_bin("outreachctl", "import-nppes", self.nppes_file(weekly), "--kind", "weekly", "--prospects",
+                         "--coordinator", str(self.coord), check=True)
+        self.assertIn("5 rows read, 5 taken", p.stdout)
+        self.assertIn("4 providers written", p.stdout)
+        self.assertNotIn("straight into the empty table", p.stdout)
+        self.assertEqual(self.sql_one("SELECT count(*) FROM npi_providers"), 12)
+        self.assertEqual(self.sql("SELECT npi, city, last_name, last_updated::date::text FROM npi_providers "
+                                  "WHERE fetched_at > '2020-01-01' ORDER BY npi"),
+                         [("1200000001", "HERMANTOWN", "DOE1", "2026-03-02"),
+                          ("1200000002", "DULUTH", "DOE-SMITH2", "2026-03-03"),
+                          ("1200000050", "DULUTH", "NEW50", "2026-03-04"),
+                          ("1200000051", "DULUTH", None, "2026-03-04")])
+        # Referral sources: the registry's fields refreshed, the coordinator's kept, new prospects added.
+        self.assertEqual(self.sql("SELECT status, notes, city FROM referral_sources WHERE npi = '1200000001'"),
+                         [("active", "likes email", "HERMANTOWN")])
+        self.assertEqual(self.sql_one("SELECT last_name FROM referral_sources WHERE npi = '1200000002'"), "DOE-SMITH2")
+        self.assertEqual(self.sql("SELECT kind, organization_name, status, coordinator_id FROM referral_sources "
+                                  "WHERE npi IN ('1200000050', '1200000051') ORDER BY npi"),
+                         [("physician", None, "prospect", self.coord),
+                          ("organization", "LAKE CLINIC LLC", "prospect", self.coord)])
+        # The same weekly file again writes nothing.
+        p = self.run_bin("outreachctl", "import-nppes", self.nppes_file(weekly), "--prospects", check=True)
+        self.assertIn("0 providers written, 0 referral sources written", p.stdout)
+
+    def test_deactivation_file_marks_providers_and_closes_their_prospects(self):
+        self.full_import()
+        self.sql("UPDATE referral_sources SET status = 'active' WHERE npi = '1200000002'")
+        # The deactivation report's layout (NPI, NPPES Deactivation Date); 1999999999 is not known here.
+        path = self.nppes_file([{"NPI": "1200000001", "NPPES Deactivation Date": "02/10/2026"},
+                                {"NPI": "1200000002", "NPPES Deactivation Date": "02/11/2026"},
+                                {"NPI": "1999999999", "NPPES Deactivation Date": "02/12/2026"},
+                                {"NPI": "12000", "NPPES Deactivation Date": "02/12/2026"}],
+                               header=["NPI", "NPPES Deactivation Date"])
+        bad = self.run_bin("outreachctl", "import-nppes", path, "--kind", "weekly")
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("not a full or weekly NPPES file", bad.stderr)
+        p = self.run_bin("outreachctl", "import-nppes", path, "--kind", "deactivation", check=True)
+        self.assertIn("4 rows read, 3 taken, 0 filtered out, 1 malformed, 3 deactivated; 2 providers written",
+                      p.stdout)
+        self.assertIn("1 prospects closed", p.stdout)
+        self.assertIn("1 active referral sources have a deactivated NPI", p.stdout)
+        self.assertEqual(self.sql("SELECT npi, status, deactivation_date::text FROM npi_providers WHERE status = 'D' "
+                                  "ORDER BY npi"),
+                         [("1200000001", "D", "2026-02-10"), ("1200000002", "D", "2026-02-11")])
+        self.assertEqual(self.sql_one("SELECT count(*) FROM npi_providers WHERE npi = '1999999999'"), 0)
+        self.assertEqual(self.sql("SELECT npi, status FROM referral_sources WHERE npi IN ('1200000001', "
+                                  "'1200000002', '1200000003') ORDER BY npi"),
+                         [("1200000001", "inactive"), ("1200000002", "active"), ("1200000003", "prospect")])
+        # A full file that is not a deactivation report is refused as one.
+        full = self.nppes_file([self.provider("1200000009", "DOE9")])
+        bad = self.run_bin("outreachctl", "import-nppes", full, "--kind", "deactivation")
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("not a deactivation file", bad.stderr)
+        # A later weekly file with a reactivation brings the provider back; the closed prospect stays closed.
+        react = self.provider("1200000001", "DOE1", updated="03/01/2026", **{
+            "NPI Deactivation Date": "02/10/2026", "NPI Reactivation Date": "02/20/2026"})
+        self.run_bin("outreachctl", "import-nppes", self.nppes_file([react]), "--prospects", check=True)
+        self.assertEqual(self.sql("SELECT status, deactivation_date FROM npi_providers WHERE npi = '1200000001'"),
+                         [("A", None)])
+        self.assertEqual(self.sql_one("SELECT status FROM referral_sources WHERE npi = '1200000001'"), "inactive")
+
+    def test_a_file_with_an_npi_twice_keeps_its_latest_row(self):
+        rows = [self.provider("1300000001", "OLD", updated="01/01/2020"),
+                self.provider("1300000002", "ONCE"),
+                self.provider("1300000001", "NEW", updated="01/01/2024")]
+        # Into the empty table (the straight load meets the key and starts again through the stage) ...
+        p = self.run_bin("outreachctl", "import-nppes", self.nppes_file(rows), "--prospects", check=True)
+        self.assertIn("duplicate NPIs", p.stdout)
+        self.assertEqual(self.sql("SELECT npi, last_name FROM npi_providers ORDER BY npi"),
+                         [("1300000001", "NEW"), ("1300000002", "ONCE")])
+        self.assertEqual(self.sql_one("SELECT last_name FROM referral_sources WHERE npi = '1300000001'"), "NEW")
+        # ... and into a table that has rows (the merge meets the NPI twice and sorts).
+        rows.append(self.provider("1300000001", "NEWER", updated="01/01/2025"))
+        p = self.run_bin("outreachctl", "import-nppes", self.nppes_file(rows), check=True)
+        self.assertIn("duplicate NPIs", p.stdout)
+        self.assertEqual(self.sql_one("SELECT last_name FROM npi_providers WHERE npi = '1300000001'"), "NEWER")
+
+    def test_import_from_standard_input(self):
+        # Standard input cannot be read twice: even into the empty table it goes through the stage.
+        rows = [self.provider("1500000000", "PIPED"), self.provider("1500000000", "PIPED AGAIN", updated="01/01/2024"),
+                self.provider("1500000001", "ALSO")]
+        with open(self.nppes_file(rows), newline="") as f:
+            data = f.read()
+        p = self.run_bin("outreachctl", "import-nppes", "-", "--kind", "full", input=data, check=True)
+        self.assertIn("3 rows read, 3 taken", p.stdout)
+        self.assertNotIn("straight into the empty table", p.stdout)
+        self.assertEqual(self.sql("SELECT npi, last_name FROM npi_providers ORDER BY npi"),
+                         [("1500000000", "PIPED AGAIN"), ("1500000001", "ALSO")])
+
+    def push(self, args):
+        job = {"class": "NppesImportJob", "args": args, "jid": os.urandom(12).hex(), "queue": "npi",
+               "retry": True, "created_at": time.time(), "enqueued_at": time.time()}
+        self.redis().sadd("queues", "npi")
+        self.redis().lpush("queue:npi", json.dumps(job))
+        return job["jid"]
+
+    def dead(self, jid):
+        for j in self.redis().zrange("dead", 0, -1):
+            job = json.loads(j)
+            if job["jid"] == jid:
+                return job
+        return None
+
+    def test_nppes_import_job(self):
+        coord = self.sql_one("INSERT INTO coordinators (name, email) VALUES ('Lee Park', 'lee@example.org') "
+                             "RETURNING id")
+        rows = [self.provider("1400000000", "KEPT"), self.provider("1400000001", "OTHER", **{
+            "Healthcare Provider Taxonomy Code_1": "208000000X"})]
+        path = self.nppes_file(rows)
+        w = self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "npi")
+        w.wait_log(r"ready: identity")
+        p = self.run_bin("outreachctl", "enqueue", "NppesImportJob", "--args", json.dumps(
+            [{"file": path, "kind": "full", "taxonomies": ["207R00000X"], "prospects": True, "coordinator": coord}]),
+            check=True)
+        self.assertEqual(p.returncode, 0)
+        self.wait_for("the import", lambda: self.sql_one("SELECT count(*) FROM referral_sources") == 1, timeout=30)
+        self.assertEqual(self.sql("SELECT npi, last_name, coordinator_id FROM referral_sources"),
+                         [("1400000000", "KEPT", coord)])
+        self.assertEqual(self.sql("SELECT npi FROM npi_providers"), [("1400000000",)])
+        w.wait_log(r"nppes: .* \(full\): 2 rows read, 1 taken, 1 filtered out")
+        # Bad arguments, a missing file and a file of another kind go to dead with the reason.
+        bad = self.run_bin("outreachctl", "enqueue", "NppesImportJob", "--args", '[{"file": "relative.csv"}]')
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("file must be an absolute path", bad.stderr)
+        j1 = self.push([{"file": path, "state": "Minnesota"}])
+        j2 = self.push([{"file": path + ".missing"}])
+        j3 = self.push([{"file": path, "kind": "deactivation"}])
+        j4 = self.push([{"file": path, "prospects": True, "coordinator": "nobody@example.org"}])
+        self.wait_for("four dead jobs", lambda: all(self.dead(j) for j in (j1, j2, j3, j4)), timeout=30)
+        d = [self.dead(j) for j in (j1, j2, j3, j4)]
+        self.assertEqual(d[0]["error_class"], "ArgumentError")
+        self.assertIn("state must be a two-letter code", d[0]["error_message"])
+        self.assertEqual(d[1]["error_class"], "NppesImportError")
+        self.assertIn("cannot open " + path + ".missing: No such file or directory", d[1]["error_message"])
+        self.assertIn("not a deactivation file", d[2]["error_message"])
+        self.assertIn("no coordinator with id or email nobody@example.org", d[3]["error_message"])
+        self.assertEqual(self.sql_one("SELECT count(*) FROM npi_providers"), 1)
 
 
 if __name__ == "__main__":

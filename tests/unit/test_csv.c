@@ -126,6 +126,33 @@ test_embedded_newlines(void **state)
 }
 
 static void
+test_keep_fields(void **state)
+{
+	struct reader rd;
+
+	(void)state;
+	/* The tails hold commas, doubled quotes and line ends inside quotes, CRLF, and no last line end. */
+	reader_open(&rd, "a,b,c,d\n1,\"2\",\"x,\"\"y\"\"\nz\",w\r\n3,4\n5\n6,7,\"8\nq\"");
+	expect_record(rd.csv, "a", "b", "c", "d", NULL);
+	csv_keep_fields(rd.csv, 2);
+	expect_record(rd.csv, "1", "2", NULL);
+	assert_int_equal(csv_line(rd.csv), 2);
+	expect_record(rd.csv, "3", "4", NULL);
+	assert_int_equal(csv_line(rd.csv), 4);
+	expect_record(rd.csv, "5", NULL); /* a short record stays short */
+	expect_record(rd.csv, "6", "7", NULL);
+	assert_int_equal(csv_line(rd.csv), 6);
+	expect_end(rd.csv);
+	reader_close(&rd);
+
+	reader_open(&rd, "1,2,\"open\n");
+	csv_keep_fields(rd.csv, 1);
+	assert_int_equal(csv_read(rd.csv, NULL), -1);
+	assert_non_null(strstr(csv_error(rd.csv), "not closed"));
+	reader_close(&rd);
+}
+
+static void
 test_doubled_quotes(void **state)
 {
 	struct reader rd;
@@ -550,6 +577,7 @@ main(void)
 		cmocka_unit_test(test_free_null),
 		cmocka_unit_test(test_nucc_taxonomy),
 		cmocka_unit_test(test_nppes_sample),
+		cmocka_unit_test(test_keep_fields),
 		cmocka_unit_test(test_nppes_header_file),
 	};
 

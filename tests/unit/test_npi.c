@@ -155,7 +155,8 @@ static void
 test_parts_and_urls(void **state)
 {
 	(void)state;
-	struct npi_part root, kids[100];
+	static struct npi_part kids[NPI_MAX_SPLIT];
+	struct npi_part root;
 	json_t *crit = json_pack("{s:s, s:s, s:s}", "taxonomy_description", "Internal Medicine", "state", "MN",
 	                         "postal_code", "5");
 	char err[256];
@@ -173,7 +174,28 @@ test_parts_and_urls(void **state)
 	struct npi_part five = {.postal = "55767"};
 	assert_int_equal(npi_part_split(&five, kids), 2);
 	assert_string_equal(kids[1].etype, "NPI-2");
-	assert_int_equal(npi_part_split(&kids[1], kids), 0);
+	/* Still at the cap: by two characters of the name (organizations may start with a digit). */
+	struct npi_part orgs = kids[1], people = kids[0];
+	assert_int_equal(npi_part_split(&orgs, kids), 36 * 42);
+	assert_string_equal(kids[0].name, "AA");
+	assert_string_equal(kids[36 * 42 - 1].name, "9,");
+	url = npi_url("http://h/api/", crit, &kids[42 + 37]);
+	assert_string_equal(url, "http://h/api/?version=2.1&taxonomy_description=Internal%20Medicine&state=MN"
+	                         "&enumeration_type=NPI-2&organization_name=B%27*&postal_code=55767&limit=200&skip=0");
+	free(url);
+	assert_int_equal(npi_part_split(&kids[5], kids), 0);
+	assert_int_equal(npi_part_split(&people, kids), 26 * 29);
+	assert_string_equal(kids[29 + 26].name, "B'");
+	url = npi_url("http://h/api/", crit, &kids[29 * 14 + 27]);
+	assert_string_equal(url, "http://h/api/?version=2.1&taxonomy_description=Internal%20Medicine&state=MN"
+	                         "&enumeration_type=NPI-1&last_name=O%20*&postal_code=55767&limit=200&skip=0");
+	free(url);
+	/* A search that names someone is not split by name. */
+	json_t *named = json_pack("{s:s, s:s}", "last_name", "SMITH", "postal_code", "55767");
+	npi_part_root(named, &root);
+	util_strlcpy(root.etype, "NPI-1", sizeof(root.etype));
+	assert_int_equal(npi_part_split(&root, kids), 0);
+	json_decref(named);
 	struct npi_part none = {.postal = ""};
 	assert_int_equal(npi_part_split(&none, kids), 100);
 	assert_string_equal(kids[7].postal, "07");
@@ -184,6 +206,15 @@ test_parts_and_urls(void **state)
 	assert_int_equal(npi_parts_from_json(j, &back, &n), 0);
 	assert_int_equal(n, 3);
 	assert_string_equal(back[2].postal, "02");
+	free(back);
+	json_decref(j);
+	/* Progress saved before name prefixes existed, and with one. */
+	j = json_loads("[{\"postal\":\"55767\",\"etype\":\"NPI-1\",\"skip\":200},"
+	               "{\"postal\":\"55767\",\"etype\":\"NPI-1\",\"name\":\"SM\",\"skip\":0}]", 0, NULL);
+	assert_int_equal(npi_parts_from_json(j, &back, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(back[0].name, "");
+	assert_string_equal(back[1].name, "SM");
 	free(back);
 	json_decref(j);
 	json_decref(crit);

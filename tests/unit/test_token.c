@@ -155,8 +155,11 @@ static void
 test_key_file(void **state)
 {
 	(void)state;
-	char path[] = "/tmp/outreach-token-XXXXXX", err[256];
+	const char *dir = getenv("TMPDIR") != NULL && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	char path[512], err[600];
 	struct token_key k;
+
+	snprintf(path, sizeof(path), "%s/outreach-token-%s", dir, "XXXXXX"); /* mkstemp's template */
 	int fd = mkstemp(path);
 
 	assert_true(fd >= 0);

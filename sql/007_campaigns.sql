@@ -411,8 +411,22 @@ BEGIN
     END IF;
 END $$;
 
+-- Suppresses an address (lower case) for reason and stops every active enrollment of a source with
+-- that address, in every campaign. What an unsubscribe, a complaint and a bounce share.
+CREATE FUNCTION campaign_suppress(p_address text, p_reason text, p_detail text, p_message bigint)
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO suppressions (address, reason, detail, message_id)
+    VALUES (p_address, p_reason, left(p_detail, 1000), p_message) ON CONFLICT (address) DO NOTHING;
+    UPDATE campaign_enrollments e
+       SET state = 'stopped', stop_reason = p_reason, next_action_at = NULL, next_step_id = NULL,
+           enqueued_at = NULL
+      FROM referral_sources s
+     WHERE s.id = e.source_id AND lower(s.email) = p_address AND e.state = 'active';
+$$;
+
 -- The relay refused message p_message's recipient for good (why: its reply): a hard bounce. The
--- address is suppressed, the bounce recorded, the enrollment stopped.
+-- bounce is recorded, the enrollment stopped, and the address suppressed (which stops the other
+-- campaigns' enrollments of that address too).
 CREATE FUNCTION campaign_bounced(p_message bigint, p_now timestamptz, why text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -425,13 +439,12 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    INSERT INTO suppressions (address, reason, detail, message_id)
-    VALUES (lower(m.recipient), 'bounce', why, m.id) ON CONFLICT (address) DO NOTHING;
     INSERT INTO email_events (message_id, kind, at, detail) VALUES (m.id, 'bounce', p_now, why);
     UPDATE campaign_enrollments
        SET state = 'stopped', stop_reason = 'bounced: ' || why, next_action_at = NULL, next_step_id = NULL,
            enqueued_at = NULL
      WHERE id = m.enrollment_id;
+    PERFORM campaign_suppress(lower(m.recipient), 'bounce', why, m.id);
 END $$;
 
 -- Campaign results, per campaign and message variant, brought up to date by every MetricsJob:

@@ -16,13 +16,7 @@ static const char msg_cols[] = "SELECT m.id, m.enrollment_id, m.step, lower(m.re
 static int
 suppress(struct job_ctx *ctx, const char *addr, const char *reason, const char *detail, const char *message)
 {
-	return db_exec(ctx->db,
-	               "WITH sup AS (INSERT INTO suppressions (address, reason, detail, message_id) "
-	               "             VALUES ($1, $2, left($3, 1000), $4) ON CONFLICT (address) DO NOTHING) "
-	               "UPDATE campaign_enrollments e SET state = 'stopped', stop_reason = $2, next_action_at = NULL, "
-	               "       next_step_id = NULL, enqueued_at = NULL "
-	               "  FROM referral_sources s WHERE s.id = e.source_id AND lower(s.email) = $1 AND e.state = 'active'",
-	               DB_ARGS(addr, reason, detail, message));
+	return db_exec(ctx->db, "SELECT campaign_suppress($1, $2, $3, $4)", DB_ARGS(addr, reason, detail, message));
 }
 
 enum job_result

@@ -386,6 +386,10 @@ class Campaigns(harness.Case):
         good = self.source("Somebody", "somebody@example.org")
         eb = self.enroll(c, bad, seg)
         self.enroll(c, good, seg)
+        # The same address waits in a paused campaign: the suppression stops it there too.
+        other = self.campaign("Autumn outreach", status="paused")
+        eo = self.sql_one("INSERT INTO campaign_enrollments (campaign_id, source_id, segment_id) VALUES (%s, %s, %s) "
+                          "RETURNING id", (other, bad, self.segment(other, "everyone", 1)))
         d = self.daemon()
         w = self.worker({"OUTREACH_SMTP_PORT": port})
         self.wait_for("the bounce", lambda: self.sql("SELECT reason FROM suppressions"))
@@ -399,6 +403,8 @@ class Campaigns(harness.Case):
         self.assertIn("550", error)
         self.assertEqual(self.sql("SELECT kind FROM email_events"), [("bounce",)])
         self.assertEqual(self.sql_one("SELECT state FROM campaign_enrollments WHERE id = %s", (eb,)), "stopped")
+        self.assertEqual(self.sql("SELECT state, stop_reason FROM campaign_enrollments WHERE id = %s", (eo,)),
+                         [("stopped", "bounce")])
         self.assertEqual(self.redis().zcard("dead"), 0)
         self.assertEqual(self.redis().zcard("retry"), 0)
 

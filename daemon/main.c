@@ -13,6 +13,7 @@
 #include "common/util.h"
 #include "daemon/apg.h"
 #include "daemon/aredis.h"
+#include "daemon/figures.h"
 #include "daemon/leader.h"
 #include "daemon/maint.h"
 #include "daemon/periodic.h"
@@ -47,6 +48,7 @@ struct daemon {
 	struct scan *scan;
 	struct periodic *periodic;
 	struct qstats *qstats;
+	struct figures *figures;
 	struct web *web;
 	struct event *ev_watchdog;
 	bool announced;
@@ -190,6 +192,7 @@ metrics(FILE *out, void *arg)
 	scan_metrics(d->scan, out);
 	periodic_metrics(d->periodic, out);
 	qstats_metrics(d->qstats, out);
+	figures_metrics(d->figures, out);
 }
 
 static void
@@ -318,6 +321,7 @@ main(int argc, char **argv)
 	d.scan = scan_new(d.base, d.pg, d.ar, cfgp);
 	d.periodic = periodic_new(d.base, d.ar, cfgp);
 	d.qstats = qstats_new(d.base, d.ar);
+	d.figures = figures_new(d.base, d.pg);
 	d.leader = leader_new(d.base, d.ar, d.identity, on_leading, &d);
 	uint64_t wd = sdn_watchdog_usec();
 	if (wd) {
@@ -332,6 +336,7 @@ main(int argc, char **argv)
 	/* The Redis connection goes first: its pending callbacks still see the modules. */
 	ar_free(d.ar);
 	apg_free(d.pg);
+	figures_free(d.figures);
 	leader_free(d.leader);
 	qstats_free(d.qstats);
 	periodic_free(d.periodic);

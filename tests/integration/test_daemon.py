@@ -177,6 +177,31 @@ class Daemon(harness.Case):
             "SELECT value FROM settings WHERE name = 'default_contact_interval_days'") == "45")
 
     # --- periodic jobs --------------------------------------------------------------------------
+    def test_the_shipped_schedule_runs_metrics_hourly_and_the_monthly_report_on_the_1st(self):
+        r = self.redis()
+        now = int(time.time())
+        # The clock moved on: the last runs were two hours and forty days ago.
+        r.hset("outreach:periodic", "metrics", now - 2 * 3600)
+        r.hset("outreach:periodic", "monthly_report", now - 40 * 86400)
+        self.daemon()
+        self.wait_for("the metrics job", lambda: r.llen("queue:metrics") >= 1)
+        self.wait_for("the monthly report job", lambda: any(
+            json.loads(j)["class"] == "MonthlyReportJob" for j in r.lrange("queue:alerts", 0, -1)))
+        job = json.loads(r.lrange("queue:metrics", 0, -1)[0])
+        self.assertEqual((job["class"], job["args"], job["periodic"]), ("MetricsJob", [], "metrics"))
+        last = int(r.hget("outreach:periodic", "metrics"))
+        self.assertEqual(last % 3600, 5 * 60)  # at :05
+        self.assertLess(now - last, 3600)
+        report = [json.loads(j) for j in r.lrange("queue:alerts", 0, -1)]
+        self.assertEqual([(j["args"], j["periodic"]) for j in report if j["class"] == "MonthlyReportJob"],
+                         [([], "monthly_report")])
+        last = datetime.datetime.fromtimestamp(int(r.hget("outreach:periodic", "monthly_report")),
+                                               datetime.timezone.utc)
+        self.assertEqual((last.day, last.hour, last.minute, last.second), (1, 7, 0, 0))
+        self.assertLess(now - last.timestamp(), 32 * 86400)
+        time.sleep(6)  # another tick: nothing more
+        self.assertEqual(r.llen("queue:metrics"), 1)
+
     def test_missed_periodic_runs_are_made_up_once(self):
         r = self.redis()
         conf = self.write_config(open(harness.CONFIG).read().replace(

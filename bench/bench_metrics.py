@@ -53,10 +53,11 @@ def with_db(url, name):
 
 
 def ctl(env, *args):
+    """Runs outreachctl; returns its time and its output (the run's summary, then its phases) on one line."""
     t0 = time.monotonic()
     p = subprocess.run([os.path.join(BIN, "outreachctl"), "-c", CONFIG, *args], env=env, check=True,
                        capture_output=True, text=True)
-    return time.monotonic() - t0, p.stdout.strip()
+    return time.monotonic() - t0, "; ".join(line.strip() for line in p.stdout.strip().splitlines())
 
 
 def plain(cur):

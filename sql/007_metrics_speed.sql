@@ -28,6 +28,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     n bigint;
     total bigint := 0;
+    empty boolean;
     fk text := (SELECT string_agg('f.' || quote_ident(c), ', ') FROM unnest(keys) c);
     tk text := (SELECT string_agg('t.' || quote_ident(c), ', ') FROM unnest(keys) c);
     ev text := (SELECT string_agg('excluded.' || quote_ident(c), ', ') FROM unnest(vals) c);
@@ -41,9 +42,16 @@ BEGIN
                    tbl, src, fk, tk) USING kinds;
     GET DIAGNOSTICS n = ROW_COUNT;
     total := total + n;
-    EXECUTE format('INSERT INTO %I AS t SELECT f.* FROM %I f WHERE f.period_kind = ANY ($1) ORDER BY %s '
-                   'ON CONFLICT (%s) DO UPDATE SET (%s) = ROW(%s) WHERE (%s) IS DISTINCT FROM (%s)',
-                   tbl, src, keycols, keycols, cols, ev, tv, ev) USING kinds;
+    EXECUTE format('SELECT NOT EXISTS (SELECT 1 FROM %I WHERE period_kind = ANY ($1))', tbl) INTO empty USING kinds;
+    IF empty THEN
+        -- Nothing of these kinds yet (a first run): a plain insert, without looking for conflicts.
+        EXECUTE format('INSERT INTO %I SELECT f.* FROM %I f WHERE f.period_kind = ANY ($1) ORDER BY %s',
+                       tbl, src, keycols) USING kinds;
+    ELSE
+        EXECUTE format('INSERT INTO %I AS t SELECT f.* FROM %I f WHERE f.period_kind = ANY ($1) ORDER BY %s '
+                       'ON CONFLICT (%s) DO UPDATE SET (%s) = ROW(%s) WHERE (%s) IS DISTINCT FROM (%s)',
+                       tbl, src, keycols, keycols, cols, ev, tv, ev) USING kinds;
+    END IF;
     GET DIAGNOSTICS n = ROW_COUNT;
     total := total + n;
     IF total > 1000 AND total > 0.1 * (SELECT reltuples FROM pg_class WHERE oid = tbl::regclass) THEN

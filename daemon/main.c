@@ -15,6 +15,7 @@
 #include "common/util.h"
 #include "daemon/apg.h"
 #include "daemon/aredis.h"
+#include "daemon/figures.h"
 #include "daemon/leader.h"
 #include "daemon/maint.h"
 #include "daemon/periodic.h"
@@ -52,6 +53,7 @@ struct daemon {
 	struct campscan *campscan;
 	struct periodic *periodic;
 	struct qstats *qstats;
+	struct figures *figures;
 	struct web *web;
 	struct public *public; /* NULL without http.public_listen */
 	char *token_key_path;  /* the key file read at start, read again on SIGHUP */
@@ -200,6 +202,7 @@ metrics(FILE *out, void *arg)
 	periodic_metrics(d->periodic, out);
 	qstats_metrics(d->qstats, out);
 	public_metrics(d->public, out);
+	figures_metrics(d->figures, out);
 }
 
 static void
@@ -348,6 +351,7 @@ main(int argc, char **argv)
 	d.campscan = campscan_new(d.base, d.pg, d.ar, cfgp);
 	d.periodic = periodic_new(d.base, d.ar, cfgp);
 	d.qstats = qstats_new(d.base, d.ar);
+	d.figures = figures_new(d.base, d.pg);
 	d.leader = leader_new(d.base, d.ar, d.identity, on_leading, &d);
 	if (*d.cfg->http.public_listen) {
 		struct token_key key;
@@ -375,6 +379,7 @@ main(int argc, char **argv)
 	public_free(d.public); /* after the Redis connection: its last replies answer waiting unsubscribes */
 	free(d.token_key_path);
 	apg_free(d.pg);
+	figures_free(d.figures);
 	leader_free(d.leader);
 	qstats_free(d.qstats);
 	periodic_free(d.periodic);

@@ -82,13 +82,14 @@ ctl_metrics(const struct cfg *c, int argc, char **argv)
 	int64_t t0 = util_mono_ms();
 	if (db_begin(db) == -1 || db_exec(db, "SET LOCAL statement_timeout = '30min'", 0, NULL) == -1)
 		fatalx("metrics: %s", db_error(db));
-	PGresult *res = db_query(db, "SELECT run_id, periods, rows_changed FROM outreach_metrics_refresh($1, $2::date)",
+	PGresult *res = db_query(db, "SELECT run_id, periods, rows_changed, phases FROM outreach_metrics_refresh($1, $2::date)",
 	                         DB_ARGS(kind[0] ? kind : NULL, start[0] ? start : NULL));
 	if (res == NULL || db_exec(db, "SELECT campaign_metrics_refresh()", 0, NULL) == -1 || db_commit(db) == -1)
 		fatalx("metrics: %s", db_error(db));
 	printf("metrics run %s: %s period%s recomputed, %s row%s changed in %.2f s\n", PQgetvalue(res, 0, 0),
 	       PQgetvalue(res, 0, 1), strcmp(PQgetvalue(res, 0, 1), "1") == 0 ? "" : "s", PQgetvalue(res, 0, 2),
 	       strcmp(PQgetvalue(res, 0, 2), "1") == 0 ? "" : "s", (double)(util_mono_ms() - t0) / 1000.0);
+	printf("  %s\n", PQgetvalue(res, 0, 3));
 	PQclear(res);
 	db_free(db);
 	return 0;

@@ -21,7 +21,8 @@ metrics_run(struct job_ctx *ctx)
 		return job_fail(ctx, JOB_RETRY, "DatabaseError", "metrics: BEGIN: %s", db_error(ctx->db));
 	if (db_exec(ctx->db, "SET LOCAL statement_timeout = '" METRICS_STATEMENT_TIMEOUT "'", 0, NULL) == -1)
 		goto fail;
-	PGresult *res = db_query(ctx->db, "SELECT run_id, periods, rows_changed FROM outreach_metrics_refresh($1, $2::date)",
+	PGresult *res = db_query(ctx->db,
+	                         "SELECT run_id, periods, rows_changed, phases FROM outreach_metrics_refresh($1, $2::date)",
 	                         DB_ARGS(kind, start));
 	if (res == NULL)
 		goto fail;
@@ -38,10 +39,12 @@ metrics_run(struct job_ctx *ctx)
 		PQclear(res);
 		goto fail;
 	}
-	log_info("metrics: run %s recomputed %s period%s (%s), %s row%s changed in %lld ms", PQgetvalue(res, 0, 0),
+	log_info("metrics: run %s recomputed %s period%s (%s), %s row%s changed in %lld ms (%s)",
+	         PQgetvalue(res, 0, 0),
 	         PQgetvalue(res, 0, 1), strcmp(PQgetvalue(res, 0, 1), "1") == 0 ? "" : "s",
 	         kind ? kind : "touched since the last run", PQgetvalue(res, 0, 2),
-	         strcmp(PQgetvalue(res, 0, 2), "1") == 0 ? "" : "s", (long long)(util_mono_ms() - t0));
+	         strcmp(PQgetvalue(res, 0, 2), "1") == 0 ? "" : "s", (long long)(util_mono_ms() - t0),
+	         PQgetvalue(res, 0, 3));
 	PQclear(res);
 	return JOB_DONE;
 

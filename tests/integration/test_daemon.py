@@ -177,6 +177,31 @@ class Daemon(harness.Case):
             "SELECT value FROM settings WHERE name = 'default_contact_interval_days'") == "45")
 
     # --- periodic jobs --------------------------------------------------------------------------
+    def test_the_shipped_schedule_runs_metrics_hourly_and_the_monthly_report_on_the_1st(self):
+        r = self.redis()
+        now = int(time.time())
+        # The clock moved on: the last runs were two hours and forty days ago.
+        r.hset("outreach:periodic", "metrics", now - 2 * 3600)
+        r.hset("outreach:periodic", "monthly_report", now - 40 * 86400)
+        self.daemon()
+        self.wait_for("the metrics job", lambda: r.llen("queue:metrics") >= 1)
+        self.wait_for("the monthly report job", lambda: any(
+            json.loads(j)["class"] == "MonthlyReportJob" for j in r.lrange("queue:alerts", 0, -1)))
+        job = json.loads(r.lrange("queue:metrics", 0, -1)[0])
+        self.assertEqual((job["class"], job["args"], job["periodic"]), ("MetricsJob", [], "metrics"))
+        last = int(r.hget("outreach:periodic", "metrics"))
+        self.assertEqual(last % 3600, 5 * 60)  # at :05
+        self.assertLess(now - last, 3600)
+        report = [json.loads(j) for j in r.lrange("queue:alerts", 0, -1)]
+        self.assertEqual([(j["args"], j["periodic"]) for j in report if j["class"] == "MonthlyReportJob"],
+                         [([], "monthly_report")])
+        last = datetime.datetime.fromtimestamp(int(r.hget("outreach:periodic", "monthly_report")),
+                                               datetime.timezone.utc)
+        self.assertEqual((last.day, last.hour, last.minute, last.second), (1, 7, 0, 0))
+        self.assertLess(now - last.timestamp(), 32 * 86400)
+        time.sleep(6)  # another tick: nothing more
+        self.assertEqual(r.llen("queue:metrics"), 1)
+
     def test_missed_periodic_runs_are_made_up_once(self):
         r = self.redis()
         conf = self.write_config(open(harness.CONFIG).read().replace(
@@ -272,6 +297,23 @@ class Daemon(harness.Case):
 
     # --- HTTP -------------------------------------------------------------------------------------
     def test_metrics_pass_promtool(self):
+        # This month's figures: two referrals on a service line whose name needs escaping, revenue, a
+        # goal running today and an open case, computed by a metrics run before the daemon starts.
+        line = 'Sleep "Lab" \\ 2\nEast'
+        c = self.sql_one("INSERT INTO coordinators (name, email) VALUES ('Fig', 'fig@x.example') RETURNING id")
+        s = self.sql_one("INSERT INTO referral_sources (last_name, coordinator_id) VALUES ('Src', %s) RETURNING id", (c,))
+        for key in ("p1", "p2"):
+            r = self.sql_one("INSERT INTO referrals (source_id, service_line, referred_at, patient_key) "
+                             "VALUES (%s, %s, now() - interval '1 second', %s) RETURNING id", (s, line, key))
+        self.sql("INSERT INTO encounters (referral_id, service_date, amount_cents) "
+                 "VALUES (%s, (now() AT TIME ZONE 'UTC')::date, 12345)", (r,))
+        self.sql("DELETE FROM outreach_goals")
+        goal = self.sql_one("INSERT INTO outreach_goals (service_line, metric, period_start, period_end, target) "
+                            "VALUES (%s, 'referrals', (now() AT TIME ZONE 'UTC')::date, "
+                            "(now() AT TIME ZONE 'UTC')::date + 30, 8) RETURNING id", (line,))
+        self.sql("INSERT INTO cases (source_id, category, priority, status, summary, opened_at) "
+                 "VALUES (%s, 'billing', 'urgent', 'open', 'x', now() - interval '1 second')", (s,))
+        self.run_bin("outreachctl", "-c", harness.CONFIG, "metrics", "--period", "full", check=True)
         d = self.daemon()
         self.wait_for("leadership", lambda: self.leading(d))
         self.redis().lpush("queue:default", json.dumps({"class": "PingJob", "args": [], "enqueued_at": time.time() - 3}))
@@ -286,6 +328,21 @@ class Daemon(harness.Case):
             self.assertIn("# TYPE " + name.replace("_sum", ""), body)
         self.assertRegex(body, r'outreach_queue_size\{queue="default"\} 1')
         self.assertRegex(body, r'outreach_queue_latency_seconds\{queue="default"\} [3-9]\.')
+        esc = 'service_line="Sleep \\"Lab\\" \\\\ 2\\nEast"'
+        self.assertIn("outreach_month_referrals{%s} 2\n" % esc, body)
+        self.assertIn("outreach_month_revenue_dollars{%s} 123.45\n" % esc, body)
+        self.assertIn("outreach_month_referring_sources{%s} 1\n" % esc, body)
+        self.assertIn("outreach_month_new_sources{%s} 1\n" % esc, body)
+        self.assertIn('outreach_goal_target{goal_id="%d",%s,metric="referrals"} 8\n' % (goal, esc), body)
+        self.assertIn('outreach_goal_value{goal_id="%d",%s,metric="referrals"} 2\n' % (goal, esc), body)
+        self.assertIn('outreach_goal_percent{goal_id="%d",%s,metric="referrals"} 25.0\n' % (goal, esc), body)
+        self.assertIn('outreach_open_cases{category="billing",priority="urgent"} 1\n', body)
+        self.assertRegex(body, r"\noutreach_month_quiet_sources \d+\n")
+        self.assertRegex(body, r"\noutreach_metrics_last_run_timestamp_seconds \d+\.\d+\n")
+        for name in ("outreach_month_referrals", "outreach_month_revenue_dollars", "outreach_goal_percent",
+                     "outreach_open_cases", "outreach_month_activities_completed"):
+            self.assertIn("# HELP %s " % name, body)
+            self.assertIn("# TYPE %s gauge\n" % name, body)
         p = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertEqual(http_get(d.port, "/nope")[0], 404)

@@ -178,6 +178,10 @@ class KnownAnswers(MetricsCase):
 
     def test_running_again_changes_nothing(self):
         before = self.dump()
+        p = self.run_bin("outreachctl", "-c", harness.CONFIG, "metrics", check=True)
+        self.assertRegex(p.stdout, r"^metrics run \d+: \d+ periods recomputed, 0 rows changed in [\d.]+ s\n"
+                                   r"  first referrals \d+ ms, referral days \d+ ms, ")
+        self.assertEqual(self.dump(), before)
         run, periods, changed = self.refresh()
         self.assertEqual(changed, 0)
         self.assertEqual(self.dump(), before)
@@ -322,7 +326,7 @@ class Changes(MetricsCase):
         self.refresh()
         self.sql("DELETE FROM metric_referrals WHERE period_kind = 'month'")
         run, periods, changed = self.refresh("--period", "month:2025-06-17")
-        self.assertEqual(periods, 1)
+        self.assertEqual(periods, 31)  # June, and the 30 days it adds up
         self.assertEqual(self.rows("metric_referrals", "month", "2025-06-01", "source_id, referrals"), [(self.s, 1)])
         bad = self.run_bin("outreachctl", "-c", harness.CONFIG, "metrics", "--period", "year:2025-01-01")
         self.assertNotEqual(bad.returncode, 0)
@@ -344,7 +348,13 @@ class Changes(MetricsCase):
         self.assertIn("period_kind", dead["error_message"])
         self.assertEqual(sorted(self.sql("SELECT scope FROM metric_runs")), [("full",), ("period",)])
         self.assertEqual(self.rows("metric_referrals", "month", "2025-06-01", "source_id, referrals"), [(self.s, 1)])
-        w.wait_log(r"metrics: run \d+ recomputed")
+        # the time of each phase, in the log and with the run
+        w.wait_log(r"metrics: run \d+ recomputed .* in \d+ ms "
+                   r"\(first referrals \d+ ms, referral days \d+ ms, .*goals \d+ ms\)")
+        phases = self.sql_one("SELECT phases FROM metric_runs ORDER BY id DESC LIMIT 1")
+        for phase in ("first referrals", "referral days", "referral rollups", "new and quiet", "coordinators and lines",
+                      "activity", "cases", "goals"):
+            self.assertRegex(phases, phase + r" \d+ ms")
         enq = self.run_bin("outreachctl", "-c", harness.CONFIG, "metrics", "--enqueue", "--period", "full", check=True)
         self.wait_for("the enqueued run", lambda: self.sql_one("SELECT count(*) FROM metric_runs") == 3)
 

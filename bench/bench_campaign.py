@@ -79,6 +79,24 @@ def load(url):
     return rule, time.time() - t0
 
 
+def stat(pid):
+    """The fields of /proc/PID/stat after the command name (state is [0], utime [11], stime [12])."""
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def proc_cpu(pids):
+    """CPU seconds the processes have used so far (those gone count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            f = stat(pid)
+        except OSError:
+            continue
+        total += int(f[11]) + int(f[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def pg_cpu():
     """CPU seconds the private PostgreSQL has used: the postmaster, its live children and the ones it
     reaped (None when the stack's data folder is unknown)."""
@@ -91,10 +109,6 @@ def pg_cpu():
     except (OSError, ValueError):
         return None
     tick = os.sysconf("SC_CLK_TCK")
-
-    def stat(pid):
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()
 
     total = 0
     f = stat(pm)
@@ -222,6 +236,7 @@ def main():
                 rss = max([rss] + [rss_kb(w.pid) for w in ws])
                 if sent(url)[0] >= N + 1:
                     t1 = time.time()
+                    wcpu = proc_cpu([w.pid for w in ws])
                     break
                 if any(p.poll() is not None for p in ws + [d]):
                     break
@@ -244,6 +259,7 @@ def main():
                   % (label, rate, rss / 1024, N))
             if cpu0 is not None and cpu1 is not None:
                 print("%-38s %7.3f ms of CPU per message" % ("PostgreSQL:", (cpu1 - cpu0) * 1000 / N))
+            print("%-38s %7.3f ms of CPU per message" % ("outreach-worker (all 4):", wcpu * 1000 / N))
         srate, problems = bench_smtp_source(sink, message_file, N)
         failures += problems
         print("%-38s %7.0f messages/s (%d bytes each, -s 4, one connection per message)%s"

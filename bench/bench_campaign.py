@@ -79,6 +79,51 @@ def load(url):
     return rule, time.time() - t0
 
 
+def stat(pid):
+    """The fields of /proc/PID/stat after the command name (state is [0], utime [11], stime [12])."""
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def proc_cpu(pids):
+    """CPU seconds the processes have used so far (those gone count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            f = stat(pid)
+        except OSError:
+            continue
+        total += int(f[11]) + int(f[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def pg_cpu():
+    """CPU seconds the private PostgreSQL has used: the postmaster, its live children and the ones it
+    reaped (None when the stack's data folder is unknown)."""
+    data = os.environ.get("OUTREACH_PG_DATA")
+    if not data:
+        return None
+    try:
+        with open(os.path.join(data, "postmaster.pid")) as f:
+            pm = int(f.readline())
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+
+    total = 0
+    f = stat(pm)
+    total += sum(int(x) for x in f[11:15])  # utime stime cutime cstime
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != pm:
+            try:
+                f = stat(int(d))
+            except OSError:
+                continue
+            if int(f[1]) == pm:
+                total += int(f[11]) + int(f[12])
+    return total / tick
+
+
 def sent(url):
     conn = psycopg2.connect(url)
     cur = conn.cursor()
@@ -180,6 +225,7 @@ def main():
         before = sink.messages() or 0
         ws = workers(senv, PROCS, CONCURRENCY, workdir, "run")
         time.sleep(1)  # the workers are up before the clock starts
+        cpu0 = pg_cpu()
         t0 = time.time()
         d = daemon(senv, workdir, "run")
         rss = 0
@@ -190,12 +236,15 @@ def main():
                 rss = max([rss] + [rss_kb(w.pid) for w in ws])
                 if sent(url)[0] >= N + 1:
                     t1 = time.time()
+                    wcpu = proc_cpu([w.pid for w in ws])
                     break
                 if any(p.poll() is not None for p in ws + [d]):
                     break
                 time.sleep(0.2)
         finally:
             stop(ws + [d])
+        time.sleep(0.5)  # their server processes are reaped
+        cpu1 = pg_cpu()
         ok, rows, enrollments = sent(url)
         received = (sink.messages() or 0) - before
         label = "outreach-worker x%d, concurrency %d:" % (PROCS, CONCURRENCY)
@@ -208,6 +257,9 @@ def main():
             rate = N / (t1 - t0)
             print("%-38s %7.0f messages/s   RSS %5.1f MB/process   all %d sent once (scan, render, track, send)"
                   % (label, rate, rss / 1024, N))
+            if cpu0 is not None and cpu1 is not None:
+                print("%-38s %7.3f ms of CPU per message" % ("PostgreSQL:", (cpu1 - cpu0) * 1000 / N))
+            print("%-38s %7.3f ms of CPU per message" % ("outreach-worker (all 4):", wcpu * 1000 / N))
         srate, problems = bench_smtp_source(sink, message_file, N)
         failures += problems
         print("%-38s %7.0f messages/s (%d bytes each, -s 4, one connection per message)%s"

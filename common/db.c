@@ -18,7 +18,18 @@ struct db {
 	bool lost;
 	char sqlstate[6];
 	char errstr[512];
+	char *prepared[DB_MAX_PREPARED]; /* the statements prepared on this connection, by name */
+	int nprepared;
 };
+
+/* Forgets the statements prepared on the connection (it was reset). */
+static void
+forget_prepared(struct db *db)
+{
+	for (int i = 0; i < db->nprepared; i++)
+		free(db->prepared[i]);
+	db->nprepared = 0;
+}
 
 static void
 set_error(struct db *db, const char *what, const PGresult *res)
@@ -132,6 +143,7 @@ db_free(struct db *db)
 		return;
 	if (db->conn)
 		PQfinish(db->conn);
+	forget_prepared(db);
 	if (db->password) {
 		explicit_bzero(db->password, strlen(db->password));
 		free(db->password);
@@ -141,10 +153,10 @@ db_free(struct db *db)
 	free(db);
 }
 
-PGresult *
-db_query(struct db *db, const char *sql, int nparams, const char *const *params)
+/* res as db_query returns it: kept when it succeeded, else cleared with the error recorded. */
+static PGresult *
+check_result(struct db *db, PGresult *res)
 {
-	PGresult *res = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0);
 	ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 
 	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
@@ -157,6 +169,31 @@ db_query(struct db *db, const char *sql, int nparams, const char *const *params)
 	set_error(db, NULL, res);
 	PQclear(res);
 	return NULL;
+}
+
+PGresult *
+db_query(struct db *db, const char *sql, int nparams, const char *const *params)
+{
+	return check_result(db, PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0));
+}
+
+PGresult *
+db_query_prepared(struct db *db, const char *name, const char *sql, int nparams, const char *const *params)
+{
+	int i = 0;
+
+	while (i < db->nprepared && strcmp(db->prepared[i], name) != 0)
+		i++;
+	if (i == db->nprepared) {
+		if (db->nprepared == DB_MAX_PREPARED)
+			return db_query(db, sql, nparams, params);
+		PGresult *res = check_result(db, PQprepare(db->conn, name, sql, nparams, NULL));
+		if (res == NULL)
+			return NULL;
+		PQclear(res);
+		db->prepared[db->nprepared++] = xstrdup(name);
+	}
+	return check_result(db, PQexecPrepared(db->conn, name, nparams, params, NULL, NULL, 0));
 }
 
 int
@@ -226,6 +263,7 @@ int
 db_reset(struct db *db)
 {
 	PQreset(db->conn);
+	forget_prepared(db);
 	if (PQstatus(db->conn) != CONNECTION_OK) {
 		set_error(db, "reconnect", NULL);
 		return -1;

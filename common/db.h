@@ -23,6 +23,12 @@ void db_free(struct db *db);
 /* Runs a parameterized statement (values only as $1..$n, text format, NULL for SQL NULL).
  * Returns the result (caller frees with PQclear) or NULL with the error kept in db. */
 PGresult *db_query(struct db *db, const char *sql, int nparams, const char *const *params) MUSTCHECK;
+/* Like db_query, the statement prepared as name the first time this connection runs it (parsed
+ * and planned once per connection, not per call); sql must be the same text on every call with that
+ * name. Beyond DB_MAX_PREPARED names a connection runs the others unprepared. */
+#define DB_MAX_PREPARED 16
+PGresult *db_query_prepared(struct db *db, const char *name, const char *sql, int nparams,
+                            const char *const *params) MUSTCHECK;
 /* Like db_query for statements whose rows are not wanted; 0 or -1. */
 int db_exec(struct db *db, const char *sql, int nparams, const char *const *params) MUSTCHECK;
 

@@ -229,7 +229,10 @@ sent_finish(struct job_ctx *ctx, const struct mailer_result *res, void *priv)
 
 	campaign_now(now, sizeof(now));
 	if (res->status == MAILER_SENT) {
-		if (db_exec(ctx->db, "SELECT campaign_sent($1, to_timestamp($2::float8))", DB_ARGS(s->message, now)) == -1)
+		PGresult *done = db_query_prepared(ctx->db, "campaign_sent", "SELECT campaign_sent($1, to_timestamp($2::float8))",
+		                                   DB_ARGS(s->message, now));
+		PQclear(done);
+		if (done == NULL)
 			log_warnx("campaign message %s went out but recording it failed: %s (it is resent only if its "
 			          "enrollment is picked up again after ten minutes)",
 			          s->message, db_error(ctx->db));
@@ -448,9 +451,10 @@ send_step(struct job_ctx *ctx, PGresult *r, const char *id)
 		log_warnx("Message-ID domain: %s", msg_error(m));
 	snprintf(step, sizeof(step), "%d", atoi(PQgetvalue(r, 0, L_STEP)) + 1);
 	campaign_now(now, sizeof(now));
-	PGresult *c = db_query(ctx->db, "SELECT message, header FROM campaign_claim($1, $2, $3, $4, $5, $6, $7, "
+	PGresult *c = db_query_prepared(ctx->db, "campaign_claim",
+	                                "SELECT message, header FROM campaign_claim($1, $2, $3, $4, $5, $6, $7, "
 	                                "to_timestamp($8::float8))",
-	                       DB_ARGS(id, step, PQgetvalue(r, 0, L_MROW), variant, email, msg_id(m), ctx->job->jid, now));
+	                                DB_ARGS(id, step, PQgetvalue(r, 0, L_MROW), variant, email, msg_id(m), ctx->job->jid, now));
 	if (c == NULL) {
 		msg_free(m);
 		return campaign_db_retry(ctx, "claiming the campaign message");
@@ -551,7 +555,8 @@ campaign_send_run(struct job_ctx *ctx)
 
 	snprintf(id, sizeof(id), "%lld", (long long)eid);
 	campaign_now(now, sizeof(now));
-	PGresult *r = db_query(ctx->db, "SELECT * FROM campaign_load($1, to_timestamp($2::float8))", DB_ARGS(id, now));
+	PGresult *r = db_query_prepared(ctx->db, "campaign_load", "SELECT * FROM campaign_load($1, to_timestamp($2::float8))",
+	                                DB_ARGS(id, now));
 	if (r == NULL)
 		return campaign_db_retry(ctx, "loading the enrollment");
 	if (PQntuples(r) == 0) {

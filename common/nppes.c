@@ -62,7 +62,7 @@ static const char *const nppes_cols[C_NCOLS] = {
 	"COPY npi_providers (npi, enumeration_type, organization_name, last_name, first_name, middle_name, "      \
 	"credential, sex, primary_taxonomy_code, taxonomies, address_line1, address_line2, city, state, "         \
 	"postal_code, phone, fax, enumeration_date, last_updated, deactivation_date, status, origin) FROM STDIN " \
-	"WITH (FREEZE)"
+	"WITH (FREEZE, FORMAT binary)"
 
 /* A stage row's provider status: deactivated unless reactivated since. */
 #define STAGE_DEACTIVATED "deact_date IS NOT NULL AND (react_date IS NULL OR react_date < deact_date)"
@@ -120,22 +120,19 @@ clean(const char *v)
 	return *s == '\0' ? NULL : v;
 }
 
-/* MM/DD/YYYY as YYYY-MM-DD into out (size 11); NULL when empty or malformed. */
-static const char *
-us_date(const char *v, char out[11])
+/* A value in MM/DD/YYYY as days since 2000-01-01 into *days: 1; 0 when empty or not in that form (no
+ * date); -1 when in that form but no such day (02/30/2020), which the caller reports. */
+static int
+us_date(const char *v, int32_t *days)
 {
 	if (v == NULL || strlen(v) != 10 || v[2] != '/' || v[5] != '/')
-		return NULL;
-	memcpy(out, v + 6, 4);
-	out[4] = '-';
-	memcpy(out + 5, v, 2);
-	out[7] = '-';
-	memcpy(out + 8, v + 3, 2);
-	out[10] = '\0';
+		return 0;
 	for (int i = 0; i < 10; i++)
-		if (i != 4 && i != 7 && !isdigit((unsigned char)out[i]))
-			return NULL;
-	return out;
+		if (i != 2 && i != 5 && !isdigit((unsigned char)v[i]))
+			return 0;
+	int m = (v[0] - '0') * 10 + (v[1] - '0'), d = (v[3] - '0') * 10 + (v[4] - '0');
+	int y = (v[6] - '0') * 1000 + (v[7] - '0') * 100 + (v[8] - '0') * 10 + (v[9] - '0');
+	return pgcopy_days(y, m, d, days) ? 1 : -1;
 }
 
 /* --- the file ---------------------------------------------------------------------------------- */
@@ -246,12 +243,23 @@ stream(struct imp *im, struct pgcopy *cp, bool direct)
 			st->bad++;
 			continue;
 		}
-		char d1[11], d2[11], d3[11], d4[11];
-		const char *deact = us_date(csv_field(r, rd->idx[C_DEACT]), d3);
-		const char *react = us_date(csv_field(r, rd->idx[C_REACT]), d4);
+		/* The four dates, by column: enumeration, last update, deactivation, reactivation. */
+		static const int date_col[4] = {C_ENUM, C_UPDATE, C_DEACT, C_REACT};
+		int32_t day[4];
+		bool has[4];
+		for (int k = 0; k < 4; k++) {
+			const char *v = csv_field(r, rd->idx[date_col[k]]);
+			int dr = us_date(v, &day[k]);
+			if (dr == -1) {
+				pgcopy_abort(cp, "the input file holds a bad date");
+				return ERR("%s:%lu: \"%s\" is no date: \"%s\"", o->path, csv_line(r), nppes_cols[date_col[k]],
+				           v);
+			}
+			has[k] = dr == 1;
+		}
 		const char *etype = clean(csv_field(r, rd->idx[C_ENTITY]));
 		const char *state = clean(csv_field(r, rd->idx[C_STATE]));
-		bool deactivated = deact && (react == NULL || strcmp(react, deact) < 0);
+		bool deactivated = has[2] && (!has[3] || day[3] < day[2]);
 
 		/* Taxonomies: the primary by its switch, every code in a small JSON list. */
 		const char *primary = NULL;
@@ -293,32 +301,49 @@ stream(struct imp *im, struct pgcopy *cp, bool direct)
 		}
 		if (deactivated)
 			st->deactivated++;
-		pgcopy_field(cp, npi, false);
-		pgcopy_field(cp, etype ? (etype[0] == '2' ? "NPI-2" : "NPI-1") : NULL, false);
-		pgcopy_field(cp, clean(csv_field(r, rd->idx[C_ORG])), false);
-		pgcopy_field(cp, clean(csv_field(r, rd->idx[C_LAST])), false);
-		pgcopy_field(cp, clean(csv_field(r, rd->idx[C_FIRST])), false);
-		pgcopy_field(cp, clean(csv_field(r, rd->idx[C_MIDDLE])), false);
-		pgcopy_field(cp, clean(csv_field(r, rd->idx[C_CRED])), false);
-		pgcopy_field(cp, clean(csv_field(r, rd->sex)), false);
-		pgcopy_field(cp, primary, false);
-		pgcopy_field(cp, tl > 2 ? tjson : NULL, false);
-		pgcopy_field(cp, clean(csv_field(r, rd->idx[C_ADDR1])), false);
-		pgcopy_field(cp, clean(csv_field(r, rd->idx[C_ADDR2])), false);
-		pgcopy_field(cp, clean(csv_field(r, rd->idx[C_CITY])), false);
-		pgcopy_field(cp, state, false);
-		pgcopy_field(cp, clean(csv_field(r, rd->idx[C_POSTAL])), false);
-		pgcopy_field(cp, clean(csv_field(r, rd->idx[C_PHONE])), false);
-		pgcopy_field(cp, clean(csv_field(r, rd->idx[C_FAX])), false);
-		pgcopy_field(cp, us_date(csv_field(r, rd->idx[C_ENUM]), d1), false);
-		pgcopy_field(cp, us_date(csv_field(r, rd->idx[C_UPDATE]), d2), false);
+		pgcopy_row(cp, direct ? 22 : 21);
+		pgcopy_text(cp, npi);
+		pgcopy_text(cp, etype ? (etype[0] == '2' ? "NPI-2" : "NPI-1") : NULL);
+		static const int text_col[] = {C_ORG, C_LAST, C_FIRST, C_MIDDLE, C_CRED};
+		for (size_t k = 0; k < NELEM(text_col); k++)
+			pgcopy_text(cp, clean(csv_field(r, rd->idx[text_col[k]])));
+		pgcopy_text(cp, clean(csv_field(r, rd->sex)));
+		pgcopy_text(cp, primary);
+		if (direct)
+			pgcopy_jsonb(cp, tl > 2 ? tjson : NULL);
+		else
+			pgcopy_text(cp, tl > 2 ? tjson : NULL);
+		pgcopy_text(cp, clean(csv_field(r, rd->idx[C_ADDR1])));
+		pgcopy_text(cp, clean(csv_field(r, rd->idx[C_ADDR2])));
+		pgcopy_text(cp, clean(csv_field(r, rd->idx[C_CITY])));
+		pgcopy_text(cp, state);
+		pgcopy_text(cp, clean(csv_field(r, rd->idx[C_POSTAL])));
+		pgcopy_text(cp, clean(csv_field(r, rd->idx[C_PHONE])));
+		pgcopy_text(cp, clean(csv_field(r, rd->idx[C_FAX])));
+		if (has[0])
+			pgcopy_date(cp, day[0]);
+		else
+			pgcopy_null(cp);
+		if (!has[1])
+			pgcopy_null(cp);
+		else if (direct)
+			pgcopy_timestamptz_day(cp, day[1]);
+		else
+			pgcopy_date(cp, day[1]);
 		if (direct) {
-			pgcopy_field(cp, deactivated ? deact : NULL, false);
-			pgcopy_field(cp, deactivated ? "D" : "A", false);
-			pgcopy_field(cp, "nppes", true);
+			if (deactivated)
+				pgcopy_date(cp, day[2]);
+			else
+				pgcopy_null(cp);
+			pgcopy_text(cp, deactivated ? "D" : "A");
+			pgcopy_text(cp, "nppes");
 		} else {
-			pgcopy_field(cp, deact, false);
-			pgcopy_field(cp, react, true);
+			for (int k = 2; k < 4; k++) {
+				if (has[k])
+					pgcopy_date(cp, day[k]);
+				else
+					pgcopy_null(cp);
+			}
 		}
 		st->kept++;
 		if (cp->failed)
@@ -359,18 +384,19 @@ count(struct imp *im, const char *what, const char *sql, int n, const char *cons
 	return k;
 }
 
-/* The secondary indexes of npi_providers (not its key), to drop before a load into the empty table and
- * build again after: building an index once is several times faster than growing it row by row. */
+/* The primary key and the secondary indexes of npi_providers, to drop before a load into the empty table
+ * and build again after: building an index once is several times faster than growing it row by row.
+ * The key comes first, so that an NPI found twice stops the load before the other indexes are built. */
 struct indexes {
 	int n;
-	char *name[16], *def[16];
+	char *drop[16], *def[16];
 };
 
 static void
 indexes_free(struct indexes *ix)
 {
 	for (int i = 0; i < ix->n; i++) {
-		free(ix->name[i]);
+		free(ix->drop[i]);
 		free(ix->def[i]);
 	}
 	ix->n = 0;
@@ -379,29 +405,29 @@ indexes_free(struct indexes *ix)
 static int
 indexes_drop(struct imp *im, struct indexes *ix)
 {
-	PGresult *res = db_query(im->db,
-	                         "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), "
-	                         "pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-	                         "JOIN pg_namespace n ON n.oid = c.relnamespace "
-	                         "WHERE i.indrelid = 'npi_providers'::regclass AND NOT i.indisunique ORDER BY 1",
-	                         0, NULL);
+	PGresult *res = db_query(
+	    im->db,
+	    "SELECT 'ALTER TABLE npi_providers DROP CONSTRAINT ' || quote_ident(conname), "
+	    "'ALTER TABLE npi_providers ADD CONSTRAINT ' || quote_ident(conname) || ' ' || pg_get_constraintdef(oid), "
+	    "'' FROM pg_constraint WHERE conrelid = 'npi_providers'::regclass AND contype = 'p' "
+	    "UNION ALL SELECT 'DROP INDEX ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname), "
+	    "pg_get_indexdef(i.indexrelid), c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+	    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+	    "WHERE i.indrelid = 'npi_providers'::regclass AND NOT i.indisunique ORDER BY 3",
+	    0, NULL);
 	if (res == NULL) {
 		snprintf(im->err, im->errlen, "listing the indexes of npi_providers: %s", db_error(im->db));
 		return -1;
 	}
-	for (int i = 0; i < PQntuples(res) && ix->n < (int)NELEM(ix->name); i++) {
-		ix->name[ix->n] = xstrdup(PQgetvalue(res, i, 0));
+	for (int i = 0; i < PQntuples(res) && ix->n < (int)NELEM(ix->drop); i++) {
+		ix->drop[ix->n] = xstrdup(PQgetvalue(res, i, 0));
 		ix->def[ix->n] = xstrdup(PQgetvalue(res, i, 1));
 		ix->n++;
 	}
 	PQclear(res);
-	for (int i = 0; i < ix->n; i++) {
-		char *sql = xasprintf("DROP INDEX %s", ix->name[i]);
-		int rc = exec(im, "dropping an index of npi_providers", sql, 0, NULL);
-		free(sql);
-		if (rc == -1)
+	for (int i = 0; i < ix->n; i++)
+		if (exec(im, "dropping an index of npi_providers", ix->drop[i], 0, NULL) == -1)
 			return -1;
-	}
 	return 0;
 }
 
@@ -432,14 +458,15 @@ load_direct(struct imp *im)
 		snprintf(im->err, im->errlen, "%s", cp.errstr);
 		goto out;
 	}
-	if (stream(im, &cp, true) == -1) {
-		if (strcmp(cp.sqlstate, "23505") != 0)
-			goto out;
-		rc = exec(im, "import-nppes", "ROLLBACK TO SAVEPOINT nppes_direct", 0, NULL) == -1 ? -1 : 1;
+	if (stream(im, &cp, true) == -1)
+		goto out;
+	im->st->copy_ms = util_mono_ms();
+	if (indexes_build(im, &ix) == -1) {
+		if (strcmp(db_sqlstate(im->db), "23505") == 0) /* the key: an NPI twice */
+			rc = exec(im, "import-nppes", "ROLLBACK TO SAVEPOINT nppes_direct", 0, NULL) == -1 ? -1 : 1;
 		goto out;
 	}
-	im->st->copy_ms = util_mono_ms();
-	if (indexes_build(im, &ix) == -1 || exec(im, "import-nppes", "RELEASE SAVEPOINT nppes_direct", 0, NULL) == -1)
+	if (exec(im, "import-nppes", "RELEASE SAVEPOINT nppes_direct", 0, NULL) == -1)
 		goto out;
 	im->st->providers = im->st->kept;
 	rc = 0;
@@ -457,7 +484,7 @@ load_staged(struct imp *im)
 	char *sql;
 	long n;
 
-	if (pgcopy_begin(&cp, db_conn(im->db), STAGE_TABLE "; COPY nppes_stage FROM STDIN") == -1) {
+	if (pgcopy_begin(&cp, db_conn(im->db), STAGE_TABLE "; COPY nppes_stage FROM STDIN WITH (FORMAT binary)") == -1) {
 		snprintf(im->err, im->errlen, "%s", cp.errstr);
 		return -1;
 	}

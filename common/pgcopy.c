@@ -1,9 +1,10 @@
-/* pgcopy: a COPY FROM STDIN text-format stream sent in chunks without blocking the reader (flat memory). */
+/* pgcopy: a COPY FROM STDIN binary-format stream sent in chunks without blocking the reader (flat memory). */
 #include "common/pgcopy.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,20 @@ set_error(struct pgcopy *cp, const char *what, const char *msg, const char *stat
 	while (n > 0 && (cp->errstr[n - 1] == '\n' || cp->errstr[n - 1] == ' '))
 		cp->errstr[--n] = '\0';
 	util_strlcpy(cp->sqlstate, state ? state : "", sizeof(cp->sqlstate));
+}
+
+/* The binary COPY header: signature, flags (none), header extension length (none). */
+static const char copy_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0";
+
+void
+pgcopy_init(struct pgcopy *cp, PGconn *conn)
+{
+	memset(cp, 0, sizeof(*cp));
+	cp->conn = conn;
+	cp->cap = PGCOPY_CHUNK;
+	cp->buf = xmalloc(cp->cap);
+	memcpy(cp->buf, copy_header, sizeof(copy_header));
+	cp->len = sizeof(copy_header);
 }
 
 int
@@ -44,8 +59,7 @@ pgcopy_begin(struct pgcopy *cp, PGconn *conn, const char *sql)
 			PQclear(res);
 		return -1;
 	}
-	cp->cap = PGCOPY_CHUNK;
-	cp->buf = xmalloc(cp->cap);
+	pgcopy_init(cp, conn);
 	return 0;
 }
 
@@ -86,40 +100,115 @@ flush(struct pgcopy *cp)
 	drain(cp, false);
 }
 
-void
-pgcopy_field(struct pgcopy *cp, const char *v, bool last)
+/* Room for n more bytes in the buffer, sending what it holds when full. */
+static char *
+reserve(struct pgcopy *cp, size_t n)
 {
-	size_t n = v ? strlen(v) : 0;
-
-	if (cp->len + 2 * n + 3 > cp->cap) {
-		flush(cp);
-		if (2 * n + 3 > cp->cap) {
-			cp->cap = 2 * n + 3;
+	if (cp->len + n > cp->cap) {
+		if (cp->conn)
+			flush(cp);
+		if (cp->len + n > cp->cap) {
+			cp->cap = cp->len + n > 2 * cp->cap ? cp->len + n : 2 * cp->cap;
 			cp->buf = xrealloc(cp->buf, cp->cap);
 		}
 	}
-	char *o = cp->buf + cp->len;
+	return cp->buf + cp->len;
+}
+
+static char *
+put32(char *o, uint32_t v)
+{
+	o[0] = (char)(v >> 24);
+	o[1] = (char)(v >> 16);
+	o[2] = (char)(v >> 8);
+	o[3] = (char)v;
+	return o + 4;
+}
+
+void
+pgcopy_row(struct pgcopy *cp, int nfields)
+{
+	char *o = reserve(cp, 2);
+	o[0] = (char)(nfields >> 8);
+	o[1] = (char)nfields;
+	cp->len += 2;
+}
+
+void
+pgcopy_null(struct pgcopy *cp)
+{
+	put32(reserve(cp, 4), UINT32_MAX); /* length -1 */
+	cp->len += 4;
+}
+
+void
+pgcopy_text(struct pgcopy *cp, const char *v)
+{
+	size_t n = v ? strlen(v) : 0;
+
 	if (n == 0) {
-		*o++ = '\\';
-		*o++ = 'N';
-	} else {
-		for (const char *s = v; *s; s++) {
-			switch (*s) {
-			case '\\': *o++ = '\\'; *o++ = '\\'; break;
-			case '\t': *o++ = '\\'; *o++ = 't'; break;
-			case '\n': *o++ = '\\'; *o++ = 'n'; break;
-			case '\r': *o++ = '\\'; *o++ = 'r'; break;
-			default: *o++ = *s;
-			}
-		}
+		pgcopy_null(cp);
+		return;
 	}
-	*o++ = last ? '\n' : '\t';
-	cp->len = (size_t)(o - cp->buf);
+	char *o = put32(reserve(cp, 4 + n), (uint32_t)n);
+	memcpy(o, v, n);
+	cp->len += 4 + n;
+}
+
+void
+pgcopy_jsonb(struct pgcopy *cp, const char *json)
+{
+	size_t n = json ? strlen(json) : 0;
+
+	if (n == 0) {
+		pgcopy_null(cp);
+		return;
+	}
+	char *o = put32(reserve(cp, 5 + n), (uint32_t)(n + 1));
+	*o++ = 1; /* the version of jsonb's wire form: the JSON text follows */
+	memcpy(o, json, n);
+	cp->len += 5 + n;
+}
+
+void
+pgcopy_date(struct pgcopy *cp, int32_t days)
+{
+	char *o = put32(reserve(cp, 8), 4);
+	put32(o, (uint32_t)days);
+	cp->len += 8;
+}
+
+void
+pgcopy_timestamptz_day(struct pgcopy *cp, int32_t days)
+{
+	uint64_t us = (uint64_t)((int64_t)days * INT64_C(86400000000)); /* microseconds since 2000-01-01 UTC */
+	char *o = put32(reserve(cp, 12), 8);
+	o = put32(o, (uint32_t)(us >> 32));
+	put32(o, (uint32_t)us);
+	cp->len += 12;
+}
+
+bool
+pgcopy_days(int y, int m, int d, int32_t *days)
+{
+	static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+	if (y < 1 || y > 9999 || m < 1 || m > 12 || d < 1 || d > mdays[m - 1] + (m == 2 && leap))
+		return false;
+	/* Days since 0000-03-01 of a year starting in March (the leap day last), then moved to 2000-01-01. */
+	int yy = m <= 2 ? y - 1 : y, mm = m <= 2 ? m + 9 : m - 3;
+	long n = 365L * yy + yy / 4 - yy / 100 + yy / 400 + (153 * mm + 2) / 5 + d - 1;
+	*days = (int32_t)(n - 730425); /* 2000-01-01 is day 730425 of that count */
+	return true;
 }
 
 int
 pgcopy_end(struct pgcopy *cp)
 {
+	char *o = reserve(cp, 2); /* the trailer: a field count of -1 */
+	o[0] = o[1] = (char)0xff;
+	cp->len += 2;
 	flush(cp);
 	drain(cp, true);
 	if (!cp->failed && PQputCopyEnd(cp->conn, NULL) != 1)

@@ -264,7 +264,7 @@ ctl_import_taxonomy(const struct cfg *c, int argc, char **argv)
 	           "CREATE TEMP TABLE taxonomy_stage (LIKE taxonomies INCLUDING DEFAULTS) ON COMMIT DROP; "
 	           "ALTER TABLE taxonomy_stage DROP CONSTRAINT IF EXISTS taxonomy_stage_code_check; "
 	           "COPY taxonomy_stage (code, grouping, classification, specialization, definition, notes, "
-	                 "display_name, section) FROM STDIN") == -1)
+	                 "display_name, section) FROM STDIN WITH (FORMAT binary)") == -1)
 		fatalx("import-taxonomy: %s", cp.errstr);
 	long rows = 0, bad = 0;
 	int n;
@@ -275,8 +275,9 @@ ctl_import_taxonomy(const struct cfg *c, int argc, char **argv)
 			log_warnx("%s:%lu: not a taxonomy code: %s", argv[1], csv_line(r), code ? code : "(none)");
 			continue;
 		}
+		pgcopy_row(&cp, (int)NELEM(cols));
 		for (size_t i = 0; i < NELEM(cols); i++)
-			pgcopy_field(&cp, csv_field(r, idx[i]), i + 1 == NELEM(cols));
+			pgcopy_text(&cp, csv_field(r, idx[i]));
 		rows++;
 	}
 	if (n == -1)

@@ -1,4 +1,5 @@
-/* Unit tests of the libpq layer's prepared statements, against the test PostgreSQL (OUTREACH_DATABASE_URL). */
+/* Unit tests of the libpq layer's prepared statements and binary COPY, against the test PostgreSQL
+ * (OUTREACH_DATABASE_URL). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "common/db.h"
+#include "common/pgcopy.h"
 
 static struct db *
 open_db(void)
@@ -96,12 +98,105 @@ a_statement_that_fails_to_prepare_reports_and_is_tried_again(void **state)
 	db_free(db);
 }
 
+/* Odd values through the real server: they come back as they were sent, across many chunks (row i has
+ * identity i). */
+static void
+test_pgcopy_round_trip(void **state)
+{
+	static const char *const texts[] = {NULL, "", "Zo\xc3\xab \xe6\x9d\xb1\xe4\xba\xac", "a\tb\\c\nd\re",
+	                                    "\\N", "O'NEIL \"JR\""};
+	static const int dates[][3] = {{1900, 3, 1}, {1999, 12, 31}, {2024, 2, 29}, {9999, 12, 31}};
+	const int nrows = 20000;
+	struct db *db = open_db();
+	struct pgcopy cp;
+	char *big = malloc(3 * PGCOPY_CHUNK);
+	int32_t days;
+
+	(void)state;
+	assert_non_null(big);
+	memset(big, 'x', 3 * PGCOPY_CHUNK - 1);
+	big[3 * PGCOPY_CHUNK - 1] = '\0';
+	assert_int_equal(db_exec(db, "CREATE TEMP TABLE pgcopy_t (i int GENERATED ALWAYS AS IDENTITY (MINVALUE 0 START 0), t text, d date, "
+	                         "ts timestamptz, j jsonb)", 0,
+	                         NULL),
+	                 0);
+	assert_int_equal(pgcopy_begin(&cp, db_conn(db), "COPY pgcopy_t (t, d, ts, j) FROM STDIN WITH (FORMAT binary)"),
+	                 0);
+	for (int i = 0; i < nrows; i++) {
+		const int *ymd = dates[i % 4];
+		assert_true(pgcopy_days(ymd[0], ymd[1], ymd[2], &days));
+		pgcopy_row(&cp, 4);
+		pgcopy_text(&cp, i == 7 ? big : texts[i % 6]);
+		pgcopy_date(&cp, days);
+		if (i % 3 == 0)
+			pgcopy_null(&cp);
+		else
+			pgcopy_timestamptz_day(&cp, days);
+		pgcopy_jsonb(&cp, i % 2 ? "{\"code\": \"207R00000X\", \"name\": \"Zo\xc3\xab\"}" : NULL);
+	}
+	assert_int_equal(pgcopy_end(&cp), 0);
+
+	PGresult *res = db_query(db,
+	                         "SELECT count(*), count(*) FILTER (WHERE t IS NULL), count(DISTINCT t), "
+	                         "min(d)::text, max(d)::text, count(ts), max(ts AT TIME ZONE 'UTC')::text, count(j) "
+	                         "FROM pgcopy_t",
+	                         0, NULL);
+	assert_non_null(res);
+	assert_string_equal(PQgetvalue(res, 0, 0), "20000");
+	assert_string_equal(PQgetvalue(res, 0, 1), "6667"); /* NULL and "" */
+	assert_string_equal(PQgetvalue(res, 0, 2), "5");    /* four other texts and the big one */
+	assert_string_equal(PQgetvalue(res, 0, 3), "1900-03-01");
+	assert_string_equal(PQgetvalue(res, 0, 4), "9999-12-31");
+	assert_string_equal(PQgetvalue(res, 0, 5), "13333");
+	assert_string_equal(PQgetvalue(res, 0, 6), "9999-12-31 00:00:00");
+	assert_string_equal(PQgetvalue(res, 0, 7), "10000");
+	PQclear(res);
+	for (int i = 2; i < 6; i++) { /* 0 and 1 (NULL, "") are among the NULLs counted */
+		char arg[16];
+		snprintf(arg, sizeof(arg), "%d", i);
+		res = db_query(db, "SELECT t, d::text, j->>'name' FROM pgcopy_t WHERE i = $1::int", DB_ARGS(arg));
+		assert_non_null(res);
+		assert_string_equal(PQgetvalue(res, 0, 0), texts[i]);
+		PQclear(res);
+	}
+	res = db_query(db, "SELECT length(t), d::text, (ts AT TIME ZONE 'UTC')::text, j->>'name' FROM pgcopy_t WHERE i = 7",
+	               0, NULL);
+	assert_non_null(res);
+	assert_int_equal(atoi(PQgetvalue(res, 0, 0)), 3 * PGCOPY_CHUNK - 1);
+	assert_string_equal(PQgetvalue(res, 0, 1), "9999-12-31");
+	assert_string_equal(PQgetvalue(res, 0, 2), "9999-12-31 00:00:00");
+	assert_string_equal(PQgetvalue(res, 0, 3), "Zo\xc3\xab");
+	PQclear(res);
+	free(big);
+	db_free(db);
+}
+
+/* A value the column's type refuses ends the COPY with the server's message and SQLSTATE. */
+static void
+test_pgcopy_refused(void **state)
+{
+	struct db *db = open_db();
+	struct pgcopy cp;
+
+	(void)state;
+	assert_int_equal(db_exec(db, "CREATE TEMP TABLE pgcopy_r (j jsonb)", 0, NULL), 0);
+	assert_int_equal(pgcopy_begin(&cp, db_conn(db), "COPY pgcopy_r FROM STDIN WITH (FORMAT binary)"), 0);
+	pgcopy_row(&cp, 1);
+	pgcopy_jsonb(&cp, "{not json");
+	assert_int_equal(pgcopy_end(&cp), -1);
+	assert_string_equal(cp.sqlstate, "22P02");
+	assert_non_null(strstr(cp.errstr, "json"));
+	db_free(db);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(prepared_once_per_connection_with_fresh_values),
 	    cmocka_unit_test(a_statement_that_fails_to_prepare_reports_and_is_tried_again),
+	    cmocka_unit_test(test_pgcopy_round_trip),
+	    cmocka_unit_test(test_pgcopy_refused),
 	};
 
 	return cmocka_run_group_tests_name("db", tests, NULL, NULL);

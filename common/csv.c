@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -223,6 +224,16 @@ newline(struct csv *r, unsigned char c)
 		r->skip_lf = true;
 }
 
+#define BYTES_1 UINT64_C(0x0101010101010101)
+#define BYTES_7F UINT64_C(0x7f7f7f7f7f7f7f7f)
+
+/* The high bit of each byte of w that is zero, and only of those. */
+static inline uint64_t
+zero_bytes(uint64_t w)
+{
+	return ~(((w & BYTES_7F) + BYTES_7F) | w | BYTES_7F);
+}
+
 /* The next double quote in [p, end) (or end), counting the line ends passed. */
 static inline const unsigned char *
 to_quote(struct csv *r, const unsigned char *p, const unsigned char *end)
@@ -304,28 +315,42 @@ csv_read(struct csv *r, const char *const **fields)
 			}
 			continue;
 		case ST_SKIP:
-			q = p;
-			while (q < end && *q != '"' && *q != '\r' && *q != '\n')
+		case ST_SKIPQ: {
+			/* One pass to the record's end: a quote opens or closes quotes (a doubled one does
+			 * both), a line end inside quotes is only counted. */
+			bool quoted = st == ST_SKIPQ;
+			for (q = p; q < end;) {
+				if (end - q >= 8) { /* eight bytes without a line end: only the quotes' parity counts */
+					uint64_t w;
+					memcpy(&w, q, 8);
+					if (!zero_bytes(w ^ (BYTES_1 * '\n')) && !zero_bytes(w ^ (BYTES_1 * '\r'))) {
+						int nq = __builtin_popcountll(zero_bytes(w ^ (BYTES_1 * '"')));
+						quoted ^= nq & 1;
+						if (quoted && nq)
+							qline = r->line;
+						q += 8;
+						continue;
+					}
+				}
+				if (*q == '"') {
+					if (!quoted)
+						qline = r->line;
+					quoted = !quoted;
+				} else if (*q == '\n' || *q == '\r') {
+					if (!quoted)
+						break;
+					if (*q == '\n')
+						r->line++;
+				}
 				q++;
+			}
+			st = quoted ? ST_SKIPQ : ST_SKIP;
 			p = q;
 			if (p == end)
 				continue;
-			if (*p == '"') {
-				st = ST_SKIPQ;
-				qline = r->line;
-				p++;
-				continue;
-			}
 			c = *p++;
 			goto line_end;
-		case ST_SKIPQ:
-			q = to_quote(r, p, end);
-			p = q;
-			if (p < end) {
-				p++;
-				st = ST_SKIP; /* a doubled quote comes straight back here */
-			}
-			continue;
+		}
 		case ST_QUOTE:
 			if (*p == '"') {
 				if (put(r, "\"", 1) == -1)

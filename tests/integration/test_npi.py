@@ -436,47 +436,6 @@ class Imports(harness.Case):
         self.assertEqual(self.sql("SELECT npi, last_name FROM npi_providers ORDER BY npi"),
                          [("1500000000", "PIPED AGAIN"), ("1500000001", "ALSO")])
 
-    def test_odd_values_survive_the_binary_copy(self):
-        # Values go to PostgreSQL in COPY's binary form: each one must come back as the file held it,
-        # into the empty table (straight) and through the staging table (a changed Last Update Date).
-        odd = {"Provider Last Name (Legal Name)": "MÜLLER-ØSTBØ 東京", "Provider First Name": "ZOË",
-               "Provider Credential Text": "M.D.\\PH.D", "Provider Middle Name": "",
-               "Provider Second Line Business Practice Location Address": "SUITE\t5",
-               "Provider Business Practice Location Address Fax Number": "$$$$",
-               "Provider Enumeration Date": "02/29/2000"}
-        rows = [self.provider("1600000000", "X", updated="12/31/1999", **odd),
-                self.provider("1600000001", "LEAP", updated="02/29/2024", **{"Provider Enumeration Date": "",
-                                                                             "Last Update Date": "2024-02-29"}),
-                self.provider("1600000002", "GONE", **{"NPI Deactivation Date": "01/01/1900"})]
-        want_odd = ("MÜLLER-ØSTBØ 東京", "ZOË", None, "M.D.\\PH.D", "SUITE\t5", None, "2000-02-29")
-        query = ("SELECT last_name, first_name, middle_name, credential, address_line2, fax, enumeration_date::text, "
-                 "last_updated::text, status, deactivation_date::text FROM npi_providers ORDER BY npi")
-        for updated, how in (("12/31/1999", "straight into the empty table"), ("02/28/2001", "")):
-            rows[0]["Last Update Date"] = updated
-            p = self.run_bin("outreachctl", "import-nppes", self.nppes_file(rows), check=True)
-            if how:
-                self.assertIn(how, p.stdout)
-            got = self.sql(query)
-            stamp = "%s-%s-%s 00:00:00+00" % (updated[6:], updated[:2], updated[3:5])
-            self.assertEqual(got[0], want_odd + (stamp, "A", None))
-            # A date not in MM/DD/YYYY form is no date (as before); a deactivation in 1900 is one.
-            self.assertEqual(got[1][6:], (None, None, "A", None))
-            self.assertEqual(got[2][8:], ("D", "1900-01-01"))
-        self.assertEqual(self.sql_one("SELECT taxonomies FROM npi_providers WHERE npi = '1600000000'"),
-                         [{"code": "207R00000X", "primary": True}])
-
-    def test_a_date_that_does_not_exist_is_refused_with_its_line(self):
-        # Into the empty table (straight), then through the staging table: nothing of the file stays.
-        rows = [self.provider("1700000000", "FINE"), self.provider("1700000001", "BAD", updated="02/30/2024")]
-        for before in ([], [("1700000009",)]):
-            if before:
-                self.sql("INSERT INTO npi_providers (npi, origin) VALUES ('1700000009', 'api')")
-            path = self.nppes_file(rows)
-            p = self.run_bin("outreachctl", "import-nppes", path)
-            self.assertNotEqual(p.returncode, 0)
-            self.assertIn('%s:3: "Last Update Date" is no date: "02/30/2024"' % path, p.stderr)
-            self.assertEqual(self.sql("SELECT npi FROM npi_providers"), before)
-
     def push(self, args):
         job = {"class": "NppesImportJob", "args": args, "jid": os.urandom(12).hex(), "queue": "npi",
                "retry": True, "created_at": time.time(), "enqueued_at": time.time()}

@@ -1,0 +1,84 @@
+"""NPPES bulk import into PostgreSQL: values in COPY's binary form, dates the reader refuses, the key and
+indexes of npi_providers rebuilt after a straight load, the NPI rule of migration 013."""
+import psycopg2
+
+import harness
+import test_npi  # for the NPPES file helpers of its Imports (whose tests run from test_npi.py)
+
+
+class Nppes(harness.Case):
+    HEADER = test_npi.Imports.HEADER
+    nppes_file = test_npi.Imports.nppes_file
+    provider = staticmethod(test_npi.Imports.provider)
+
+    def setUp(self):
+        super().setUp()
+        self.migrate()
+        self.sql("TRUNCATE coordinators, referral_sources, npi_providers RESTART IDENTITY CASCADE")
+
+    def indexes(self):
+        return self.sql("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'npi_providers' ORDER BY 1")
+
+    def test_odd_values_survive_the_binary_copy(self):
+        # Values go to PostgreSQL in COPY's binary form: each one must come back as the file held it,
+        # into the empty table (straight) and through the staging table (a changed Last Update Date).
+        odd = {"Provider Last Name (Legal Name)": "MÜLLER-ØSTBØ 東京", "Provider First Name": "ZOË",
+               "Provider Credential Text": "M.D.\\PH.D", "Provider Middle Name": "",
+               "Provider Second Line Business Practice Location Address": "SUITE\t5",
+               "Provider Business Practice Location Address Fax Number": "$$$$",
+               "Provider Enumeration Date": "02/29/2000"}
+        rows = [self.provider("1600000000", "X", updated="12/31/1999", **odd),
+                self.provider("1600000001", "LEAP", updated="02/29/2024", **{"Provider Enumeration Date": "",
+                                                                             "Last Update Date": "2024-02-29"}),
+                self.provider("1600000002", "GONE", **{"NPI Deactivation Date": "01/01/1900"})]
+        want_odd = ("MÜLLER-ØSTBØ 東京", "ZOË", None, "M.D.\\PH.D", "SUITE\t5", None, "2000-02-29")
+        query = ("SELECT last_name, first_name, middle_name, credential, address_line2, fax, enumeration_date::text, "
+                 "last_updated::text, status, deactivation_date::text FROM npi_providers ORDER BY npi")
+        for updated, how in (("12/31/1999", "straight into the empty table"), ("02/28/2001", "")):
+            rows[0]["Last Update Date"] = updated
+            p = self.run_bin("outreachctl", "import-nppes", self.nppes_file(rows), check=True)
+            if how:
+                self.assertIn(how, p.stdout)
+            got = self.sql(query)
+            stamp = "%s-%s-%s 00:00:00+00" % (updated[6:], updated[:2], updated[3:5])
+            self.assertEqual(got[0], want_odd + (stamp, "A", None))
+            # A date not in MM/DD/YYYY form is no date (as before); a deactivation in 1900 is one.
+            self.assertEqual(got[1][6:], (None, None, "A", None))
+            self.assertEqual(got[2][8:], ("D", "1900-01-01"))
+        self.assertEqual(self.sql_one("SELECT taxonomies FROM npi_providers WHERE npi = '1600000000'"),
+                         [{"code": "207R00000X", "primary": True}])
+
+    def test_a_date_that_does_not_exist_is_refused_with_its_line(self):
+        # Into the empty table (straight), then through the staging table: nothing of the file stays.
+        rows = [self.provider("1700000000", "FINE"), self.provider("1700000001", "BAD", updated="02/30/2024")]
+        for before in ([], [("1700000009",)]):
+            if before:
+                self.sql("INSERT INTO npi_providers (npi, origin) VALUES ('1700000009', 'api')")
+            path = self.nppes_file(rows)
+            p = self.run_bin("outreachctl", "import-nppes", path)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn('%s:3: "Last Update Date" is no date: "02/30/2024"' % path, p.stderr)
+            self.assertEqual(self.sql("SELECT npi FROM npi_providers"), before)
+
+    def test_the_key_and_indexes_are_built_again_after_a_straight_load(self):
+        before = self.indexes()
+        self.assertEqual(len(before), 3)
+        p = self.run_bin("outreachctl", "import-nppes", self.nppes_file(
+            [self.provider("18000000%02d" % i, "DOE") for i in range(50)]), check=True)
+        self.assertIn("straight into the empty table", p.stdout)
+        self.assertEqual(self.indexes(), before)
+        self.assertEqual(self.sql("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                                  "WHERE conrelid = 'npi_providers'::regclass AND contype = 'p'"),
+                         [("npi_providers_pkey", "PRIMARY KEY (npi)")])
+        with self.assertRaises(psycopg2.errors.UniqueViolation):
+            self.sql("INSERT INTO npi_providers (npi) VALUES ('1800000001')")
+
+    def test_the_npi_rule_of_migration_013(self):
+        self.sql("INSERT INTO npi_providers (npi) VALUES ('0123456789')")
+        for bad in ("123456789", "12345678901", "12345678x0", " 123456789", "１２３４５６７８９０", "123456789\n"):
+            with self.assertRaises(psycopg2.errors.CheckViolation, msg=bad):
+                self.sql("INSERT INTO npi_providers (npi) VALUES (%s)", (bad,))
+
+
+if __name__ == "__main__":
+    harness.main()

@@ -3,9 +3,10 @@
 Writes the file from the real header (tests/fixtures/npi/npidata_pfile_header.csv), every value
 double-quoted as CMS does, then imports it twice into scratch databases and prints rows/s and peak
 RSS of each:
-- outreach: `outreachctl import-nppes FILE` into the empty table (streaming reader, COPY straight into
-  npi_providers, its secondary indexes built afterwards), then the same file again into the loaded table
-  (COPY into a staging table, an anti-join leaves out the unchanged rows, one upsert);
+- outreach: `outreachctl import-nppes FILE` into the empty table (streaming reader, binary COPY
+  straight into npi_providers, its key and secondary indexes built afterwards), then the same file
+  again into the loaded table (binary COPY into a staging table, an anti-join leaves out the unchanged
+  rows, one upsert);
 - naive: `psql \\copy` of the raw CSV into a 330-column text table, then `INSERT ... SELECT` into the
   same npi_providers table.
 Peak RSS is read by GNU time. Goal: at least 250,000 rows/s, 3x the naive path, RSS under 64 MB. Set BENCH_NPPES_ROWS for

@@ -247,14 +247,11 @@ stream(struct imp *im, struct pgcopy *cp, bool direct)
 		static const int date_col[4] = {C_ENUM, C_UPDATE, C_DEACT, C_REACT};
 		int32_t day[4];
 		bool has[4];
+		int bad_date = -1; /* reported only if the row is taken */
 		for (int k = 0; k < 4; k++) {
-			const char *v = csv_field(r, rd->idx[date_col[k]]);
-			int dr = us_date(v, &day[k]);
-			if (dr == -1) {
-				pgcopy_abort(cp, "the input file holds a bad date");
-				return ERR("%s:%lu: \"%s\" is no date: \"%s\"", o->path, csv_line(r), nppes_cols[date_col[k]],
-				           v);
-			}
+			int dr = us_date(csv_field(r, rd->idx[date_col[k]]), &day[k]);
+			if (dr == -1 && bad_date == -1)
+				bad_date = date_col[k];
 			has[k] = dr == 1;
 		}
 		const char *etype = clean(csv_field(r, rd->idx[C_ENTITY]));
@@ -298,6 +295,11 @@ stream(struct imp *im, struct pgcopy *cp, bool direct)
 				st->filtered++;
 				continue;
 			}
+		}
+		if (bad_date != -1) {
+			pgcopy_abort(cp, "the input file holds a date that does not exist");
+			return ERR("%s:%lu: \"%s\" is no date: \"%s\"", o->path, csv_line(r), nppes_cols[bad_date],
+			           csv_field(r, rd->idx[bad_date]));
 		}
 		if (deactivated)
 			st->deactivated++;

@@ -59,6 +59,9 @@ class Nppes(harness.Case):
             self.assertNotEqual(p.returncode, 0)
             self.assertIn('%s:3: "Last Update Date" is no date: "02/30/2024"' % path, p.stderr)
             self.assertEqual(self.sql("SELECT npi FROM npi_providers"), before)
+        # A row left out by --state is not read closely enough to be refused.
+        p = self.run_bin("outreachctl", "import-nppes", self.nppes_file(rows), "--state", "WI", check=True)
+        self.assertIn("2 filtered out", p.stdout)
 
     def test_the_key_and_indexes_are_built_again_after_a_straight_load(self):
         before = self.indexes()

@@ -51,12 +51,15 @@ static const char *const nppes_cols[C_NCOLS] = {
 };
 #define NTAX 15
 
-/* The columns of the staging table, in the order the reader writes them. */
+/* The columns of the staging table, in the order the reader writes them. The Last Update Date is the
+ * day's first and last instant in UTC (the session's time zone, see db.c) [last_update, update_end):
+ * comparing npi_providers.last_updated with them costs less than casting each to a date. status is
+ * the reader's A or D. */
 #define STAGE_TABLE                                                                                              \
 	"CREATE TEMP TABLE nppes_stage (npi text, etype text, org text, last_name text, first_name text, "       \
 	"middle_name text, credential text, sex text, tax_code text, taxonomies text, addr1 text, addr2 text, "   \
-	"city text, state text, postal text, phone text, fax text, enum_date date, last_update date, "            \
-	"deact_date date, react_date date) ON COMMIT DROP"
+	"city text, state text, postal text, phone text, fax text, enum_date date, last_update timestamptz, "     \
+	"deact_date date, react_date date, status text, update_end timestamptz) ON COMMIT DROP"
 /* The same values straight into npi_providers (when it is empty), status and origin last. */
 #define DIRECT_COPY                                                                                             \
 	"COPY npi_providers (npi, enumeration_type, organization_name, last_name, first_name, middle_name, "      \
@@ -64,8 +67,8 @@ static const char *const nppes_cols[C_NCOLS] = {
 	"postal_code, phone, fax, enumeration_date, last_updated, deactivation_date, status, origin) FROM STDIN " \
 	"WITH (FREEZE, FORMAT binary)"
 
-/* A stage row's provider status: deactivated unless reactivated since. */
-#define STAGE_DEACTIVATED "deact_date IS NOT NULL AND (react_date IS NULL OR react_date < deact_date)"
+/* A stage row's provider status: deactivated unless reactivated since (decided by the reader). */
+#define STAGE_DEACTIVATED "status = 'D'"
 
 bool
 nppes_is_taxonomy_code(const char *s)
@@ -303,7 +306,7 @@ stream(struct imp *im, struct pgcopy *cp, bool direct)
 		}
 		if (deactivated)
 			st->deactivated++;
-		pgcopy_row(cp, direct ? 22 : 21);
+		pgcopy_row(cp, direct ? 22 : 23);
 		pgcopy_text(cp, npi);
 		pgcopy_text(cp, etype ? (etype[0] == '2' ? "NPI-2" : "NPI-1") : NULL);
 		static const int text_col[] = {C_ORG, C_LAST, C_FIRST, C_MIDDLE, C_CRED};
@@ -326,12 +329,10 @@ stream(struct imp *im, struct pgcopy *cp, bool direct)
 			pgcopy_date(cp, day[0]);
 		else
 			pgcopy_null(cp);
-		if (!has[1])
-			pgcopy_null(cp);
-		else if (direct)
+		if (has[1])
 			pgcopy_timestamptz_day(cp, day[1]);
 		else
-			pgcopy_date(cp, day[1]);
+			pgcopy_null(cp);
 		if (direct) {
 			if (deactivated)
 				pgcopy_date(cp, day[2]);
@@ -346,6 +347,11 @@ stream(struct imp *im, struct pgcopy *cp, bool direct)
 				else
 					pgcopy_null(cp);
 			}
+			pgcopy_text(cp, deactivated ? "D" : "A");
+			if (has[1])
+				pgcopy_timestamptz_day(cp, day[1] + 1);
+			else
+				pgcopy_null(cp);
 		}
 		st->kept++;
 		if (cp->failed)
@@ -523,10 +529,9 @@ load_staged(struct imp *im)
 		    "origin, fetched_at) "
 		    "SELECT %s npi, etype, first_name, middle_name, last_name, org, credential, sex, "
 		    "tax_code, taxonomies::jsonb, addr1, addr2, city, state, postal, phone, fax, enum_date, "
-		    "last_update::timestamptz, CASE WHEN " STAGE_DEACTIVATED " THEN 'D' ELSE 'A' END, "
-		    "CASE WHEN " STAGE_DEACTIVATED " THEN deact_date END, 'nppes', now() FROM nppes_stage s "
-		    "WHERE NOT EXISTS (SELECT 1 FROM npi_providers o WHERE o.npi = s.npi AND o.last_updated::date = "
-		    "s.last_update AND o.status = CASE WHEN " STAGE_DEACTIVATED " THEN 'D' ELSE 'A' END) %s "
+		    "last_update, status, CASE WHEN " STAGE_DEACTIVATED " THEN deact_date END, 'nppes', now() "
+		    "FROM nppes_stage s WHERE NOT EXISTS (SELECT 1 FROM npi_providers o WHERE o.npi = s.npi AND "
+		    "o.status = s.status AND o.last_updated >= s.last_update AND o.last_updated < s.update_end) %s "
 		    "ON CONFLICT (npi) DO UPDATE SET enumeration_type = coalesce(EXCLUDED.enumeration_type, "
 		    "p.enumeration_type), first_name = EXCLUDED.first_name, middle_name = EXCLUDED.middle_name, "
 		    "last_name = EXCLUDED.last_name, organization_name = EXCLUDED.organization_name, "

@@ -76,6 +76,23 @@ class Nppes(harness.Case):
         with self.assertRaises(psycopg2.errors.UniqueViolation):
             self.sql("INSERT INTO npi_providers (npi) VALUES ('1800000001')")
 
+    def test_unchanged_means_the_same_day_in_utc(self):
+        # Providers the API wrote keep their precise time; the file's Last Update Date (12/04/2012) only
+        # changes those whose last update falls on another day, in UTC.
+        self.sql("INSERT INTO npi_providers (npi, last_name, last_updated, status, origin) VALUES "
+                 "('1900000000', 'API SAME DAY', '2012-12-04 23:59:59.999+00', 'A', 'api'), "
+                 "('1900000001', 'API DAY BEFORE', '2012-12-03 23:59:59.999+00', 'A', 'api'), "
+                 "('1900000002', 'API SAME DAY', '2012-12-04 00:00:00+00', 'A', 'api'), "
+                 "('1900000003', 'API DAY AFTER', '2012-12-05 00:00:00+00', 'A', 'api'), "
+                 "('1900000004', 'API DEACTIVATED', '2012-12-04 12:00:00+00', 'D', 'api')")
+        rows = [self.provider("190000000%d" % i, "FILE") for i in range(5)]
+        p = self.run_bin("outreachctl", "import-nppes", self.nppes_file(rows), check=True)
+        self.assertIn("3 providers written", p.stdout)
+        self.assertEqual(self.sql("SELECT npi, last_name, origin FROM npi_providers ORDER BY npi"),
+                         [("1900000000", "API SAME DAY", "api"), ("1900000001", "FILE", "nppes"),
+                          ("1900000002", "API SAME DAY", "api"), ("1900000003", "FILE", "nppes"),
+                          ("1900000004", "FILE", "nppes")])
+
     def test_the_npi_rule_of_migration_013(self):
         self.sql("INSERT INTO npi_providers (npi) VALUES ('0123456789')")
         for bad in ("123456789", "12345678901", "12345678x0", " 123456789", "１２３４５６７８９０", "123456789\n"):

@@ -450,11 +450,14 @@ BEGIN
             'SELECT coalesce(coordinator_id, 0)::text AS g1, kind AS g2, scheduled_at AS s, '
             'least(completed_at, canceled_at) AS e FROM activities WHERE scheduled_at IS NOT NULL');
     ELSE
+        -- Counted once per moment (the current day, week, month and quarter share as_of).
         INSERT INTO mp_open
-        SELECT p.kind, p.start, coalesce(a.coordinator_id, 0)::text, a.kind, count(*)
-          FROM mp_periods p JOIN activities a ON a.scheduled_at < p.at
-           AND coalesce(least(a.completed_at, a.canceled_at), 'infinity'::timestamptz) >= p.at
-         GROUP BY 1, 2, 3, 4;
+        SELECT p.kind, p.start, o.g1, o.g2, o.n
+          FROM mp_periods p JOIN (
+            SELECT t.at, coalesce(a.coordinator_id, 0)::text AS g1, a.kind AS g2, count(*) AS n
+              FROM (SELECT DISTINCT at FROM mp_periods) t JOIN activities a ON a.scheduled_at < t.at
+               AND coalesce(least(a.completed_at, a.canceled_at), 'infinity'::timestamptz) >= t.at
+             GROUP BY 1, 2, 3) o ON o.at = p.at;
     END IF;
     CREATE TEMP TABLE fresh (period_kind, period_start, coordinator_id, kind, planned, completed, overdue)
     ON COMMIT DROP AS
@@ -486,10 +489,12 @@ BEGIN
             'SELECT category AS g1, priority AS g2, opened_at AS s, resolved_at AS e FROM cases');
     ELSE
         INSERT INTO mp_open
-        SELECT p.kind, p.start, c.category, c.priority, count(*)
-          FROM mp_periods p JOIN cases c ON c.opened_at < p.at
-           AND coalesce(c.resolved_at, 'infinity'::timestamptz) >= p.at
-         GROUP BY 1, 2, 3, 4;
+        SELECT p.kind, p.start, o.g1, o.g2, o.n
+          FROM mp_periods p JOIN (
+            SELECT t.at, c.category AS g1, c.priority AS g2, count(*) AS n
+              FROM (SELECT DISTINCT at FROM mp_periods) t JOIN cases c ON c.opened_at < t.at
+               AND coalesce(c.resolved_at, 'infinity'::timestamptz) >= t.at
+             GROUP BY 1, 2, 3) o ON o.at = p.at;
     END IF;
     CREATE TEMP TABLE fresh (period_kind, period_start, category, priority, opened, resolved, still_open,
                              avg_resolution_hours, median_resolution_hours) ON COMMIT DROP AS

@@ -163,51 +163,24 @@ BEGIN
     RETURN outreach_metrics_add_coord();
 END $$;
 
--- Recomputes the metric tables. p_kind NULL: what changed since the last refresh (the first refresh
--- computes everything); 'full': every period from the earliest data to today;
--- 'day'/'week'/'month'/'quarter' with p_start: that one period (p_start may be any day in it).
--- Serialized by an advisory lock; returns the run's id, how many periods it touched, how many rows
--- changed and the time each phase took.
-CREATE FUNCTION outreach_metrics_refresh(p_kind text DEFAULT NULL, p_start date DEFAULT NULL,
-                                         OUT run_id bigint, OUT periods integer, OUT rows_changed bigint,
-                                         OUT phases text)
+-- Brings the metric tables up to what changed since p_last (the as_of of the last regular refresh)
+-- as of p_now: notes taken, days recomputed and their differences added (see the top of this file).
+-- Returns how many periods it touched, how many rows changed and the time each phase took.
+CREATE FUNCTION outreach_metrics_changes(p_last timestamptz, p_now timestamptz,
+                                         OUT periods integer, OUT rows_changed bigint, OUT phases text)
 LANGUAGE plpgsql SET TimeZone = 'UTC' SET work_mem = '256MB' SET plan_cache_mode = 'force_custom_plan' SET jit = off
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_started timestamptz;
-    v_t timestamptz;
-    v_now timestamptz;
-    v_today date;
-    v_last timestamptz;
+    v_t timestamptz := clock_timestamp();
+    v_now timestamptz := p_now;
+    v_today date := p_now::date;
+    v_last timestamptz := p_last;
     v_lo date;
     v_hi date;
     v_n bigint;
     v_all text[] := '{day,week,month,quarter}';
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('outreach_metrics_refresh'));
-    SELECT max(as_of) INTO v_last FROM metric_runs WHERE scope <> 'period';
-    IF p_kind IS NOT NULL OR v_last IS NULL OR NOT EXISTS (SELECT 1 FROM metric_source_owner) THEN
-        -- The computation reads the owners of the sources as it goes: none may change meanwhile
-        -- (writers of referrals do not wait; a change of owner does).
-        LOCK TABLE referral_sources IN SHARE MODE;
-        IF p_kind IS NULL OR p_kind = 'full' THEN
-            DELETE FROM metric_dirty_spans;
-            DELETE FROM metric_source_owner;
-            INSERT INTO metric_source_owner SELECT id, coalesce(coordinator_id, 0) FROM referral_sources;
-            SELECT * INTO run_id, periods, rows_changed, phases FROM outreach_metrics_recompute('full');
-        ELSE
-            v_n := outreach_metrics_move_owners();
-            SELECT * INTO run_id, periods, rows_changed, phases FROM outreach_metrics_recompute(p_kind, p_start);
-            rows_changed := rows_changed + v_n;
-        END IF;
-        RETURN;
-    END IF;
-
-    v_started := clock_timestamp();
-    v_t := v_started;
-    v_now := v_started;
-    v_today := v_now::date;
     SET LOCAL client_min_messages = warning;
     DROP TABLE IF EXISTS mp_days, mp_adays, mp_sources, mp_kinds, mp_periods, mp_qcand, mp_qper, mp_open, f_day,
         f_first, f_new, f_quiet, chg_ref, chg_new, d_coord, fresh;
@@ -566,9 +539,59 @@ BEGIN
     SELECT count(*) INTO periods FROM (
         SELECT kind, start FROM mp_periods UNION SELECT period_kind, period_start FROM chg_ref
         UNION SELECT period_kind, period_start FROM chg_new UNION SELECT kind, start FROM mp_qper) p;
-    INSERT INTO metric_runs (scope, as_of, periods, rows_changed, started_at, finished_at, phases)
-    VALUES ('incremental', v_now, periods, rows_changed, v_started, clock_timestamp(), phases)
-    RETURNING id INTO run_id;
     DROP TABLE mp_days, mp_adays, mp_sources, mp_kinds, mp_periods, mp_qcand, mp_qper, f_day, f_first, f_new, f_quiet,
         chg_ref, chg_new;
+END $$;
+
+-- Recomputes the metric tables. p_kind NULL: what changed since the last refresh (the first refresh
+-- computes everything); 'full': every period from the earliest data to today;
+-- 'day'/'week'/'month'/'quarter' with p_start: that one period (p_start may be any day in it),
+-- after what changed is brought in (so that its days and the weeks, months and quarters they add
+-- up to agree). Serialized by an advisory lock; returns the run's id, how many periods it touched,
+-- how many rows changed and the time each phase took.
+CREATE FUNCTION outreach_metrics_refresh(p_kind text DEFAULT NULL, p_start date DEFAULT NULL,
+                                         OUT run_id bigint, OUT periods integer, OUT rows_changed bigint,
+                                         OUT phases text)
+LANGUAGE plpgsql SET TimeZone = 'UTC' AS $$
+#variable_conflict use_column
+DECLARE
+    v_started timestamptz;
+    v_last timestamptz;
+    v_n bigint := 0;
+    v_regular boolean;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('outreach_metrics_refresh'));
+    v_started := clock_timestamp();
+    SELECT max(as_of) INTO v_last FROM metric_runs WHERE scope <> 'period';
+    v_regular := v_last IS NOT NULL AND EXISTS (SELECT 1 FROM metric_source_owner);
+    IF v_regular AND p_kind IS NULL THEN
+        SELECT * INTO periods, rows_changed, phases FROM outreach_metrics_changes(v_last, v_started);
+        INSERT INTO metric_runs (scope, as_of, periods, rows_changed, started_at, finished_at, phases)
+        VALUES ('incremental', v_started, periods, rows_changed, v_started, clock_timestamp(), phases)
+        RETURNING id INTO run_id;
+        RETURN;
+    END IF;
+    -- The computation reads the owners of the sources as it goes: none may change meanwhile
+    -- (writers of referrals do not wait; a change of owner does).
+    LOCK TABLE referral_sources IN SHARE MODE;
+    IF p_kind IS NULL OR p_kind = 'full' THEN
+        DELETE FROM metric_dirty_spans;
+        DELETE FROM metric_source_owner;
+        INSERT INTO metric_source_owner SELECT id, coalesce(coordinator_id, 0) FROM referral_sources;
+        SELECT * INTO run_id, periods, rows_changed, phases FROM outreach_metrics_recompute('full');
+        RETURN;
+    END IF;
+    IF p_kind IN ('day', 'week', 'month', 'quarter') AND p_start IS NOT NULL THEN
+        IF v_regular THEN
+            -- Not a regular run: the next one starts from the same as_of and sees these days again.
+            SELECT rows_changed INTO v_n FROM outreach_metrics_changes(v_last, v_started);
+        ELSE
+            v_n := outreach_metrics_move_owners();
+        END IF;
+    END IF;
+    SELECT * INTO run_id, periods, rows_changed, phases FROM outreach_metrics_recompute(p_kind, p_start);
+    IF v_n > 0 THEN
+        rows_changed := rows_changed + v_n;
+        UPDATE metric_runs SET rows_changed = rows_changed + v_n WHERE id = run_id;
+    END IF;
 END $$;

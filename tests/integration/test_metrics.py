@@ -626,24 +626,32 @@ class RandomData(MetricsCase):
         self.sql("INSERT INTO referrals (source_id, service_line, referred_at, patient_key) "
                  "VALUES (%s, 'Oncology', '2025-02-02 10:00+00', 'moved')", (a[0],))
         self.settle()
-        # a single period's run after a change of owner, then the regular one
+        # a single period's run after a change of owner and a new referral inside it, then the regular one
         self.sql("UPDATE referral_sources SET coordinator_id = %s WHERE id = %s", (c, b[0]))
-        self.refresh("--period", "month:2025-02-01")
+        self.sql("INSERT INTO referrals (source_id, service_line, referred_at, patient_key) "
+                 "VALUES (%s, 'Imaging', '2025-02-10 10:00+00', 'in-period')", (b[0],))
+        run, periods, changed = self.refresh("--period", "month:2025-02-01")
+        self.assertEqual(self.sql_one("SELECT scope FROM metric_runs WHERE id = %s", (run,)), "period")
+        self.compare()
         self.settle()
 
     def test_encounters_of_no_amount_keep_their_rows(self):
         self.world()
+        s = self.sql_one("INSERT INTO referral_sources (last_name) VALUES ('Zero') RETURNING id")
         rid = self.sql_one("INSERT INTO referrals (source_id, service_line, referred_at, patient_key) "
-                           "VALUES ((SELECT min(id) FROM referral_sources), 'Hospice', '2025-05-05 10:00+00', 'z') "
-                           "RETURNING id")
+                           "VALUES (%s, 'Hospice', '2025-05-05 10:00+00', 'z') RETURNING id", (s,))
         self.settle()
         eid = self.sql_one("INSERT INTO encounters (referral_id, service_date, amount_cents) "
                            "VALUES (%s, '2025-06-06', 0) RETURNING id", (rid,))
         self.sql("DELETE FROM referrals WHERE patient_key <> 'z' AND id IN "
                  "(SELECT id FROM referrals ORDER BY random() LIMIT 3)")
         self.settle()
-        self.assertEqual(self.rows("metric_referrals", "month", "2025-06-01", "service_line, referrals, revenue_cents")
-                         .count(("Hospice", 0, 0)) >= 1, True)
+        for kind, start in (("day", "2025-06-06"), ("month", "2025-06-01"), ("quarter", "2025-04-01")):
+            self.assertIn((s, "Hospice", 0 if kind != "quarter" else 1, 0),
+                          self.rows("metric_referrals", kind, start, "source_id, service_line, referrals, revenue_cents"))
+        self.assertIn((0, "Hospice", 0, 0, 0, 0),
+                      self.rows("metric_coordinators", "month", "2025-06-01",
+                                "coordinator_id, service_line, referrals, revenue_cents, referring_sources, new_sources"))
         self.sql("DELETE FROM encounters WHERE id = %s", (eid,))
         self.settle()
         self.sql("DELETE FROM referrals WHERE id = %s", (rid,))

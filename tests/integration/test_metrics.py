@@ -367,6 +367,10 @@ class RandomData(MetricsCase):
     def setUp(self):
         super().setUp()
         self.migrate()
+        self.sql("TRUNCATE coordinators, referral_sources, outreach_goals, metric_runs, metric_dirty_days, "
+                 "metric_dirty_sources, metric_dirty_spans, metric_source_owner, metric_referrals, metric_new_sources, "
+                 "metric_quiet_sources, metric_coordinators, metric_service_lines, metric_activity, metric_cases "
+                 "RESTART IDENTITY CASCADE")
         self.seed = int(os.environ.get("METRICS_SEED", "0")) or random.randrange(1 << 30)
         self.rng = random.Random(self.seed)
 
@@ -556,7 +560,8 @@ class RandomData(MetricsCase):
         got = set(self.sql("SELECT * FROM metric_goal_progress"))
         self.assertEqual(got, self.expected_goals(exp))
 
-    def test_incremental_runs_equal_a_computation_from_scratch(self):
+    def world(self):
+        """Coordinators, sources, random rows and goals, computed by a first run and checked."""
         for i in range(4):
             self.sql("INSERT INTO coordinators (name, email) VALUES (%s, %s)", ("C%d" % i, "c%d@x.example" % i))
         for i in range(25):
@@ -566,6 +571,18 @@ class RandomData(MetricsCase):
         self.goals(6)
         self.refresh()
         self.compare()
+
+    def settle(self):
+        """An incremental run equals the computation from scratch, and a full one then changes nothing."""
+        run, periods, changed = self.refresh()
+        self.assertEqual(self.sql_one("SELECT scope FROM metric_runs WHERE id = %s", (run,)), "incremental")
+        self.compare()
+        before = self.dump()
+        self.assertEqual(self.refresh("--period", "full")[2], 0)
+        self.assertEqual(self.dump(), before)
+
+    def test_incremental_runs_equal_a_computation_from_scratch(self):
+        self.world()
         for _ in range(3):
             self.mutate()
             self.refresh()
@@ -574,6 +591,86 @@ class RandomData(MetricsCase):
         self.assertEqual(self.refresh()[2], 0)
         self.assertEqual(self.refresh("--period", "full")[2], 0)
         self.assertEqual(self.dump(), before)
+
+    def test_a_referral_moved_to_another_day_and_line(self):
+        self.world()
+        rid, s = self.sql("SELECT id, source_id FROM referrals ORDER BY referred_at LIMIT 1")[0]
+        self.sql("INSERT INTO encounters (referral_id, service_date, amount_cents) VALUES (%s, '2025-03-03', 4200)",
+                 (rid,))
+        # the source's first referral moves from its old day to a later one, in another line
+        self.sql("UPDATE referrals SET referred_at = referred_at + interval '45 days', service_line = 'Hospice' "
+                 "WHERE id = %s", (rid,))
+        self.settle()
+
+    def test_deletions_of_referrals_encounters_and_a_whole_source(self):
+        self.world()
+        self.sql("DELETE FROM encounters WHERE id IN (SELECT id FROM encounters ORDER BY id LIMIT 10)")
+        self.sql("DELETE FROM referrals WHERE id IN (SELECT id FROM referrals ORDER BY referred_at DESC LIMIT 10)")
+        s = self.sql_one("SELECT source_id FROM referrals GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
+        self.sql("DELETE FROM activities WHERE source_id = %s", (s,))
+        self.sql("DELETE FROM cases WHERE source_id = %s", (s,))
+        self.sql("DELETE FROM referrals WHERE source_id = %s", (s,))
+        self.sql("DELETE FROM referral_sources WHERE id = %s", (s,))
+        self.settle()
+        self.assertEqual(self.sql_one("SELECT count(*) FROM metric_referrals WHERE source_id = %s", (s,)), 0)
+
+    def test_sources_changing_owner(self):
+        self.world()
+        a, b = self.sql("SELECT id FROM referral_sources ORDER BY id LIMIT 2")
+        c = self.sql_one("INSERT INTO coordinators (name, email) VALUES ('New', 'new@x.example') RETURNING id")
+        self.sql("UPDATE referral_sources SET coordinator_id = %s WHERE id = %s", (c, a[0]))
+        self.sql("UPDATE referral_sources SET coordinator_id = NULL WHERE id = %s", (b[0],))
+        self.settle()
+        # and back, with a new referral of the source in the same run
+        self.sql("UPDATE referral_sources SET coordinator_id = (SELECT min(id) FROM coordinators) WHERE id = %s", (a[0],))
+        self.sql("INSERT INTO referrals (source_id, service_line, referred_at, patient_key) "
+                 "VALUES (%s, 'Oncology', '2025-02-02 10:00+00', 'moved')", (a[0],))
+        self.settle()
+        # a single period's run after a change of owner and a new referral inside it, then the regular one
+        self.sql("UPDATE referral_sources SET coordinator_id = %s WHERE id = %s", (c, b[0]))
+        self.sql("INSERT INTO referrals (source_id, service_line, referred_at, patient_key) "
+                 "VALUES (%s, 'Imaging', '2025-02-10 10:00+00', 'in-period')", (b[0],))
+        run, periods, changed = self.refresh("--period", "month:2025-02-01")
+        self.assertEqual(self.sql_one("SELECT scope FROM metric_runs WHERE id = %s", (run,)), "period")
+        self.compare()
+        self.settle()
+
+    def test_encounters_of_no_amount_keep_their_rows(self):
+        self.world()
+        s = self.sql_one("INSERT INTO referral_sources (last_name) VALUES ('Zero') RETURNING id")
+        rid = self.sql_one("INSERT INTO referrals (source_id, service_line, referred_at, patient_key) "
+                           "VALUES (%s, 'Hospice', '2025-05-05 10:00+00', 'z') RETURNING id", (s,))
+        self.settle()
+        eid = self.sql_one("INSERT INTO encounters (referral_id, service_date, amount_cents) "
+                           "VALUES (%s, '2025-06-06', 0) RETURNING id", (rid,))
+        self.sql("DELETE FROM referrals WHERE patient_key <> 'z' AND id IN "
+                 "(SELECT id FROM referrals ORDER BY random() LIMIT 3)")
+        self.settle()
+        for kind, start in (("day", "2025-06-06"), ("month", "2025-06-01"), ("quarter", "2025-04-01")):
+            self.assertIn((s, "Hospice", 0 if kind != "quarter" else 1, 0),
+                          self.rows("metric_referrals", kind, start, "source_id, service_line, referrals, revenue_cents"))
+        self.assertIn((0, "Hospice", 0, 0, 0, 0),
+                      self.rows("metric_coordinators", "month", "2025-06-01",
+                                "coordinator_id, service_line, referrals, revenue_cents, referring_sources, new_sources"))
+        self.sql("DELETE FROM encounters WHERE id = %s", (eid,))
+        self.settle()
+        self.sql("DELETE FROM referrals WHERE id = %s", (rid,))
+        self.settle()
+
+    def test_bulk_activities_note_two_days_each_and_stay_exact(self):
+        self.world()
+        self.sql("TRUNCATE metric_dirty_spans")
+        # 2,000 activities, a tenth of them still open: one span per distinct (start, end), not a row per day
+        self.sql("INSERT INTO activities (source_id, coordinator_id, kind, scheduled_at, completed_at) "
+                 "SELECT (SELECT min(id) FROM referral_sources), NULL, 'call', "
+                 "       timestamptz '2024-10-01' + (i %% 400) * interval '1 day', "
+                 "       CASE WHEN i %% 10 <> 0 THEN timestamptz '2024-10-03' + (i %% 400) * interval '1 day' END "
+                 "  FROM generate_series(1, 2000) i")
+        self.assertEqual(self.sql_one("SELECT count(*) FROM metric_dirty_spans"), 400)
+        self.settle()
+        self.sql("UPDATE activities SET canceled_at = scheduled_at + interval '30 days' "
+                 "WHERE completed_at IS NULL AND canceled_at IS NULL AND id %% 3 = 0")
+        self.settle()
 
 
 if __name__ == "__main__":

@@ -432,6 +432,10 @@ campaign_send_batch_start(struct job_ctx *ctx, const struct job *const *jobs, si
 		log_warnx("loading a batch of %zu campaign enrollments: %s", n, db_error(ctx->db));
 		return;
 	}
+	int claimed = 0;
+	for (int k = 0; k < PQntuples(st->batch); k++)
+		claimed += !PQgetisnull(st->batch, k, L_MESSAGE);
+	log_debug("campaign batch: %zu enrollment(s) loaded, %d message(s) claimed in one call", n, claimed);
 	st->taken = xcalloc(n, sizeof(*st->taken));
 	st->ntaken = n;
 	for (size_t k = 0; k < n; k++) {

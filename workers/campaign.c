@@ -406,9 +406,15 @@ record_sent(struct job_ctx *ctx, char *const *list, size_t n)
 		json_array_append_new(ids, json_integer(atoll(list[k])));
 	char *a = segment_pg_array(ids);
 	campaign_now(now, sizeof(now));
-	PGresult *done = db_query_prepared(ctx->db, "campaign_sent_batch",
-	                                   "SELECT campaign_sent_batch($1::bigint[], to_timestamp($2::float8))",
-	                                   DB_ARGS(a, now));
+	PGresult *done = NULL;
+	/* Twice: a deadlock with an unsubscribe stopping the same enrollments, or a connection lost and
+	 * made again, is not worth a resend. */
+	for (int attempt = 0; attempt < 2 && done == NULL; attempt++) {
+		if (attempt > 0 && PQstatus(db_conn(ctx->db)) != CONNECTION_OK && db_reset(ctx->db) == -1)
+			break;
+		done = db_query_prepared(ctx->db, "campaign_sent_batch",
+		                         "SELECT campaign_sent_batch($1::bigint[], to_timestamp($2::float8))", DB_ARGS(a, now));
+	}
 	if (done == NULL)
 		log_warnx("campaign messages %s went out but recording them failed: %s (each is resent only if its "
 		          "enrollment is picked up again after ten minutes)",

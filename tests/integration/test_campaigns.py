@@ -438,6 +438,39 @@ class Campaigns(harness.Case):
                          2)
         self.assertEqual([r[4] for r in take([a, b])], [None, None])
 
+    def test_connection_lost_between_send_and_record(self):
+        """The worker's PostgreSQL connection ends while the relay takes the batch's first message: the
+        batch is still recorded sent (on a new connection), and nothing is sent twice."""
+        test = self
+
+        class Terminating(Recorder):
+            async def handle_DATA(self, server, session, envelope):
+                if not self.messages:
+                    test.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE application_name = 'outreach-worker'")
+                    test.wait_for("the worker's connections to end", lambda: not test.sql(
+                        "SELECT 1 FROM pg_stat_activity WHERE application_name = 'outreach-worker'"))
+                return await super().handle_DATA(server, session, envelope)
+
+        handler = Terminating()
+        port = harness.free_port()
+        controller = Controller(handler, hostname="127.0.0.1", port=port)
+        controller.start()
+        self.addCleanup(controller.stop)
+        c, seg = self.simple()
+        es = [self.enroll(c, self.source("Doc%d" % i, "doc%d@example.org" % i), seg) for i in range(6)]
+        for e in es:
+            self.push("CampaignSendJob", [e])
+        w = self.worker({"OUTREACH_SMTP_PORT": port})
+        self.wait_idle()
+        self.stop(w)
+        self.assertNotIn("recording them failed", w.log())
+        got = sorted(r for _, rcpts, _ in handler.messages for r in rcpts)
+        self.assertEqual(got, sorted("doc%d@example.org" % i for i in range(6)))
+        self.assertEqual(self.sql("SELECT status, count(*) FROM email_messages GROUP BY status"), [("sent", 6)])
+        self.assertEqual(self.sql("SELECT state, step, count(*) FROM campaign_enrollments GROUP BY 1, 2"),
+                         [("finished", 1, 6)])
+
     def test_edited_variant_is_not_served_from_the_cache(self):
         """A worker keeps parsed variants; a variant row whose text changed is parsed again."""
         c, seg = self.simple()

@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "common/log.h"
 #include "common/mailtmpl.h"
 #include "common/msg.h"
+#include "common/segment.h"
 #include "common/tmpl.h"
 #include "workers/handler.h"
 
@@ -179,33 +181,307 @@ campaign_track_text(const struct token_key *k, const char *public_url, long long
 
 /* --- the step ------------------------------------------------------------------------------------ */
 
-/* campaign_load's columns. */
+/* campaign_take's columns. */
 enum {
-	L_STATE, L_STEP, L_DUE, L_CSTATUS, L_CID, L_CNAME, L_SNAME, L_SEMAIL, L_REPLY, L_POSTAL, L_SEGMENT, L_SOURCE,
-	L_EMAIL, L_FIRST, L_LAST, L_CRED, L_ORG, L_SPEC, L_CITY, L_ST, L_CONAME, L_COEMAIL, L_COID, L_KIND,
-	L_SUPPRESSED, L_RULE, L_ACTION, L_VARIANT, L_MROW, L_SUBJECT, L_HTML, L_TEXT
+	L_ORD, L_STATE, L_STEP, L_DUE, L_CSTATUS, L_CID, L_CNAME, L_SNAME, L_SEMAIL, L_REPLY, L_POSTAL, L_SEGMENT,
+	L_SOURCE, L_EMAIL, L_FIRST, L_LAST, L_CRED, L_ORG, L_SPEC, L_CITY, L_ST, L_CONAME, L_COEMAIL, L_COID, L_KIND,
+	L_SUPPRESSED, L_RULE, L_ACTION, L_VARIANT, L_MROW, L_SUBJECT, L_HTML, L_TEXT, L_MESSAGE, L_HEADER, L_FRESH
 };
 
-/* The template variables (common/campvars) from a campaign_load row. */
+/* The template variables (common/campvars) from row i of campaign_take. */
 static json_t *
-load_vars(const PGresult *r)
+load_vars(const PGresult *r, int i)
 {
-	const char *first = PQgetvalue(r, 0, L_FIRST), *last = PQgetvalue(r, 0, L_LAST);
-	const char *coname = PQgetvalue(r, 0, L_CONAME);
-	bool org = strcmp(PQgetvalue(r, 0, L_KIND), "organization") == 0;
-	char *name = org ? xstrdup(PQgetvalue(r, 0, L_ORG)) : xasprintf("%s%s%s", first, *first ? " " : "", last);
+	const char *first = PQgetvalue(r, i, L_FIRST), *last = PQgetvalue(r, i, L_LAST);
+	const char *coname = PQgetvalue(r, i, L_CONAME);
+	bool org = strcmp(PQgetvalue(r, i, L_KIND), "organization") == 0;
+	char *name = org ? xstrdup(PQgetvalue(r, i, L_ORG)) : xasprintf("%s%s%s", first, *first ? " " : "", last);
 	char *cofirst = xstrndup(coname, strcspn(coname, " "));
 	const char *v[CAMPVARS_N] = {
-		PQgetvalue(r, 0, L_SOURCE), name, first, last, PQgetvalue(r, 0, L_CRED), PQgetvalue(r, 0, L_ORG),
-		PQgetvalue(r, 0, L_SPEC), PQgetvalue(r, 0, L_CITY), PQgetvalue(r, 0, L_ST), PQgetvalue(r, 0, L_EMAIL),
-		coname, cofirst, PQgetvalue(r, 0, L_COEMAIL), PQgetvalue(r, 0, L_CNAME), PQgetvalue(r, 0, L_SNAME),
-		PQgetvalue(r, 0, L_SEMAIL), PQgetvalue(r, 0, L_POSTAL),
+		PQgetvalue(r, i, L_SOURCE), name, first, last, PQgetvalue(r, i, L_CRED), PQgetvalue(r, i, L_ORG),
+		PQgetvalue(r, i, L_SPEC), PQgetvalue(r, i, L_CITY), PQgetvalue(r, i, L_ST), PQgetvalue(r, i, L_EMAIL),
+		coname, cofirst, PQgetvalue(r, i, L_COEMAIL), PQgetvalue(r, i, L_CNAME), PQgetvalue(r, i, L_SNAME),
+		PQgetvalue(r, i, L_SEMAIL), PQgetvalue(r, i, L_POSTAL),
 	};
 	json_t *ctx = campvars_from(v);
 
 	free(name);
 	free(cofirst);
 	return ctx;
+}
+
+/* --- what a worker thread keeps between the jobs of a batch ---------------------------------------- */
+
+#define VARIANT_CACHE 16
+
+/* A variant's parsed templates, kept per campaign_messages row together with the text they were
+ * parsed from: a row whose text changed is parsed again, so an edited variant is never served
+ * stale. */
+struct variant {
+	long long row; /* 0: an empty slot */
+	char *src[3];  /* subject, text and HTML templates as loaded */
+	struct mailtmpl t;
+	char err[256]; /* why a template does not parse, or "" */
+};
+
+/* One enrollment of the batch taken by campaign_send_batch_start. */
+struct taken {
+	long long enrollment;
+	char *jid;
+	bool used; /* its job ran */
+};
+
+struct thread_state {
+	PGresult *batch; /* campaign_take's rows for the batch, one per entry of taken */
+	struct taken *taken;
+	size_t ntaken;
+	char **sent; /* the messages the relay took, recorded together by campaign_send_batch_done */
+	size_t nsent, capsent;
+	struct variant cache[VARIANT_CACHE];
+	unsigned next_slot;
+};
+
+static pthread_key_t state_key;
+static pthread_once_t state_once = PTHREAD_ONCE_INIT;
+
+static void
+variant_clear(struct variant *v)
+{
+	for (size_t k = 0; k < NELEM(v->src); k++)
+		free(v->src[k]);
+	mailtmpl_free(&v->t);
+	memset(v, 0, sizeof(*v));
+}
+
+static void
+batch_clear(struct thread_state *st)
+{
+	PQclear(st->batch);
+	st->batch = NULL;
+	for (size_t k = 0; k < st->ntaken; k++)
+		free(st->taken[k].jid);
+	free(st->taken);
+	st->taken = NULL;
+	st->ntaken = 0;
+}
+
+static void
+state_free(void *p)
+{
+	struct thread_state *st = p;
+
+	batch_clear(st);
+	for (size_t k = 0; k < st->nsent; k++)
+		free(st->sent[k]);
+	free(st->sent);
+	for (size_t k = 0; k < VARIANT_CACHE; k++)
+		variant_clear(&st->cache[k]);
+	free(st);
+}
+
+static void
+state_key_make(void)
+{
+	if (pthread_key_create(&state_key, state_free) != 0)
+		fatalx("cannot create the campaign worker's thread state");
+}
+
+/* This thread's state, made on first use and freed when the thread ends. */
+static struct thread_state *
+state_get(void)
+{
+	pthread_once(&state_once, state_key_make);
+	struct thread_state *st = pthread_getspecific(state_key);
+	if (st == NULL) {
+		st = xcalloc(1, sizeof(*st));
+		if (pthread_setspecific(state_key, st) != 0)
+			fatalx("cannot keep the campaign worker's thread state");
+	}
+	return st;
+}
+
+/* The parsed templates of the variant in row i of campaign_take (borrowed: valid until the next
+ * call), from the cache when the row's text is the one cached; err is set when one does not parse. */
+static const struct variant *
+variant_get(const PGresult *r, int i)
+{
+	struct thread_state *st = state_get();
+	long long row = atoll(PQgetvalue(r, i, L_MROW));
+	const char *src[3] = {PQgetvalue(r, i, L_SUBJECT), PQgetvalue(r, i, L_TEXT), PQgetvalue(r, i, L_HTML)};
+	const char *names[3] = {"subject", "text_template", "html_template"};
+	struct variant *v = NULL;
+
+	for (size_t k = 0; k < VARIANT_CACHE && v == NULL; k++) {
+		struct variant *c = &st->cache[k];
+		if (c->row == row && strcmp(c->src[0], src[0]) == 0 && strcmp(c->src[1], src[1]) == 0 &&
+		    strcmp(c->src[2], src[2]) == 0)
+			v = c;
+	}
+	if (v)
+		return v;
+	/* The slot of the same row when its text changed, else the next one round the ring. */
+	for (size_t k = 0; k < VARIANT_CACHE && v == NULL; k++)
+		if (st->cache[k].row == row)
+			v = &st->cache[k];
+	if (v == NULL)
+		v = &st->cache[st->next_slot++ % VARIANT_CACHE];
+	variant_clear(v);
+	v->row = row;
+	for (size_t k = 0; k < NELEM(src); k++)
+		v->src[k] = xstrdup(src[k]);
+	struct tmpl **parts[3] = {&v->t.subject, &v->t.text, &v->t.html};
+	for (size_t k = 0; k < NELEM(parts) && !v->err[0]; k++)
+		*parts[k] = tmpl_parse(src[k], names[k], v->err, sizeof(v->err));
+	return v;
+}
+
+/* Loads the enrollments of jobs and claims the message of each that takes a message step now, in
+ * one call (campaign_take); the rows, one per job in order, or NULL on a database error. */
+static PGresult *
+take(struct job_ctx *ctx, const struct job *const *jobs, size_t n)
+{
+	json_t *eids = json_array(), *locals = json_array(), *jids = json_array();
+	char now[32];
+
+	for (size_t k = 0; k < n; k++) {
+		unsigned char rnd[16];
+		char hex[33];
+		util_random(rnd, sizeof(rnd));
+		util_hex(rnd, sizeof(rnd), hex);
+		json_array_append_new(eids, json_integer(json_integer_value(json_array_get(jobs[k]->args, 0))));
+		json_array_append_new(locals, json_string(hex));
+		json_array_append_new(jids, json_string(jobs[k]->jid));
+	}
+	char *a = segment_pg_array(eids), *b = segment_pg_array(locals), *c = segment_pg_array(jids);
+	campaign_now(now, sizeof(now));
+	PGresult *r = db_query_prepared(ctx->db, "campaign_take",
+	                                "SELECT * FROM campaign_take($1::bigint[], $2::text[], $3::text[], "
+	                                "to_timestamp($4::float8))",
+	                                DB_ARGS(a, b, c, now));
+	if (r && (size_t)PQntuples(r) != n) {
+		log_warnx("campaign_take returned %d rows for %zu enrollments", PQntuples(r), n);
+		PQclear(r);
+		r = NULL;
+	}
+	free(a);
+	free(b);
+	free(c);
+	json_decref(eids);
+	json_decref(locals);
+	json_decref(jids);
+	return r;
+}
+
+/* Gives back the claims of n messages never handed to the relay (campaign_unclaim). */
+static void
+unclaim(struct job_ctx *ctx, const char *const *messages, const char *const *jids, const bool *fresh, size_t n)
+{
+	json_t *m = json_array(), *j = json_array(), *f = json_array();
+
+	for (size_t k = 0; k < n; k++) {
+		json_array_append_new(m, json_integer(atoll(messages[k])));
+		json_array_append_new(j, json_string(jids[k]));
+		json_array_append_new(f, json_string(fresh[k] ? "t" : "f"));
+	}
+	char *a = segment_pg_array(m), *b = segment_pg_array(j), *c = segment_pg_array(f);
+	if (db_exec(ctx->db, "SELECT campaign_unclaim($1::bigint[], $2::text[], $3::boolean[])", DB_ARGS(a, b, c)) == -1)
+		log_warnx("giving back %zu campaign message claim(s): %s (they are taken over after ten minutes)", n,
+		          db_error(ctx->db));
+	free(a);
+	free(b);
+	free(c);
+	json_decref(m);
+	json_decref(j);
+	json_decref(f);
+}
+
+/* Records the messages in list as sent (campaign_sent_batch). */
+static void
+record_sent(struct job_ctx *ctx, char *const *list, size_t n)
+{
+	json_t *ids = json_array();
+	char now[32];
+
+	for (size_t k = 0; k < n; k++)
+		json_array_append_new(ids, json_integer(atoll(list[k])));
+	char *a = segment_pg_array(ids);
+	campaign_now(now, sizeof(now));
+	PGresult *done = NULL;
+	/* Twice: a deadlock with an unsubscribe stopping the same enrollments, or a connection lost and
+	 * made again, is not worth a resend. */
+	for (int attempt = 0; attempt < 2 && done == NULL; attempt++) {
+		if (attempt > 0 && PQstatus(db_conn(ctx->db)) != CONNECTION_OK && db_reset(ctx->db) == -1)
+			break;
+		done = db_query_prepared(ctx->db, "campaign_sent_batch",
+		                         "SELECT campaign_sent_batch($1::bigint[], to_timestamp($2::float8))", DB_ARGS(a, now));
+	}
+	if (done == NULL)
+		log_warnx("campaign messages %s went out but recording them failed: %s (each is resent only if its "
+		          "enrollment is picked up again after ten minutes)",
+		          a, db_error(ctx->db));
+	PQclear(done);
+	free(a);
+	json_decref(ids);
+}
+
+void
+campaign_send_batch_start(struct job_ctx *ctx, const struct job *const *jobs, size_t n)
+{
+	struct thread_state *st = state_get();
+
+	batch_clear(st);
+	if (n == 0)
+		return;
+	st->batch = take(ctx, jobs, n);
+	if (st->batch == NULL) {
+		/* Each job loads and claims its own enrollment then, and fails on its own. */
+		log_warnx("loading a batch of %zu campaign enrollments: %s", n, db_error(ctx->db));
+		return;
+	}
+	int claimed = 0;
+	for (int k = 0; k < PQntuples(st->batch); k++)
+		claimed += !PQgetisnull(st->batch, k, L_MESSAGE);
+	log_debug("campaign batch: %zu enrollment(s) loaded, %d message(s) claimed in one call", n, claimed);
+	st->taken = xcalloc(n, sizeof(*st->taken));
+	st->ntaken = n;
+	for (size_t k = 0; k < n; k++) {
+		st->taken[k].enrollment = (long long)json_integer_value(json_array_get(jobs[k]->args, 0));
+		st->taken[k].jid = xstrdup(jobs[k]->jid);
+	}
+}
+
+void
+campaign_send_batch_done(struct job_ctx *ctx)
+{
+	pthread_once(&state_once, state_key_make);
+	struct thread_state *st = pthread_getspecific(state_key);
+
+	if (st == NULL || (st->nsent == 0 && st->ntaken == 0))
+		return;
+	if (st->nsent > 0) {
+		record_sent(ctx, st->sent, st->nsent);
+		for (size_t k = 0; k < st->nsent; k++)
+			free(st->sent[k]);
+		st->nsent = 0;
+	}
+	/* Claims of jobs that never ran (the worker stopped taking jobs mid-batch) are given back, so
+	 * that those jobs send at once when they run again. */
+	const char **msgs = xcalloc(st->ntaken + 1, sizeof(*msgs)), **jids = xcalloc(st->ntaken + 1, sizeof(*jids));
+	bool *fresh = xcalloc(st->ntaken + 1, sizeof(*fresh));
+	size_t n = 0;
+	for (size_t k = 0; k < st->ntaken; k++) {
+		if (st->taken[k].used || PQgetisnull(st->batch, (int)k, L_MESSAGE))
+			continue;
+		msgs[n] = PQgetvalue(st->batch, (int)k, L_MESSAGE);
+		jids[n] = st->taken[k].jid;
+		fresh[n++] = PQgetvalue(st->batch, (int)k, L_FRESH)[0] == 't';
+	}
+	if (n > 0)
+		unclaim(ctx, msgs, jids, fresh, n);
+	free(msgs);
+	free(jids);
+	free(fresh);
+	batch_clear(st);
 }
 
 /* What a message needs once the relay has answered. */
@@ -229,14 +505,20 @@ sent_finish(struct job_ctx *ctx, const struct mailer_result *res, void *priv)
 
 	campaign_now(now, sizeof(now));
 	if (res->status == MAILER_SENT) {
-		PGresult *done = db_query_prepared(ctx->db, "campaign_sent", "SELECT campaign_sent($1, to_timestamp($2::float8))",
-		                                   DB_ARGS(s->message, now));
-		PQclear(done);
-		if (done == NULL)
-			log_warnx("campaign message %s went out but recording it failed: %s (it is resent only if its "
-			          "enrollment is picked up again after ten minutes)",
-			          s->message, db_error(ctx->db));
 		log_debug("sent campaign message %s to %s", s->message, s->recipient);
+		if (ctx->outbox) {
+			/* The runtime's batch: recorded with the batch's other messages by
+			 * campaign_send_batch_done, before any of their jobs ends. */
+			struct thread_state *st = state_get();
+			if (st->nsent == st->capsent) {
+				st->capsent = st->capsent ? st->capsent * 2 : 32;
+				st->sent = xrealloc(st->sent, st->capsent * sizeof(*st->sent));
+			}
+			st->sent[st->nsent++] = xstrdup(s->message);
+		} else {
+			char *one[] = {s->message};
+			record_sent(ctx, one, 1);
+		}
 		return JOB_DONE;
 	}
 	snprintf(why, sizeof(why), "SMTP %s at %s: %d %s", mailer_status_name(res->status), mailer_stage_name(res->stage),
@@ -333,26 +615,23 @@ stop_enrollment(struct job_ctx *ctx, const char *id, const char *reason)
 	return JOB_DONE;
 }
 
-/* Renders the message of row r (campaign_load's) as message `message` under Message-ID m's, with
- * tracked links, the open pixel, List-Unsubscribe and the footer, into *data; -1 with msg_error. */
+/* Renders the message of row i of r (campaign_take's) from the variant's templates v as message
+ * `message` under Message-ID m's, with tracked links, the open pixel, List-Unsubscribe and the
+ * footer, into *data; -1 with msg_error. */
 static int
-render(struct job_ctx *ctx, PGresult *r, struct msg *m, const char *message, char **data, size_t *len)
+render(struct job_ctx *ctx, const PGresult *r, int i, const struct mailtmpl *t, struct msg *m, const char *message,
+       char **data, size_t *len)
 {
 	const struct token_key *k = campaign_key();
-	const char *email = PQgetvalue(r, 0, L_EMAIL), *pub = ctx->cfg->campaigns.public_url;
+	const char *email = PQgetvalue(r, i, L_EMAIL), *pub = ctx->cfg->campaigns.public_url;
 	long long mid = atoll(message);
 
 	/* The variables of common/campvars, as the preview shows them; the HTML part escapes them by
 	 * Mustache's rules. */
-	struct mailtmpl t = {0};
-	t.subject = tmpl_parse(PQgetvalue(r, 0, L_SUBJECT), "subject", NULL, 0);
-	t.text = tmpl_parse(PQgetvalue(r, 0, L_TEXT), "text_template", NULL, 0);
-	t.html = tmpl_parse(PQgetvalue(r, 0, L_HTML), "html_template", NULL, 0);
-	json_t *context = load_vars(r);
+	json_t *context = load_vars(r, i);
 	char *subject, *text, *html;
-	mailtmpl_render(&t, context, &subject, &text, &html);
+	mailtmpl_render(t, context, &subject, &text, &html);
 	const char *name = json_string_value(json_object_get(json_object_get(context, "source"), "name"));
-	mailtmpl_free(&t);
 
 	char *utok = token_make(k, TOKEN_UNSUBSCRIBE, mid, NULL), *otok = token_make(k, TOKEN_OPEN, mid, NULL);
 	char *unsub = xasprintf("%s/u/%s", pub, utok), *pixel = xasprintf("%s/o/%s", pub, otok);
@@ -363,19 +642,19 @@ render(struct job_ctx *ctx, PGresult *r, struct msg *m, const char *message, cha
 	char *ttext = campaign_track_text(k, pub, mid, text), *thtml = campaign_track_html(k, pub, mid, html);
 
 	/* The footer (CAN-SPAM): the sender's postal address and the unsubscribe link, in both parts. */
-	json_t *fctx = json_pack("{s:s, s:s, s:s}", "postal", PQgetvalue(r, 0, L_POSTAL), "unsub", unsub, "pixel", pixel);
+	json_t *fctx = json_pack("{s:s, s:s, s:s}", "postal", PQgetvalue(r, i, L_POSTAL), "unsub", unsub, "pixel", pixel);
 	char *footer_html = tmpl_render(footer, fctx, TMPL_HTML);
 	json_decref(fctx);
 	char *full_text = xasprintf("%s\n\n--\n%s\nTo stop receiving these emails: %s\n", ttext,
-	                            PQgetvalue(r, 0, L_POSTAL), unsub);
+	                            PQgetvalue(r, i, L_POSTAL), unsub);
 	const char *body = NULL;
 	for (const char *b = thtml; (b = strcasestr(b, "</body")) != NULL; b++)
 		body = b;
 	char *full_html = body ? xasprintf("%.*s%s%s", (int)(body - thtml), thtml, footer_html, body)
 	                       : xasprintf("%s%s", thtml, footer_html);
 
-	const char *reply = PQgetvalue(r, 0, L_REPLY);
-	int rc = msg_set_from(m, PQgetvalue(r, 0, L_SNAME), PQgetvalue(r, 0, L_SEMAIL)) == -1 ||
+	const char *reply = PQgetvalue(r, i, L_REPLY);
+	int rc = msg_set_from(m, PQgetvalue(r, i, L_SNAME), PQgetvalue(r, i, L_SEMAIL)) == -1 ||
 	                 msg_add_to(m, name, email) == -1 || (reply[0] && msg_set_reply_to(m, NULL, reply) == -1) ||
 	                 msg_set_subject(m, subject) == -1 || msg_add_header(m, "List-Unsubscribe", list_unsub) == -1 ||
 	                 msg_add_header(m, "List-Unsubscribe-Post", "List-Unsubscribe=One-Click") == -1 ||
@@ -400,42 +679,44 @@ render(struct job_ctx *ctx, PGresult *r, struct msg *m, const char *message, cha
 	return rc;
 }
 
-/* The message step of enrollment id (row r of campaign_load): claims it, renders it and hands it
- * over for sending. */
+/* The message step of enrollment id (row i of r, campaign_take's, which claimed the message when it
+ * may go now): renders it and hands it over for sending. *handed says whether the claimed message
+ * was handed over (or recorded as failed): a claim not handed over is given back. */
 static enum job_result
-send_step(struct job_ctx *ctx, PGresult *r, const char *id)
+send_step(struct job_ctx *ctx, const PGresult *r, int i, const char *id, bool *handed)
 {
-	const char *email = PQgetvalue(r, 0, L_EMAIL), *variant = PQgetvalue(r, 0, L_VARIANT);
-	char step[16], now[32], why[600], perr[256] = "";
+	const char *email = PQgetvalue(r, i, L_EMAIL), *variant = PQgetvalue(r, i, L_VARIANT);
+	const struct variant *v = NULL;
+	char step[16], why[600];
 	double delay;
 
+	*handed = false;
 	if (campaign_key() == NULL)
 		return job_fail(ctx, JOB_RETRY, "ConfigurationError",
 		                "campaigns.token_key_file is not set: campaign messages cannot be tracked, none is sent");
-	if (!PQgetisnull(r, 0, L_SUPPRESSED)) {
-		snprintf(why, sizeof(why), "suppressed address (%s)", PQgetvalue(r, 0, L_SUPPRESSED));
+	if (!PQgetisnull(r, i, L_SUPPRESSED)) {
+		snprintf(why, sizeof(why), "suppressed address (%s)", PQgetvalue(r, i, L_SUPPRESSED));
 		return stop_enrollment(ctx, id, why);
 	}
 	if (!msg_addr_valid(email)) {
 		snprintf(why, sizeof(why), "no usable email address (\"%.200s\")", email);
 		return stop_enrollment(ctx, id, why);
 	}
-	if (PQgetisnull(r, 0, L_MROW))
-		snprintf(why, sizeof(why), "campaign %s has no variant \"%s\" for segment %s", PQgetvalue(r, 0, L_CID),
-		         variant, PQgetvalue(r, 0, L_SEGMENT));
-	else {
-		const int cols[] = {L_SUBJECT, L_TEXT, L_HTML};
-		for (size_t i = 0; i < NELEM(cols) && !perr[0]; i++) {
-			struct tmpl *t = tmpl_parse(PQgetvalue(r, 0, cols[i]), PQfname(r, cols[i]), perr, sizeof(perr));
-			tmpl_free(t);
-		}
-		if (perr[0])
-			snprintf(why, sizeof(why), "variant \"%s\" (campaign_messages %s): %s", variant,
-			         PQgetvalue(r, 0, L_MROW), perr);
-	}
-	if (PQgetisnull(r, 0, L_MROW) || perr[0]) {
+	if (PQgetisnull(r, i, L_MROW))
+		snprintf(why, sizeof(why), "campaign %s has no variant \"%s\" for segment %s", PQgetvalue(r, i, L_CID),
+		         variant, PQgetvalue(r, i, L_SEGMENT));
+	else if ((v = variant_get(r, i))->err[0])
+		snprintf(why, sizeof(why), "variant \"%s\" (campaign_messages %s): %s", variant, PQgetvalue(r, i, L_MROW),
+		         v->err);
+	if (PQgetisnull(r, i, L_MROW) || v->err[0]) {
 		enum job_result rc = stop_enrollment(ctx, id, why);
 		return rc == JOB_DONE ? job_fail(ctx, JOB_DEAD, "CampaignError", "%s", why) : rc;
+	}
+	snprintf(step, sizeof(step), "%d", atoi(PQgetvalue(r, i, L_STEP)) + 1);
+	if (PQgetisnull(r, i, L_MESSAGE)) {
+		log_info("enrollment %s step %s: its message is sent or being sent, or the enrollment moved on: nothing to do",
+		         id, step);
+		return JOB_DONE;
 	}
 	switch (rate_check(ctx, strchr(email, '@') + 1, &delay)) {
 	case -1:
@@ -445,37 +726,17 @@ send_step(struct job_ctx *ctx, PGresult *r, const char *id)
 		return reschedule(ctx, id, delay);
 	}
 
-	/* The row that makes the message happen once, and this attempt's claim on it. */
+	/* The row that makes the message happen once, claimed by campaign_take for this attempt. */
+	const char *message = PQgetvalue(r, i, L_MESSAGE);
 	struct msg *m = msg_new();
-	if (msg_set_id_domain(m, strchr(PQgetvalue(r, 0, L_SEMAIL), '@') + 1) == -1)
-		log_warnx("Message-ID domain: %s", msg_error(m));
-	snprintf(step, sizeof(step), "%d", atoi(PQgetvalue(r, 0, L_STEP)) + 1);
-	campaign_now(now, sizeof(now));
-	PGresult *c = db_query_prepared(ctx->db, "campaign_claim",
-	                                "SELECT message, header FROM campaign_claim($1, $2, $3, $4, $5, $6, $7, "
-	                                "to_timestamp($8::float8))",
-	                                DB_ARGS(id, step, PQgetvalue(r, 0, L_MROW), variant, email, msg_id(m), ctx->job->jid, now));
-	if (c == NULL) {
-		msg_free(m);
-		return campaign_db_retry(ctx, "claiming the campaign message");
-	}
-	if (PQntuples(c) == 0) {
-		PQclear(c);
-		msg_free(m);
-		log_info("enrollment %s step %s: its message is sent or being sent, or the enrollment moved on: nothing to do",
-		         id, step);
-		return JOB_DONE;
-	}
-	char message[24];
-	util_strlcpy(message, PQgetvalue(c, 0, 0), sizeof(message));
-	if (msg_set_id(m, PQgetvalue(c, 0, 1)) == -1)
+	if (msg_set_id(m, PQgetvalue(r, i, L_HEADER)) == -1)
 		log_warnx("Message-ID: %s", msg_error(m));
-	PQclear(c);
 
 	char *data = NULL;
 	size_t len = 0;
 	enum job_result rc;
-	if (render(ctx, r, m, message, &data, &len) == -1) {
+	*handed = true;
+	if (render(ctx, r, i, &v->t, m, message, &data, &len) == -1) {
 		snprintf(why, sizeof(why), "cannot build campaign message %s to %s: %s", message, email, msg_error(m));
 		if (db_exec(ctx->db,
 		            "WITH m AS (UPDATE email_messages SET status = 'failed', error = $2, attempt_at = NULL "
@@ -501,9 +762,9 @@ send_step(struct job_ctx *ctx, PGresult *r, const char *id)
 /* A call for the source's coordinator, or the end of the sequence: the enrollment locked, checked
  * still at step cur, and moved on. */
 static enum job_result
-other_step(struct job_ctx *ctx, PGresult *r, const char *id, int cur)
+other_step(struct job_ctx *ctx, const PGresult *r, int i, const char *id, int cur)
 {
-	const char *action = PQgetvalue(r, 0, L_ACTION);
+	const char *action = PQgetvalue(r, i, L_ACTION);
 	char step[16], was[16], now[32];
 
 	snprintf(step, sizeof(step), "%d", cur + 1);
@@ -537,9 +798,9 @@ other_step(struct job_ctx *ctx, PGresult *r, const char *id, int cur)
 	if (db_exec(ctx->db,
 	            "INSERT INTO activities (source_id, coordinator_id, kind, subject, scheduled_at) "
 	            "VALUES ($1, $2, 'call', 'Campaign \"' || $3 || '\": call ' || $4, to_timestamp($5::float8))",
-	            DB_ARGS(PQgetvalue(r, 0, L_SOURCE), PQgetisnull(r, 0, L_COID) ? NULL : PQgetvalue(r, 0, L_COID),
-	                    PQgetvalue(r, 0, L_CNAME),
-	                    PQgetvalue(r, 0, L_LAST)[0] ? PQgetvalue(r, 0, L_LAST) : PQgetvalue(r, 0, L_ORG), now)) == -1 ||
+	            DB_ARGS(PQgetvalue(r, i, L_SOURCE), PQgetisnull(r, i, L_COID) ? NULL : PQgetvalue(r, i, L_COID),
+	                    PQgetvalue(r, i, L_CNAME),
+	                    PQgetvalue(r, i, L_LAST)[0] ? PQgetvalue(r, i, L_LAST) : PQgetvalue(r, i, L_ORG), now)) == -1 ||
 	    db_exec(ctx->db, "SELECT campaign_step_done($1, $2, to_timestamp($3::float8))", DB_ARGS(id, step, now)) == -1 ||
 	    db_commit(ctx->db) == -1)
 		return campaign_db_retry(ctx, "creating the call");
@@ -550,41 +811,62 @@ other_step(struct job_ctx *ctx, PGresult *r, const char *id, int cur)
 enum job_result
 campaign_send_run(struct job_ctx *ctx)
 {
+	struct thread_state *st = state_get();
 	char id[24], now[32];
-	json_int_t eid = json_integer_value(json_array_get(ctx->job->args, 0));
+	long long eid = (long long)json_integer_value(json_array_get(ctx->job->args, 0));
+	PGresult *own = NULL, *r = NULL;
+	int i = 0;
 
-	snprintf(id, sizeof(id), "%lld", (long long)eid);
-	campaign_now(now, sizeof(now));
-	PGresult *r = db_query_prepared(ctx->db, "campaign_load", "SELECT * FROM campaign_load($1, to_timestamp($2::float8))",
-	                                DB_ARGS(id, now));
-	if (r == NULL)
-		return campaign_db_retry(ctx, "loading the enrollment");
-	if (PQntuples(r) == 0) {
-		PQclear(r);
+	snprintf(id, sizeof(id), "%lld", eid);
+	/* The row campaign_send_batch_start took for this job, else one taken for it alone. */
+	for (size_t k = 0; k < st->ntaken && r == NULL; k++) {
+		struct taken *t = &st->taken[k];
+		if (!t->used && t->enrollment == eid && strcmp(t->jid, ctx->job->jid) == 0) {
+			t->used = true;
+			r = st->batch;
+			i = (int)k;
+		}
+	}
+	if (r == NULL) {
+		const struct job *one[] = {ctx->job};
+		if ((r = own = take(ctx, one, 1)) == NULL)
+			return campaign_db_retry(ctx, "loading the enrollment");
+	}
+	enum job_result rc = JOB_DONE;
+	bool handed = true;
+	if (PQgetisnull(r, i, L_STATE)) {
 		log_info("enrollment %s is gone (its campaign was deleted?): nothing to do", id);
+		PQclear(own);
 		return JOB_DONE;
 	}
-	const char *state = PQgetvalue(r, 0, L_STATE), *cstatus = PQgetvalue(r, 0, L_CSTATUS);
-	int cur = atoi(PQgetvalue(r, 0, L_STEP));
-	enum job_result rc = JOB_DONE;
-	if (strcmp(state, "active") != 0 || strcmp(cstatus, "active") != 0 || PQgetvalue(r, 0, L_DUE)[0] != 't') {
+	const char *state = PQgetvalue(r, i, L_STATE), *cstatus = PQgetvalue(r, i, L_CSTATUS);
+	int cur = atoi(PQgetvalue(r, i, L_STEP));
+	campaign_now(now, sizeof(now));
+	if (strcmp(state, "active") != 0 || strcmp(cstatus, "active") != 0 || PQgetvalue(r, i, L_DUE)[0] != 't') {
 		/* Not ours to act on now; a paused campaign's enrollments are picked up again once it is active. */
 		log_info("enrollment %s: %s, campaign %s%s: nothing to do", id, state, cstatus,
-		         PQgetvalue(r, 0, L_DUE)[0] == 't' ? "" : ", nothing due");
+		         PQgetvalue(r, i, L_DUE)[0] == 't' ? "" : ", nothing due");
 		if (db_exec(ctx->db, "UPDATE campaign_enrollments SET enqueued_at = NULL WHERE id = $1", DB_ARGS(id)) == -1)
 			rc = campaign_db_retry(ctx, "releasing the enrollment");
-	} else if (PQgetisnull(r, 0, L_RULE)) {
+	} else if (PQgetisnull(r, i, L_RULE)) {
 		/* A timeout check where no rule holds yet: the next check, or the end. */
 		if (db_exec(ctx->db, "SELECT campaign_schedule($1, to_timestamp($2::float8), to_timestamp($2::float8))",
 		            DB_ARGS(id, now)) == -1)
 			rc = campaign_db_retry(ctx, "scheduling the next check");
 		else
 			log_info("enrollment %s step %d: no timeout rule holds", id, cur);
-	} else if (strcmp(PQgetvalue(r, 0, L_ACTION), "send") == 0) {
-		rc = send_step(ctx, r, id);
+	} else if (strcmp(PQgetvalue(r, i, L_ACTION), "send") == 0) {
+		rc = send_step(ctx, r, i, id, &handed);
 	} else {
-		rc = other_step(ctx, r, id, cur);
+		rc = other_step(ctx, r, i, id, cur);
 	}
-	PQclear(r);
+	if (!handed && !PQgetisnull(r, i, L_MESSAGE)) {
+		/* Claimed, but not sent now (rate limit, unusable address, broken variant, no key): the
+		 * claim goes back, so that the next attempt takes the message at once. */
+		const char *msg = PQgetvalue(r, i, L_MESSAGE), *jid = ctx->job->jid;
+		bool fresh = PQgetvalue(r, i, L_FRESH)[0] == 't';
+		unclaim(ctx, &msg, &jid, &fresh, 1);
+	}
+	PQclear(own);
 	return rc;
 }

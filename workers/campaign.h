@@ -21,6 +21,13 @@ void campaign_now(char *buf, size_t len);
 /* Rolls back the open transaction and returns JOB_RETRY with "DatabaseError": "what: the error". */
 enum job_result campaign_db_retry(struct job_ctx *ctx, const char *what);
 
+/* The batch hooks of CampaignSendJob (see handler_batch_start): batch_start loads the enrollments of
+ * the batch's jobs and claims their messages in one call, for campaign_send_run to find;
+ * batch_done records the messages the relay took in one call and gives back the claims of jobs
+ * that did not run. Per worker thread. */
+void campaign_send_batch_start(struct job_ctx *ctx, const struct job *const *jobs, size_t n);
+void campaign_send_batch_done(struct job_ctx *ctx);
+
 /* Replaces every http(s) link target of html (href="..." or href='...', entities decoded) with
  * PUBLIC_URL/c/TOKEN, a click token carrying the original URL; links a token cannot carry stay as
  * they are. Returns a new string (caller frees). */

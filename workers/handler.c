@@ -22,6 +22,38 @@ static const struct handler handlers[] = {
     {"NppesImportJob", true, nppes_import_run},
 };
 
+/* The classes with batch hooks (handler_batch_start). */
+static const struct {
+	const char *class;
+	void (*start)(struct job_ctx *ctx, const struct job *const *jobs, size_t n);
+	void (*done)(struct job_ctx *ctx);
+} batch_hooks[] = {
+    {"CampaignSendJob", campaign_send_batch_start, campaign_send_batch_done},
+};
+
+void
+handler_batch_start(struct job_ctx *ctx, const struct job *const *jobs, size_t n)
+{
+	const struct job **mine = xcalloc(n + 1, sizeof(*mine));
+
+	for (size_t h = 0; h < NELEM(batch_hooks); h++) {
+		size_t m = 0;
+		for (size_t k = 0; k < n; k++)
+			if (strcmp(jobs[k]->class, batch_hooks[h].class) == 0)
+				mine[m++] = jobs[k];
+		if (m > 0)
+			batch_hooks[h].start(ctx, mine, m);
+	}
+	free(mine);
+}
+
+void
+handler_batch_done(struct job_ctx *ctx)
+{
+	for (size_t h = 0; h < NELEM(batch_hooks); h++)
+		batch_hooks[h].done(ctx);
+}
+
 static struct mailtmpl templates[8];
 
 int

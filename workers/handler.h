@@ -59,6 +59,15 @@ struct handler {
  * ctx->mailer (returns what m->finish returns). Takes ownership of m's contents either way. */
 enum job_result job_send_mail(struct job_ctx *ctx, struct job_mail *m);
 
+/* The batch hooks, for the classes that do part of their work for a whole batch of jobs at once.
+ * The runtime calls handler_batch_start once per batch it takes, before the first job runs, with
+ * every job of the batch (classes known, args validated; borrowed for the call); each class's hook
+ * sees its own jobs. It calls handler_batch_done once the batch's emails went out and their finish
+ * callbacks ran, before any of those jobs ends (removed, retried or dead), and also when a batch
+ * left no email. ctx has no job. */
+void handler_batch_start(struct job_ctx *ctx, const struct job *const *jobs, size_t n);
+void handler_batch_done(struct job_ctx *ctx);
+
 /* The handler for a job class, or NULL. */
 const struct handler *handler_find(const char *class);
 

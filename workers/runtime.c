@@ -298,17 +298,24 @@ outbox_add(void *outbox, struct job_mail *m)
 	return JOB_PENDING;
 }
 
-/* Sends the emails of the jobs run since the last flush over one SMTP connection, then ends each
- * of those jobs by what its email's outcome was. */
+/* Sends the emails of the jobs run since the last flush over one SMTP connection, lets each job
+ * record its email's outcome, runs the batch hooks (handler_batch_done), then ends each of those
+ * jobs by that outcome. */
 static void
 outbox_flush(struct worker *w, struct outbox *ob)
 {
 	struct wthread *t = ob->t;
+	struct job_ctx hctx = {.cfg = *w->cfgp, .db = t->db, .redis = t->r, .mailer = t->mailer, .outbox = ob,
+	                       .stopping = &w->stopping};
 
-	if (ob->n == 0)
+	if (ob->n == 0) {
+		handler_batch_done(&hctx);
 		return;
+	}
 	struct mailer_msg *msgs = xcalloc(ob->n, sizeof(*msgs));
 	const char **rcpts = xcalloc(ob->n, sizeof(*rcpts));
+	struct job_ctx *ctxs = xcalloc(ob->n, sizeof(*ctxs));
+	enum job_result *res = xcalloc(ob->n, sizeof(*res));
 	for (size_t i = 0; i < ob->n; i++) {
 		rcpts[i] = ob->items[i].mail.rcpt;
 		msgs[i] = (struct mailer_msg){.rcpts = &rcpts[i], .nrcpt = 1, .data = ob->items[i].mail.data,
@@ -317,11 +324,17 @@ outbox_flush(struct worker *w, struct outbox *ob)
 	(void)!mailer_send_batch(t->mailer, NULL, msgs, ob->n);
 	for (size_t i = 0; i < ob->n; i++) {
 		struct pending *p = &ob->items[i];
-		struct job_ctx ctx = {.cfg = *w->cfgp, .job = p->job, .db = t->db, .redis = t->r, .mailer = t->mailer,
-		                      .stopping = &w->stopping};
+		ctxs[i] = (struct job_ctx){.cfg = *w->cfgp, .job = p->job, .db = t->db, .redis = t->r,
+		                           .mailer = t->mailer, .outbox = ob, .stopping = &w->stopping};
 		log_set_context("class=%s jid=%s", p->job->class, p->job->jid);
-		enum job_result res = p->mail.finish(&ctx, &msgs[i].res, p->mail.priv);
-		finalize(w, t, p->q, p->json, p->len, p->job, res, &ctx);
+		res[i] = p->mail.finish(&ctxs[i], &msgs[i].res, p->mail.priv);
+		log_clear_context();
+	}
+	handler_batch_done(&hctx);
+	for (size_t i = 0; i < ob->n; i++) {
+		struct pending *p = &ob->items[i];
+		log_set_context("class=%s jid=%s", p->job->class, p->job->jid);
+		finalize(w, t, p->q, p->json, p->len, p->job, res[i], &ctxs[i]);
 		log_clear_context();
 		mailer_result_clear(&msgs[i].res);
 		if (p->mail.free_priv)
@@ -333,7 +346,41 @@ outbox_flush(struct worker *w, struct outbox *ob)
 	}
 	free(msgs);
 	free(rcpts);
+	free(ctxs);
+	free(res);
 	ob->n = 0;
+}
+
+/* Runs the batch hooks (handler_batch_start) over the jobs of a fetched batch that process would
+ * run: parsed, of a known class, with valid args. */
+static void
+batch_start(struct worker *w, struct wthread *t, redisReply *rep, size_t njobs)
+{
+	struct job **jobs = xcalloc(njobs + 1, sizeof(*jobs));
+	size_t n = 0;
+	bool db = false;
+	char err[512];
+
+	for (size_t k = 0; k < njobs; k++) {
+		redisReply *e = rep->element[2 * k + 1];
+		struct job *job = job_parse(e->str, e->len, (size_t)(*w->cfgp)->worker.max_job_size, err, sizeof(err));
+		const struct jobclass *jc = job ? jobclass_find(job->class) : NULL;
+		const struct handler *h = job ? handler_find(job->class) : NULL;
+		if (jc == NULL || h == NULL || jc->validate(job->args, err, sizeof(err)) == -1) {
+			job_free(job);
+			continue;
+		}
+		db = db || h->needs_db;
+		jobs[n++] = job;
+	}
+	if (n > 0 && (!db || ensure_db(w, t, err, sizeof(err)))) {
+		struct job_ctx ctx = {.cfg = *w->cfgp, .db = t->db, .redis = t->r, .mailer = t->mailer,
+		                      .stopping = &w->stopping};
+		handler_batch_start(&ctx, (const struct job *const *)jobs, n);
+	}
+	for (size_t k = 0; k < n; k++)
+		job_free(jobs[k]);
+	free(jobs);
 }
 
 /* Runs one job taken from queue q; the job text stays in the private list until it ends (here, or
@@ -500,6 +547,7 @@ thread_main(void *arg)
 		}
 		int64_t start = util_mono_ms();
 		size_t njobs = rep->elements / 2, k;
+		batch_start(w, t, rep, njobs);
 		for (k = 0; k < njobs; k++) {
 			if (atomic_load(&w->quiet))
 				break;

@@ -326,6 +326,174 @@ class Campaigns(harness.Case):
                          20)
         self.assertEqual(self.redis().zcard("dead"), 0)
 
+    def test_one_batch_sends_the_good_and_leaves_the_rest(self):
+        """Jobs taken together: the enrollment already sent, suppressed, not due, with an unusable address
+        or a refused recipient each get their own outcome; the others of the same batches go out once."""
+        handler, port = self.smtp_server({"refused@example.org": "550 5.1.1 <refused@example.org>: no such user"})
+        c, seg = self.simple()
+        good = [self.source("Good%d" % i, "good%d@example.org" % i) for i in range(7)]
+        eg = [self.enroll(c, s, seg) for s in good]
+        sent_src = self.source("Sent", "sent@example.org")
+        e_sent = self.enroll(c, sent_src, seg)
+        # Its message went out, but the job runs again (the enrollment still shows the step due).
+        self.sql("INSERT INTO email_messages (enrollment_id, step, campaign_id, variant, source_id, recipient, "
+                 "message_id, status, sent_at) VALUES (%s, 1, %s, 'intro', %s, 'sent@example.org', "
+                 "'earlier@lakeside-pt.example.org', 'sent', now())", (e_sent, c, sent_src))
+        e_supp = self.enroll(c, self.source("Suppressed", "supp@example.org"), seg)
+        self.sql("INSERT INTO suppressions (address, reason) VALUES ('supp@example.org', 'unsubscribe')")
+        e_later = self.enroll(c, self.source("Later", "later@example.org"), seg)
+        self.sql("UPDATE campaign_enrollments SET next_action_at = now() + interval '1 day' WHERE id = %s", (e_later,))
+        e_bad = self.enroll(c, self.source("Bad", "bad..dots@example.org"), seg)
+        refused = self.source("Refused", "refused@example.org")
+        e_refused = self.enroll(c, refused, seg)
+        order = [eg[0], eg[1], eg[2], eg[3], e_sent, e_supp, eg[4], e_later, e_bad, e_refused, eg[5]]
+        for e in order:
+            self.push("CampaignSendJob", [e])
+        jid = self.push("CampaignSendJob", [eg[5]])
+        self.push("CampaignSendJob", [eg[5]], jid)  # the same job twice
+        self.push("CampaignSendJob", [eg[6]])
+        self.push("CampaignSendJob", [eg[6]])  # two jobs for one enrollment
+        w = self.worker({"OUTREACH_SMTP_PORT": port, "OUTREACH_LOG_LEVEL": "debug"})
+        self.wait_idle()
+        self.stop(w)
+        self.assertEqual(w.returncode, 0, w.log())  # under the sanitizers: no leak, no error
+        self.assertNotIn("runtime error", w.log())
+        # The jobs were taken in batches, each loaded and claimed in one call.
+        sizes = [int(n) for n in re.findall(r"campaign batch: (\d+) enrollment", w.log())]
+        self.assertGreaterEqual(max(sizes), 4, w.log())
+        self.assertNotIn("recording them failed", w.log())
+        got = sorted(r for _, rcpts, _ in handler.messages for r in rcpts)
+        self.assertEqual(got, sorted("good%d@example.org" % i for i in range(7)))
+        self.assertEqual(self.sql("SELECT count(*) FROM email_messages WHERE status = 'sent'"), [(8,)])
+        self.assertEqual(self.sql_one("SELECT count(*) FROM campaign_enrollments WHERE id = ANY(%s) AND "
+                                      "state = 'finished' AND step = 1", (eg,)), 7)
+        self.assertEqual(self.sql("SELECT message_id, status FROM email_messages WHERE enrollment_id = %s", (e_sent,)),
+                         [("earlier@lakeside-pt.example.org", "sent")])
+        state = dict((e, (s, r)) for e, s, r in self.sql(
+            "SELECT id, state, coalesce(stop_reason, '') FROM campaign_enrollments"))
+        self.assertEqual(state[e_supp], ("stopped", "suppressed address (unsubscribe)"))
+        self.assertEqual(state[e_later], ("active", ""))
+        self.assertEqual(state[e_bad][0], "stopped")
+        self.assertIn("no usable email address", state[e_bad][1])
+        self.assertEqual(state[e_refused][0], "stopped")
+        # Neither the suppressed, the later nor the unusable one keeps a message row; the refused one bounced.
+        self.assertEqual(self.sql("SELECT enrollment_id, status FROM email_messages WHERE enrollment_id = ANY(%s)",
+                                  ([e_supp, e_later, e_bad, e_refused],)), [(e_refused, "bounced")])
+        self.assertEqual(self.sql("SELECT address, reason FROM suppressions ORDER BY address"),
+                         [("refused@example.org", "bounce"), ("supp@example.org", "unsubscribe")])
+        self.assertIsNone(self.sql_one("SELECT enqueued_at FROM campaign_enrollments WHERE id = %s", (e_later,)))
+        self.assertEqual(self.redis().zcard("retry"), 0)
+        self.assertEqual(self.redis().zcard("dead"), 0)
+
+    def test_take_claims_once_and_gives_back(self):
+        """campaign_take, campaign_unclaim and campaign_sent_batch (migration 011) on their own."""
+        c, seg = self.simple()
+        a = self.enroll(c, self.source("Alpha", "alpha@example.org"), seg)
+        b = self.enroll(c, self.source("Beta", "beta@example.org"), seg)
+        later = self.enroll(c, self.source("Later", "later@example.org"), seg)
+        self.sql("UPDATE campaign_enrollments SET next_action_at = now() + interval '1 day' WHERE id = %s", (later,))
+
+        def take(ids, jids=None):
+            jids = jids or ["j%d" % i for i in range(len(ids))]
+            return self.sql("SELECT ord, state, due, action, message, header, fresh FROM campaign_take(%s::bigint[], "
+                            "%s::text[], %s::text[], now())", (ids, ["l%d" % i for i in range(len(ids))], jids))
+
+        rows = take([a, b, a, later, 999999])
+        self.assertEqual([r[0] for r in rows], [1, 2, 3, 4, 5])
+        self.assertEqual([(r[1], r[2], r[3]) for r in rows[:4]],
+                         [("active", True, "send")] * 3 + [("active", False, "send")])
+        self.assertEqual(rows[4][1:], (None,) * 6)  # no such enrollment
+        self.assertIsNotNone(rows[0][4])
+        self.assertEqual(rows[0][5:], ("l0@lakeside-pt.example.org", True))
+        self.assertEqual(rows[1][5:], ("l1@lakeside-pt.example.org", True))
+        self.assertIsNone(rows[2][4])  # the same enrollment again in the batch: claimed once
+        self.assertIsNone(rows[3][4])  # not due
+        ma, mb = rows[0][4], rows[1][4]
+        self.assertEqual(self.sql("SELECT enrollment_id, step, status, jid FROM email_messages ORDER BY id"),
+                         [(a, 1, "sending", "j0"), (b, 1, "sending", "j1")])
+        # Being sent: another attempt gets nothing.
+        self.assertEqual([r[4] for r in take([a, b])], [None, None])
+        # Given back: a's fresh row goes (only by the attempt that claimed it); a later claim writes it anew.
+        self.sql("SELECT campaign_unclaim(%s::bigint[], %s::text[], %s::boolean[])", ([ma, mb], ["j0", "other"],
+                                                                                      [True, True]))
+        self.assertEqual(self.sql("SELECT id FROM email_messages"), [(mb,)])
+        rows = take([a], ["j9"])
+        self.assertTrue(rows[0][6])
+        ma = rows[0][4]
+        # An attempt cut off more than ten minutes ago is taken over, with its Message-ID; given back, it stays.
+        self.sql("UPDATE email_messages SET attempt_at = now() - interval '11 minutes' WHERE id = %s", (mb,))
+        rows = take([b], ["j7"])
+        self.assertEqual(rows[0][4:], (mb, "l1@lakeside-pt.example.org", False))
+        self.sql("SELECT campaign_unclaim(%s::bigint[], %s::text[], %s::boolean[])", ([mb], ["j7"], [False]))
+        self.assertEqual(self.sql("SELECT status, attempt_at FROM email_messages WHERE id = %s", (mb,)),
+                         [("sending", None)])
+        rows = take([b], ["j8"])
+        self.assertEqual(rows[0][4:], (mb, "l1@lakeside-pt.example.org", False))
+        # Sent: both recorded in one call, the enrollments take the step; recording again changes nothing.
+        self.assertEqual(self.sql_one("SELECT campaign_sent_batch(%s::bigint[], now())", ([ma, mb],)), 2)
+        self.assertEqual(self.sql_one("SELECT campaign_sent_batch(%s::bigint[], now())", ([ma, mb],)), 0)
+        self.assertEqual(self.sql("SELECT id, state, step FROM campaign_enrollments WHERE id IN (%s, %s) ORDER BY id",
+                                  (a, b)), sorted([(a, "finished", 1), (b, "finished", 1)]))
+        self.assertEqual(self.sql_one("SELECT count(*) FROM email_messages WHERE status = 'sent' AND sent_at IS NOT NULL"),
+                         2)
+        self.assertEqual([r[4] for r in take([a, b])], [None, None])
+
+    def test_connection_lost_between_send_and_record(self):
+        """The worker's PostgreSQL connection ends while the relay takes the batch's first message: the
+        batch is still recorded sent (on a new connection), and nothing is sent twice."""
+        test = self
+
+        class Terminating(Recorder):
+            async def handle_DATA(self, server, session, envelope):
+                if not self.messages:
+                    test.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE application_name = 'outreach-worker'")
+                    test.wait_for("the worker's connections to end", lambda: not test.sql(
+                        "SELECT 1 FROM pg_stat_activity WHERE application_name = 'outreach-worker'"))
+                return await super().handle_DATA(server, session, envelope)
+
+        handler = Terminating()
+        port = harness.free_port()
+        controller = Controller(handler, hostname="127.0.0.1", port=port)
+        controller.start()
+        self.addCleanup(controller.stop)
+        c, seg = self.simple()
+        es = [self.enroll(c, self.source("Doc%d" % i, "doc%d@example.org" % i), seg) for i in range(6)]
+        for e in es:
+            self.push("CampaignSendJob", [e])
+        w = self.worker({"OUTREACH_SMTP_PORT": port})
+        self.wait_idle()
+        self.stop(w)
+        self.assertNotIn("recording them failed", w.log())
+        got = sorted(r for _, rcpts, _ in handler.messages for r in rcpts)
+        self.assertEqual(got, sorted("doc%d@example.org" % i for i in range(6)))
+        self.assertEqual(self.sql("SELECT status, count(*) FROM email_messages GROUP BY status"), [("sent", 6)])
+        self.assertEqual(self.sql("SELECT state, step, count(*) FROM campaign_enrollments GROUP BY 1, 2"),
+                         [("finished", 1, 6)])
+
+    def test_edited_variant_is_not_served_from_the_cache(self):
+        """A worker keeps parsed variants; a variant row whose text changed is parsed again."""
+        c, seg = self.simple()
+        first = self.source("First", "first@example.org")
+        self.push("CampaignSendJob", [self.enroll(c, first, seg)])
+        w = self.worker()
+        self.wait_mail(1)
+        self.sql("UPDATE campaign_messages SET subject = 'Edited for {{source.first_name}}', "
+                 "text_template = 'Edited text, Dr. {{source.last_name}}.' WHERE campaign_id = %s AND variant = 'intro'",
+                 (c,))
+        second = self.source("Second", "second@example.org", first="Bo")
+        self.push("CampaignSendJob", [self.enroll(c, second, seg)])
+        self.wait_mail(2)
+        self.wait_idle()
+        self.stop(w)
+        self.assertEqual(w.returncode, 0, w.log())
+        got = self.by_recipient(self.maildir_messages())
+        self.assertEqual(got["first@example.org"][0]["Subject"], "Intro for Ann")
+        self.assertEqual(got["second@example.org"][0]["Subject"], "Edited for Bo")
+        text = got["second@example.org"][0].get_body(("plain",)).get_content()
+        self.assertIn("Edited text, Dr. Second.", text)
+        self.assertNotIn("intro.", text)
+
     def test_unsubscribe_stops_everything_for_that_address(self):
         c1, seg1 = self.simple([(1, 1, "not_opened", "send", "reminder", 1)])
         c2 = self.campaign("Autumn outreach")

@@ -226,11 +226,18 @@ cmd_create(const struct cfg *c, int argc, char **argv)
 	char id[24] = "";
 	bool replaced = false;
 	if (PQntuples(res) == 1) {
-		if (strcmp(PQgetvalue(res, 0, 1), "draft") != 0)
-			fatalx("campaign create: campaign \"%s\" (id %s) exists and is %s; only a draft is "
-			       "replaced (give "
-			       "the new one another name)",
-			       d->name, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+		if (strcmp(PQgetvalue(res, 0, 1), "draft") != 0) {
+			log_write(LOG_LVL_ERROR, 0,
+			          "campaign create: campaign \"%s\" (id %s) exists and is %s; only a draft is replaced "
+			          "(give the new one another name)",
+			          d->name, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+			/* Released, not left to exit: nothing of this command outlives it. */
+			PQclear(res);
+			db_rollback(db);
+			db_free(db);
+			campdef_free(d);
+			return 1;
+		}
 		util_strlcpy(id, PQgetvalue(res, 0, 0), sizeof(id));
 		replaced = true;
 	}

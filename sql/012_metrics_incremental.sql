@@ -179,6 +179,7 @@ DECLARE
     v_lo date;
     v_hi date;
     v_n bigint;
+    v_took text;
     v_all text[] := '{day,week,month,quarter}';
 BEGIN
     SET LOCAL client_min_messages = warning;
@@ -416,85 +417,9 @@ BEGIN
     ANALYZE mp_periods;
     SELECT count(*), min(start), max(stop) INTO periods, v_lo, v_hi FROM mp_periods;
 
-    -- Overdue: open at the period's end; for many periods one running count over all activities.
-    CREATE TEMP TABLE mp_open (kind text, start date, g1 text, g2 text, n bigint) ON COMMIT DROP;
-    IF periods > 60 THEN
-        INSERT INTO mp_open SELECT * FROM outreach_metrics_open_at(
-            'SELECT coalesce(coordinator_id, 0)::text AS g1, kind AS g2, scheduled_at AS s, '
-            'least(completed_at, canceled_at) AS e FROM activities WHERE scheduled_at IS NOT NULL');
-    ELSE
-        -- Counted once per moment (the current day, week, month and quarter share as_of).
-        INSERT INTO mp_open
-        SELECT p.kind, p.start, o.g1, o.g2, o.n
-          FROM mp_periods p JOIN (
-            SELECT t.at, coalesce(a.coordinator_id, 0)::text AS g1, a.kind AS g2, count(*) AS n
-              FROM (SELECT DISTINCT at FROM mp_periods) t JOIN activities a ON a.scheduled_at < t.at
-               AND coalesce(least(a.completed_at, a.canceled_at), 'infinity'::timestamptz) >= t.at
-             GROUP BY 1, 2, 3) o ON o.at = p.at;
-    END IF;
-    CREATE TEMP TABLE fresh (period_kind, period_start, coordinator_id, kind, planned, completed, overdue)
-    ON COMMIT DROP AS
-    SELECT kind, start, coordinator_id, akind, sum(planned)::integer, sum(completed)::integer, sum(overdue)::integer FROM (
-        SELECT p.kind, p.start, coalesce(a.coordinator_id, 0) AS coordinator_id, a.kind AS akind,
-               count(*) AS planned, 0 AS completed, 0 AS overdue
-          FROM activities a CROSS JOIN mp_kinds k
-          JOIN mp_periods p ON p.kind = k.kind AND p.start = date_trunc(k.kind, a.scheduled_at)::date
-         WHERE a.canceled_at IS NULL AND a.scheduled_at >= v_lo AND a.scheduled_at < v_hi
-         GROUP BY 1, 2, 3, 4
-        UNION ALL
-        SELECT p.kind, p.start, coalesce(a.coordinator_id, 0), a.kind, 0, count(*), 0
-          FROM activities a CROSS JOIN mp_kinds k
-          JOIN mp_periods p ON p.kind = k.kind AND p.start = date_trunc(k.kind, a.completed_at)::date
-         WHERE a.canceled_at IS NULL AND a.completed_at >= v_lo AND a.completed_at < v_hi
-         GROUP BY 1, 2, 3, 4
-        UNION ALL
-        SELECT o.kind, o.start, o.g1::bigint, o.g2, 0, 0, o.n FROM mp_open o) x
-     GROUP BY 1, 2, 3, 4;
-    rows_changed := rows_changed + outreach_metrics_apply('metric_activity', 'fresh', v_all,
-        '{period_kind,period_start,coordinator_id,kind}', '{planned,completed,overdue}');
-    DROP TABLE fresh;
-    TRUNCATE mp_open;
-    phases := phases || ', activity ' || round(extract(epoch FROM clock_timestamp() - v_t) * 1000) || ' ms';
-    v_t := clock_timestamp();
-
-    IF periods > 60 THEN
-        INSERT INTO mp_open SELECT * FROM outreach_metrics_open_at(
-            'SELECT category AS g1, priority AS g2, opened_at AS s, resolved_at AS e FROM cases');
-    ELSE
-        INSERT INTO mp_open
-        SELECT p.kind, p.start, o.g1, o.g2, o.n
-          FROM mp_periods p JOIN (
-            SELECT t.at, c.category AS g1, c.priority AS g2, count(*) AS n
-              FROM (SELECT DISTINCT at FROM mp_periods) t JOIN cases c ON c.opened_at < t.at
-               AND coalesce(c.resolved_at, 'infinity'::timestamptz) >= t.at
-             GROUP BY 1, 2, 3) o ON o.at = p.at;
-    END IF;
-    CREATE TEMP TABLE fresh (period_kind, period_start, category, priority, opened, resolved, still_open,
-                             avg_resolution_hours, median_resolution_hours) ON COMMIT DROP AS
-    SELECT kind, start, category, priority, sum(opened)::integer, sum(resolved)::integer, sum(still_open)::integer,
-           max(avg_h)::numeric(12, 2), max(median_h)::numeric(12, 2) FROM (
-        SELECT p.kind, p.start, c.category, c.priority, count(*) AS opened, 0 AS resolved, 0 AS still_open,
-               NULL::numeric AS avg_h, NULL::numeric AS median_h
-          FROM cases c CROSS JOIN mp_kinds k
-          JOIN mp_periods p ON p.kind = k.kind AND p.start = date_trunc(k.kind, c.opened_at)::date
-         WHERE c.opened_at >= v_lo AND c.opened_at < v_hi
-         GROUP BY 1, 2, 3, 4
-        UNION ALL
-        SELECT p.kind, p.start, c.category, c.priority, 0, count(*), 0,
-               avg(extract(epoch FROM c.resolved_at - c.opened_at) / 3600),
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c.resolved_at - c.opened_at) / 3600)::numeric
-          FROM cases c CROSS JOIN mp_kinds k
-          JOIN mp_periods p ON p.kind = k.kind AND p.start = date_trunc(k.kind, c.resolved_at)::date
-         WHERE c.resolved_at >= v_lo AND c.resolved_at < v_hi
-         GROUP BY 1, 2, 3, 4
-        UNION ALL
-        SELECT o.kind, o.start, o.g1, o.g2, 0, 0, o.n, NULL, NULL FROM mp_open o) x
-     GROUP BY 1, 2, 3, 4;
-    rows_changed := rows_changed + outreach_metrics_apply('metric_cases', 'fresh', v_all,
-        '{period_kind,period_start,category,priority}',
-        '{opened,resolved,still_open,avg_resolution_hours,median_resolution_hours}');
-    DROP TABLE fresh, mp_open;
-    phases := phases || ', cases ' || round(extract(epoch FROM clock_timestamp() - v_t) * 1000) || ' ms';
+    SELECT x.changed, x.took INTO v_n, v_took FROM outreach_metrics_activity_cases(periods > 60, v_lo, v_hi, v_all) x;
+    rows_changed := rows_changed + v_n;
+    phases := phases || ', ' || v_took;
     v_t := clock_timestamp();
 
     -- 8. Goals whose period holds a day that changed, and those new or changed since.
@@ -502,37 +427,14 @@ BEGIN
     SELECT g.id, g.service_line, g.metric, g.period_start, g.period_end, v.value, g.target,
            CASE WHEN g.target > 0 THEN round(100 * v.value / g.target, 1) END AS percent
       FROM outreach_goals g
-     CROSS JOIN LATERAL (
-        SELECT coalesce(CASE g.metric
-            WHEN 'referrals' THEN (SELECT sum(referrals) FROM metric_service_lines m WHERE m.period_kind = 'day'
-                                     AND m.service_line = g.service_line AND m.period_start BETWEEN g.period_start AND g.period_end)
-            WHEN 'revenue_cents' THEN (SELECT sum(revenue_cents) FROM metric_service_lines m WHERE m.period_kind = 'day'
-                                     AND m.service_line = g.service_line AND m.period_start BETWEEN g.period_start AND g.period_end)
-            WHEN 'new_sources' THEN (SELECT sum(new_sources) FROM metric_service_lines m WHERE m.period_kind = 'day'
-                                     AND m.service_line = g.service_line AND m.period_start BETWEEN g.period_start AND g.period_end)
-            WHEN 'activities' THEN (SELECT sum(completed) FROM metric_activity m WHERE m.period_kind = 'day'
-                                     AND m.period_start BETWEEN g.period_start AND g.period_end)
-            END, 0)::numeric AS value) v
+     CROSS JOIN LATERAL (SELECT outreach_metrics_goal_value(g) AS value) v
      WHERE EXISTS (SELECT 1 FROM mp_periods p WHERE p.kind = 'day' AND p.start BETWEEN g.period_start AND g.period_end)
         OR EXISTS (SELECT 1 FROM chg_ref c WHERE c.period_kind = 'day' AND c.period_start BETWEEN g.period_start AND g.period_end)
         OR EXISTS (SELECT 1 FROM chg_new c WHERE c.period_kind = 'day' AND c.period_start BETWEEN g.period_start AND g.period_end)
         OR NOT EXISTS (SELECT 1 FROM metric_goal_progress t WHERE t.goal_id = g.id
                           AND (t.service_line, t.metric, t.period_start, t.period_end, t.target)
                             = (g.service_line, g.metric, g.period_start, g.period_end, g.target));
-    DELETE FROM metric_goal_progress t WHERE NOT EXISTS (SELECT 1 FROM outreach_goals g WHERE g.id = t.goal_id);
-    GET DIAGNOSTICS v_n = ROW_COUNT;
-    rows_changed := rows_changed + v_n;
-    INSERT INTO metric_goal_progress AS t SELECT * FROM fresh
-        ON CONFLICT (goal_id) DO UPDATE
-       SET (service_line, metric, period_start, period_end, value, target, percent) =
-           ROW(excluded.service_line, excluded.metric, excluded.period_start, excluded.period_end, excluded.value,
-               excluded.target, excluded.percent)
-     WHERE (t.service_line, t.metric, t.period_start, t.period_end, t.value, t.target, t.percent) IS DISTINCT FROM
-           (excluded.service_line, excluded.metric, excluded.period_start, excluded.period_end, excluded.value,
-            excluded.target, excluded.percent);
-    GET DIAGNOSTICS v_n = ROW_COUNT;
-    rows_changed := rows_changed + v_n;
-    DROP TABLE fresh;
+    rows_changed := rows_changed + outreach_metrics_goals_apply();
     phases := phases || ', goals ' || round(extract(epoch FROM clock_timestamp() - v_t) * 1000) || ' ms';
 
     -- Periods touched: those of the activity and cases, and those whose referral figures changed.

@@ -19,7 +19,7 @@ ALTER TABLE campaign_enrollments SET (fillfactor = 70);
 -- What CampaignSendJob needs to take enrollment e's step due at now_, in one call: the enrollment,
 -- its campaign, source and coordinator, whether the address is suppressed, the rule to apply (the
 -- one scheduled, or at a timeout check the first timeout rule that holds) and the rule's variant
--- (the segment's, else the shared one). Takes no lock: campaign_claim checks again. Plain SQL, so
+-- (the segment's, else the shared one). Takes no lock: the claim (campaign_take, 011) checks again. Plain SQL, so
 -- that the planner inlines it into the caller's (prepared) statement.
 CREATE OR REPLACE FUNCTION campaign_load(e bigint, now_ timestamptz)
 RETURNS TABLE (state text, step integer, due boolean, campaign_status text, campaign_id bigint,

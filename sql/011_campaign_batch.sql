@@ -4,8 +4,9 @@
 -- connection. campaign_take loads and claims the enrollments of the whole batch in one call,
 -- campaign_sent_batch records the messages the relay took in one call, and campaign_unclaim gives
 -- back the claims of messages that were not handed to the relay after all. campaign_take loads each
--- enrollment with campaign_load (010); the worker no longer calls campaign_claim and campaign_sent,
--- which stay as they were.
+-- enrollment with campaign_load (010). The worker no longer calls campaign_claim and campaign_sent;
+-- they stay for the workers of the previous release that still run while this migration is applied,
+-- and go in a later one.
 
 -- What CampaignSendJob needs for each enrollment of p_enrollments (ord: its position, from 1) at
 -- p_now, as campaign_load returns it, and for each one that takes a message step now the claimed

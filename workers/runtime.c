@@ -352,44 +352,50 @@ outbox_flush(struct worker *w, struct outbox *ob)
 }
 
 /* Runs the batch hooks (handler_batch_start) over the jobs of a fetched batch that process would
- * run: parsed, of a known class, with valid args. */
+ * run: parsed (parsed[k] not NULL), of a known class, with valid args. The jobs stay the caller's. */
 static void
-batch_start(struct worker *w, struct wthread *t, redisReply *rep, size_t njobs)
+batch_start(struct worker *w, struct wthread *t, struct job *const *parsed, size_t njobs)
 {
-	struct job **jobs = xcalloc(njobs + 1, sizeof(*jobs));
+	const struct job **jobs = xcalloc(njobs + 1, sizeof(*jobs));
 	size_t n = 0;
 	bool db = false;
 	char err[512];
 
 	for (size_t k = 0; k < njobs; k++) {
-		redisReply *e = rep->element[2 * k + 1];
-		struct job *job = job_parse(e->str, e->len, (size_t)(*w->cfgp)->worker.max_job_size, err, sizeof(err));
+		const struct job *job = parsed[k];
 		const struct jobclass *jc = job ? jobclass_find(job->class) : NULL;
 		const struct handler *h = job ? handler_find(job->class) : NULL;
-		if (jc == NULL || h == NULL || jc->validate(job->args, err, sizeof(err)) == -1) {
-			job_free(job);
+		if (jc == NULL || h == NULL || jc->validate(job->args, err, sizeof(err)) == -1)
 			continue;
-		}
 		db = db || h->needs_db;
 		jobs[n++] = job;
 	}
 	if (n > 0 && (!db || ensure_db(w, t, err, sizeof(err)))) {
 		struct job_ctx ctx = {.cfg = *w->cfgp, .db = t->db, .redis = t->r, .mailer = t->mailer,
 		                      .stopping = &w->stopping};
-		handler_batch_start(&ctx, (const struct job *const *)jobs, n);
+		handler_batch_start(&ctx, jobs, n);
 	}
-	for (size_t k = 0; k < n; k++)
-		job_free(jobs[k]);
 	free(jobs);
 }
 
-/* Runs one job taken from queue q; the job text stays in the private list until it ends (here, or
- * in outbox_flush when it left an email in the outbox). */
+/* The job in json, parsed, or NULL with the reason in err. */
+static struct job *
+parse(struct worker *w, const char *json, size_t len, char *err, size_t errlen)
+{
+	return job_parse(json, len, (size_t)(*w->cfgp)->worker.max_job_size, err, errlen);
+}
+
+/* Runs one job taken from queue q, parsed by the caller (job, owned from here on; NULL when it could
+ * not be); the job text stays in the private list until it ends (here, or in outbox_flush when it
+ * left an email in the outbox). */
 static void
-process(struct worker *w, struct wthread *t, struct outbox *ob, int q, const char *json, size_t len)
+process(struct worker *w, struct wthread *t, struct outbox *ob, int q, const char *json, size_t len,
+        struct job *job)
 {
 	char err[512];
-	struct job *job = job_parse(json, len, (size_t)(*w->cfgp)->worker.max_job_size, err, sizeof(err));
+
+	if (job == NULL) /* parsed again for the reason: rare */
+		(void)parse(w, json, len, err, sizeof(err));
 
 	atomic_fetch_add(&w->processed, 1);
 	if (job == NULL) {
@@ -536,7 +542,8 @@ thread_main(void *arg)
 			snprintf(to, sizeof(to), "%.3f", timeout);
 			rep = redisCommand(t->r, "BLMOVE %s %s RIGHT LEFT %s", w->qkeys[q], w->private[q], to);
 			if (rep && rep->type == REDIS_REPLY_STRING) {
-				process(w, t, &ob, q, rep->str, rep->len);
+				char err[512];
+				process(w, t, &ob, q, rep->str, rep->len, parse(w, rep->str, rep->len, err, sizeof(err)));
 				outbox_flush(w, &ob);
 			}
 			else if (rep == NULL && !redis_ok(w, &t->r))
@@ -547,13 +554,23 @@ thread_main(void *arg)
 		}
 		int64_t start = util_mono_ms();
 		size_t njobs = rep->elements / 2, k;
-		batch_start(w, t, rep, njobs);
+		/* Each job parsed once: the batch hooks see them, then process runs them. */
+		struct job **parsed = xcalloc(njobs + 1, sizeof(*parsed));
+		for (k = 0; k < njobs; k++) {
+			char err[512];
+			parsed[k] = parse(w, rep->element[2 * k + 1]->str, rep->element[2 * k + 1]->len, err, sizeof(err));
+		}
+		batch_start(w, t, parsed, njobs);
 		for (k = 0; k < njobs; k++) {
 			if (atomic_load(&w->quiet))
 				break;
 			int q = order[rep->element[2 * k]->integer - 1];
-			process(w, t, &ob, q, rep->element[2 * k + 1]->str, rep->element[2 * k + 1]->len);
+			process(w, t, &ob, q, rep->element[2 * k + 1]->str, rep->element[2 * k + 1]->len, parsed[k]);
+			parsed[k] = NULL;
 		}
+		for (size_t j = k; j < njobs; j++) /* not started: they go back below */
+			job_free(parsed[j]);
+		free(parsed);
 		/* The batch's emails go out together, over one connection. */
 		outbox_flush(w, &ob);
 		/* Prefetched jobs not started go back to the front, the oldest last so it is next. */

@@ -592,6 +592,33 @@ class RandomData(MetricsCase):
         self.assertEqual(self.refresh("--period", "full")[2], 0)
         self.assertEqual(self.dump(), before)
 
+    def test_the_first_computation_loads_in_bulk_and_builds_the_same_indexes(self):
+        tables = ("metric_referrals", "metric_new_sources", "metric_quiet_sources")
+
+        def schema():
+            return (self.sql("SELECT tablename, indexname, indexdef FROM pg_indexes WHERE tablename = ANY (%s) "
+                             "ORDER BY 2", (list(tables),)),
+                    self.sql("SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                             "WHERE conrelid::regclass::text = ANY (%s) ORDER BY 2", (list(tables),)))
+
+        before = schema()
+        self.assertEqual(sum(d.startswith("PRIMARY KEY") for _, _, d in before[1]), 3)
+        self.world()  # the first run: into empty tables, checked against the computation from scratch
+        self.assertRegex(self.sql_one("SELECT phases FROM metric_runs ORDER BY id DESC LIMIT 1"), r", indexes \d+ ms$")
+        self.assertEqual(schema(), before)
+        # Over existing figures a full run compares: nothing differs, nothing is written.
+        figures = self.dump()
+        run, periods, changed = self.refresh("--period", "full")
+        self.assertEqual(changed, 0)
+        self.assertNotIn("indexes", self.sql_one("SELECT phases FROM metric_runs WHERE id = %s", (run,)))
+        # Emptied by an operator, the tables are loaded in bulk again, to the same figures.
+        self.sql("TRUNCATE metric_referrals, metric_new_sources, metric_quiet_sources, metric_coordinators, "
+                 "metric_service_lines, metric_activity, metric_cases, metric_goal_progress")
+        run, periods, changed = self.refresh("--period", "full")
+        self.assertIn("indexes", self.sql_one("SELECT phases FROM metric_runs WHERE id = %s", (run,)))
+        self.assertEqual(self.dump(), figures)
+        self.assertEqual(schema(), before)
+
     def test_a_referral_moved_to_another_day_and_line(self):
         self.world()
         rid, s = self.sql("SELECT id, source_id FROM referrals ORDER BY referred_at LIMIT 1")[0]

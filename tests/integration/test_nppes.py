@@ -45,7 +45,7 @@ class Nppes(harness.Case):
             # A date not in MM/DD/YYYY form is no date (as before); a deactivation in 1900 is one.
             self.assertEqual(got[1][6:], (None, None, "A", None))
             self.assertEqual(got[2][8:], ("D", "1900-01-01"))
-        self.assertEqual(self.sql_one("SELECT taxonomies FROM npi_providers WHERE npi = '1600000000'"),
+        self.assertEqual(self.sql_one("SELECT p.taxonomies FROM npi_providers p WHERE npi = '1600000000'"),
                          [{"code": "207R00000X", "primary": True}])
 
     def test_a_date_that_does_not_exist_is_refused_with_its_line(self):

@@ -136,3 +136,9 @@ BEGIN
         END IF;
     END LOOP;
 END $$;
+
+-- The same rule for an NPI (ten digits) again, in a form that costs about a third of 013's per row:
+-- ltrim on the value's bytes (bytea) is a plain byte loop, where ltrim on text walks UTF-8 characters.
+ALTER TABLE npi_providers DROP CONSTRAINT npi_providers_npi_check,
+    ADD CONSTRAINT npi_providers_npi_check
+        CHECK (octet_length(npi) = 10 AND octet_length(ltrim(textsend(npi), '\x30313233343536373839'::bytea)) = 0);

@@ -1,5 +1,5 @@
 """NPPES bulk import into PostgreSQL: values in COPY's binary form, dates the reader refuses, the key and
-indexes of npi_providers rebuilt after a straight load, the NPI rule of migration 013."""
+indexes of npi_providers rebuilt after a straight load, the NPI rule of migrations 013 and 015."""
 import psycopg2
 
 import harness
@@ -93,9 +93,13 @@ class Nppes(harness.Case):
                           ("1900000002", "API SAME DAY", "api"), ("1900000003", "FILE", "nppes"),
                           ("1900000004", "FILE", "nppes")])
 
-    def test_the_npi_rule_of_migration_013(self):
+    def test_the_npi_rule_of_migrations_013_and_015(self):
         self.sql("INSERT INTO npi_providers (npi) VALUES ('0123456789')")
-        for bad in ("123456789", "12345678901", "12345678x0", " 123456789", "１２３４５６７８９０", "123456789\n"):
+        self.assertIn("textsend(npi)", self.sql_one("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                                                    "WHERE conname = 'npi_providers_npi_check'"))
+        # Ten bytes that are not ten digits too: a character of two or three bytes at the end.
+        for bad in ("123456789", "12345678901", "12345678x0", " 123456789", "１２３４５６７８９０", "123456789\n",
+                    "12345678é", "1234567８", "+123456789", "-123456789", "12345.6789"):
             with self.assertRaises(psycopg2.errors.CheckViolation, msg=bad):
                 self.sql("INSERT INTO npi_providers (npi) VALUES (%s)", (bad,))
 

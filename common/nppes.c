@@ -54,10 +54,11 @@ static const char *const nppes_cols[C_NCOLS] = {
 /* The columns of the staging table, in the order the reader writes them. The Last Update Date is the
  * day's first and last instant in UTC (the session's time zone, see db.c) [last_update, update_end):
  * comparing npi_providers.last_updated with them costs less than casting each to a date. status is
- * the reader's A or D. */
+ * the reader's A or D. tax_codes are the taxonomy codes separated by spaces, tax_switches their primary
+ * switches, Y or N each. */
 #define STAGE_TABLE                                                                                              \
 	"CREATE TEMP TABLE nppes_stage (npi text, etype text, org text, last_name text, first_name text, "       \
-	"middle_name text, credential text, sex text, tax_code text, tax_codes text[], tax_primary boolean[], "  \
+	"middle_name text, credential text, sex text, tax_code text, tax_codes text, tax_switches text, "       \
 	"addr1 text, addr2 text, "                                                                               \
 	"city text, state text, postal text, phone text, fax text, enum_date date, last_update timestamptz, "     \
 	"deact_date date, react_date date, status text, update_end timestamptz) ON COMMIT DROP"
@@ -306,9 +307,21 @@ stream(struct imp *im, struct pgcopy *cp, bool direct)
 			pgcopy_text(cp, clean(csv_field(r, rd->idx[text_col[k]])));
 		pgcopy_text(cp, clean(csv_field(r, rd->sex)));
 		pgcopy_text(cp, primary);
-		if (nt > 0) {
+		if (nt > 0 && direct) {
 			pgcopy_text_array(cp, codes, nt);
 			pgcopy_bool_array(cp, prim, nt);
+		} else if (nt > 0) {
+			/* The stage keeps them as plain text ("207R00000X 208000000X", "YN"): only the rows the
+			 * merge writes are made arrays, and most rows of a refresh are unchanged. */
+			char tcodes[NTAX * 11], tsw[NTAX + 1];
+			for (int k = 0; k < nt; k++) {
+				memcpy(tcodes + 11 * k, codes[k], 10);
+				tcodes[11 * k + 10] = k + 1 < nt ? ' ' : '\0';
+				tsw[k] = prim[k] ? 'Y' : 'N';
+			}
+			tsw[nt] = '\0';
+			pgcopy_text(cp, tcodes);
+			pgcopy_text(cp, tsw);
 		} else {
 			pgcopy_null(cp);
 			pgcopy_null(cp);
@@ -524,7 +537,7 @@ load_staged(struct imp *im)
 		    "city, state, postal_code, phone, fax, enumeration_date, last_updated, status, deactivation_date, "
 		    "origin, fetched_at) "
 		    "SELECT %s npi, etype, first_name, middle_name, last_name, org, credential, sex, "
-		    "tax_code, tax_codes, tax_primary, addr1, addr2, city, state, postal, phone, fax, enum_date, "
+		    "tax_code, string_to_array(tax_codes, ' '), string_to_array(tax_switches, NULL)::boolean[], addr1, addr2, city, state, postal, phone, fax, enum_date, "
 		    "last_update, status, CASE WHEN " STAGE_DEACTIVATED " THEN deact_date END, 'nppes', now() "
 		    "FROM nppes_stage s WHERE NOT EXISTS (SELECT 1 FROM npi_providers o WHERE o.npi = s.npi AND "
 		    "o.status = s.status AND o.last_updated >= s.last_update AND o.last_updated < s.update_end) %s "

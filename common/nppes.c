@@ -54,16 +54,19 @@ static const char *const nppes_cols[C_NCOLS] = {
 /* The columns of the staging table, in the order the reader writes them. The Last Update Date is the
  * day's first and last instant in UTC (the session's time zone, see db.c) [last_update, update_end):
  * comparing npi_providers.last_updated with them costs less than casting each to a date. status is
- * the reader's A or D. */
+ * the reader's A or D. tax_codes are the taxonomy codes separated by spaces, tax_switches their primary
+ * switches, Y or N each. */
 #define STAGE_TABLE                                                                                              \
 	"CREATE TEMP TABLE nppes_stage (npi text, etype text, org text, last_name text, first_name text, "       \
-	"middle_name text, credential text, sex text, tax_code text, taxonomies text, addr1 text, addr2 text, "   \
+	"middle_name text, credential text, sex text, tax_code text, tax_codes text, tax_switches text, "       \
+	"addr1 text, addr2 text, "                                                                               \
 	"city text, state text, postal text, phone text, fax text, enum_date date, last_update timestamptz, "     \
 	"deact_date date, react_date date, status text, update_end timestamptz) ON COMMIT DROP"
 /* The same values straight into npi_providers (when it is empty), status and origin last. */
 #define DIRECT_COPY                                                                                             \
 	"COPY npi_providers (npi, enumeration_type, organization_name, last_name, first_name, middle_name, "      \
-	"credential, sex, primary_taxonomy_code, taxonomies, address_line1, address_line2, city, state, "         \
+	"credential, sex, primary_taxonomy_code, taxonomy_codes, taxonomy_primary, address_line1, address_line2, " \
+	"city, state, "                                                                                          \
 	"postal_code, phone, fax, enumeration_date, last_updated, deactivation_date, status, origin) FROM STDIN " \
 	"WITH (FREEZE, FORMAT binary)"
 
@@ -234,7 +237,8 @@ stream(struct imp *im, struct pgcopy *cp, bool direct)
 	struct nppes_stats *st = im->st;
 	struct reader *rd = &im->rd;
 	struct csv *r = rd->csv;
-	char tjson[NTAX * 48 + 4];
+	const char *codes[NTAX];
+	bool prim[NTAX];
 	char *err = im->err;
 	size_t errlen = im->errlen;
 	int n;
@@ -261,11 +265,10 @@ stream(struct imp *im, struct pgcopy *cp, bool direct)
 		const char *state = clean(csv_field(r, rd->idx[C_STATE]));
 		bool deactivated = has[2] && (!has[3] || day[3] < day[2]);
 
-		/* Taxonomies: the primary by its switch, every code in a small JSON list. */
+		/* Taxonomies: the primary by its switch, every code and its switch in two arrays. */
 		const char *primary = NULL;
 		bool match = o->ntaxonomies == 0;
-		size_t tl = 0;
-		tjson[tl++] = '[';
+		int nt = 0;
 		for (int k = 0; k < NTAX; k++) {
 			const char *code = clean(csv_field(r, rd->tax[k]));
 			if (code == NULL || !nppes_is_taxonomy_code(code))
@@ -276,20 +279,10 @@ stream(struct imp *im, struct pgcopy *cp, bool direct)
 				primary = code;
 			for (size_t t = 0; t < o->ntaxonomies && !match; t++)
 				match = strcmp(o->taxonomies[t], code) == 0;
-			/* {"code":"207R00000X","primary":true}: the code is ten safe characters. */
-			if (tl > 1)
-				tjson[tl++] = ',';
-			memcpy(tjson + tl, "{\"code\":\"", 9);
-			memcpy(tjson + tl + 9, code, 10);
-			tl += 19;
-			const char *tail = is_primary ? "\",\"primary\":true}" : "\",\"primary\":false}";
-			size_t taillen = strlen(tail);
-			memcpy(tjson + tl, tail, taillen);
-			tl += taillen;
+			codes[nt] = code;
+			prim[nt++] = is_primary;
 		}
-		tjson[tl++] = ']';
-		tjson[tl] = '\0';
-		if (primary == NULL && tl > 2)
+		if (primary == NULL && nt > 0)
 			primary = clean(csv_field(r, rd->tax[0]));
 		/* Filters apply to active providers; a deactivated NPI (no state, no taxonomy) is always
 		 * taken so that providers already known learn of it. */
@@ -306,7 +299,7 @@ stream(struct imp *im, struct pgcopy *cp, bool direct)
 		}
 		if (deactivated)
 			st->deactivated++;
-		pgcopy_row(cp, direct ? 22 : 23);
+		pgcopy_row(cp, direct ? 23 : 24);
 		pgcopy_text(cp, npi);
 		pgcopy_text(cp, etype ? (etype[0] == '2' ? "NPI-2" : "NPI-1") : NULL);
 		static const int text_col[] = {C_ORG, C_LAST, C_FIRST, C_MIDDLE, C_CRED};
@@ -314,10 +307,25 @@ stream(struct imp *im, struct pgcopy *cp, bool direct)
 			pgcopy_text(cp, clean(csv_field(r, rd->idx[text_col[k]])));
 		pgcopy_text(cp, clean(csv_field(r, rd->sex)));
 		pgcopy_text(cp, primary);
-		if (direct)
-			pgcopy_jsonb(cp, tl > 2 ? tjson : NULL);
-		else
-			pgcopy_text(cp, tl > 2 ? tjson : NULL);
+		if (nt > 0 && direct) {
+			pgcopy_text_array(cp, codes, nt);
+			pgcopy_bool_array(cp, prim, nt);
+		} else if (nt > 0) {
+			/* The stage keeps them as plain text ("207R00000X 208000000X", "YN"): only the rows the
+			 * merge writes are made arrays, and most rows of a refresh are unchanged. */
+			char tcodes[NTAX * 11], tsw[NTAX + 1];
+			for (int k = 0; k < nt; k++) {
+				memcpy(tcodes + 11 * k, codes[k], 10);
+				tcodes[11 * k + 10] = k + 1 < nt ? ' ' : '\0';
+				tsw[k] = prim[k] ? 'Y' : 'N';
+			}
+			tsw[nt] = '\0';
+			pgcopy_text(cp, tcodes);
+			pgcopy_text(cp, tsw);
+		} else {
+			pgcopy_null(cp);
+			pgcopy_null(cp);
+		}
 		pgcopy_text(cp, clean(csv_field(r, rd->idx[C_ADDR1])));
 		pgcopy_text(cp, clean(csv_field(r, rd->idx[C_ADDR2])));
 		pgcopy_text(cp, clean(csv_field(r, rd->idx[C_CITY])));
@@ -524,11 +532,12 @@ load_staged(struct imp *im)
 		bool distinct = pass == 1;
 		sql = xasprintf(
 		    "INSERT INTO npi_providers AS p (npi, enumeration_type, first_name, middle_name, last_name, "
-		    "organization_name, credential, sex, primary_taxonomy_code, taxonomies, address_line1, address_line2, "
+		    "organization_name, credential, sex, primary_taxonomy_code, taxonomy_codes, taxonomy_primary, "
+		    "address_line1, address_line2, "
 		    "city, state, postal_code, phone, fax, enumeration_date, last_updated, status, deactivation_date, "
 		    "origin, fetched_at) "
 		    "SELECT %s npi, etype, first_name, middle_name, last_name, org, credential, sex, "
-		    "tax_code, taxonomies::jsonb, addr1, addr2, city, state, postal, phone, fax, enum_date, "
+		    "tax_code, string_to_array(tax_codes, ' '), string_to_array(tax_switches, NULL)::boolean[], addr1, addr2, city, state, postal, phone, fax, enum_date, "
 		    "last_update, status, CASE WHEN " STAGE_DEACTIVATED " THEN deact_date END, 'nppes', now() "
 		    "FROM nppes_stage s WHERE NOT EXISTS (SELECT 1 FROM npi_providers o WHERE o.npi = s.npi AND "
 		    "o.status = s.status AND o.last_updated >= s.last_update AND o.last_updated < s.update_end) %s "
@@ -536,7 +545,9 @@ load_staged(struct imp *im)
 		    "p.enumeration_type), first_name = EXCLUDED.first_name, middle_name = EXCLUDED.middle_name, "
 		    "last_name = EXCLUDED.last_name, organization_name = EXCLUDED.organization_name, "
 		    "credential = EXCLUDED.credential, sex = EXCLUDED.sex, "
-		    "primary_taxonomy_code = EXCLUDED.primary_taxonomy_code, taxonomies = EXCLUDED.taxonomies, "
+		    "primary_taxonomy_code = EXCLUDED.primary_taxonomy_code, taxonomy_codes = EXCLUDED.taxonomy_codes, "
+		    "taxonomy_primary = EXCLUDED.taxonomy_primary, taxonomy_descs = NULL, taxonomy_states = NULL, "
+		    "taxonomy_licenses = NULL, "
 		    "address_line1 = EXCLUDED.address_line1, address_line2 = EXCLUDED.address_line2, city = EXCLUDED.city, "
 		    "state = EXCLUDED.state, postal_code = EXCLUDED.postal_code, phone = EXCLUDED.phone, fax = EXCLUDED.fax, "
 		    "enumeration_date = EXCLUDED.enumeration_date, last_updated = EXCLUDED.last_updated, "

@@ -170,6 +170,61 @@ pgcopy_jsonb(struct pgcopy *cp, const char *json)
 	cp->len += 5 + n;
 }
 
+/* The element types' OIDs, fixed in PostgreSQL's catalog (pg_type.dat): array_recv checks them. */
+#define PGCOPY_BOOLOID 16
+#define PGCOPY_TEXTOID 25
+
+/* An array's header: its total length, one dimension of n elements from 1 (none when empty), no NULLs
+ * flag set, the element type. Returns where the elements go. */
+static char *
+array_header(struct pgcopy *cp, size_t bytes, int n, bool nulls, uint32_t elemtype)
+{
+	size_t head = n > 0 ? 20 : 12;
+	char *o = put32(reserve(cp, 4 + head + bytes), (uint32_t)(head + bytes));
+	o = put32(o, n > 0 ? 1 : 0); /* dimensions */
+	o = put32(o, nulls);
+	o = put32(o, elemtype);
+	if (n > 0) {
+		o = put32(o, (uint32_t)n);
+		o = put32(o, 1); /* lower bound */
+	}
+	cp->len += 4 + head + bytes;
+	return o;
+}
+
+void
+pgcopy_text_array(struct pgcopy *cp, const char *const *v, int n)
+{
+	size_t bytes = 0;
+	bool nulls = false;
+
+	for (int i = 0; i < n; i++) {
+		bytes += 4 + (v[i] ? strlen(v[i]) : 0);
+		nulls |= v[i] == NULL;
+	}
+	char *o = array_header(cp, bytes, n, nulls, PGCOPY_TEXTOID);
+	for (int i = 0; i < n; i++) {
+		if (v[i] == NULL) {
+			o = put32(o, UINT32_MAX);
+			continue;
+		}
+		size_t len = strlen(v[i]);
+		o = put32(o, (uint32_t)len);
+		memcpy(o, v[i], len);
+		o += len;
+	}
+}
+
+void
+pgcopy_bool_array(struct pgcopy *cp, const bool *v, int n)
+{
+	char *o = array_header(cp, 5 * (size_t)n, n, false, PGCOPY_BOOLOID);
+	for (int i = 0; i < n; i++) {
+		o = put32(o, 1);
+		*o++ = v[i] ? 1 : 0;
+	}
+}
+
 void
 pgcopy_date(struct pgcopy *cp, int32_t days)
 {

@@ -39,6 +39,10 @@ void pgcopy_text(struct pgcopy *cp, const char *v);
 void pgcopy_null(struct pgcopy *cp);
 /* A jsonb value from its JSON text (NULL or "" as NULL); the server parses and checks it. */
 void pgcopy_jsonb(struct pgcopy *cp, const char *json);
+/* A one-dimensional text[] of n values (a NULL pointer is a NULL element, "" an empty string), or a
+ * boolean[] of n values; n == 0 is an empty array. The column must have exactly that array type. */
+void pgcopy_text_array(struct pgcopy *cp, const char *const *v, int n);
+void pgcopy_bool_array(struct pgcopy *cp, const bool *v, int n);
 /* A date (days since 2000-01-01, see pgcopy_days) or a timestamptz at midnight UTC of that day. */
 void pgcopy_date(struct pgcopy *cp, int32_t days);
 void pgcopy_timestamptz_day(struct pgcopy *cp, int32_t days);

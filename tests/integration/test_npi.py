@@ -101,6 +101,17 @@ class NpiSync(harness.Case):
         self.assertEqual(by["1300000001"][8], "CHICAGO")
         self.assertEqual(by["1300000001"][7], "organization")
         self.assertEqual(by["1600000001"][6], "207R00000X")
+        # The registry's taxonomy lists, in its order (the primary second for some), through the arrays.
+        records = {str(r["number"]).zfill(10): r for r in self.server.registry.records}
+        for npi in ("1600000000", "1600000001", "1300000001"):
+            want_tax = [{"code": t["code"], "desc": t["desc"], "state": t["state"], "license": t["license"],
+                         "primary": t["primary"] is True} for t in records[npi]["taxonomies"]]
+            got = self.sql("SELECT p.taxonomies, taxonomy_codes, taxonomy_primary, taxonomy_descs FROM npi_providers p "
+                           "WHERE npi = %s", (npi,))[0]
+            self.assertEqual(got, (want_tax, [t["code"] for t in want_tax], [t["primary"] for t in want_tax],
+                                   [t["desc"] for t in want_tax]))
+        self.assertEqual(self.sql_one("SELECT p.taxonomies->0->>'code' FROM npi_providers p WHERE npi = '1600000000'"),
+                         "208000000X")  # listed second by the registry
 
         # A second sync changes nothing.
         stamp = self.sql_one("SELECT max(updated_at) FROM referral_sources")
@@ -264,6 +275,32 @@ class Imports(harness.Case):
         self.assertEqual(self.sql_one("SELECT count(*) FROM referral_sources WHERE status = 'prospect'"), 12)
         p = self.run_bin("outreachctl", "import-nppes", path, "--state", "ZZ", check=True)
         self.assertIn("12 filtered out", p.stdout)
+
+    def test_import_nppes_real_sample_rows_keep_their_taxonomies(self):
+        # Each real row's taxonomy codes and primary switches, in the file's order (some list a code
+        # twice, once primary), come out of the arrays and of p.taxonomies as the file held them:
+        # straight into the empty table, then again through the staging table.
+        path = NPI_DIR / "npidata_pfile_sample_rows_2021_330col_orgs.csv"
+        with open(path, newline="") as f:
+            rows = csv.reader(f)
+            col = {name: i for i, name in enumerate(next(rows))}
+            want = {}
+            for row in rows:
+                taxes = [(row[col["Healthcare Provider Taxonomy Code_%d" % k]],
+                          row[col["Healthcare Provider Primary Taxonomy Switch_%d" % k]] == "Y") for k in range(1, 16)]
+                want[row[col["NPI"]]] = [t for t in taxes if t[0]]
+        self.assertGreater(max(len(t) for t in want.values()), 3)
+        query = "SELECT npi, taxonomy_codes, taxonomy_primary, p.taxonomies FROM npi_providers p ORDER BY npi"
+        for how in ("straight into the empty table", "through the staging table"):
+            if how != "straight into the empty table":  # every provider looks changed: all are written again
+                self.sql("UPDATE npi_providers SET last_updated = NULL, taxonomy_codes = NULL, taxonomy_primary = NULL")
+            p = self.run_bin("outreachctl", "import-nppes", path, check=True)
+            self.assertEqual("straight into the empty table" in p.stdout, how == "straight into the empty table")
+            got = self.sql(query)
+            self.assertEqual(len(got), len(want))
+            for npi, codes, primary, taxonomies in got:
+                self.assertEqual(list(zip(codes, primary)), want[npi], (how, npi))
+                self.assertEqual(taxonomies, [{"code": c, "primary": f} for c, f in want[npi]], (how, npi))
 
     def test_import_nppes_generated_file_with_the_real_header(self):
         header = next(csv.reader(open(NPI_DIR / "npidata_pfile_header.csv", newline="")))

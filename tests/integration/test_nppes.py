@@ -1,6 +1,11 @@
 """NPPES bulk import into PostgreSQL: values in COPY's binary form, dates the reader refuses, the key and
-indexes of npi_providers rebuilt after a straight load, the NPI rule of migration 013."""
+indexes of npi_providers rebuilt after a straight load, the NPI rule of migrations 013 and 015."""
+import hashlib
+import pathlib
+import secrets
+
 import psycopg2
+import psycopg2.extras
 
 import harness
 import test_npi  # for the NPPES file helpers of its Imports (whose tests run from test_npi.py)
@@ -45,7 +50,7 @@ class Nppes(harness.Case):
             # A date not in MM/DD/YYYY form is no date (as before); a deactivation in 1900 is one.
             self.assertEqual(got[1][6:], (None, None, "A", None))
             self.assertEqual(got[2][8:], ("D", "1900-01-01"))
-        self.assertEqual(self.sql_one("SELECT taxonomies FROM npi_providers WHERE npi = '1600000000'"),
+        self.assertEqual(self.sql_one("SELECT p.taxonomies FROM npi_providers p WHERE npi = '1600000000'"),
                          [{"code": "207R00000X", "primary": True}])
 
     def test_a_date_that_does_not_exist_is_refused_with_its_line(self):
@@ -93,11 +98,60 @@ class Nppes(harness.Case):
                           ("1900000002", "API SAME DAY", "api"), ("1900000003", "FILE", "nppes"),
                           ("1900000004", "FILE", "nppes")])
 
-    def test_the_npi_rule_of_migration_013(self):
+    def test_the_npi_rule_of_migrations_013_and_015(self):
         self.sql("INSERT INTO npi_providers (npi) VALUES ('0123456789')")
-        for bad in ("123456789", "12345678901", "12345678x0", " 123456789", "１２３４５６７８９０", "123456789\n"):
+        self.assertIn("textsend(npi)", self.sql_one("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                                                    "WHERE conname = 'npi_providers_npi_check'"))
+        # Ten bytes that are not ten digits too: a character of two or three bytes at the end.
+        for bad in ("123456789", "12345678901", "12345678x0", " 123456789", "１２３４５６７８９０", "123456789\n",
+                    "12345678é", "1234567８", "+123456789", "-123456789", "12345.6789"):
             with self.assertRaises(psycopg2.errors.CheckViolation, msg=bad):
                 self.sql("INSERT INTO npi_providers (npi) VALUES (%s)", (bad,))
+
+    def test_migration_015_moves_the_stored_taxonomies_into_the_arrays(self):
+        # A database at migration 013 holding both JSON forms, an empty list and none; `outreachctl
+        # migrate` applies 015, and p.taxonomies gives back what the column held.
+        name = "outreach_t_" + secrets.token_hex(6)
+        harness._admin_exec(self.admin_url, 'CREATE DATABASE "%s"' % name)
+        self.addCleanup(harness._admin_exec, self.admin_url, 'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
+        url = harness.with_database(self.admin_url, name)
+        sql_dir = pathlib.Path(__file__).resolve().parents[2] / "sql"
+        api = [{"code": "207R00000X", "desc": "Internal Medicine", "state": "MN", "license": "43634", "primary": True},
+               {"code": "208000000X", "desc": "Pediatrics", "state": None, "license": None, "primary": False}]
+        nppes = [{"code": "251E00000X", "primary": False}, {"code": "251E00000X", "primary": True}]
+        conn = psycopg2.connect(url)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, "
+                            "checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+                for f in sorted(sql_dir.glob("0*.sql")):
+                    if int(f.name[:3]) > 13:
+                        continue
+                    text = f.read_text()
+                    cur.execute(text)
+                    cur.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                                (int(f.name[:3]), f.name, hashlib.sha256(text.encode()).hexdigest()))
+                cur.execute("INSERT INTO npi_providers (npi, origin, taxonomies) VALUES ('1000000001', 'api', %s), "
+                            "('1000000002', 'nppes', %s), ('1000000003', 'api', '[]'), ('1000000004', 'api', NULL)",
+                            (psycopg2.extras.Json(api), psycopg2.extras.Json(nppes)))
+        finally:
+            conn.close()
+        p = self.run_bin("outreachctl", "migrate", env={"OUTREACH_DATABASE_URL": url}, check=True)
+        self.assertIn("015_nppes_columns.sql", p.stdout + p.stderr)
+        conn = psycopg2.connect(url)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("SELECT npi, taxonomy_codes, taxonomy_primary, taxonomy_descs, taxonomy_licenses, "
+                            "p.taxonomies FROM npi_providers p ORDER BY npi")
+                got = cur.fetchall()
+        finally:
+            conn.close()
+        self.assertEqual(got, [
+            ("1000000001", ["207R00000X", "208000000X"], [True, False], ["Internal Medicine", "Pediatrics"],
+             ["43634", None], api),
+            ("1000000002", ["251E00000X", "251E00000X"], [False, True], None, None, nppes),
+            ("1000000003", [], [], None, None, []),
+            ("1000000004", None, None, None, None, None)])
 
 
 if __name__ == "__main__":

@@ -171,6 +171,60 @@ test_pgcopy_round_trip(void **state)
 	db_free(db);
 }
 
+/* Arrays in binary form come back as the server reads them; an array of another element type is refused. */
+static void
+test_pgcopy_arrays(void **state)
+{
+	static const char *const codes[] = {"207R00000X", NULL, "", "Zo\xc3\xab, \"{x}\""};
+	static const bool flags[] = {false, true, false};
+	static const char *const want[][2] = {
+	    {"{207R00000X}", "{f}"},
+	    {"{207R00000X,NULL}", "{f,t}"},
+	    {"{207R00000X,NULL,\"\"}", "{f,t,f}"},
+	    {"{207R00000X,NULL,\"\",\"Zo\xc3\xab, \\\"{x}\\\"\"}", NULL},
+	    {"{}", "{}"},
+	};
+	struct db *db = open_db();
+	struct pgcopy cp;
+
+	(void)state;
+	assert_int_equal(db_exec(db, "CREATE TEMP TABLE pgcopy_a (i int GENERATED ALWAYS AS IDENTITY, a text[], b boolean[])",
+	                         0, NULL),
+	                 0);
+	assert_int_equal(pgcopy_begin(&cp, db_conn(db), "COPY pgcopy_a (a, b) FROM STDIN WITH (FORMAT binary)"), 0);
+	for (int n = 1; n <= 4; n++) {
+		pgcopy_row(&cp, 2);
+		pgcopy_text_array(&cp, codes, n);
+		if (n <= 3)
+			pgcopy_bool_array(&cp, flags, n);
+		else
+			pgcopy_null(&cp);
+	}
+	pgcopy_row(&cp, 2);
+	pgcopy_text_array(&cp, NULL, 0);
+	pgcopy_bool_array(&cp, NULL, 0);
+	assert_int_equal(pgcopy_end(&cp), 0);
+	PGresult *res = db_query(db, "SELECT a::text, b::text, cardinality(a) FROM pgcopy_a ORDER BY i", 0, NULL);
+	assert_non_null(res);
+	assert_int_equal(PQntuples(res), 5);
+	for (int r = 0; r < 5; r++) {
+		assert_string_equal(PQgetvalue(res, r, 0), want[r][0]);
+		if (want[r][1])
+			assert_string_equal(PQgetvalue(res, r, 1), want[r][1]);
+		else
+			assert_true(PQgetisnull(res, r, 1));
+	}
+	PQclear(res);
+
+	assert_int_equal(db_exec(db, "CREATE TEMP TABLE pgcopy_i (a int[])", 0, NULL), 0);
+	assert_int_equal(pgcopy_begin(&cp, db_conn(db), "COPY pgcopy_i FROM STDIN WITH (FORMAT binary)"), 0);
+	pgcopy_row(&cp, 1);
+	pgcopy_text_array(&cp, codes, 1);
+	assert_int_equal(pgcopy_end(&cp), -1);
+	assert_non_null(strstr(cp.errstr, "array element type 25 (text)"));
+	db_free(db);
+}
+
 /* A value the column's type refuses ends the COPY with the server's message and SQLSTATE. */
 static void
 test_pgcopy_refused(void **state)
@@ -196,6 +250,7 @@ main(void)
 	    cmocka_unit_test(prepared_once_per_connection_with_fresh_values),
 	    cmocka_unit_test(a_statement_that_fails_to_prepare_reports_and_is_tried_again),
 	    cmocka_unit_test(test_pgcopy_round_trip),
+	    cmocka_unit_test(test_pgcopy_arrays),
 	    cmocka_unit_test(test_pgcopy_refused),
 	};
 

@@ -69,12 +69,47 @@ test_encoding(void **state)
 	free(cp.buf);
 }
 
+/* Arrays as array_recv reads them: dimensions, NULLs flag, element type, size and lower bound, elements. */
+static void
+test_arrays(void **state)
+{
+	static const unsigned char want[] = {
+	    0, 3,                                           /* three fields */
+	    0, 0, 0, 42,                                    /* text[]: 42 bytes */
+	    0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 25,            /* one dimension, has NULLs, of text (oid 25) */
+	    0, 0, 0, 3, 0, 0, 0, 1,                         /* three elements from 1 */
+	    0, 0, 0, 10, '2', '0', '7', 'R', '0', '0', '0', '0', '0', 'X',
+	    0xff, 0xff, 0xff, 0xff,                         /* NULL */
+	    0, 0, 0, 0,                                     /* "" */
+	    0, 0, 0, 30,                                    /* boolean[]: 30 bytes */
+	    0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 16,            /* one dimension, no NULLs, of boolean (oid 16) */
+	    0, 0, 0, 2, 0, 0, 0, 1,                         /* two elements from 1 */
+	    0, 0, 0, 1, 1, 0, 0, 0, 1, 0,                   /* true, false */
+	    0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 25, /* an empty text[]: no dimension */
+	};
+	static const char *const texts[] = {"207R00000X", NULL, ""};
+	static const bool flags[] = {true, false};
+	struct pgcopy cp;
+
+	(void)state;
+	pgcopy_init(&cp, NULL);
+	size_t head = cp.len;
+	pgcopy_row(&cp, 3);
+	pgcopy_text_array(&cp, texts, 3);
+	pgcopy_bool_array(&cp, flags, 2);
+	pgcopy_text_array(&cp, NULL, 0);
+	assert_int_equal(cp.len - head, sizeof(want));
+	assert_memory_equal(cp.buf + head, want, sizeof(want));
+	free(cp.buf);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_days),
 	    cmocka_unit_test(test_encoding),
+	    cmocka_unit_test(test_arrays),
 	};
 
 	return cmocka_run_group_tests_name("pgcopy", tests, NULL, NULL);

@@ -9,6 +9,8 @@
 -- an anti-join of every period with the one before. The figures are those of 009's computation:
 -- a full refresh after this one finds nothing to change (the tests check it).
 -- The tables stay locked for readers until the computation commits; they were empty before it.
+-- If a reader holds one of them when the refresh starts, the refresh does not wait for it: it takes
+-- the ordinary path, which compares (with nothing to compare, every row is new) and locks nobody out.
 
 -- Drops the indexes of tbl, its primary key included; returns the statements that build them again.
 CREATE FUNCTION outreach_metrics_drop_indexes(tbl regclass) RETURNS text[] LANGUAGE plpgsql AS $$
@@ -49,9 +51,17 @@ DECLARE
     v_kind text;
     v_stmt text;
 BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('outreach_metrics_refresh'));
+    -- The caller has these locks already (outreach_metrics_refresh takes them without waiting).
+    LOCK TABLE metric_referrals, metric_new_sources, metric_quiet_sources IN ACCESS EXCLUSIVE MODE;
+    IF EXISTS (SELECT 1 FROM metric_referrals) OR EXISTS (SELECT 1 FROM metric_new_sources)
+       OR EXISTS (SELECT 1 FROM metric_quiet_sources) OR EXISTS (SELECT 1 FROM metric_coordinators)
+       OR EXISTS (SELECT 1 FROM metric_service_lines) THEN
+        RAISE EXCEPTION 'metrics: the bulk computation writes into empty metric tables only'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
     SET LOCAL client_min_messages = warning;
     DROP TABLE IF EXISTS mp_kinds, mp_periods, mp_open, fresh;
-    -- The indexes go first, before anything else is locked by this transaction.
     v_build := outreach_metrics_drop_indexes('metric_referrals') || outreach_metrics_drop_indexes('metric_new_sources')
             || outreach_metrics_drop_indexes('metric_quiet_sources');
     DELETE FROM metric_dirty_days;
@@ -212,6 +222,7 @@ DECLARE
     v_last timestamptz;
     v_n bigint := 0;
     v_regular boolean;
+    v_bulk boolean := false;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('outreach_metrics_refresh'));
     v_started := clock_timestamp();
@@ -224,6 +235,19 @@ BEGIN
         RETURNING id INTO run_id;
         RETURN;
     END IF;
+    -- Into empty tables, a bulk load, if the tables it drops the indexes of can be had at once; a
+    -- reader holding one (an open dashboard transaction, a backup) means the ordinary computation,
+    -- rather than a wait that would hold up every other reader and the writers of the sources.
+    IF (p_kind IS NULL OR p_kind = 'full') AND NOT EXISTS (SELECT 1 FROM metric_referrals)
+       AND NOT EXISTS (SELECT 1 FROM metric_new_sources) AND NOT EXISTS (SELECT 1 FROM metric_quiet_sources)
+       AND NOT EXISTS (SELECT 1 FROM metric_coordinators) AND NOT EXISTS (SELECT 1 FROM metric_service_lines) THEN
+        BEGIN
+            LOCK TABLE metric_referrals, metric_new_sources, metric_quiet_sources IN ACCESS EXCLUSIVE MODE NOWAIT;
+            v_bulk := true;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE NOTICE 'metrics: a reader holds the metric tables; the full computation compares instead';
+        END;
+    END IF;
     -- The computation reads the owners of the sources as it goes: none may change meanwhile
     -- (writers of referrals do not wait; a change of owner does).
     LOCK TABLE referral_sources IN SHARE MODE;
@@ -231,9 +255,7 @@ BEGIN
         DELETE FROM metric_dirty_spans;
         DELETE FROM metric_source_owner;
         INSERT INTO metric_source_owner SELECT id, coalesce(coordinator_id, 0) FROM referral_sources;
-        IF NOT EXISTS (SELECT 1 FROM metric_referrals) AND NOT EXISTS (SELECT 1 FROM metric_new_sources)
-           AND NOT EXISTS (SELECT 1 FROM metric_quiet_sources) AND NOT EXISTS (SELECT 1 FROM metric_coordinators)
-           AND NOT EXISTS (SELECT 1 FROM metric_service_lines) THEN
+        IF v_bulk THEN
             SELECT * INTO run_id, periods, rows_changed, phases FROM outreach_metrics_rebuild();
         ELSE
             SELECT * INTO run_id, periods, rows_changed, phases FROM outreach_metrics_recompute('full');

@@ -18,7 +18,7 @@ CREATE FUNCTION npi_taxonomy_arrays(list jsonb, OUT codes text[], OUT prim boole
                                     OUT states text[], OUT licenses text[])
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN a THEN coalesce(array_agg(e->>'code' ORDER BY i) FILTER (WHERE i IS NOT NULL), '{}') END,
-           CASE WHEN a THEN coalesce(array_agg(coalesce((e->>'primary')::boolean, false) ORDER BY i)
+           CASE WHEN a THEN coalesce(array_agg(coalesce(e->>'primary' = 'true', false) ORDER BY i)
                                          FILTER (WHERE i IS NOT NULL), '{}') END,
            CASE WHEN bool_or(e ? 'desc') THEN array_agg(e->>'desc' ORDER BY i) END,
            CASE WHEN bool_or(e ? 'desc') THEN array_agg(e->>'state' ORDER BY i) END,
@@ -139,6 +139,7 @@ END $$;
 
 -- The same rule for an NPI (ten digits) again, in a form that costs about a third of 013's per row:
 -- ltrim on the value's bytes (bytea) is a plain byte loop, where ltrim on text walks UTF-8 characters.
+-- The bytes are the UTF-8 ones whatever the client's encoding (convert_to, not textsend).
 ALTER TABLE npi_providers DROP CONSTRAINT npi_providers_npi_check,
     ADD CONSTRAINT npi_providers_npi_check
-        CHECK (octet_length(npi) = 10 AND octet_length(ltrim(textsend(npi), '\x30313233343536373839'::bytea)) = 0);
+        CHECK (octet_length(npi) = 10 AND octet_length(ltrim(convert_to(npi, 'UTF8'), '\x30313233343536373839'::bytea)) = 0);

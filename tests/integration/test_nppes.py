@@ -100,7 +100,7 @@ class Nppes(harness.Case):
 
     def test_the_npi_rule_of_migrations_013_and_015(self):
         self.sql("INSERT INTO npi_providers (npi) VALUES ('0123456789')")
-        self.assertIn("textsend(npi)", self.sql_one("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+        self.assertIn("convert_to(npi", self.sql_one("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
                                                     "WHERE conname = 'npi_providers_npi_check'"))
         # Ten bytes that are not ten digits too: a character of two or three bytes at the end.
         for bad in ("123456789", "12345678901", "12345678x0", " 123456789", "１２３４５６７８９０", "123456789\n",

@@ -624,8 +624,8 @@ close_deactivated(struct imp *im)
 {
 	const char *from = im->st->direct ? "SELECT npi FROM npi_providers WHERE status = 'D'"
 	                                  : "SELECT npi FROM nppes_stage WHERE " STAGE_DEACTIVATED;
-	char *sql = xasprintf("UPDATE referral_sources r SET status = 'inactive' FROM (%s) d "
-	                      "WHERE r.npi = d.npi AND r.status = 'prospect'",
+	char *sql = xasprintf("UPDATE referral_sources r SET status = 'inactive', closed_on_deactivation_at = now() "
+	                      "FROM (%s) d WHERE r.npi = d.npi AND r.status = 'prospect'",
 	                      from);
 	long n = count(im, "closing the prospects of deactivated NPIs", sql, 0, NULL);
 	free(sql);
@@ -638,6 +638,22 @@ close_deactivated(struct imp *im)
 	if (n == -1)
 		return -1;
 	im->st->active_deactivated = n;
+	return 0;
+}
+
+/* A reactivated NPI can be courted again: the sources closed only because it was deactivated (and
+ * not changed by a coordinator since) become prospects again. */
+static int
+reopen_reactivated(struct imp *im)
+{
+	long n = count(im, "reopening the prospects of reactivated NPIs",
+	               "UPDATE referral_sources r SET status = 'prospect', closed_on_deactivation_at = NULL "
+	               "FROM npi_providers p WHERE p.npi = r.npi AND p.status = 'A' AND r.status = 'inactive' "
+	               "AND r.closed_on_deactivation_at IS NOT NULL",
+	               0, NULL);
+	if (n == -1)
+		return -1;
+	im->st->sources_reopened = n;
 	return 0;
 }
 
@@ -714,6 +730,8 @@ nppes_import(struct db *db, const struct nppes_opts *o, struct nppes_stats *st, 
 	if (o->prospects && !im.rd.deactivation_file && merge_sources(&im, coord_id) == -1)
 		goto fail;
 	if (st->deactivated > 0 && close_deactivated(&im) == -1) /* no deactivated row, nothing to close */
+		goto fail;
+	if (!im.rd.deactivation_file && reopen_reactivated(&im) == -1)
 		goto fail;
 	if (db_commit(db) == -1) {
 		snprintf(err, errlen, "COMMIT: %s", db_error(db));

@@ -35,6 +35,7 @@ struct nppes_stats {
 	long sources;         /* referral_sources rows written */
 	long sources_closed;  /* prospects made inactive because their NPI was deactivated */
 	long active_deactivated; /* active referral sources whose NPI is now deactivated (left as they are) */
+	long sources_reopened; /* prospects closed on a deactivation whose NPI is active again, reopened */
 	bool direct;          /* loaded straight into an empty npi_providers */
 	bool duplicates;      /* the file held an NPI more than once (the latest Last Update Date won) */
 	long long ms, copy_ms; /* the whole import; reading the file and COPY */

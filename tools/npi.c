@@ -370,6 +370,8 @@ ctl_import_nppes(const struct cfg *c, int argc, char **argv)
 		printf(", %ld referral sources written", st.sources);
 	if (st.sources_closed)
 		printf(", %ld prospects closed (NPI deactivated)", st.sources_closed);
+	if (st.sources_reopened)
+		printf(", %ld prospects reopened (NPI reactivated)", st.sources_reopened);
 	if (st.active_deactivated)
 		printf(", %ld active referral sources have a deactivated NPI", st.active_deactivated);
 	printf("; %.2f s (read and COPY %.2f s%s%s), %.0f rows/s, peak RSS %ld kB\n", secs,

@@ -22,8 +22,8 @@ nppes_import_run(struct job_ctx *ctx)
 		return job_fail(ctx, JOB_DEAD, "NppesImportError", "%s", err);
 	}
 	log_info("nppes: %s (%s): %ld rows read, %ld taken, %ld filtered out, %ld malformed, %ld deactivated; "
-	         "%ld providers written, %ld referral sources written, %ld prospects closed; %lld ms",
+	         "%ld providers written, %ld referral sources written, %ld prospects closed, %ld reopened; %lld ms",
 	         o.path, nppes_kind_name(o.kind), st.rows, st.kept, st.filtered, st.bad, st.deactivated, st.providers,
-	         st.sources, st.sources_closed, st.ms);
+	         st.sources, st.sources_closed, st.sources_reopened, st.ms);
 	return JOB_DONE;
 }

@@ -437,13 +437,33 @@ class Imports(harness.Case):
         bad = self.run_bin("outreachctl", "import-nppes", full, "--kind", "deactivation")
         self.assertNotEqual(bad.returncode, 0)
         self.assertIn("not a deactivation file", bad.stderr)
-        # A later weekly file with a reactivation brings the provider back; the closed prospect stays closed.
+        self.assertIsNotNone(self.sql_one("SELECT closed_on_deactivation_at FROM referral_sources "
+                                          "WHERE npi = '1200000001'"))
+        # A later weekly file with a reactivation brings the provider back, and the prospect it closed.
         react = self.provider("1200000001", "DOE1", updated="03/01/2026", **{
             "NPI Deactivation Date": "02/10/2026", "NPI Reactivation Date": "02/20/2026"})
-        self.run_bin("outreachctl", "import-nppes", self.nppes_file([react]), "--prospects", check=True)
+        p = self.run_bin("outreachctl", "import-nppes", self.nppes_file([react]), "--prospects", check=True)
+        self.assertIn("1 prospects reopened (NPI reactivated)", p.stdout)
         self.assertEqual(self.sql("SELECT status, deactivation_date FROM npi_providers WHERE npi = '1200000001'"),
                          [("A", None)])
-        self.assertEqual(self.sql_one("SELECT status FROM referral_sources WHERE npi = '1200000001'"), "inactive")
+        self.assertEqual(self.sql("SELECT status, closed_on_deactivation_at FROM referral_sources "
+                                  "WHERE npi = '1200000001'"), [("prospect", None)])
+        # The active source the deactivation left alone is still as its coordinator set it.
+        self.assertEqual(self.sql_one("SELECT status FROM referral_sources WHERE npi = '1200000002'"), "active")
+        # Closed again; then a coordinator decides (active, then inactive for good): a reactivation
+        # no longer reopens it.
+        again = self.nppes_file([{"NPI": "1200000001", "NPPES Deactivation Date": "04/01/2026"}],
+                                header=["NPI", "NPPES Deactivation Date"])
+        p = self.run_bin("outreachctl", "import-nppes", again, "--kind", "deactivation", check=True)
+        self.assertIn("1 prospects closed", p.stdout)
+        self.sql("UPDATE referral_sources SET status = 'active' WHERE npi = '1200000001'")
+        self.sql("UPDATE referral_sources SET status = 'inactive' WHERE npi = '1200000001'")
+        react = self.provider("1200000001", "DOE1", updated="05/01/2026", **{
+            "NPI Deactivation Date": "04/01/2026", "NPI Reactivation Date": "04/20/2026"})
+        p = self.run_bin("outreachctl", "import-nppes", self.nppes_file([react]), "--prospects", check=True)
+        self.assertNotIn("reopened", p.stdout)
+        self.assertEqual(self.sql("SELECT p.status, r.status FROM npi_providers p JOIN referral_sources r USING (npi) "
+                                  "WHERE npi = '1200000001'"), [("A", "inactive")])
 
     def test_a_file_with_an_npi_twice_keeps_its_latest_row(self):
         rows = [self.provider("1300000001", "OLD", updated="01/01/2020"),

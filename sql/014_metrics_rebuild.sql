@@ -10,7 +10,16 @@
 -- a full refresh after this one finds nothing to change (the tests check it).
 -- The tables stay locked for readers until the computation commits; they were empty before it.
 -- If a reader holds one of them when the refresh starts, the refresh does not wait for it: it takes
--- the ordinary path, which compares (with nothing to compare, every row is new) and locks nobody out.
+-- 009's path, which compares (with nothing to compare, every row is new) and locks nobody out.
+-- 012's refresh is unchanged: the function it calls, outreach_metrics_recompute, is now the choice
+-- between the two, and 009's computation is outreach_metrics_compare.
+
+-- Whether the referral metric tables are empty (as before a first refresh).
+CREATE FUNCTION outreach_metrics_empty() RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT NOT EXISTS (SELECT 1 FROM metric_referrals) AND NOT EXISTS (SELECT 1 FROM metric_new_sources)
+       AND NOT EXISTS (SELECT 1 FROM metric_quiet_sources) AND NOT EXISTS (SELECT 1 FROM metric_coordinators)
+       AND NOT EXISTS (SELECT 1 FROM metric_service_lines)
+$$;
 
 -- Drops the indexes of tbl, its primary key included; returns the statements that build them again.
 CREATE FUNCTION outreach_metrics_drop_indexes(tbl regclass) RETURNS text[] LANGUAGE plpgsql AS $$
@@ -31,8 +40,9 @@ BEGIN
     RETURN stmts;
 END $$;
 
--- The full computation into empty tables; called by outreach_metrics_refresh, which holds the
--- refresh's lock and has set metric_source_owner. Returns what outreach_metrics_recompute returns.
+-- The full computation into empty tables, for outreach_metrics_refresh (which has set
+-- metric_source_owner). Returns what outreach_metrics_compare returns, or a NULL run_id, having done
+-- nothing, when the tables are not empty or a reader holds one of them.
 CREATE FUNCTION outreach_metrics_rebuild(OUT run_id bigint, OUT periods integer, OUT rows_changed bigint,
                                          OUT phases text)
 LANGUAGE plpgsql SET TimeZone = 'UTC' SET work_mem = '256MB' SET maintenance_work_mem = '512MB' SET jit = off
@@ -52,14 +62,18 @@ DECLARE
     v_stmt text;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('outreach_metrics_refresh'));
-    -- The caller has these locks already (outreach_metrics_refresh takes them without waiting).
-    LOCK TABLE metric_referrals, metric_new_sources, metric_quiet_sources IN ACCESS EXCLUSIVE MODE;
-    IF EXISTS (SELECT 1 FROM metric_referrals) OR EXISTS (SELECT 1 FROM metric_new_sources)
-       OR EXISTS (SELECT 1 FROM metric_quiet_sources) OR EXISTS (SELECT 1 FROM metric_coordinators)
-       OR EXISTS (SELECT 1 FROM metric_service_lines) THEN
-        RAISE EXCEPTION 'metrics: the bulk computation writes into empty metric tables only'
-            USING ERRCODE = 'object_not_in_prerequisite_state';
+    IF NOT outreach_metrics_empty() THEN
+        RETURN;
     END IF;
+    -- The tables it drops the indexes of, if they can be had at once: a reader holding one (an open
+    -- dashboard transaction, a backup) means the comparing computation, rather than a wait that
+    -- would hold up every other reader and the writers of the sources.
+    BEGIN
+        LOCK TABLE metric_referrals, metric_new_sources, metric_quiet_sources IN ACCESS EXCLUSIVE MODE NOWAIT;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE NOTICE 'metrics: a reader holds the metric tables; the full computation compares instead';
+        RETURN;
+    END;
     SET LOCAL client_min_messages = warning;
     DROP TABLE IF EXISTS mp_kinds, mp_periods, mp_open, fresh;
     v_build := outreach_metrics_drop_indexes('metric_referrals') || outreach_metrics_drop_indexes('metric_new_sources')
@@ -211,68 +225,22 @@ BEGIN
     DROP TABLE mp_periods, mp_kinds;
 END $$;
 
--- As 012's, with the full computation into empty tables done by outreach_metrics_rebuild.
-CREATE OR REPLACE FUNCTION outreach_metrics_refresh(p_kind text DEFAULT NULL, p_start date DEFAULT NULL,
-                                                    OUT run_id bigint, OUT periods integer, OUT rows_changed bigint,
-                                                    OUT phases text)
-LANGUAGE plpgsql SET TimeZone = 'UTC' AS $$
+-- 009's computation keeps its work: a full one over figures already kept, a single period.
+ALTER FUNCTION outreach_metrics_recompute(text, date) RENAME TO outreach_metrics_compare;
+
+-- What 012's outreach_metrics_refresh calls: a full computation into empty tables is a bulk load when
+-- it can have them, everything else 009's computation.
+CREATE FUNCTION outreach_metrics_recompute(p_kind text DEFAULT NULL, p_start date DEFAULT NULL,
+                                           OUT run_id bigint, OUT periods integer, OUT rows_changed bigint,
+                                           OUT phases text)
+LANGUAGE plpgsql AS $$
 #variable_conflict use_column
-DECLARE
-    v_started timestamptz;
-    v_last timestamptz;
-    v_n bigint := 0;
-    v_regular boolean;
-    v_bulk boolean := false;
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('outreach_metrics_refresh'));
-    v_started := clock_timestamp();
-    SELECT max(as_of) INTO v_last FROM metric_runs WHERE scope <> 'period';
-    v_regular := v_last IS NOT NULL AND EXISTS (SELECT 1 FROM metric_source_owner);
-    IF v_regular AND p_kind IS NULL THEN
-        SELECT * INTO periods, rows_changed, phases FROM outreach_metrics_changes(v_last, v_started);
-        INSERT INTO metric_runs (scope, as_of, periods, rows_changed, started_at, finished_at, phases)
-        VALUES ('incremental', v_started, periods, rows_changed, v_started, clock_timestamp(), phases)
-        RETURNING id INTO run_id;
-        RETURN;
-    END IF;
-    -- Into empty tables, a bulk load, if the tables it drops the indexes of can be had at once; a
-    -- reader holding one (an open dashboard transaction, a backup) means the ordinary computation,
-    -- rather than a wait that would hold up every other reader and the writers of the sources.
-    IF (p_kind IS NULL OR p_kind = 'full') AND NOT EXISTS (SELECT 1 FROM metric_referrals)
-       AND NOT EXISTS (SELECT 1 FROM metric_new_sources) AND NOT EXISTS (SELECT 1 FROM metric_quiet_sources)
-       AND NOT EXISTS (SELECT 1 FROM metric_coordinators) AND NOT EXISTS (SELECT 1 FROM metric_service_lines) THEN
-        BEGIN
-            LOCK TABLE metric_referrals, metric_new_sources, metric_quiet_sources IN ACCESS EXCLUSIVE MODE NOWAIT;
-            v_bulk := true;
-        EXCEPTION WHEN lock_not_available THEN
-            RAISE NOTICE 'metrics: a reader holds the metric tables; the full computation compares instead';
-        END;
-    END IF;
-    -- The computation reads the owners of the sources as it goes: none may change meanwhile
-    -- (writers of referrals do not wait; a change of owner does).
-    LOCK TABLE referral_sources IN SHARE MODE;
-    IF p_kind IS NULL OR p_kind = 'full' THEN
-        DELETE FROM metric_dirty_spans;
-        DELETE FROM metric_source_owner;
-        INSERT INTO metric_source_owner SELECT id, coalesce(coordinator_id, 0) FROM referral_sources;
-        IF v_bulk THEN
-            SELECT * INTO run_id, periods, rows_changed, phases FROM outreach_metrics_rebuild();
-        ELSE
-            SELECT * INTO run_id, periods, rows_changed, phases FROM outreach_metrics_recompute('full');
-        END IF;
-        RETURN;
-    END IF;
-    IF p_kind IN ('day', 'week', 'month', 'quarter') AND p_start IS NOT NULL THEN
-        IF v_regular THEN
-            -- Not a regular run: the next one starts from the same as_of and sees these days again.
-            SELECT rows_changed INTO v_n FROM outreach_metrics_changes(v_last, v_started);
-        ELSE
-            v_n := outreach_metrics_move_owners();
+    IF p_kind = 'full' THEN
+        SELECT * INTO run_id, periods, rows_changed, phases FROM outreach_metrics_rebuild();
+        IF run_id IS NOT NULL THEN
+            RETURN;
         END IF;
     END IF;
-    SELECT * INTO run_id, periods, rows_changed, phases FROM outreach_metrics_recompute(p_kind, p_start);
-    IF v_n > 0 THEN
-        rows_changed := rows_changed + v_n;
-        UPDATE metric_runs SET rows_changed = rows_changed + v_n WHERE id = run_id;
-    END IF;
+    SELECT * INTO run_id, periods, rows_changed, phases FROM outreach_metrics_compare(p_kind, p_start);
 END $$;

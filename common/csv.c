@@ -208,11 +208,12 @@ end_field(struct csv *r)
 static int
 finish(struct csv *r, const char *const **fields)
 {
-	for (size_t i = 0; i < r->nf; i++)
-		r->ptrs[i] = r->buf + r->offs[i];
 	r->rec_no++;
-	if (fields)
+	if (fields) {
+		for (size_t i = 0; i < r->nf; i++)
+			r->ptrs[i] = r->buf + r->offs[i];
 		*fields = r->ptrs;
+	}
 	return (int)r->nf;
 }
 
@@ -224,6 +225,45 @@ newline(struct csv *r, unsigned char c)
 		r->skip_lf = true;
 }
 
+/*
+ * A chunk of input looked at at once, for the runs that decide nothing byte by byte: a bit per byte
+ * that is a double quote, and a bit per byte that ends a line (CR or LF). With SSE2 (every x86-64) a
+ * chunk is 16 bytes, one bit each; elsewhere 8 bytes in a 64-bit word, the high bit of each byte.
+ * Either way a mask's population count is how many such bytes the chunk holds, and chunk_first
+ * gives the offset of the first of them.
+ */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+
+#define CHUNK 16
+typedef unsigned chunk_mask;
+
+static inline void
+chunk_scan(const unsigned char *p, chunk_mask *quotes, chunk_mask *ends)
+{
+	__m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+
+	*quotes = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')));
+	*ends = (unsigned)_mm_movemask_epi8(
+	    _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\n')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\r'))));
+}
+
+static inline int
+chunk_count(chunk_mask m)
+{
+	return __builtin_popcount(m);
+}
+
+/* The offset in the chunk of the byte of the lowest bit set (m is not 0). */
+static inline int
+chunk_first(chunk_mask m)
+{
+	return __builtin_ctz(m);
+}
+#else
+#define CHUNK 8
+typedef uint64_t chunk_mask;
+
 #define BYTES_1 UINT64_C(0x0101010101010101)
 #define BYTES_7F UINT64_C(0x7f7f7f7f7f7f7f7f)
 
@@ -233,6 +273,34 @@ zero_bytes(uint64_t w)
 {
 	return ~(((w & BYTES_7F) + BYTES_7F) | w | BYTES_7F);
 }
+
+static inline void
+chunk_scan(const unsigned char *p, chunk_mask *quotes, chunk_mask *ends)
+{
+	uint64_t w;
+
+	memcpy(&w, p, 8);
+	*quotes = zero_bytes(w ^ (BYTES_1 * '"'));
+	*ends = zero_bytes(w ^ (BYTES_1 * '\n')) | zero_bytes(w ^ (BYTES_1 * '\r'));
+}
+
+static inline int
+chunk_count(chunk_mask m)
+{
+	return __builtin_popcountll(m);
+}
+
+/* The first byte in memory is the word's lowest on little-endian machines, its highest otherwise. */
+static inline int
+chunk_first(chunk_mask m)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return __builtin_ctzll(m) / 8;
+#else
+	return __builtin_clzll(m) / 8;
+#endif
+}
+#endif
 
 /* The next double quote in [p, end) (or end), counting the line ends passed. */
 static inline const unsigned char *
@@ -244,6 +312,75 @@ to_quote(struct csv *r, const unsigned char *p, const unsigned char *end)
 		p++;
 	}
 	return p;
+}
+
+/* The end of the quoted field that starts at p (the byte after its opening quote), if it is the
+ * usual one: no quote, CR or LF inside, its closing quote followed by a comma, all before end.
+ * Returns the closing quote, or NULL. */
+static inline const unsigned char *
+simple_end(const unsigned char *p, const unsigned char *end)
+{
+	const unsigned char *q = p;
+	chunk_mask quotes, ends;
+
+	while (end - q >= CHUNK) {
+		chunk_scan(q, &quotes, &ends);
+		if (quotes | ends) {
+			q += chunk_first(quotes | ends);
+			goto found;
+		}
+		q += CHUNK;
+	}
+	while (q < end && *q != '"' && *q != '\n' && *q != '\r')
+		q++;
+found:
+	return end - q >= 2 && q[0] == '"' && q[1] == ',' ? q : NULL;
+}
+
+/* Takes the usual quoted fields ("text", then a comma) at *p, one after another, while they fit
+ * the record's buffers as they are. Returns true when *p is at a quoted field it leaves (not one of
+ * them, or one the buffers must grow for): the caller reads it byte by byte. Returns false when the
+ * record's kept fields are all read, the input read so far is used up, or an unquoted field is next. */
+static bool
+simple_fields(struct csv *r, const unsigned char **pp, const unsigned char *end)
+{
+	const unsigned char *p = *pp, *q;
+	/* In locals: the stores into buf could otherwise be taken to change r. */
+	char *buf = r->buf;
+	size_t *offs = r->offs, *lens = r->lens;
+	size_t nf = r->nf, len = r->len, room = r->room;
+	size_t most = r->fcap < r->max_fields ? r->fcap : r->max_fields;
+	size_t keep = r->keep ? r->keep : SIZE_MAX;
+	bool more = true;
+
+	while (p < end && *p == '"') {
+		if (end - p >= 3 && p[1] == '"' && p[2] == ',')
+			q = p + 1; /* "", the most common of all */
+		else if ((q = simple_end(p + 1, end)) == NULL)
+			break;
+		size_t n = (size_t)(q - p - 1);
+		if (nf >= most || room - len < n + 1)
+			break; /* end_field and put grow the buffers or fail */
+		offs[nf] = len;
+		lens[nf] = n;
+		/* A short field is copied as one whole chunk when there is room: the bytes past it are
+		 * overwritten by the terminator and the next field. */
+		if (n <= CHUNK && room - len > CHUNK && end - (p + 1) >= CHUNK)
+			memcpy(buf + len, p + 1, CHUNK);
+		else
+			memcpy(buf + len, p + 1, n);
+		len += n;
+		buf[len++] = '\0';
+		p = q + 2;
+		if (++nf >= keep) {
+			more = false;
+			break;
+		}
+	}
+	r->nf = nf;
+	r->len = r->field_start = len;
+	*pp = p;
+	return more && p < end && *p == '"';
 }
 
 int
@@ -287,6 +424,12 @@ csv_read(struct csv *r, const char *const **fields)
 				r->rec_line = r->line;
 			}
 			if (*p == '"') {
+				/* The usual quoted fields first, as many as come (files such as NPPES quote every
+				 * field); what they leave is read below, byte by byte. */
+				if (!simple_fields(r, &p, end)) {
+					st = r->keep && r->nf >= r->keep ? ST_SKIP : ST_FIELD;
+					continue;
+				}
 				st = ST_QUOTED;
 				qline = r->line;
 				p++;
@@ -320,18 +463,29 @@ csv_read(struct csv *r, const char *const **fields)
 			 * both), a line end inside quotes is only counted. */
 			bool quoted = st == ST_SKIPQ;
 			for (q = p; q < end;) {
-				if (end - q >= 8) { /* eight bytes without a line end: only the quotes' parity counts */
-					uint64_t w;
-					memcpy(&w, q, 8);
-					if (!zero_bytes(w ^ (BYTES_1 * '\n')) && !zero_bytes(w ^ (BYTES_1 * '\r'))) {
-						int nq = __builtin_popcountll(zero_bytes(w ^ (BYTES_1 * '"')));
-						quoted ^= nq & 1;
-						if (quoted && nq)
-							qline = r->line;
-						q += 8;
-						continue;
-					}
+				/* Chunks without a line end: only the quotes' parity counts (and they are all on
+				 * this line). The parity of the masks' sum is that of their exclusive or. */
+				chunk_mask quotes, ends, odd = 0, any = 0;
+				while (end - q >= CHUNK) {
+					chunk_scan(q, &quotes, &ends);
+					if (ends)
+						break;
+					odd ^= quotes;
+					any |= quotes;
+					q += CHUNK;
 				}
+				bool flip = chunk_count(odd) & 1;
+				if (end - q >= CHUNK) /* a chunk with a line end: its quotes before the first one */
+					for (const unsigned char *le = q + chunk_first(ends); q < le; q++)
+						if (*q == '"') {
+							flip = !flip;
+							any = 1;
+						}
+				quoted ^= flip;
+				if (quoted && any)
+					qline = r->line;
+				if (q == end)
+					break;
 				if (*q == '"') {
 					if (!quoted)
 						qline = r->line;

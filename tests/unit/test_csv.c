@@ -153,7 +153,7 @@ test_keep_fields(void **state)
 }
 
 /* Records whose skipped tails are long runs of quotes, commas, doubled quotes and line ends inside
- * quotes (the tail is read eight bytes at a time): read with csv_keep_fields they give the same leading
+ * quotes (the tail is read a chunk at a time): read with csv_keep_fields they give the same leading
  * fields and lines as read whole. */
 static void
 test_keep_fields_long_tails(void **state)
@@ -590,6 +590,121 @@ test_nppes_sample(void **state)
 	fclose(fp);
 }
 
+/* A small deterministic generator for the random round trips. */
+static uint64_t
+rnd_next(uint64_t *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 7;
+	*x ^= *x << 17;
+	return *x;
+}
+
+struct text {
+	char *s;
+	size_t len, cap;
+};
+
+static void
+text_add(struct text *t, const char *p, size_t n)
+{
+	if (t->len + n + 1 > t->cap) {
+		t->cap = (t->len + n + 1) * 2;
+		t->s = realloc(t->s, t->cap);
+		assert_non_null(t->s);
+	}
+	memcpy(t->s + t->len, p, n);
+	t->len += n;
+	t->s[t->len] = '\0';
+}
+
+/* Random records (commas, quotes, CR and LF inside fields, empty fields, long fields; quoted as a
+ * writer would, or always, as NPPES does; CRLF, LF or CR between records), several 64 KiB buffers
+ * long, read back whole and with csv_keep_fields: the same fields, lengths and lines. */
+static void
+test_random_round_trip(void **state)
+{
+	static const char *const pieces[] = {"a", "b", ",", "\"", "\n", "\r", " ", "xyz", "\"\"", "\",\"",
+	                                     "0123456789ABCDEF0123"};
+	static const char *const line_ends[] = {"\n", "\r\n", "\r"};
+	static const size_t keeps[] = {0, 1, 2, 5, 17};
+	enum { NREC = 4000, MAXF = 24 };
+
+	(void)state;
+	for (uint64_t seed = 1; seed <= 6; seed++) {
+		uint64_t x = seed * 0x9E3779B97F4A7C15u;
+		struct text in = {0};
+		static struct text want[NREC][MAXF];
+		static int nf[NREC];
+		static unsigned long line[NREC];
+		unsigned long at = 1;
+		bool quote_all = seed % 2 == 0;
+
+		for (int i = 0; i < NREC; i++) {
+			nf[i] = 1 + (int)(rnd_next(&x) % MAXF);
+			line[i] = at;
+			for (int k = 0; k < nf[i]; k++) {
+				struct text *f = &want[i][k];
+				f->len = 0;
+				text_add(f, "", 0);
+				int npieces = rnd_next(&x) % 3 == 0 ? 0 : (int)(rnd_next(&x) % 6); /* a third empty */
+				for (int j = 0; j < npieces; j++) {
+					const char *pc = pieces[rnd_next(&x) % NELEM(pieces)];
+					text_add(f, pc, strlen(pc));
+				}
+				bool special = strpbrk(f->s, ",\"\r\n") != NULL;
+				if (k > 0)
+					text_add(&in, ",", 1);
+				if (special || quote_all || (nf[i] == 1 && f->len == 0) || rnd_next(&x) % 4 == 0) {
+					text_add(&in, "\"", 1);
+					for (const char *c = f->s; *c; c++) {
+						text_add(&in, c, 1);
+						if (*c == '"')
+							text_add(&in, "\"", 1);
+						if (*c == '\n')
+							at++; /* a line end inside quotes counts as a line */
+					}
+					text_add(&in, "\"", 1);
+				} else {
+					text_add(&in, f->s, f->len);
+				}
+			}
+			const char *le = line_ends[rnd_next(&x) % NELEM(line_ends)];
+			text_add(&in, le, strlen(le));
+			at++;
+		}
+		assert_true(in.len > 4 * 64 * 1024);
+
+		for (size_t kk = 0; kk < NELEM(keeps); kk++) {
+			struct reader rd;
+			reader_open_n(&rd, in.s, in.len);
+			csv_keep_fields(rd.csv, keeps[kk]);
+			for (int i = 0; i < NREC; i++) {
+				const char *const *f = NULL;
+				int n = csv_read(rd.csv, &f);
+				if (n < 0)
+					fail_msg("seed %d record %d: %s", (int)seed, i, csv_error(rd.csv));
+				int expect = keeps[kk] && (size_t)nf[i] > keeps[kk] ? (int)keeps[kk] : nf[i];
+				assert_int_equal(n, expect);
+				assert_int_equal(csv_line(rd.csv), line[i]);
+				for (int k = 0; k < n; k++) {
+					assert_int_equal(csv_field_len(rd.csv, k), want[i][k].len);
+					assert_memory_equal(f[k], want[i][k].s, want[i][k].len);
+					assert_int_equal(f[k][want[i][k].len], '\0');
+				}
+			}
+			expect_end(rd.csv);
+			reader_close(&rd);
+		}
+		for (int i = 0; i < NREC; i++)
+			for (int k = 0; k < MAXF; k++) {
+				free(want[i][k].s);
+				want[i][k] = (struct text){0};
+			}
+		free(in.s);
+	}
+}
+
 static void
 test_nppes_header_file(void **state)
 {
@@ -629,6 +744,7 @@ main(void)
 		cmocka_unit_test(test_keep_fields),
 		cmocka_unit_test(test_keep_fields_long_tails),
 		cmocka_unit_test(test_nppes_header_file),
+		cmocka_unit_test(test_random_round_trip),
 	};
 
 	return cmocka_run_group_tests_name("csv", tests, NULL, NULL);

@@ -98,15 +98,34 @@ class Nppes(harness.Case):
                           ("1900000002", "API SAME DAY", "api"), ("1900000003", "FILE", "nppes"),
                           ("1900000004", "FILE", "nppes")])
 
-    def test_the_npi_rule_of_migrations_013_and_015(self):
+    def test_the_npi_rule_of_migrations_013_015_and_020(self):
         self.sql("INSERT INTO npi_providers (npi) VALUES ('0123456789')")
-        self.assertIn("convert_to(npi", self.sql_one("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
-                                                    "WHERE conname = 'npi_providers_npi_check'"))
+        self.assertIn("textsend(npi", self.sql_one("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                                                  "WHERE conname = 'npi_providers_npi_check'"))
         # Ten bytes that are not ten digits too: a character of two or three bytes at the end.
-        for bad in ("123456789", "12345678901", "12345678x0", " 123456789", "１２３４５６７８９０", "123456789\n",
-                    "12345678é", "1234567８", "+123456789", "-123456789", "12345.6789"):
+        bad_npis = ("123456789", "12345678901", "12345678x0", " 123456789", "１２３４５６７８９０", "123456789\n",
+                    "12345678é", "1234567８", "+123456789", "-123456789", "12345.6789")
+        for bad in bad_npis:
             with self.assertRaises(psycopg2.errors.CheckViolation, msg=bad):
                 self.sql("INSERT INTO npi_providers (npi) VALUES (%s)", (bad,))
+        # The same verdicts whatever the client's encoding: the rule reads the value's bytes in it. The
+        # values are built on the server (from their UTF-8 bytes), so that a character the client's
+        # encoding cannot hold reaches the rule too: it is refused with an error of its own.
+        insert = "INSERT INTO npi_providers (npi) VALUES (convert_from(%s, 'UTF8'))"
+        for encoding in ("LATIN1", "SJIS", "GB18030", "SQL_ASCII"):
+            conn = psycopg2.connect(self.db_url)
+            try:
+                conn.set_client_encoding(encoding)
+                with conn, conn.cursor() as cur:
+                    cur.execute(insert, (psycopg2.Binary(b"98765432%02d" % len(encoding)),))
+                for bad in bad_npis:
+                    with self.assertRaises((psycopg2.errors.CheckViolation,
+                                            psycopg2.errors.UntranslatableCharacter), msg=(encoding, bad)):
+                        with conn, conn.cursor() as cur:
+                            cur.execute(insert, (psycopg2.Binary(bad.encode("utf-8")),))
+            finally:
+                conn.close()
+        self.assertEqual(self.sql_one("SELECT count(*) FROM npi_providers"), 5)
 
     def test_migration_015_moves_the_stored_taxonomies_into_the_arrays(self):
         # A database at migration 013 holding both JSON forms, an empty list and none; `outreachctl

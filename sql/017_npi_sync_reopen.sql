@@ -18,13 +18,17 @@ CREATE INDEX referral_sources_closed_idx ON referral_sources (npi) WHERE closed_
 -- The reopening rule, for the NPPES import and the registry sync alike: a source still inactive with
 -- 016's note (no coordinator has changed its status since) whose provider is active again becomes a
 -- prospect, the note cleared. p_npis restricts it to those NPIs; NULL: every NPI. Returns how many.
+-- Either way the sources are found by an index condition on their NPIs (the given ones, or those of
+-- the closed sources), not by filtering every closed source against the list.
 CREATE FUNCTION referral_sources_reopen(p_npis text[]) RETURNS integer
 LANGUAGE sql AS $$
     WITH reopened AS (
         UPDATE referral_sources r SET status = 'prospect', closed_on_deactivation_at = NULL
           FROM npi_providers p
-         WHERE p.npi = r.npi AND p.status = 'A' AND r.status = 'inactive'
-           AND r.closed_on_deactivation_at IS NOT NULL AND (p_npis IS NULL OR r.npi = ANY (p_npis))
+         WHERE r.npi = ANY (coalesce(p_npis, ARRAY(SELECT npi FROM referral_sources
+                                                    WHERE closed_on_deactivation_at IS NOT NULL)))
+           AND p.npi = r.npi AND p.status = 'A' AND r.status = 'inactive'
+           AND r.closed_on_deactivation_at IS NOT NULL
         RETURNING 1)
     SELECT count(*)::integer FROM reopened
 $$;

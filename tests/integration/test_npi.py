@@ -30,7 +30,6 @@ class Replay:
 
 
 class NpiSync(Replay, harness.Case):
-
     def setUp(self):
         super().setUp()
         self.migrate()

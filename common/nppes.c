@@ -642,15 +642,13 @@ close_deactivated(struct imp *im)
 }
 
 /* A reactivated NPI can be courted again: the sources closed only because it was deactivated (and
- * not changed by a coordinator since) become prospects again. */
+ * not changed by a coordinator since) become prospects again, by the rule the registry sync also
+ * applies (referral_sources_reopen, migration 017), here for every NPI active now. */
 static int
 reopen_reactivated(struct imp *im)
 {
-	long n = count(im, "reopening the prospects of reactivated NPIs",
-	               "UPDATE referral_sources r SET status = 'prospect', closed_on_deactivation_at = NULL "
-	               "FROM npi_providers p WHERE p.npi = r.npi AND p.status = 'A' AND r.status = 'inactive' "
-	               "AND r.closed_on_deactivation_at IS NOT NULL",
-	               0, NULL);
+	long n = count(im, "reopening the prospects of reactivated NPIs", "SELECT referral_sources_reopen(NULL)", 0,
+	               NULL);
 	if (n == -1)
 		return -1;
 	im->st->sources_reopened = n;

@@ -117,7 +117,8 @@ search_list(const struct cfg *c, int argc, char **argv)
 	    db, "npi search list",
 	    "SELECT s.id, s.name, s.criteria::text, coalesce(co.email, ''), s.active, "
 	    "coalesce(r.status, ''), coalesce(to_char(r.started_at, 'YYYY-MM-DD HH24:MI'), ''), "
-	    "coalesce(r.records_seen, 0), coalesce(r.created, 0), coalesce(r.updated, 0), coalesce(r.errors, 0) "
+	    "coalesce(r.records_seen, 0), coalesce(r.created, 0), coalesce(r.updated, 0), coalesce(r.errors, 0), "
+	    "coalesce(r.reopened, 0) "
 	    "FROM npi_searches s LEFT JOIN coordinators co ON co.id = s.coordinator_id "
 	    "LEFT JOIN LATERAL (SELECT * FROM npi_sync_runs x WHERE x.search_id = s.id ORDER BY x.started_at DESC, "
 	    "x.id DESC LIMIT 1) r ON true ORDER BY s.id",
@@ -126,7 +127,7 @@ search_list(const struct cfg *c, int argc, char **argv)
 		json_t *a = json_array();
 		for (int i = 0; i < PQntuples(res); i++)
 			json_array_append_new(
-			    a, json_pack("{s:I, s:s, s:o, s:s, s:b, s:s, s:s, s:I, s:I, s:I, s:I}", "id",
+			    a, json_pack("{s:I, s:s, s:o, s:s, s:b, s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "id",
 			                 (json_int_t)strtoll(PQgetvalue(res, i, 0), NULL, 10), "name", PQgetvalue(res, i, 1),
 			                 "criteria", json_loads(PQgetvalue(res, i, 2), 0, NULL), "coordinator",
 			                 PQgetvalue(res, i, 3), "active", PQgetvalue(res, i, 4)[0] == 't', "last_run_status",
@@ -134,7 +135,8 @@ search_list(const struct cfg *c, int argc, char **argv)
 			                 (json_int_t)strtoll(PQgetvalue(res, i, 7), NULL, 10), "created",
 			                 (json_int_t)strtoll(PQgetvalue(res, i, 8), NULL, 10), "updated",
 			                 (json_int_t)strtoll(PQgetvalue(res, i, 9), NULL, 10), "errors",
-			                 (json_int_t)strtoll(PQgetvalue(res, i, 10), NULL, 10)));
+			                 (json_int_t)strtoll(PQgetvalue(res, i, 10), NULL, 10), "reopened",
+			                 (json_int_t)strtoll(PQgetvalue(res, i, 11), NULL, 10)));
 		char *t = json_dumps(a, JSON_INDENT(2));
 		printf("%s\n", t);
 		free(t);
@@ -144,10 +146,14 @@ search_list(const struct cfg *c, int argc, char **argv)
 		for (int i = 0; i < PQntuples(res); i++) {
 			printf("%-5s %-24s %-8s %-24s %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
 			       PQgetvalue(res, i, 4)[0] == 't' ? "yes" : "no", PQgetvalue(res, i, 3), PQgetvalue(res, i, 2));
-			if (PQgetvalue(res, i, 5)[0])
-				printf("%-5s last run %s (%s): %s providers, %s created, %s updated, %s errors\n", "",
+			if (PQgetvalue(res, i, 5)[0]) {
+				printf("%-5s last run %s (%s): %s providers, %s created, %s updated, %s errors", "",
 				       PQgetvalue(res, i, 6), PQgetvalue(res, i, 5), PQgetvalue(res, i, 7), PQgetvalue(res, i, 8),
 				       PQgetvalue(res, i, 9), PQgetvalue(res, i, 10));
+				if (strcmp(PQgetvalue(res, i, 11), "0") != 0)
+					printf(", %s prospects reopened", PQgetvalue(res, i, 11));
+				printf("\n");
+			}
 		}
 	}
 	PQclear(res);

@@ -197,8 +197,9 @@ take_page(struct sync *s, json_t *records, int parts_done, int errors)
 	                         "UPDATE npi_sync_runs r SET pages_fetched = r.pages_fetched + 1, "
 	                         "records_seen = r.records_seen + t.seen, created = r.created + t.created, "
 	                         "updated = r.updated + t.updated, unchanged = r.unchanged + t.unchanged, "
+	                         "reopened = r.reopened + t.reopened, "
 	                         "progress = $4::jsonb, parts_done = r.parts_done + $5::int, errors = r.errors + $6::int "
-	                         "FROM t WHERE r.id = $1 RETURNING t.seen, t.created, t.updated, t.unchanged",
+	                         "FROM t WHERE r.id = $1 RETURNING t.seen, t.created, t.updated, t.unchanged, t.reopened",
 	                         DB_ARGS(s->run_id_s, s->coordinator_s[0] ? s->coordinator_s : NULL, page, prog, pd, er));
 	free(page);
 	free(prog);
@@ -207,8 +208,8 @@ take_page(struct sync *s, json_t *records, int parts_done, int errors)
 		db_rollback(ctx->db);
 		return r;
 	}
-	log_debug("page: %s seen, %s created, %s updated, %s unchanged", PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1),
-	          PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
+	log_debug("page: %s seen, %s created, %s updated, %s unchanged, %s reopened", PQgetvalue(res, 0, 0),
+	          PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4));
 	PQclear(res);
 	if (db_commit(ctx->db) == -1)
 		return db_failed(ctx, "COMMIT");
@@ -431,14 +432,14 @@ npi_sync_run(struct job_ctx *ctx)
 	if (result == JOB_DONE) {
 		close_run(&s, "done", NULL);
 		res = db_query(ctx->db,
-		               "SELECT pages_fetched, records_seen, created, updated, unchanged, errors FROM npi_sync_runs "
-		               "WHERE id = $1",
+		               "SELECT pages_fetched, records_seen, created, updated, unchanged, errors, reopened "
+		               "FROM npi_sync_runs WHERE id = $1",
 		               DB_ARGS(s.run_id_s));
 		if (res && PQntuples(res) == 1)
 			log_info("sync run %lld of saved search %lld done: %s pages, %s providers, %s created, %s updated, "
-			         "%s unchanged, %s errors",
+			         "%s unchanged, %s errors, %s prospects reopened",
 			         s.run_id, search_id, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
-			         PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4), PQgetvalue(res, 0, 5));
+			         PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4), PQgetvalue(res, 0, 5), PQgetvalue(res, 0, 6));
 		PQclear(res);
 	}
 out:

@@ -13,17 +13,23 @@ NPI_DIR = harness.FIXTURES / "npi"
 SEARCH = {"taxonomy_description": "Internal Medicine", "state": "MN", "postal_code": "55"}
 
 
-class NpiSync(harness.Case):
+class Replay:
+    """A test case mixin: the local NPI Registry replay for the class, serving replay_records (None: the
+    standard set) at cls.base_url; cls.server.registry holds the data and the fault knobs."""
+    replay_records = None
+
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.server, cls.base_url = npi_replay.start()
+        cls.server, cls.base_url = npi_replay.start(npi_replay.Registry(cls.replay_records))
 
     @classmethod
     def tearDownClass(cls):
         cls.server.shutdown()
         super().tearDownClass()
 
+
+class NpiSync(Replay, harness.Case):
     def setUp(self):
         super().setUp()
         self.migrate()

@@ -78,8 +78,8 @@ check_time_zone(struct db *db, const struct campdef *d)
 	PGresult *res = db_query(db, "SELECT now() AT TIME ZONE $1", DB_ARGS(d->time_zone));
 
 	if (res == NULL) {
-		log_errorx("campaign create: %s: $.time_zone: %s is not a time zone PostgreSQL knows", d->path,
-		           d->time_zone);
+		log_errorx("campaign create: %s: $.time_zone: %s is not a time zone PostgreSQL knows",
+		           d->path, d->time_zone);
 		return -1;
 	}
 	PQclear(res);
@@ -241,8 +241,8 @@ cmd_create(const struct cfg *c, int argc, char **argv)
 		goto out;
 	if (PQntuples(res) == 1) {
 		if (strcmp(PQgetvalue(res, 0, 1), "draft") != 0) {
-			log_errorx("campaign create: campaign \"%s\" (id %s) exists and is %s; only a draft is replaced "
-			           "(give the new one another name)",
+			log_errorx("campaign create: campaign \"%s\" (id %s) exists and is %s; only a draft "
+			           "is replaced (give the new one another name)",
 			           d->name, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
 			goto out;
 		}
@@ -308,13 +308,13 @@ struct found {
 static int
 find_campaign(struct db *db, const char *what, const char *ref, bool lock, struct found *out)
 {
-	PGresult *res = ctl_query(
-	        db, "campaign",
-	        lock ? "SELECT id, name, status FROM campaigns WHERE id::text = $1 OR name = $1 "
-	               "ORDER BY (id::text = $1) DESC LIMIT 1 FOR UPDATE"
-	             : "SELECT id, name, status FROM campaigns WHERE id::text = $1 OR name = $1 "
-	               "ORDER BY (id::text = $1) DESC LIMIT 1",
-	        DB_ARGS(ref));
+	PGresult *res =
+	        ctl_query(db, "campaign",
+	                  lock ? "SELECT id, name, status FROM campaigns WHERE id::text = $1 OR name = $1 "
+	                         "ORDER BY (id::text = $1) DESC LIMIT 1 FOR UPDATE"
+	                       : "SELECT id, name, status FROM campaigns WHERE id::text = $1 OR name = $1 "
+	                         "ORDER BY (id::text = $1) DESC LIMIT 1",
+	                  DB_ARGS(ref));
 	if (res == NULL)
 		return -1;
 	if (PQntuples(res) == 0) {
@@ -340,13 +340,13 @@ cmd_list(const struct cfg *c, int argc, char **argv)
 		return 1;
 	PGresult *res =
 	        ctl_query(db, "campaign list",
-	                       "SELECT c.id, c.name, c.status, (SELECT count(*) FROM campaign_segments g "
-	                       "WHERE g.campaign_id = c.id), "
-	                       "(SELECT count(*) FROM campaign_enrollments e WHERE e.campaign_id = c.id), "
-	                       "(SELECT count(*) FROM email_messages m WHERE m.campaign_id = c.id AND "
-	                       "m.status IN ('sent', 'bounced')), "
-	                       "to_char(c.created_at, 'YYYY-MM-DD HH24:MI') FROM campaigns c ORDER BY c.id",
-	                       0, NULL);
+	                  "SELECT c.id, c.name, c.status, (SELECT count(*) FROM campaign_segments g "
+	                  "WHERE g.campaign_id = c.id), "
+	                  "(SELECT count(*) FROM campaign_enrollments e WHERE e.campaign_id = c.id), "
+	                  "(SELECT count(*) FROM email_messages m WHERE m.campaign_id = c.id AND "
+	                  "m.status IN ('sent', 'bounced')), "
+	                  "to_char(c.created_at, 'YYYY-MM-DD HH24:MI') FROM campaigns c ORDER BY c.id",
+	                  0, NULL);
 	if (res == NULL) {
 		db_free(db);
 		return 1;
@@ -452,9 +452,9 @@ cmd_show(const struct cfg *c, int argc, char **argv)
 	PQclear(res);
 
 	res = ctl_query(db, "campaign show",
-	                     "SELECT state, step, count(*) FROM campaign_enrollments WHERE campaign_id = $1 "
-	                     "GROUP BY state, step ORDER BY state, step",
-	                     DB_ARGS(f.id));
+	                "SELECT state, step, count(*) FROM campaign_enrollments WHERE campaign_id = $1 "
+	                "GROUP BY state, step ORDER BY state, step",
+	                DB_ARGS(f.id));
 	if (res == NULL)
 		goto out;
 	printf("\nenrollments:%s\n", PQntuples(res) ? "" : " none");
@@ -576,8 +576,8 @@ cmd_activate(const struct cfg *c, int argc, char **argv)
 	if (find_campaign(db, "activate", argv[1], true, &f) == -1)
 		goto out;
 	if (strcmp(f.status, "finished") == 0) {
-		log_errorx("campaign activate: campaign %s \"%s\" is finished; it cannot be activated again", f.id,
-		           f.name);
+		log_errorx("campaign activate: campaign %s \"%s\" is finished; it cannot be activated again",
+		           f.id, f.name);
 		goto out;
 	}
 	res = ctl_query(db, "campaign activate",
@@ -645,8 +645,8 @@ cmd_pause_finish(const struct cfg *c, int argc, char **argv, bool finish)
 		goto out;
 	}
 	if (!finish && strcmp(f.status, "active") != 0) {
-		log_errorx("campaign pause: campaign %s \"%s\" is %s; only an active campaign is paused", f.id,
-		           f.name, f.status);
+		log_errorx("campaign pause: campaign %s \"%s\" is %s; only an active campaign is paused",
+		           f.id, f.name, f.status);
 		goto out;
 	}
 	if (finish) {
@@ -752,8 +752,8 @@ preview_segment(struct db *db, const char *cid, const char *sid, char *seg, size
 static int
 parse_message(PGresult *res, struct mailtmpl *t)
 {
-	static const char *const names[] = {"subject", "text", "html"};
-	struct tmpl **parts[] = {&t->subject, &t->text, &t->html};
+	static const char *const names[] = { "subject", "text", "html" };
+	struct tmpl **parts[] = { &t->subject, &t->text, &t->html };
 	char err[512];
 
 	memset(t, 0, sizeof(*t));
@@ -795,7 +795,7 @@ cmd_preview(const struct cfg *c, int argc, char **argv)
 		fatalx("campaign preview: SOURCE_ID must be a referral source's id, not %s", sid);
 	struct db *db = ctl_db_open(c, true);
 	PGresult *vars = NULL, *res = NULL;
-	struct mailtmpl t = {0};
+	struct mailtmpl t = { 0 };
 	json_t *ctx = NULL;
 	char *subject = NULL, *text = NULL, *html = NULL, *chosen = NULL;
 	char seg[24], segname[256];
@@ -812,19 +812,21 @@ cmd_preview(const struct cfg *c, int argc, char **argv)
 	if (in == -1)
 		goto out;
 	if (in == 0) {
-		log_errorx("campaign preview: referral source %s is in no segment of campaign %s \"%s\"", sid, f.id,
-		           f.name);
+		log_errorx("campaign preview: referral source %s is in no segment of campaign %s \"%s\"", sid,
+		           f.id, f.name);
 		goto out;
 	}
 	if (variant == NULL) {
-		res = ctl_query(db, "campaign preview",
-		                "SELECT variant FROM campaign_steps WHERE campaign_id = $1 AND after_step = 0 AND "
-		                "action = 'send' ORDER BY position LIMIT 1",
-		                DB_ARGS(f.id));
+		res = ctl_query(
+		        db, "campaign preview",
+		        "SELECT variant FROM campaign_steps WHERE campaign_id = $1 AND after_step = 0 AND "
+		        "action = 'send' ORDER BY position LIMIT 1",
+		        DB_ARGS(f.id));
 		if (res == NULL)
 			goto out;
 		if (PQntuples(res) != 1) {
-			log_errorx("campaign preview: campaign %s has no first message; give --variant", f.id);
+			log_errorx("campaign preview: campaign %s has no first message; give --variant",
+			           f.id);
 			goto out;
 		}
 		chosen = xstrdup(PQgetvalue(res, 0, 0));
@@ -832,16 +834,18 @@ cmd_preview(const struct cfg *c, int argc, char **argv)
 	} else {
 		chosen = xstrdup(variant);
 	}
-	res = ctl_query(db, "campaign preview",
-	                "SELECT subject, text_template, html_template, segment_id IS NULL FROM campaign_messages "
-	                "WHERE campaign_id = $1 AND variant = $2 AND (segment_id = $3 OR segment_id IS NULL) "
-	                "ORDER BY segment_id NULLS LAST LIMIT 1",
-	                DB_ARGS(f.id, chosen, seg));
+	res = ctl_query(
+	        db, "campaign preview",
+	        "SELECT subject, text_template, html_template, segment_id IS NULL FROM campaign_messages "
+	        "WHERE campaign_id = $1 AND variant = $2 AND (segment_id = $3 OR segment_id IS NULL) "
+	        "ORDER BY segment_id NULLS LAST LIMIT 1",
+	        DB_ARGS(f.id, chosen, seg));
 	if (res == NULL)
 		goto out;
 	if (PQntuples(res) != 1) {
-		log_errorx("campaign preview: campaign %s has no variant %s for segment %s (nor a shared one)", f.id,
-		           chosen, segname);
+		log_errorx(
+		        "campaign preview: campaign %s has no variant %s for segment %s (nor a shared one)",
+		        f.id, chosen, segname);
 		goto out;
 	}
 	if (parse_message(res, &t) == -1)

@@ -179,13 +179,26 @@ class Npi(CtlCase):
         self.fails(("import-taxonomy", path),
                    'import-taxonomy: %s: no column "Grouping"; is this the NUCC taxonomy CSV?' % path)
         path = self.write("empty.csv", "")
-        self.fails(("import-taxonomy", path), "import-taxonomy: ")
+        self.fails(("import-taxonomy", path), "import-taxonomy: %s:1: the input is empty" % path)
+        # Broken after two good rows, in the middle of the COPY: nothing of the file is kept.
+        with open(harness.FIXTURES / "npi" / "nucc_taxonomy.csv", encoding="utf-8") as f:
+            head = "".join(f.readlines()[:3])
+        path = self.write("broken.csv", head + '207X00000X,"never closed\n')
+        self.fails(("import-taxonomy", path),
+                   "import-taxonomy: %s:4: the quoted field opened on this line is not closed" % path)
         self.assertEqual(self.sql_one("SELECT count(*) FROM taxonomies"), 0)
 
     def test_import_nppes_refusal(self):
         path = self.write("not-nppes.csv", "Name,City\nSomeone,Duluth\n")
         self.fails(("import-nppes", path), 'import-nppes: %s: no "NPI" column; is this an NPPES file?' % path)
         self.assertEqual(self.sql_one("SELECT count(*) FROM npi_providers"), 0)
+
+
+class Demo(CtlCase):
+    def test_seed_demo_without_its_data(self):
+        self.fails(("seed-demo", "--data", os.path.join(self.dir, "none")),
+                   "seed-demo: %s/nucc_taxonomy.csv: No such file or directory" % os.path.join(self.dir, "none"))
+        self.assertEqual(self.sql_one("SELECT count(*) FROM coordinators"), 0)
 
 
 class Reports(CtlCase):

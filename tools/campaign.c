@@ -71,15 +71,19 @@ free_params(char **params, int n)
 
 /* --- create -------------------------------------------------------------------------------------- */
 
-static void
+/* 0, or -1 after logging when PostgreSQL does not know the definition's time zone. */
+static int
 check_time_zone(struct db *db, const struct campdef *d)
 {
 	PGresult *res = db_query(db, "SELECT now() AT TIME ZONE $1", DB_ARGS(d->time_zone));
 
-	if (res == NULL)
-		fatalx("campaign create: %s: $.time_zone: %s is not a time zone PostgreSQL knows", d->path,
-		       d->time_zone);
+	if (res == NULL) {
+		log_errorx("campaign create: %s: $.time_zone: %s is not a time zone PostgreSQL knows",
+		           d->path, d->time_zone);
+		return -1;
+	}
 	PQclear(res);
+	return 0;
 }
 
 static int
@@ -87,7 +91,7 @@ dry_run(struct db *db, const struct campdef *d)
 {
 	json_t **crit = xcalloc(d->nsegments, sizeof(*crit));
 	char **params = xcalloc(d->nsegments * (SEGMENT_MAX_PARAMS + 1), sizeof(*params));
-	int np = 0;
+	int np = 0, rc = 1;
 
 	for (size_t i = 0; i < d->nsegments; i++)
 		crit[i] = d->segments[i].criteria;
@@ -97,10 +101,14 @@ dry_run(struct db *db, const struct campdef *d)
 	        "SELECT m.pos, count(*), count(*) FILTER (WHERE m.ok), "
 	        "(SELECT count(*) FROM f WHERE f.pos = m.pos) FROM m GROUP BY m.pos ORDER BY m.pos",
 	        m);
+	PGresult *res = NULL;
 	/* Over millions of sources this takes longer than the configured statement_timeout. */
-	if (db_exec(db, "SET statement_timeout = '30min'", 0, NULL) == -1)
-		fatalx("campaign create --dry-run: %s", db_error(db));
-	PGresult *res = ctl_must_query(db, "campaign create --dry-run", sql, np, (const char *const *)params);
+	if (db_exec(db, "SET statement_timeout = '30min'", 0, NULL) == -1) {
+		log_errorx("campaign create --dry-run: %s", db_error(db));
+		goto out;
+	}
+	if ((res = ctl_query(db, "campaign create --dry-run", sql, np, (const char *const *)params)) == NULL)
+		goto out;
 	long long total = 0;
 
 	printf("campaign \"%s\": the definition is valid; dry run, nothing was created\n", d->name);
@@ -123,12 +131,14 @@ dry_run(struct db *db, const struct campdef *d)
 	       "an "
 	       "earlier segment)\n",
 	       total);
+	rc = 0;
+out:
 	PQclear(res);
 	free(sql);
 	free(m);
 	free_params(params, np);
 	free(crit);
-	return 0;
+	return rc;
 }
 
 /* Inserts the definition's segments, messages and steps for campaign id; -1 with db's error. */
@@ -210,38 +220,37 @@ cmd_create(const struct cfg *c, int argc, char **argv)
 	struct campdef *d = campdef_load(file, err, sizeof(err));
 	if (d == NULL)
 		fatalx("campaign create: %s", err);
-	struct db *db = ctl_db_connect(c, true);
-	check_time_zone(db, d);
-	if (dry) {
-		int rc = dry_run(db, d);
-		campdef_free(d);
-		db_free(db);
-		return rc;
-	}
-	if (db_begin(db) == -1)
-		fatalx("campaign create: %s", db_error(db));
-	PGresult *res = ctl_must_query(db, "campaign create",
-	                               "SELECT id, status FROM campaigns WHERE name = $1 FOR UPDATE",
-	                               DB_ARGS(d->name));
+	struct db *db = ctl_db_open(c, true);
+	PGresult *res = NULL;
 	char id[24] = "";
 	bool replaced = false;
+	int rc = 1;
+	if (db == NULL || check_time_zone(db, d) == -1)
+		goto out;
+	if (dry) {
+		rc = dry_run(db, d);
+		goto out;
+	}
+	if (db_begin(db) == -1) {
+		log_errorx("campaign create: %s", db_error(db));
+		goto out;
+	}
+	res = ctl_query(db, "campaign create", "SELECT id, status FROM campaigns WHERE name = $1 FOR UPDATE",
+	                DB_ARGS(d->name));
+	if (res == NULL)
+		goto out;
 	if (PQntuples(res) == 1) {
 		if (strcmp(PQgetvalue(res, 0, 1), "draft") != 0) {
-			log_write(LOG_LVL_ERROR, 0,
-			          "campaign create: campaign \"%s\" (id %s) exists and is %s; only a draft is replaced "
-			          "(give the new one another name)",
-			          d->name, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
-			/* Released, not left to exit: nothing of this command outlives it. */
-			PQclear(res);
-			db_rollback(db);
-			db_free(db);
-			campdef_free(d);
-			return 1;
+			log_errorx("campaign create: campaign \"%s\" (id %s) exists and is %s; only a draft "
+			           "is replaced (give the new one another name)",
+			           d->name, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+			goto out;
 		}
 		util_strlcpy(id, PQgetvalue(res, 0, 0), sizeof(id));
 		replaced = true;
 	}
 	PQclear(res);
+	res = NULL;
 	if (replaced) {
 		if (db_exec(db,
 		            "UPDATE campaigns SET sender_name = $2, sender_email = $3, reply_to = $4, "
@@ -251,8 +260,10 @@ cmd_create(const struct cfg *c, int argc, char **argv)
 		                    d->time_zone)) == -1 ||
 		    db_exec(db, "DELETE FROM campaign_steps WHERE campaign_id = $1", DB_ARGS(id)) == -1 ||
 		    db_exec(db, "DELETE FROM campaign_messages WHERE campaign_id = $1", DB_ARGS(id)) == -1 ||
-		    db_exec(db, "DELETE FROM campaign_segments WHERE campaign_id = $1", DB_ARGS(id)) == -1)
-			fatalx("campaign create: %s", db_error(db));
+		    db_exec(db, "DELETE FROM campaign_segments WHERE campaign_id = $1", DB_ARGS(id)) == -1) {
+			log_errorx("campaign create: %s", db_error(db));
+			goto out;
+		}
 	} else {
 		res = db_query(db,
 		               "INSERT INTO campaigns (name, sender_name, sender_email, reply_to, "
@@ -260,24 +271,28 @@ cmd_create(const struct cfg *c, int argc, char **argv)
 		               "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
 		               DB_ARGS(d->name, d->sender_name, d->sender_email, d->reply_to,
 		                       d->postal_address, d->time_zone));
-		if (res == NULL)
-			fatalx("campaign create: %s",
-			       strcmp(db_sqlstate(db), "23505") == 0
-			               ? "a campaign of that name was created meanwhile; run it again"
-			               : db_error(db));
+		if (res == NULL) {
+			log_errorx("campaign create: %s",
+			           strcmp(db_sqlstate(db), "23505") == 0
+			                   ? "a campaign of that name was created meanwhile; run it again"
+			                   : db_error(db));
+			goto out;
+		}
 		util_strlcpy(id, PQgetvalue(res, 0, 0), sizeof(id));
-		PQclear(res);
 	}
-	if (insert_parts(db, id, d) == -1)
-		fatalx("campaign create: %s", db_error(db));
-	if (db_commit(db) == -1)
-		fatalx("campaign create: %s", db_error(db));
+	if (insert_parts(db, id, d) == -1 || db_commit(db) == -1) {
+		log_errorx("campaign create: %s", db_error(db));
+		goto out;
+	}
 	printf("%s campaign %s \"%s\" (draft): %zu segment%s, %zu message%s, %zu step rule%s\n",
 	       replaced ? "replaced" : "created", id, d->name, d->nsegments, d->nsegments == 1 ? "" : "s",
 	       d->nmessages, d->nmessages == 1 ? "" : "s", d->nsteps, d->nsteps == 1 ? "" : "s");
-	campdef_free(d);
+	rc = 0;
+out:
+	PQclear(res);
 	db_free(db);
-	return 0;
+	campdef_free(d);
+	return rc;
 }
 
 /* --- the others ---------------------------------------------------------------------------------- */
@@ -288,23 +303,30 @@ struct found {
 	char status[16];
 };
 
-/* The campaign named by an id or a name (an id wins); exits when there is none. lock: FOR UPDATE. */
-static void
+/* The campaign named by an id or a name (an id wins); lock: FOR UPDATE. 0, or -1 after logging
+ * when there is none or the query fails. */
+static int
 find_campaign(struct db *db, const char *what, const char *ref, bool lock, struct found *out)
 {
-	PGresult *res = ctl_must_query(
-	        db, "campaign",
-	        lock ? "SELECT id, name, status FROM campaigns WHERE id::text = $1 OR name = $1 "
-	               "ORDER BY (id::text = $1) DESC LIMIT 1 FOR UPDATE"
-	             : "SELECT id, name, status FROM campaigns WHERE id::text = $1 OR name = $1 "
-	               "ORDER BY (id::text = $1) DESC LIMIT 1",
-	        DB_ARGS(ref));
-	if (PQntuples(res) == 0)
-		fatalx("campaign %s: no campaign with id or name %s", what, ref);
+	PGresult *res =
+	        ctl_query(db, "campaign",
+	                  lock ? "SELECT id, name, status FROM campaigns WHERE id::text = $1 OR name = $1 "
+	                         "ORDER BY (id::text = $1) DESC LIMIT 1 FOR UPDATE"
+	                       : "SELECT id, name, status FROM campaigns WHERE id::text = $1 OR name = $1 "
+	                         "ORDER BY (id::text = $1) DESC LIMIT 1",
+	                  DB_ARGS(ref));
+	if (res == NULL)
+		return -1;
+	if (PQntuples(res) == 0) {
+		log_errorx("campaign %s: no campaign with id or name %s", what, ref);
+		PQclear(res);
+		return -1;
+	}
 	util_strlcpy(out->id, PQgetvalue(res, 0, 0), sizeof(out->id));
 	util_strlcpy(out->name, PQgetvalue(res, 0, 1), sizeof(out->name));
 	util_strlcpy(out->status, PQgetvalue(res, 0, 2), sizeof(out->status));
 	PQclear(res);
+	return 0;
 }
 
 static int
@@ -313,16 +335,22 @@ cmd_list(const struct cfg *c, int argc, char **argv)
 	(void)argv;
 	if (argc != 1)
 		usage_exit();
-	struct db *db = ctl_db_connect(c, true);
+	struct db *db = ctl_db_open(c, true);
+	if (db == NULL)
+		return 1;
 	PGresult *res =
-	        ctl_must_query(db, "campaign list",
-	                       "SELECT c.id, c.name, c.status, (SELECT count(*) FROM campaign_segments g "
-	                       "WHERE g.campaign_id = c.id), "
-	                       "(SELECT count(*) FROM campaign_enrollments e WHERE e.campaign_id = c.id), "
-	                       "(SELECT count(*) FROM email_messages m WHERE m.campaign_id = c.id AND "
-	                       "m.status IN ('sent', 'bounced')), "
-	                       "to_char(c.created_at, 'YYYY-MM-DD HH24:MI') FROM campaigns c ORDER BY c.id",
-	                       0, NULL);
+	        ctl_query(db, "campaign list",
+	                  "SELECT c.id, c.name, c.status, (SELECT count(*) FROM campaign_segments g "
+	                  "WHERE g.campaign_id = c.id), "
+	                  "(SELECT count(*) FROM campaign_enrollments e WHERE e.campaign_id = c.id), "
+	                  "(SELECT count(*) FROM email_messages m WHERE m.campaign_id = c.id AND "
+	                  "m.status IN ('sent', 'bounced')), "
+	                  "to_char(c.created_at, 'YYYY-MM-DD HH24:MI') FROM campaigns c ORDER BY c.id",
+	                  0, NULL);
+	if (res == NULL) {
+		db_free(db);
+		return 1;
+	}
 	printf("%-5s %-32s %-9s %8s %9s %8s %s\n", "ID", "NAME", "STATUS", "SEGMENTS", "ENROLLED", "SENT",
 	       "CREATED");
 	for (int i = 0; i < PQntuples(res); i++)
@@ -341,9 +369,12 @@ cmd_show(const struct cfg *c, int argc, char **argv)
 
 	if (argc != 2)
 		usage_exit();
-	struct db *db = ctl_db_connect(c, true);
-	find_campaign(db, "show", argv[1], false, &f);
-	PGresult *res = ctl_must_query(
+	struct db *db = ctl_db_open(c, true);
+	PGresult *res = NULL;
+	int rc = 1;
+	if (db == NULL || find_campaign(db, "show", argv[1], false, &f) == -1)
+		goto out;
+	res = ctl_query(
 	        db, "campaign show",
 	        "SELECT name, status, sender_name, sender_email, coalesce(reply_to, ''), postal_address, "
 	        "time_zone, "
@@ -351,6 +382,8 @@ cmd_show(const struct cfg *c, int argc, char **argv)
 	        "HH24:MI:SS'), ''), "
 	        "coalesce(to_char(finished_at, 'YYYY-MM-DD HH24:MI:SS'), '') FROM campaigns WHERE id = $1",
 	        DB_ARGS(f.id));
+	if (res == NULL)
+		goto out;
 	printf("campaign %s \"%s\"\n", f.id, PQgetvalue(res, 0, 0));
 	printf("  status:         %s\n", PQgetvalue(res, 0, 1));
 	printf("  sender:         %s <%s>\n", PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
@@ -367,35 +400,41 @@ cmd_show(const struct cfg *c, int argc, char **argv)
 		printf("  finished:       %s UTC\n", PQgetvalue(res, 0, 9));
 	PQclear(res);
 
-	res = ctl_must_query(
+	res = ctl_query(
 	        db, "campaign show",
 	        "SELECT g.position, g.name, g.criteria::text, (SELECT count(*) FROM campaign_enrollments e "
 	        "WHERE e.segment_id = g.id) FROM campaign_segments g WHERE g.campaign_id = $1 ORDER BY "
 	        "g.position",
 	        DB_ARGS(f.id));
+	if (res == NULL)
+		goto out;
 	printf("\nsegments (first match wins):\n");
 	for (int i = 0; i < PQntuples(res); i++)
 		printf("  %s. %s: %s enrolled; criteria %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
 		       PQgetvalue(res, i, 3), PQgetvalue(res, i, 2));
 	PQclear(res);
 
-	res = ctl_must_query(
+	res = ctl_query(
 	        db, "campaign show",
 	        "SELECT m.variant, coalesce(g.name, '(every segment)'), m.subject FROM campaign_messages m "
 	        "LEFT JOIN campaign_segments g ON g.id = m.segment_id WHERE m.campaign_id = $1 "
 	        "ORDER BY m.variant, g.position NULLS LAST",
 	        DB_ARGS(f.id));
+	if (res == NULL)
+		goto out;
 	printf("\nmessages:\n");
 	for (int i = 0; i < PQntuples(res); i++)
 		printf("  %-16s %-24s subject: %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
 		       PQgetvalue(res, i, 2));
 	PQclear(res);
 
-	res = ctl_must_query(
+	res = ctl_query(
 	        db, "campaign show",
 	        "SELECT after_step, condition, wait_days, business_days, action, coalesce(variant, '') "
 	        "FROM campaign_steps WHERE campaign_id = $1 ORDER BY after_step, position",
 	        DB_ARGS(f.id));
+	if (res == NULL)
+		goto out;
 	printf("\nstep rules (the first that holds fires):\n");
 	for (int i = 0; i < PQntuples(res); i++) {
 		const char *action = PQgetvalue(res, i, 4);
@@ -412,17 +451,19 @@ cmd_show(const struct cfg *c, int argc, char **argv)
 	}
 	PQclear(res);
 
-	res = ctl_must_query(db, "campaign show",
-	                     "SELECT state, step, count(*) FROM campaign_enrollments WHERE campaign_id = $1 "
-	                     "GROUP BY state, step ORDER BY state, step",
-	                     DB_ARGS(f.id));
+	res = ctl_query(db, "campaign show",
+	                "SELECT state, step, count(*) FROM campaign_enrollments WHERE campaign_id = $1 "
+	                "GROUP BY state, step ORDER BY state, step",
+	                DB_ARGS(f.id));
+	if (res == NULL)
+		goto out;
 	printf("\nenrollments:%s\n", PQntuples(res) ? "" : " none");
 	for (int i = 0; i < PQntuples(res); i++)
 		printf("  %-9s step %-3s %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
 		       PQgetvalue(res, i, 2));
 	PQclear(res);
 
-	res = ctl_must_query(
+	res = ctl_query(
 	        db, "campaign show",
 	        "SELECT m.variant, count(*) FILTER (WHERE m.status IN ('sent', 'bounced')), "
 	        "count(m.opened_at), "
@@ -433,6 +474,8 @@ cmd_show(const struct cfg *c, int argc, char **argv)
 	        "email_events ev WHERE ev.message_id = m.id AND ev.kind = 'unsubscribe')) "
 	        "FROM email_messages m WHERE m.campaign_id = $1 GROUP BY m.variant ORDER BY m.variant",
 	        DB_ARGS(f.id));
+	if (res == NULL)
+		goto out;
 	printf("\nmessages sent:%s\n", PQntuples(res) ? "" : " none");
 	if (PQntuples(res))
 		printf("  %-16s %8s %8s %8s %8s %12s\n", "VARIANT", "SENT", "OPENED", "CLICKED", "BOUNCED",
@@ -441,37 +484,44 @@ cmd_show(const struct cfg *c, int argc, char **argv)
 		printf("  %-16s %8s %8s %8s %8s %12s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
 		       PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), PQgetvalue(res, i, 4),
 		       PQgetvalue(res, i, 5));
+	rc = 0;
+out:
 	PQclear(res);
 	db_free(db);
-	return 0;
+	return rc;
 }
 
 /* Enrolls, in one statement, every eligible source that some segment of campaign id matches and
  * that is not enrolled yet, in the first segment (by position) that matches it, with its first
- * action due now. Returns how many, -1 with db's error. */
+ * action due now. Returns how many, -1 after logging. */
 static long long
 enroll(struct db *db, const char *id, const char *first_step)
 {
-	PGresult *res = ctl_must_query(
+	PGresult *res = ctl_query(
 	        db, "campaign activate",
 	        "SELECT id, criteria::text FROM campaign_segments WHERE campaign_id = $1 ORDER BY position",
 	        DB_ARGS(id));
+	if (res == NULL)
+		return -1;
 	size_t n = (size_t)PQntuples(res);
 	json_t **crit = xcalloc(n ? n : 1, sizeof(*crit));
 	const char **seg_ids = xcalloc(n ? n : 1, sizeof(*seg_ids));
 	char **params = xcalloc(2 + n * (SEGMENT_MAX_PARAMS + 1), sizeof(*params));
 	char err[512];
 	int np = 2;
+	long long count = -1;
 
+	params[0] = xstrdup(id);
+	params[1] = xstrdup(first_step);
 	for (size_t i = 0; i < n; i++) {
 		crit[i] = json_loads(PQgetvalue(res, (int)i, 1), 0, NULL);
 		seg_ids[i] = PQgetvalue(res, (int)i, 0);
-		if (segment_check(crit[i], err, sizeof(err)) == -1)
-			fatalx("campaign activate: segment %s: %s", seg_ids[i], err);
+		if (segment_check(crit[i], err, sizeof(err)) == -1) {
+			log_errorx("campaign activate: segment %s: %s", seg_ids[i], err);
+			goto out;
+		}
 	}
-	params[0] = xstrdup(id);
-	params[1] = xstrdup(first_step);
-	long long count = 0;
+	count = 0;
 	if (n > 0) {
 		char *m = matches_sql(crit, seg_ids, n, params, &np);
 		char *sql =
@@ -487,7 +537,7 @@ enroll(struct db *db, const char *id, const char *first_step)
 		                  "campaign_enrollments e WHERE e.campaign_id = $1 AND e.source_id = f.id) "
 		                  "ON CONFLICT (campaign_id, source_id) DO NOTHING",
 		                  m);
-		PGresult *ins = db_query(db, sql, np, (const char *const *)params);
+		PGresult *ins = ctl_query(db, "campaign activate", sql, np, (const char *const *)params);
 		free(sql);
 		free(m);
 		if (ins == NULL) {
@@ -497,6 +547,7 @@ enroll(struct db *db, const char *id, const char *first_step)
 			PQclear(ins);
 		}
 	}
+out:
 	for (size_t i = 0; i < n; i++)
 		json_decref(crit[i]);
 	free(crit);
@@ -513,33 +564,48 @@ cmd_activate(const struct cfg *c, int argc, char **argv)
 
 	if (argc != 2)
 		usage_exit();
-	struct db *db = ctl_db_connect(c, true);
-	if (db_begin(db) == -1 || db_exec(db, "SET LOCAL statement_timeout = '30min'", 0, NULL) == -1)
-		fatalx("campaign activate: %s", db_error(db));
-	find_campaign(db, "activate", argv[1], true, &f);
-	if (strcmp(f.status, "finished") == 0)
-		fatalx("campaign activate: campaign %s \"%s\" is finished; it cannot be activated again",
-		       f.id, f.name);
-	PGresult *res =
-	        ctl_must_query(db, "campaign activate",
-	                       "SELECT id FROM campaign_steps WHERE campaign_id = $1 AND after_step = 0 "
-	                       "AND condition = 'always' ORDER BY position LIMIT 1",
-	                       DB_ARGS(f.id));
-	if (PQntuples(res) != 1)
-		fatalx("campaign activate: campaign %s has no 'always' rule after step 0", f.id);
+	struct db *db = ctl_db_open(c, true);
+	PGresult *res = NULL;
+	int rc = 1;
+	if (db == NULL)
+		return 1;
+	if (db_begin(db) == -1 || db_exec(db, "SET LOCAL statement_timeout = '30min'", 0, NULL) == -1) {
+		log_errorx("campaign activate: %s", db_error(db));
+		goto out;
+	}
+	if (find_campaign(db, "activate", argv[1], true, &f) == -1)
+		goto out;
+	if (strcmp(f.status, "finished") == 0) {
+		log_errorx("campaign activate: campaign %s \"%s\" is finished; it cannot be activated again",
+		           f.id, f.name);
+		goto out;
+	}
+	res = ctl_query(db, "campaign activate",
+	                "SELECT id FROM campaign_steps WHERE campaign_id = $1 AND after_step = 0 "
+	                "AND condition = 'always' ORDER BY position LIMIT 1",
+	                DB_ARGS(f.id));
+	if (res == NULL)
+		goto out;
+	if (PQntuples(res) != 1) {
+		log_errorx("campaign activate: campaign %s has no 'always' rule after step 0", f.id);
+		goto out;
+	}
 	char step[24];
 	util_strlcpy(step, PQgetvalue(res, 0, 0), sizeof(step));
-	PQclear(res);
 	if (db_exec(db,
 	            "UPDATE campaigns SET status = 'active', activated_at = coalesce(activated_at, now()) "
 	            "WHERE id = $1",
-	            DB_ARGS(f.id)) == -1)
-		fatalx("campaign activate: %s", db_error(db));
+	            DB_ARGS(f.id)) == -1) {
+		log_errorx("campaign activate: %s", db_error(db));
+		goto out;
+	}
 	long long n = enroll(db, f.id, step);
 	if (n == -1)
-		fatalx("campaign activate: %s", db_error(db));
-	if (db_commit(db) == -1)
-		fatalx("campaign activate: %s", db_error(db));
+		goto out;
+	if (db_commit(db) == -1) {
+		log_errorx("campaign activate: %s", db_error(db));
+		goto out;
+	}
 	printf("campaign %s \"%s\" %s: %lld source%s newly enrolled\n", f.id, f.name,
 	       strcmp(f.status, "paused") == 0   ? "resumed"
 	       : strcmp(f.status, "active") == 0 ? "is active"
@@ -547,8 +613,11 @@ cmd_activate(const struct cfg *c, int argc, char **argv)
 	       n, n == 1 ? "" : "s");
 	if (c->campaigns.token_key_file == NULL || c->campaigns.token_key_file[0] == '\0')
 		log_warnx("campaigns.token_key_file is not set: the workers send no campaign message until it is");
+	rc = 0;
+out:
+	PQclear(res);
 	db_free(db);
-	return 0;
+	return rc;
 }
 
 static int
@@ -559,33 +628,50 @@ cmd_pause_finish(const struct cfg *c, int argc, char **argv, bool finish)
 
 	if (argc != 2)
 		usage_exit();
-	struct db *db = ctl_db_connect(c, true);
-	if (db_begin(db) == -1)
-		fatalx("campaign %s: %s", what, db_error(db));
-	find_campaign(db, what, argv[1], true, &f);
-	if (strcmp(f.status, "finished") == 0)
-		fatalx("campaign %s: campaign %s \"%s\" is finished already", what, f.id, f.name);
-	if (!finish && strcmp(f.status, "active") != 0)
-		fatalx("campaign pause: campaign %s \"%s\" is %s; only an active campaign is paused", f.id,
-		       f.name, f.status);
+	struct db *db = ctl_db_open(c, true);
+	PGresult *res = NULL;
 	long long stopped = 0;
+	int rc = 1;
+	if (db == NULL)
+		return 1;
+	if (db_begin(db) == -1) {
+		log_errorx("campaign %s: %s", what, db_error(db));
+		goto out;
+	}
+	if (find_campaign(db, what, argv[1], true, &f) == -1)
+		goto out;
+	if (strcmp(f.status, "finished") == 0) {
+		log_errorx("campaign %s: campaign %s \"%s\" is finished already", what, f.id, f.name);
+		goto out;
+	}
+	if (!finish && strcmp(f.status, "active") != 0) {
+		log_errorx("campaign pause: campaign %s \"%s\" is %s; only an active campaign is paused",
+		           f.id, f.name, f.status);
+		goto out;
+	}
 	if (finish) {
 		if (db_exec(db, "UPDATE campaigns SET status = 'finished', finished_at = now() WHERE id = $1",
-		            DB_ARGS(f.id)) == -1)
-			fatalx("campaign finish: %s", db_error(db));
-		PGresult *res = ctl_must_query(db, "campaign finish",
-		                               "UPDATE campaign_enrollments SET state = 'finished', "
-		                               "stop_reason = 'campaign finished', "
-		                               "next_action_at = NULL, next_step_id = NULL WHERE campaign_id "
-		                               "= $1 AND state = 'active'",
-		                               DB_ARGS(f.id));
+		            DB_ARGS(f.id)) == -1) {
+			log_errorx("campaign finish: %s", db_error(db));
+			goto out;
+		}
+		res = ctl_query(db, "campaign finish",
+		                "UPDATE campaign_enrollments SET state = 'finished', "
+		                "stop_reason = 'campaign finished', "
+		                "next_action_at = NULL, next_step_id = NULL WHERE campaign_id "
+		                "= $1 AND state = 'active'",
+		                DB_ARGS(f.id));
+		if (res == NULL)
+			goto out;
 		stopped = strtoll(PQcmdTuples(res), NULL, 10);
-		PQclear(res);
 	} else if (db_exec(db, "UPDATE campaigns SET status = 'paused' WHERE id = $1", DB_ARGS(f.id)) == -1) {
-		fatalx("campaign pause: %s", db_error(db));
+		log_errorx("campaign pause: %s", db_error(db));
+		goto out;
 	}
-	if (db_commit(db) == -1)
-		fatalx("campaign %s: %s", what, db_error(db));
+	if (db_commit(db) == -1) {
+		log_errorx("campaign %s: %s", what, db_error(db));
+		goto out;
+	}
 	if (finish)
 		printf("campaign %s \"%s\" finished: %lld active enrollment%s ended\n", f.id, f.name, stopped,
 		       stopped == 1 ? "" : "s");
@@ -593,47 +679,60 @@ cmd_pause_finish(const struct cfg *c, int argc, char **argv, bool finish)
 		printf("campaign %s \"%s\" paused: nothing more is sent until `outreachctl campaign activate "
 		       "%s`\n",
 		       f.id, f.name, f.id);
+	rc = 0;
+out:
+	PQclear(res);
 	db_free(db);
-	return 0;
+	return rc;
 }
 
 /* --- preview ------------------------------------------------------------------------------------- */
 
 /* The segment (id, name) source falls in: its enrollment's, else the first whose criteria match.
- * Returns false when no segment matches. */
-static bool
+ * Returns 1, 0 when no segment matches, -1 after logging. */
+static int
 preview_segment(struct db *db, const char *cid, const char *sid, char *seg, size_t seglen, char *name,
                 size_t namelen)
 {
 	PGresult *res =
-	        ctl_must_query(db, "campaign preview",
-	                       "SELECT g.id, g.name FROM campaign_enrollments e JOIN campaign_segments g ON "
-	                       "g.id = e.segment_id WHERE e.campaign_id = $1 AND e.source_id = $2",
-	                       DB_ARGS(cid, sid));
-	bool found = PQntuples(res) == 1;
+	        ctl_query(db, "campaign preview",
+	                  "SELECT g.id, g.name FROM campaign_enrollments e JOIN campaign_segments g ON "
+	                  "g.id = e.segment_id WHERE e.campaign_id = $1 AND e.source_id = $2",
+	                  DB_ARGS(cid, sid));
+	if (res == NULL)
+		return -1;
+	int found = PQntuples(res) == 1;
 	if (found) {
 		util_strlcpy(seg, PQgetvalue(res, 0, 0), seglen);
 		util_strlcpy(name, PQgetvalue(res, 0, 1), namelen);
 	}
 	PQclear(res);
 	if (found)
-		return true;
-	res = ctl_must_query(db, "campaign preview",
-	                     "SELECT id, name, criteria::text FROM campaign_segments WHERE campaign_id = $1 "
-	                     "ORDER BY position",
-	                     DB_ARGS(cid));
-	for (int i = 0; i < PQntuples(res) && !found; i++) {
+		return 1;
+	res = ctl_query(db, "campaign preview",
+	                "SELECT id, name, criteria::text FROM campaign_segments WHERE campaign_id = $1 "
+	                "ORDER BY position",
+	                DB_ARGS(cid));
+	if (res == NULL)
+		return -1;
+	for (int i = 0; i < PQntuples(res) && found == 0; i++) {
 		json_t *crit = json_loads(PQgetvalue(res, i, 2), 0, NULL);
 		char err[512], *params[SEGMENT_MAX_PARAMS + 1];
 		int np = 1;
-		if (segment_check(crit, err, sizeof(err)) == -1)
-			fatalx("campaign preview: segment %s: %s", PQgetvalue(res, i, 0), err);
+		if (segment_check(crit, err, sizeof(err)) == -1) {
+			log_errorx("campaign preview: segment %s: %s", PQgetvalue(res, i, 0), err);
+			json_decref(crit);
+			found = -1;
+			break;
+		}
 		params[0] = xstrdup(sid);
 		char *where = segment_where(crit, 2, params, &np);
 		char *sql = xasprintf("SELECT 1 FROM referral_sources s WHERE s.id = $1 AND %s", where);
-		PGresult *m = ctl_must_query(db, "campaign preview", sql, np, (const char *const *)params);
-		if (PQntuples(m) == 1) {
-			found = true;
+		PGresult *m = ctl_query(db, "campaign preview", sql, np, (const char *const *)params);
+		if (m == NULL) {
+			found = -1;
+		} else if (PQntuples(m) == 1) {
+			found = 1;
 			util_strlcpy(seg, PQgetvalue(res, i, 0), seglen);
 			util_strlcpy(name, PQgetvalue(res, i, 1), namelen);
 		}
@@ -648,15 +747,25 @@ preview_segment(struct db *db, const char *cid, const char *sid, char *seg, size
 	return found;
 }
 
-static struct tmpl *
-must_parse(const char *text, const char *name)
+/* The three templates of a campaign_messages row (subject, text, html); -1 after logging, with
+ * nothing held. */
+static int
+parse_message(PGresult *res, struct mailtmpl *t)
 {
+	static const char *const names[] = { "subject", "text", "html" };
+	struct tmpl **parts[] = { &t->subject, &t->text, &t->html };
 	char err[512];
-	struct tmpl *t = tmpl_parse(text, name, err, sizeof(err));
 
-	if (t == NULL)
-		fatalx("campaign preview: %s", err);
-	return t;
+	memset(t, 0, sizeof(*t));
+	for (int i = 0; i < 3; i++) {
+		*parts[i] = tmpl_parse(PQgetvalue(res, 0, i), names[i], err, sizeof(err));
+		if (*parts[i] == NULL) {
+			log_errorx("campaign preview: %s", err);
+			mailtmpl_free(t);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 static int
@@ -684,58 +793,78 @@ cmd_preview(const struct cfg *c, int argc, char **argv)
 		usage_exit();
 	if (!util_parse_long(sid, 1, (long)(~0UL >> 1), &id))
 		fatalx("campaign preview: SOURCE_ID must be a referral source's id, not %s", sid);
-	struct db *db = ctl_db_connect(c, true);
-	find_campaign(db, "preview", ref, false, &f);
-	PGresult *vars = ctl_must_query(db, "campaign preview", campvars_sql, DB_ARGS(sid, f.id));
-	if (PQntuples(vars) != 1)
-		fatalx("campaign preview: no referral source %s", sid);
+	struct db *db = ctl_db_open(c, true);
+	PGresult *vars = NULL, *res = NULL;
+	struct mailtmpl t = { 0 };
+	json_t *ctx = NULL;
+	char *subject = NULL, *text = NULL, *html = NULL, *chosen = NULL;
 	char seg[24], segname[256];
-	if (!preview_segment(db, f.id, sid, seg, sizeof(seg), segname, sizeof(segname)))
-		fatalx("campaign preview: referral source %s is in no segment of campaign %s \"%s\"", sid,
-		       f.id, f.name);
-	PGresult *res;
+	int rc = 1;
+	if (db == NULL || find_campaign(db, "preview", ref, false, &f) == -1)
+		goto out;
+	if ((vars = ctl_query(db, "campaign preview", campvars_sql, DB_ARGS(sid, f.id))) == NULL)
+		goto out;
+	if (PQntuples(vars) != 1) {
+		log_errorx("campaign preview: no referral source %s", sid);
+		goto out;
+	}
+	int in = preview_segment(db, f.id, sid, seg, sizeof(seg), segname, sizeof(segname));
+	if (in == -1)
+		goto out;
+	if (in == 0) {
+		log_errorx("campaign preview: referral source %s is in no segment of campaign %s \"%s\"", sid,
+		           f.id, f.name);
+		goto out;
+	}
 	if (variant == NULL) {
-		res = ctl_must_query(
+		res = ctl_query(
 		        db, "campaign preview",
 		        "SELECT variant FROM campaign_steps WHERE campaign_id = $1 AND after_step = 0 AND "
 		        "action = 'send' ORDER BY position LIMIT 1",
 		        DB_ARGS(f.id));
-		if (PQntuples(res) != 1)
-			fatalx("campaign preview: campaign %s has no first message; give --variant", f.id);
-		variant = xstrdup(PQgetvalue(res, 0, 0));
+		if (res == NULL)
+			goto out;
+		if (PQntuples(res) != 1) {
+			log_errorx("campaign preview: campaign %s has no first message; give --variant",
+			           f.id);
+			goto out;
+		}
+		chosen = xstrdup(PQgetvalue(res, 0, 0));
 		PQclear(res);
 	} else {
-		variant = xstrdup(variant);
+		chosen = xstrdup(variant);
 	}
-	res = ctl_must_query(
+	res = ctl_query(
 	        db, "campaign preview",
 	        "SELECT subject, text_template, html_template, segment_id IS NULL FROM campaign_messages "
 	        "WHERE campaign_id = $1 AND variant = $2 AND (segment_id = $3 OR segment_id IS NULL) "
 	        "ORDER BY segment_id NULLS LAST LIMIT 1",
-	        DB_ARGS(f.id, variant, seg));
-	if (PQntuples(res) != 1)
-		fatalx("campaign preview: campaign %s has no variant %s for segment %s (nor a shared one)",
-		       f.id, variant, segname);
-	struct mailtmpl t = {
-		.subject = must_parse(PQgetvalue(res, 0, 0), "subject"),
-		.text = must_parse(PQgetvalue(res, 0, 1), "text"),
-		.html = must_parse(PQgetvalue(res, 0, 2), "html"),
-	};
+	        DB_ARGS(f.id, chosen, seg));
+	if (res == NULL)
+		goto out;
+	if (PQntuples(res) != 1) {
+		log_errorx(
+		        "campaign preview: campaign %s has no variant %s for segment %s (nor a shared one)",
+		        f.id, chosen, segname);
+		goto out;
+	}
+	if (parse_message(res, &t) == -1)
+		goto out;
 	bool shared = PQgetvalue(res, 0, 3)[0] == 't';
 	PQclear(res);
-	json_t *ctx = campvars_context(vars, 0);
-	char *subject, *text, *html;
+	ctx = campvars_context(vars, 0);
 	mailtmpl_render(&t, ctx, &subject, &text, &html);
 
 	const char *email = PQgetvalue(vars, 0, 9);
-	res = ctl_must_query(
-	        db, "campaign preview",
-	        "SELECT s.email IS NULL OR s.email = '', EXISTS (SELECT 1 FROM suppressions sp WHERE "
-	        "sp.address = lower(s.email)) FROM referral_sources s WHERE s.id = $1",
-	        DB_ARGS(sid));
+	res = ctl_query(db, "campaign preview",
+	                "SELECT s.email IS NULL OR s.email = '', EXISTS (SELECT 1 FROM suppressions sp WHERE "
+	                "sp.address = lower(s.email)) FROM referral_sources s WHERE s.id = $1",
+	                DB_ARGS(sid));
+	if (res == NULL)
+		goto out;
 	printf("Campaign: %s \"%s\" (%s)\n", f.id, f.name, f.status);
 	printf("Segment:  %s\n", segname);
-	printf("Variant:  %s%s\n", variant, shared ? " (shared by every segment)" : "");
+	printf("Variant:  %s%s\n", chosen, shared ? " (shared by every segment)" : "");
 	printf("From:     %s <%s>\n", PQgetvalue(vars, 0, 14), PQgetvalue(vars, 0, 15));
 	printf("To:       %s <%s>\n", PQgetvalue(vars, 0, 1), email);
 	if (PQgetvalue(res, 0, 0)[0] == 't')
@@ -748,16 +877,18 @@ cmd_preview(const struct cfg *c, int argc, char **argv)
 	printf("--- text/html ---\n%s", html);
 	if (html[0] && html[strlen(html) - 1] != '\n')
 		putchar('\n');
+	rc = 0;
+out:
 	PQclear(res);
 	free(subject);
 	free(text);
 	free(html);
 	json_decref(ctx);
 	mailtmpl_free(&t);
-	free((char *)variant);
+	free(chosen);
 	PQclear(vars);
 	db_free(db);
-	return 0;
+	return rc;
 }
 
 int

@@ -15,46 +15,57 @@
 #include "common/rds.h"
 
 struct db *
-ctl_db_connect(const struct cfg *c, bool check_schema)
+ctl_db_open(const struct cfg *c, bool check_schema)
 {
 	char err[1024];
 	struct db *db = db_connect_retry(c, "outreachctl", 10000, NULL, err, sizeof(err));
 
-	if (db == NULL)
-		fatalx("cannot connect to the database: %s", err);
-	if (check_schema && mig_check(db, err, sizeof(err)) == -1)
-		fatalx("%s", err);
+	if (db == NULL) {
+		log_errorx("cannot connect to the database: %s", err);
+		return NULL;
+	}
+	if (check_schema && mig_check(db, err, sizeof(err)) == -1) {
+		log_errorx("%s", err);
+		db_free(db);
+		return NULL;
+	}
 	return db;
 }
 
 PGresult *
-ctl_must_query(struct db *db, const char *what, const char *sql, int n, const char *const *params)
+ctl_query(struct db *db, const char *what, const char *sql, int n, const char *const *params)
 {
 	PGresult *res = db_query(db, sql, n, params);
 
 	if (res == NULL)
-		fatalx("%s: %s", what, db_error(db));
+		log_errorx("%s: %s", what, db_error(db));
 	return res;
 }
 
-static redisContext *
-connect_redis(const struct cfg *c)
+redisContext *
+ctl_redis_open(const struct cfg *c)
 {
 	char err[512];
 	redisContext *r = rds_connect(&c->redis_addr, c->redis.password, c->redis.timeout, err, sizeof(err));
 
 	if (r == NULL)
-		fatalx("cannot connect to Redis: %s", err);
+		log_errorx("cannot connect to Redis: %s", err);
 	return r;
 }
 
+/* The reply of a command, or NULL (the reply freed) after logging "WHAT: the error". */
 static redisReply *
-must(redisContext *r, redisReply *rep, const char *what)
+checked(redisContext *r, redisReply *rep, const char *what)
 {
-	if (rep == NULL)
-		fatalx("%s: %s", what, r->errstr);
-	if (rep->type == REDIS_REPLY_ERROR)
-		fatalx("%s: %s", what, rep->str);
+	if (rep == NULL) {
+		log_errorx("%s: %s", what, r->errstr);
+		return NULL;
+	}
+	if (rep->type == REDIS_REPLY_ERROR) {
+		log_errorx("%s: %s", what, rep->str);
+		freeReplyObject(rep);
+		return NULL;
+	}
 	return rep;
 }
 
@@ -121,60 +132,86 @@ ctl_enqueue(const struct cfg *c, int argc, char **argv)
 		jobclass_names(names, sizeof(names));
 		fatalx("enqueue: unknown job class %s (known: %s)", class, names);
 	}
+	if (queue && !job_queue_name_ok(queue))
+		fatalx("enqueue: '%s' is not a queue name", queue);
 	json_error_t jerr;
 	json_t *args = json_loads(args_text, JSON_DECODE_ANY, &jerr);
 	if (args == NULL)
 		fatalx("enqueue: --args is not JSON: %s", jerr.text);
-	if (!json_is_array(args))
-		fatalx("enqueue: --args must be a JSON array, e.g. '[\"key\", 100]'");
-	if (jc->validate(args, err, sizeof(err)) == -1)
-		fatalx("enqueue: %s", err);
-	if (queue && !job_queue_name_ok(queue))
-		fatalx("enqueue: '%s' is not a queue name", queue);
-
-	struct job *job = job_new(class, queue ? queue : jc->queue, args);
-	redisContext *r = connect_redis(c);
-	int rc = at > util_now() ? queue_schedule(r, job, at, err, sizeof(err)) : queue_push(r, job, err, sizeof(err));
-	if (rc == -1)
-		fatalx("enqueue: %s", err);
+	struct job *job = NULL;
+	redisContext *r = NULL;
+	int rc = 1;
+	if (!json_is_array(args)) {
+		log_errorx("enqueue: --args must be a JSON array, e.g. '[\"key\", 100]'");
+		goto out;
+	}
+	if (jc->validate(args, err, sizeof(err)) == -1) {
+		log_errorx("enqueue: %s", err);
+		goto out;
+	}
+	job = job_new(class, queue ? queue : jc->queue, args);
+	args = NULL; /* the job's now */
+	if ((r = ctl_redis_open(c)) == NULL)
+		goto out;
+	if ((at > util_now() ? queue_schedule(r, job, at, err, sizeof(err)) : queue_push(r, job, err, sizeof(err))) ==
+	    -1) {
+		log_errorx("enqueue: %s", err);
+		goto out;
+	}
 	printf("%s\n", job->jid);
+	rc = 0;
+out:
+	json_decref(args);
 	job_free(job);
 	redisFree(r);
-	return 0;
+	return rc;
 }
 
-static long long
-int_reply(redisContext *r, const char *fmt, const char *arg)
+/* The integer reply of a command with one argument into *v; -1 after logging. */
+static int
+int_reply(redisContext *r, const char *fmt, const char *arg, long long *v)
 {
-	redisReply *rep = must(r, redisCommand(r, fmt, arg), "stats");
-	long long v = 0;
+	redisReply *rep = checked(r, redisCommand(r, fmt, arg), "stats");
 
+	if (rep == NULL)
+		return -1;
+	*v = 0;
 	if (rep->type == REDIS_REPLY_INTEGER)
-		v = rep->integer;
+		*v = rep->integer;
 	else if (rep->type == REDIS_REPLY_STRING)
-		v = strtoll(rep->str, NULL, 10);
+		*v = strtoll(rep->str, NULL, 10);
 	freeReplyObject(rep);
-	return v;
+	return 0;
 }
 
 int
 ctl_stats(const struct cfg *c, int argc, char **argv)
 {
 	bool as_json = argc > 1 && strcmp(argv[1], "--json") == 0;
-	redisContext *r = connect_redis(c);
+	redisContext *r = ctl_redis_open(c);
 	double now = util_now();
-	char day[11];
+	char day[11], pkey[64], fkey[64];
 	json_t *out = json_object(), *queues = json_array();
+	redisReply *qs = NULL, *ps = NULL;
+	int rc = 1;
 
+	json_object_set_new(out, "queues", queues);
+	if (r == NULL)
+		goto out;
 	queue_stat_day(now, day);
-	redisReply *qs = must(r, redisCommand(r, "SMEMBERS queues"), "stats");
+	if ((qs = checked(r, redisCommand(r, "SMEMBERS queues"), "stats")) == NULL)
+		goto out;
 	for (size_t i = 0; i < qs->elements; i++) {
 		const char *q = qs->element[i]->str;
 		char key[128];
+		long long size;
 		snprintf(key, sizeof(key), "queue:%s", q);
-		long long size = int_reply(r, "LLEN %s", key);
+		if (int_reply(r, "LLEN %s", key, &size) == -1)
+			goto out;
 		double latency = 0;
-		redisReply *last = must(r, redisCommand(r, "LINDEX %s -1", key), "stats");
+		redisReply *last = checked(r, redisCommand(r, "LINDEX %s -1", key), "stats");
+		if (last == NULL)
+			goto out;
 		if (last->type == REDIS_REPLY_STRING) {
 			json_t *j = json_loads(last->str, 0, NULL);
 			json_t *ea = j ? json_object_get(j, "enqueued_at") : NULL;
@@ -186,31 +223,35 @@ ctl_stats(const struct cfg *c, int argc, char **argv)
 		json_array_append_new(queues, json_pack("{s:s, s:I, s:f}", "name", q, "size", (json_int_t)size,
 		                                        "latency", latency < 0 ? 0 : latency));
 	}
-	freeReplyObject(qs);
 
 	long long busy = 0, nproc = 0;
-	redisReply *ps = must(r, redisCommand(r, "SMEMBERS processes"), "stats");
+	if ((ps = checked(r, redisCommand(r, "SMEMBERS processes"), "stats")) == NULL)
+		goto out;
 	for (size_t i = 0; i < ps->elements; i++) {
-		redisReply *b = must(r, redisCommand(r, "HGET %s busy", ps->element[i]->str), "stats");
+		redisReply *b = checked(r, redisCommand(r, "HGET %s busy", ps->element[i]->str), "stats");
+		if (b == NULL)
+			goto out;
 		if (b->type == REDIS_REPLY_STRING) {
 			nproc++;
 			busy += strtoll(b->str, NULL, 10);
 		}
 		freeReplyObject(b);
 	}
-	freeReplyObject(ps);
 
-	char pkey[64], fkey[64];
 	snprintf(pkey, sizeof(pkey), "stat:processed:%s", day);
 	snprintf(fkey, sizeof(fkey), "stat:failed:%s", day);
-	json_object_set_new(out, "queues", queues);
-	json_object_set_new(out, "processed", json_integer(int_reply(r, "GET %s", "stat:processed")));
-	json_object_set_new(out, "failed", json_integer(int_reply(r, "GET %s", "stat:failed")));
-	json_object_set_new(out, "processed_today", json_integer(int_reply(r, "GET %s", pkey)));
-	json_object_set_new(out, "failed_today", json_integer(int_reply(r, "GET %s", fkey)));
-	json_object_set_new(out, "retry", json_integer(int_reply(r, "ZCARD %s", "retry")));
-	json_object_set_new(out, "scheduled", json_integer(int_reply(r, "ZCARD %s", "schedule")));
-	json_object_set_new(out, "dead", json_integer(int_reply(r, "ZCARD %s", "dead")));
+	const char *const counters[][3] = {
+	    {"processed", "GET %s", "stat:processed"}, {"failed", "GET %s", "stat:failed"},
+	    {"processed_today", "GET %s", pkey},       {"failed_today", "GET %s", fkey},
+	    {"retry", "ZCARD %s", "retry"},            {"scheduled", "ZCARD %s", "schedule"},
+	    {"dead", "ZCARD %s", "dead"},
+	};
+	for (size_t i = 0; i < NELEM(counters); i++) {
+		long long v;
+		if (int_reply(r, counters[i][1], counters[i][2], &v) == -1)
+			goto out;
+		json_object_set_new(out, counters[i][0], json_integer(v));
+	}
 	json_object_set_new(out, "processes", json_integer(nproc));
 	json_object_set_new(out, "busy", json_integer(busy));
 
@@ -234,18 +275,28 @@ ctl_stats(const struct cfg *c, int argc, char **argv)
 		for (i = 0; i < NELEM(fields); i++)
 			printf("%-16s %lld\n", fields[i], (long long)json_integer_value(json_object_get(out, fields[i])));
 	}
+	rc = 0;
+out:
+	if (qs)
+		freeReplyObject(qs);
+	if (ps)
+		freeReplyObject(ps);
 	json_decref(out);
 	redisFree(r);
-	return 0;
+	return rc;
 }
 
-/* Applies fn to the dead jobs whose jid is jid (or all when jid is NULL); returns how many. */
+/* Requeues (retry) or discards the dead jobs whose jid is jid (or all when jid is NULL); returns
+ * how many, -1 after logging. */
 static int
 each_dead(redisContext *r, const char *jid, bool retry)
 {
-	redisReply *all = must(r, redisCommand(r, "ZRANGE dead 0 -1"), "dead");
+	redisReply *all = checked(r, redisCommand(r, "ZRANGE dead 0 -1"), "dead");
 	char err[512];
 	int n = 0;
+
+	if (all == NULL)
+		return -1;
 
 	for (size_t i = 0; i < all->elements; i++) {
 		const char *old = all->element[i]->str;
@@ -260,9 +311,13 @@ each_dead(redisContext *r, const char *jid, bool retry)
 			continue;
 		}
 		if (!retry) {
-			redisReply *rep = must(r, redisCommand(r, "ZREM dead %b", old, old_len), "discard");
-			n += rep->integer == 1;
-			freeReplyObject(rep);
+			redisReply *rep = checked(r, redisCommand(r, "ZREM dead %b", old, old_len), "discard");
+			if (rep == NULL) {
+				n = -1;
+			} else {
+				n += rep->integer == 1;
+				freeReplyObject(rep);
+			}
 		} else if (class == NULL || strcmp(class, "InvalidJob") == 0) {
 			fprintf(stderr, "dead job %s is not a runnable job (%s); discard it instead\n", id ? id : "?",
 			        class ? "its payload was invalid" : "no class");
@@ -278,14 +333,19 @@ each_dead(redisContext *r, const char *jid, bool retry)
 			} else {
 				snprintf(key, sizeof(key), "queue:%s", queue);
 				if (queue_move(r, "dead", true, old, old_len, fresh, QUEUE_DEST_BACK, key, queue, &ok, err,
-				               sizeof(err)) == -1)
-					fatalx("retry-dead: %s", err);
-				n += ok;
+				               sizeof(err)) == -1) {
+					log_errorx("retry-dead: %s", err);
+					n = -1;
+				} else {
+					n += ok;
+				}
 			}
 			free(text);
 			free(fresh);
 		}
 		json_decref(obj);
+		if (n == -1)
+			break;
 	}
 	freeReplyObject(all);
 	return n;
@@ -299,9 +359,13 @@ dead_command(const struct cfg *c, int argc, char **argv, bool retry)
 	if (argc != 2)
 		fatalx("usage: outreachctl %s JID|--all", name);
 	const char *jid = strcmp(argv[1], "--all") == 0 ? NULL : argv[1];
-	redisContext *r = connect_redis(c);
+	redisContext *r = ctl_redis_open(c);
+	if (r == NULL)
+		return 1;
 	int n = each_dead(r, jid, retry);
 	redisFree(r);
+	if (n == -1)
+		return 1;
 	printf("%s %d job%s\n", retry ? "requeued" : "discarded", n, n == 1 ? "" : "s");
 	if (jid && n == 0) {
 		fprintf(stderr, "%s: no dead job with jid %s\n", name, jid);
@@ -339,18 +403,24 @@ ctl_ping(const struct cfg *c, int argc, char **argv)
 	}
 	if (!job_queue_name_ok(queue))
 		fatalx("ping: '%s' is not a queue name", queue);
-	redisContext *r = connect_redis(c);
+	redisContext *r = ctl_redis_open(c);
+	if (r == NULL)
+		return 1;
 	char jid[JOB_JID_LEN + 1];
 	job_new_jid(jid);
 	snprintf(key, sizeof(key), "outreach:ping:%s", jid);
 	struct job *job = job_new("PingJob", queue, json_pack("[s]", key));
 	int64_t start = util_mono_ms();
-	if (queue_push(r, job, err, sizeof(err)) == -1)
-		fatalx("ping: %s", err);
+	int rc = 1;
+	if (queue_push(r, job, err, sizeof(err)) == -1) {
+		log_errorx("ping: %s", err);
+		goto out;
+	}
 	for (;;) {
-		long long found = 0;
-		redisReply *rep = must(r, redisCommand(r, "SISMEMBER %s %s", key, job->jid), "ping");
-		found = rep->integer;
+		redisReply *rep = checked(r, redisCommand(r, "SISMEMBER %s %s", key, job->jid), "ping");
+		if (rep == NULL)
+			goto out;
+		long long found = rep->integer;
 		freeReplyObject(rep);
 		int64_t took = util_mono_ms() - start;
 		if (found) {
@@ -361,13 +431,13 @@ ctl_ping(const struct cfg *c, int argc, char **argv)
 		if (took > (int64_t)(timeout * 1000)) {
 			fprintf(stderr, "ping: no worker ran PingJob %s on queue %s within %.0f s\n", job->jid, queue,
 			        timeout);
-			job_free(job);
-			redisFree(r);
-			return 1;
+			goto out;
 		}
 		util_sleep_ms(20);
 	}
+	rc = 0;
+out:
 	job_free(job);
 	redisFree(r);
-	return 0;
+	return rc;
 }

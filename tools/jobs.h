@@ -6,6 +6,7 @@
 
 #include "common/cfg.h"
 #include "common/db.h"
+#include "common/rds.h"
 
 /* Each takes the command's own argv (argv[0] is the command name) and returns the exit status. */
 int ctl_enqueue(const struct cfg *c, int argc, char **argv);
@@ -18,11 +19,17 @@ int ctl_ping(const struct cfg *c, int argc, char **argv);
  * "2026-12-01 08:00"); -1 when neither. */
 int ctl_parse_time(const char *s, double *out);
 
-/* Connects to the database (retrying for 10 s) and, when check_schema, refuses a schema older
- * or newer than this build; exits with a message on failure. */
-struct db *ctl_db_connect(const struct cfg *c, bool check_schema);
+/* What the commands share. A command that fails logs why, releases what it holds and returns its
+ * exit status (1) to main; these helpers log the failure themselves and leave the releasing to it. */
 
-/* db_query that exits with "WHAT: the error" when the statement fails; caller PQclears. */
-PGresult *ctl_must_query(struct db *db, const char *what, const char *sql, int n, const char *const *params);
+/* Connects to the database (retrying for 10 s) and, when check_schema, refuses a schema older
+ * or newer than this build. NULL after logging why. Caller frees with db_free. */
+struct db *ctl_db_open(const struct cfg *c, bool check_schema) MUSTCHECK;
+
+/* Connects to Redis; NULL after logging why. Caller frees with redisFree. */
+redisContext *ctl_redis_open(const struct cfg *c) MUSTCHECK;
+
+/* db_query that logs "WHAT: the error" and returns NULL when the statement fails; caller PQclears. */
+PGresult *ctl_query(struct db *db, const char *what, const char *sql, int n, const char *const *params) MUSTCHECK;
 
 #endif

@@ -44,21 +44,33 @@ search_add(const struct cfg *c, int argc, char **argv)
 	};
 	const char *coordinator = NULL;
 	json_t *criteria = json_object();
+	struct db *db = NULL;
+	PGresult *res = NULL;
+	char *text = NULL;
 	char err[512];
+	int rc = 1;
 
-	if (argc < 2 || argv[1][0] == '-')
-		fatalx("%s", search_usage);
+	if (argc < 2 || argv[1][0] == '-') {
+		log_errorx("%s", search_usage);
+		goto out;
+	}
 	const char *name = argv[1];
 	for (int i = 2; i < argc; i++) {
 		const char *opt = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-		if (val == NULL)
-			fatalx("npi search add: %s needs a value", opt);
+		if (val == NULL) {
+			log_errorx("npi search add: %s needs a value", opt);
+			goto out;
+		}
 		i++;
 		if (strcmp(opt, "--criteria") == 0) {
 			json_error_t jerr;
 			json_t *j = json_loads(val, 0, &jerr);
-			if (j == NULL || !json_is_object(j))
-				fatalx("npi search add: --criteria must be a JSON object%s%s", j ? "" : ": ", j ? "" : jerr.text);
+			if (j == NULL || !json_is_object(j)) {
+				log_errorx("npi search add: --criteria must be a JSON object%s%s", j ? "" : ": ",
+				           j ? "" : jerr.text);
+				json_decref(j);
+				goto out;
+			}
 			json_object_update(criteria, j);
 			json_decref(j);
 		} else if (strcmp(opt, "--taxonomy") == 0) {
@@ -71,24 +83,32 @@ search_add(const struct cfg *c, int argc, char **argv)
 			for (k = 0; k < NELEM(opts); k++)
 				if (strcmp(opts[k].opt, opt) == 0)
 					break;
-			if (k == NELEM(opts))
-				fatalx("npi search add: unknown option %s\n%s", opt, search_usage);
+			if (k == NELEM(opts)) {
+				log_errorx("npi search add: unknown option %s\n%s", opt, search_usage);
+				goto out;
+			}
 			json_object_set_new(criteria, opts[k].key, json_string(val));
 		}
 	}
-	if (npi_criteria_check(criteria, err, sizeof(err)) == -1)
-		fatalx("npi search add: %s", err);
-	struct db *db = ctl_db_connect(c, true);
-	char *text = json_dumps(criteria, JSON_COMPACT | JSON_SORT_KEYS);
-	PGresult *res;
+	if (npi_criteria_check(criteria, err, sizeof(err)) == -1) {
+		log_errorx("npi search add: %s", err);
+		goto out;
+	}
+	if ((db = ctl_db_open(c, true)) == NULL)
+		goto out;
+	text = json_dumps(criteria, JSON_COMPACT | JSON_SORT_KEYS);
 	const char *coord_id = NULL;
 	char idbuf[24];
 	if (coordinator) {
-		res = ctl_must_query(db, "npi search add",
-		                 "SELECT id FROM coordinators WHERE id::text = $1 OR lower(email) = lower($1)",
-		                 DB_ARGS(coordinator));
-		if (PQntuples(res) != 1)
-			fatalx("npi search add: no coordinator with id or email %s", coordinator);
+		res = ctl_query(db, "npi search add",
+		                "SELECT id FROM coordinators WHERE id::text = $1 OR lower(email) = lower($1)",
+		                DB_ARGS(coordinator));
+		if (res == NULL)
+			goto out;
+		if (PQntuples(res) != 1) {
+			log_errorx("npi search add: no coordinator with id or email %s", coordinator);
+			goto out;
+		}
 		util_strlcpy(idbuf, PQgetvalue(res, 0, 0), sizeof(idbuf));
 		coord_id = idbuf;
 		PQclear(res);
@@ -96,24 +116,30 @@ search_add(const struct cfg *c, int argc, char **argv)
 	res = db_query(db, "INSERT INTO npi_searches (name, criteria, coordinator_id) VALUES ($1, $2::jsonb, $3) "
 	                   "RETURNING id",
 	               DB_ARGS(name, text, coord_id));
-	if (res == NULL)
-		fatalx("npi search add: %s", strcmp(db_sqlstate(db), "23505") == 0
-		                                     ? "a saved search of that name exists already"
-		                                     : db_error(db));
+	if (res == NULL) {
+		log_errorx("npi search add: %s", strcmp(db_sqlstate(db), "23505") == 0
+		                                         ? "a saved search of that name exists already"
+		                                         : db_error(db));
+		goto out;
+	}
 	printf("%s\n", PQgetvalue(res, 0, 0));
+	rc = 0;
+out:
 	PQclear(res);
 	free(text);
 	json_decref(criteria);
 	db_free(db);
-	return 0;
+	return rc;
 }
 
 static int
 search_list(const struct cfg *c, int argc, char **argv)
 {
 	bool as_json = argc > 1 && strcmp(argv[1], "--json") == 0;
-	struct db *db = ctl_db_connect(c, true);
-	PGresult *res = ctl_must_query(
+	struct db *db = ctl_db_open(c, true);
+	if (db == NULL)
+		return 1;
+	PGresult *res = ctl_query(
 	    db, "npi search list",
 	    "SELECT s.id, s.name, s.criteria::text, coalesce(co.email, ''), s.active, "
 	    "coalesce(r.status, ''), coalesce(to_char(r.started_at, 'YYYY-MM-DD HH24:MI'), ''), "
@@ -123,6 +149,10 @@ search_list(const struct cfg *c, int argc, char **argv)
 	    "LEFT JOIN LATERAL (SELECT * FROM npi_sync_runs x WHERE x.search_id = s.id ORDER BY x.started_at DESC, "
 	    "x.id DESC LIMIT 1) r ON true ORDER BY s.id",
 	    0, NULL);
+	if (res == NULL) {
+		db_free(db);
+		return 1;
+	}
 	if (as_json) {
 		json_t *a = json_array();
 		for (int i = 0; i < PQntuples(res); i++)
@@ -166,12 +196,16 @@ search_remove(const struct cfg *c, int argc, char **argv)
 {
 	if (argc != 2)
 		fatalx("%s", search_usage);
-	struct db *db = ctl_db_connect(c, true);
-	PGresult *res = ctl_must_query(db, "npi search remove",
-	                           "DELETE FROM npi_searches WHERE id::text = $1 OR name = $1 RETURNING id", DB_ARGS(argv[1]));
-	int n = PQntuples(res);
+	struct db *db = ctl_db_open(c, true);
+	if (db == NULL)
+		return 1;
+	PGresult *res = ctl_query(db, "npi search remove",
+	                          "DELETE FROM npi_searches WHERE id::text = $1 OR name = $1 RETURNING id", DB_ARGS(argv[1]));
+	int n = res ? PQntuples(res) : -1;
 	PQclear(res);
 	db_free(db);
+	if (n == -1)
+		return 1;
 	if (n == 0) {
 		fprintf(stderr, "outreachctl: npi search remove: no saved search %s\n", argv[1]);
 		return 1;
@@ -184,36 +218,48 @@ static int
 npi_sync(const struct cfg *c, int argc, char **argv)
 {
 	char err[512];
-	struct db *db = ctl_db_connect(c, true);
-	PGresult *res;
+	redisContext *r = NULL;
+	PGresult *res = NULL;
+	int rc = 1;
 
 	if (argc > 2)
 		fatalx("%s", search_usage);
+	struct db *db = ctl_db_open(c, true);
+	if (db == NULL)
+		return 1;
 	if (argc == 2)
-		res = ctl_must_query(db, "npi sync", "SELECT id FROM npi_searches WHERE id::text = $1 OR name = $1",
-		                 DB_ARGS(argv[1]));
+		res = ctl_query(db, "npi sync", "SELECT id FROM npi_searches WHERE id::text = $1 OR name = $1",
+		                DB_ARGS(argv[1]));
 	else
-		res = ctl_must_query(db, "npi sync", "SELECT id FROM npi_searches WHERE active ORDER BY id", 0, NULL);
+		res = ctl_query(db, "npi sync", "SELECT id FROM npi_searches WHERE active ORDER BY id", 0, NULL);
+	if (res == NULL)
+		goto out;
 	if (PQntuples(res) == 0) {
-		if (argc == 2)
-			fatalx("npi sync: no saved search %s", argv[1]);
+		if (argc == 2) {
+			log_errorx("npi sync: no saved search %s", argv[1]);
+			goto out;
+		}
 		printf("no active saved search\n");
 	}
-	redisContext *r = rds_connect(&c->redis_addr, c->redis.password, c->redis.timeout, err, sizeof(err));
-	if (r == NULL)
-		fatalx("cannot connect to Redis: %s", err);
+	if ((r = ctl_redis_open(c)) == NULL)
+		goto out;
 	for (int i = 0; i < PQntuples(res); i++) {
 		json_t *args = json_pack("[I]", (json_int_t)strtoll(PQgetvalue(res, i, 0), NULL, 10));
 		struct job *job = job_new("NpiSyncJob", jobclass_find("NpiSyncJob")->queue, args);
-		if (queue_push(r, job, err, sizeof(err)) == -1)
-			fatalx("npi sync: %s", err);
+		if (queue_push(r, job, err, sizeof(err)) == -1) {
+			log_errorx("npi sync: %s", err);
+			job_free(job);
+			goto out;
+		}
 		printf("%s %s\n", PQgetvalue(res, i, 0), job->jid);
 		job_free(job);
 	}
+	rc = 0;
+out:
 	PQclear(res);
 	redisFree(r);
 	db_free(db);
-	return 0;
+	return rc;
 }
 
 int
@@ -231,6 +277,7 @@ ctl_npi(const struct cfg *c, int argc, char **argv)
 		return npi_sync(c, argc - 1, argv + 1);
 	fatalx("%s", search_usage);
 }
+
 
 static FILE *
 open_input(const char *path)
@@ -255,23 +302,37 @@ ctl_import_taxonomy(const struct cfg *c, int argc, char **argv)
 		fatalx("usage: outreachctl import-taxonomy FILE (the NUCC taxonomy CSV)");
 	FILE *fp = open_input(argv[1]);
 	struct csv *r = csv_open(fp, argv[1]);
-	if (csv_read_header(r) == -1)
-		fatalx("import-taxonomy: %s", csv_error(r));
+	struct db *db = NULL;
+	struct pgcopy cp;
+	bool copying = false;
+	int rc = 1;
+	if (csv_read_header(r) == -1) {
+		log_errorx("import-taxonomy: %s", csv_error(r));
+		goto out;
+	}
 	for (size_t i = 0; i < NELEM(cols); i++) {
 		idx[i] = csv_header_index(r, cols[i]);
-		if (idx[i] == -1 && i < 4)
-			fatalx("import-taxonomy: %s: no column \"%s\"; is this the NUCC taxonomy CSV?", argv[1], cols[i]);
+		if (idx[i] == -1 && i < 4) {
+			log_errorx("import-taxonomy: %s: no column \"%s\"; is this the NUCC taxonomy CSV?", argv[1],
+			           cols[i]);
+			goto out;
+		}
 	}
-	struct db *db = ctl_db_connect(c, true);
-	if (db_begin(db) == -1)
-		fatalx("import-taxonomy: %s", db_error(db));
-	struct pgcopy cp;
+	if ((db = ctl_db_open(c, true)) == NULL)
+		goto out;
+	if (db_begin(db) == -1) {
+		log_errorx("import-taxonomy: %s", db_error(db));
+		goto out;
+	}
 	if (pgcopy_begin(&cp, db_conn(db),
 	           "CREATE TEMP TABLE taxonomy_stage (LIKE taxonomies INCLUDING DEFAULTS) ON COMMIT DROP; "
 	           "ALTER TABLE taxonomy_stage DROP CONSTRAINT IF EXISTS taxonomy_stage_code_check; "
 	           "COPY taxonomy_stage (code, grouping, classification, specialization, definition, notes, "
-	                 "display_name, section) FROM STDIN WITH (FORMAT binary)") == -1)
-		fatalx("import-taxonomy: %s", cp.errstr);
+	                 "display_name, section) FROM STDIN WITH (FORMAT binary)") == -1) {
+		log_errorx("import-taxonomy: %s", cp.errstr);
+		goto out;
+	}
+	copying = true;
 	long rows = 0, bad = 0;
 	int n;
 	while ((n = csv_read(r, NULL)) > 0) {
@@ -286,11 +347,16 @@ ctl_import_taxonomy(const struct cfg *c, int argc, char **argv)
 			pgcopy_text(&cp, csv_field(r, idx[i]));
 		rows++;
 	}
-	if (n == -1)
-		fatalx("import-taxonomy: %s", csv_error(r));
-	if (pgcopy_end(&cp) == -1)
-		fatalx("import-taxonomy: %s", cp.errstr);
-	PGresult *res = ctl_must_query(
+	if (n == -1) {
+		log_errorx("import-taxonomy: %s", csv_error(r));
+		goto out;
+	}
+	copying = false;
+	if (pgcopy_end(&cp) == -1) {
+		log_errorx("import-taxonomy: %s", cp.errstr);
+		goto out;
+	}
+	PGresult *res = ctl_query(
 	    db, "import-taxonomy",
 	    "INSERT INTO taxonomies AS t (code, grouping, classification, specialization, definition, notes, "
 	    "display_name, section) SELECT DISTINCT ON (code) code, grouping, classification, specialization, "
@@ -302,16 +368,24 @@ ctl_import_taxonomy(const struct cfg *c, int argc, char **argv)
 	    "IS DISTINCT FROM (EXCLUDED.grouping, EXCLUDED.classification, EXCLUDED.specialization, "
 	    "EXCLUDED.definition, EXCLUDED.notes, EXCLUDED.display_name, EXCLUDED.section)",
 	    0, NULL);
+	if (res == NULL)
+		goto out;
 	const char *changed = PQcmdTuples(res);
 	printf("taxonomy: %ld codes read, %s added or changed, %ld skipped\n", rows, changed, bad);
 	PQclear(res);
-	if (db_commit(db) == -1)
-		fatalx("import-taxonomy: %s", db_error(db));
+	if (db_commit(db) == -1) {
+		log_errorx("import-taxonomy: %s", db_error(db));
+		goto out;
+	}
+	rc = 0;
+out:
+	if (copying)
+		pgcopy_abort(&cp, "import-taxonomy stopped");
 	csv_free(r);
 	if (fp != stdin)
 		fclose(fp);
 	db_free(db);
-	return 0;
+	return rc;
 }
 
 /* --- NPPES --------------------------------------------------------------------------------------- */
@@ -365,9 +439,14 @@ ctl_import_nppes(const struct cfg *c, int argc, char **argv)
 	if (o.coordinator && !o.prospects)
 		fatalx("import-nppes: --coordinator only goes with --prospects");
 
-	struct db *db = ctl_db_connect(c, true);
-	if (nppes_import(db, &o, &st, err, sizeof(err)) == -1)
-		fatalx("import-nppes: %s", err);
+	struct db *db = ctl_db_open(c, true);
+	if (db == NULL)
+		return 1;
+	if (nppes_import(db, &o, &st, err, sizeof(err)) == -1) {
+		log_errorx("import-nppes: %s", err);
+		db_free(db);
+		return 1;
+	}
 	double secs = (double)st.ms / 1000.0;
 	printf("nppes: %ld rows read, %ld taken, %ld filtered out, %ld malformed, %ld deactivated; %ld providers "
 	       "written",

@@ -78,14 +78,20 @@ ctl_metrics(const struct cfg *c, int argc, char **argv)
 		return ctl_enqueue(c, 4, eargv);
 	}
 
-	struct db *db = ctl_db_connect(c, true);
+	struct db *db = ctl_db_open(c, true);
+	if (db == NULL)
+		return 1;
 	int64_t t0 = util_mono_ms();
-	if (db_begin(db) == -1 || db_exec(db, "SET LOCAL statement_timeout = '30min'", 0, NULL) == -1)
-		fatalx("metrics: %s", db_error(db));
-	PGresult *res = db_query(db, "SELECT run_id, periods, rows_changed, phases FROM outreach_metrics_refresh($1, $2::date)",
-	                         DB_ARGS(kind[0] ? kind : NULL, start[0] ? start : NULL));
-	if (res == NULL || db_exec(db, "SELECT campaign_metrics_refresh()", 0, NULL) == -1 || db_commit(db) == -1)
-		fatalx("metrics: %s", db_error(db));
+	PGresult *res = NULL;
+	if (db_begin(db) == -1 || db_exec(db, "SET LOCAL statement_timeout = '30min'", 0, NULL) == -1 ||
+	    (res = db_query(db, "SELECT run_id, periods, rows_changed, phases FROM outreach_metrics_refresh($1, $2::date)",
+	                    DB_ARGS(kind[0] ? kind : NULL, start[0] ? start : NULL))) == NULL ||
+	    db_exec(db, "SELECT campaign_metrics_refresh()", 0, NULL) == -1 || db_commit(db) == -1) {
+		log_errorx("metrics: %s", db_error(db));
+		PQclear(res);
+		db_free(db);
+		return 1;
+	}
 	printf("metrics run %s: %s period%s recomputed, %s row%s changed in %.2f s\n", PQgetvalue(res, 0, 0),
 	       PQgetvalue(res, 0, 1), strcmp(PQgetvalue(res, 0, 1), "1") == 0 ? "" : "s", PQgetvalue(res, 0, 2),
 	       strcmp(PQgetvalue(res, 0, 2), "1") == 0 ? "" : "s", (double)(util_mono_ms() - t0) / 1000.0);
@@ -337,10 +343,14 @@ ctl_report(const struct cfg *c, int argc, char **argv)
 		strftime(month, sizeof(month), "%Y-%m-01", &tm);
 	}
 
-	struct db *db = ctl_db_connect(c, true);
-	PGresult *runs = db_query(db, "SELECT count(*) FROM metric_runs", 0, NULL);
-	if (runs == NULL)
-		fatalx("report: %s", db_error(db));
+	struct db *db = ctl_db_open(c, true);
+	if (db == NULL)
+		return 1;
+	PGresult *runs = ctl_query(db, "report", "SELECT count(*) FROM metric_runs", 0, NULL);
+	if (runs == NULL) {
+		db_free(db);
+		return 1;
+	}
 	bool never = strcmp(PQgetvalue(runs, 0, 0), "0") == 0;
 	PQclear(runs);
 	if (never)
@@ -348,12 +358,15 @@ ctl_report(const struct cfg *c, int argc, char **argv)
 		          "serving the metrics queue) first");
 
 	json_t *doc = json_pack("{s:s#}", "month", month, (int)7);
+	int rc = 1;
 	if (fmt == FMT_TEXT)
 		printf("Outreach report for %.7s\n\n", month);
 	for (size_t k = 0; k < NELEM(sections); k++) {
 		PGresult *res = db_query(db, sections[k].sql, DB_ARGS(month));
-		if (res == NULL)
-			fatalx("report: %s: %s", sections[k].name, db_error(db));
+		if (res == NULL) {
+			log_errorx("report: %s: %s", sections[k].name, db_error(db));
+			goto out;
+		}
 		if (fmt == FMT_TEXT)
 			print_text(stdout, &sections[k], res);
 		else if (fmt == FMT_CSV)
@@ -372,7 +385,9 @@ ctl_report(const struct cfg *c, int argc, char **argv)
 		json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		fputc('\n', stdout);
 	}
+	rc = fflush(stdout) == 0 ? 0 : 1;
+out:
 	json_decref(doc);
 	db_free(db);
-	return fflush(stdout) == 0 ? 0 : 1;
+	return rc;
 }

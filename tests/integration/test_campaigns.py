@@ -439,6 +439,17 @@ class Campaigns(harness.Case):
                          2)
         self.assertEqual([r[4] for r in take([a, b])], [None, None])
 
+    def test_retired_claim_functions_are_gone(self):
+        """Migration 019: campaign_claim and campaign_sent (007), which nothing calls, are gone; what the
+        worker calls stays, and no function of the schema names them."""
+        ours = "FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'"
+        self.assertEqual(self.sql("SELECT proname " + ours + " AND proname IN ('campaign_claim', 'campaign_sent')"),
+                         [])
+        for name in ("campaign_take", "campaign_sent_batch", "campaign_unclaim", "campaign_load",
+                     "campaign_step_done"):
+            self.assertEqual(self.sql_one("SELECT count(*) " + ours + " AND proname = %s", (name,)), 1, name)
+        self.assertEqual(self.sql("SELECT proname " + ours + " AND prosrc ~ 'campaign_(claim|sent)\\M'"), [])
+
     def test_connection_lost_between_send_and_record(self):
         """The worker's PostgreSQL connection ends while the relay takes the batch's first message: the
         batch is still recorded sent (on a new connection), and nothing is sent twice."""

@@ -694,6 +694,11 @@ class RandomData(MetricsCase):
                                  "as of day %d" % n)
             self.assertEqual(self.sql_one("SELECT count(*) FROM metric_referrals WHERE period_start > %s",
                                           (d0 + dt.timedelta(days=n),)), 0)
+            if n == 2:  # the week, month and quarter of a new source's first day, each on its own: no change
+                for k in ("week", "month", "quarter"):
+                    run, periods, changed = self.refresh("--period", "%s:%s" % (k, moment(3).date()),
+                                                         *as_of(moment(n, 0, 5)))
+                    self.assertEqual(changed, 0, k)
             if n == 6:
                 self.mutate()  # more random writes, around t0 and ahead of it
 

@@ -84,7 +84,7 @@ ctl_metrics(const struct cfg *c, int argc, char **argv)
 
 	struct db *db = ctl_db_connect(c, true);
 	int64_t t0 = util_mono_ms();
-	/* An as-of without a zone is UTC, like every period. */
+	/* An as-of without a zone is UTC, like every period; the rest runs in the session's zone. */
 	if (db_begin(db) == -1 || db_exec(db, "SET LOCAL statement_timeout = '30min'", 0, NULL) == -1 ||
 	    db_exec(db, "SET LOCAL TimeZone = 'UTC'", 0, NULL) == -1)
 		fatalx("metrics: %s", db_error(db));
@@ -92,7 +92,8 @@ ctl_metrics(const struct cfg *c, int argc, char **argv)
 	                         "SELECT run_id, periods, rows_changed, phases "
 	                         "FROM outreach_metrics_refresh($1, $2::date, $3::timestamptz)",
 	                         DB_ARGS(kind[0] ? kind : NULL, start[0] ? start : NULL, as_of));
-	if (res == NULL || db_exec(db, "SELECT campaign_metrics_refresh()", 0, NULL) == -1 || db_commit(db) == -1)
+	if (res == NULL || db_exec(db, "SET LOCAL TimeZone TO DEFAULT", 0, NULL) == -1 ||
+	    db_exec(db, "SELECT campaign_metrics_refresh()", 0, NULL) == -1 || db_commit(db) == -1)
 		fatalx("metrics: %s", db_error(db));
 	printf("metrics run %s: %s period%s recomputed, %s row%s changed in %.2f s\n", PQgetvalue(res, 0, 0),
 	       PQgetvalue(res, 0, 1), strcmp(PQgetvalue(res, 0, 1), "1") == 0 ? "" : "s", PQgetvalue(res, 0, 2),

@@ -336,7 +336,9 @@ class Changes(MetricsCase):
 
     def test_a_run_as_of_a_past_moment_and_the_moments_refused(self):
         self.referral("2025-06-10 10:00")
-        self.refresh("--as-of", "2025-07-01 00:30")  # UTC, unless the time says otherwise
+        # UTC, unless the time says otherwise, whatever the session's zone
+        self.run_bin("outreachctl", "-c", harness.CONFIG, "metrics", "--as-of", "2025-07-01 00:30",
+                     env={"PGTZ": "America/New_York"}, check=True)
         self.assertEqual(self.sql("SELECT scope, as_of FROM metric_runs"), [("full", ts("2025-07-01 00:30"))])
         # the figures as they stood: quiet since, in the periods begun by then and none later
         self.assertEqual(sorted(self.sql("SELECT period_kind, period_start FROM metric_quiet_sources")), sorted([

@@ -34,19 +34,23 @@ report_parse_month(const char *s, char *out)
 int
 ctl_metrics(const struct cfg *c, int argc, char **argv)
 {
-	const char *period = NULL;
+	const char *period = NULL, *as_of = NULL;
 	bool enqueue = false;
 	char kind[16] = "", start[16] = "";
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--period") == 0 && i + 1 < argc)
 			period = argv[++i];
+		else if (strcmp(argv[i], "--as-of") == 0 && i + 1 < argc)
+			as_of = argv[++i];
 		else if (strcmp(argv[i], "--enqueue") == 0)
 			enqueue = true;
 		else
-			fatalx("metrics: unexpected argument %s (usage: metrics [--period full|KIND:DATE] [--enqueue])",
-			       argv[i]);
+			fatalx("metrics: unexpected argument %s (usage: metrics [--period full|KIND:DATE] "
+			       "[--as-of TIME] [--enqueue])", argv[i]);
 	}
+	if (as_of && enqueue)
+		fatalx("metrics: --as-of runs here, not with --enqueue (a MetricsJob is as of when it runs)");
 	if (period && strcmp(period, "full") == 0)
 		util_strlcpy(kind, "full", sizeof(kind));
 	else if (period) {
@@ -82,10 +86,15 @@ ctl_metrics(const struct cfg *c, int argc, char **argv)
 	if (db == NULL)
 		return 1;
 	int64_t t0 = util_mono_ms();
+	/* An as-of without a zone is UTC, like every period; the rest runs in the session's zone. */
 	PGresult *res = NULL;
 	if (db_begin(db) == -1 || db_exec(db, "SET LOCAL statement_timeout = '30min'", 0, NULL) == -1 ||
-	    (res = db_query(db, "SELECT run_id, periods, rows_changed, phases FROM outreach_metrics_refresh($1, $2::date)",
-	                    DB_ARGS(kind[0] ? kind : NULL, start[0] ? start : NULL))) == NULL ||
+	    db_exec(db, "SET LOCAL TimeZone = 'UTC'", 0, NULL) == -1 ||
+	    (res = db_query(db,
+	                    "SELECT run_id, periods, rows_changed, phases "
+	                    "FROM outreach_metrics_refresh($1, $2::date, $3::timestamptz)",
+	                    DB_ARGS(kind[0] ? kind : NULL, start[0] ? start : NULL, as_of))) == NULL ||
+	    db_exec(db, "SET LOCAL TimeZone TO DEFAULT", 0, NULL) == -1 ||
 	    db_exec(db, "SELECT campaign_metrics_refresh()", 0, NULL) == -1 || db_commit(db) == -1) {
 		log_errorx("metrics: %s", db_error(db));
 		PQclear(res);

@@ -334,6 +334,36 @@ class Changes(MetricsCase):
         self.assertNotEqual(bad.returncode, 0)
         self.assertIn("day, week, month or quarter", bad.stderr)
 
+    def test_a_run_as_of_a_past_moment_and_the_moments_refused(self):
+        self.referral("2025-06-10 10:00")
+        # UTC, unless the time says otherwise, whatever the session's zone
+        self.run_bin("outreachctl", "-c", harness.CONFIG, "metrics", "--as-of", "2025-07-01 00:30",
+                     env={"PGTZ": "America/New_York"}, check=True)
+        self.assertEqual(self.sql("SELECT scope, as_of FROM metric_runs"), [("full", ts("2025-07-01 00:30"))])
+        # the figures as they stood: quiet since, in the periods begun by then and none later
+        self.assertEqual(sorted(self.sql("SELECT period_kind, period_start FROM metric_quiet_sources")), sorted([
+            ("day", dt.date(2025, 6, 11)), ("week", dt.date(2025, 6, 16)), ("month", dt.date(2025, 7, 1)),
+            ("quarter", dt.date(2025, 7, 1))]))
+        figures = self.dump()
+        ahead = (dt.datetime.now(UTC) + dt.timedelta(hours=1)).isoformat()
+        for as_of, says in (("2025-07-01 02:29+02", "is before the last run's"), (ahead, "lies ahead of now"),
+                            ("last tuesday", "invalid input syntax")):
+            p = self.run_bin("outreachctl", "-c", harness.CONFIG, "metrics", "--as-of", as_of)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn(says, p.stderr)
+        p = self.run_bin("outreachctl", "-c", harness.CONFIG, "metrics", "--as-of", "2025-07-02", "--enqueue")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--as-of runs here", p.stderr)
+        self.assertEqual(self.sql_one("SELECT count(*) FROM metric_runs"), 1)
+        self.assertEqual(self.dump(), figures)
+        # the next regular run brings them up to now
+        run, periods, changed = self.refresh()
+        self.assertEqual(self.sql_one("SELECT scope FROM metric_runs WHERE id = %s", (run,)), "incremental")
+        self.assertGreater(self.sql_one("SELECT as_of FROM metric_runs WHERE id = %s", (run,)), ts("2025-07-01 00:30"))
+        before = self.dump()
+        self.assertEqual(self.refresh("--period", "full")[2], 0)
+        self.assertEqual(self.dump(), before)
+
     def test_the_worker_runs_metrics_jobs_and_refuses_bad_args(self):
         self.referral("2025-06-10 10:00")
         r = self.redis()
@@ -365,6 +395,7 @@ class RandomData(MetricsCase):
     """Random writes between runs; the tables must equal a computation from scratch (here, in Python)."""
 
     LINES = ("Cardiology", "Imaging", "Oncology", "Hospice")
+    maxDiff = None
 
     def setUp(self):
         super().setUp()
@@ -375,10 +406,14 @@ class RandomData(MetricsCase):
                  "RESTART IDENTITY CASCADE")
         self.seed = int(os.environ.get("METRICS_SEED", "0")) or random.randrange(1 << 30)
         self.rng = random.Random(self.seed)
+        self.edge = dt.datetime.now(UTC)
 
     def rand_time(self):
-        start = dt.datetime(2024, 10, 1, tzinfo=UTC)
-        return start + dt.timedelta(minutes=self.rng.randrange(0, 60 * 24 * 420))
+        """A moment of the 420 days before self.edge (now, unless a test moves it) or the 6 days after it:
+        rows dated ahead exist; one in ten falls within a week either side of the edge."""
+        if self.rng.random() < 0.1:
+            return self.edge + dt.timedelta(minutes=self.rng.randrange(-60 * 24 * 7, 60 * 24 * 7))
+        return self.edge + dt.timedelta(minutes=self.rng.randrange(-60 * 24 * 420, 60 * 24 * 6))
 
     def populate(self, n):
         rng = self.rng
@@ -461,22 +496,23 @@ class RandomData(MetricsCase):
         earliest = min([day_of(r[3]) for r in refs] + [e[1] for e in encs] +
                        [day_of(t) for a in acts for t in (a[2], a[3]) if t] + [day_of(c[2]) for c in cases])
         for kind in KINDS:
+            # A referral, an encounter, a first referral counts in its periods once its day has come.
             per = {}
             for rid, s, line, at in refs:
-                p = trunc(kind, day_of(at))
-                x = per.setdefault((p, s, line), [0, 0])
-                x[0] += 1
+                if day_of(at) <= today:
+                    x = per.setdefault((trunc(kind, day_of(at)), s, line), [0, 0])
+                    x[0] += 1
             for rid, d, cents in encs:
-                s, line = line_of[rid]
-                x = per.setdefault((trunc(kind, d), s, line), [0, 0])
-                x[1] += cents
-            per = {k: v for k, v in per.items() if k[0] <= today}
+                if d <= today:
+                    s, line = line_of[rid]
+                    x = per.setdefault((trunc(kind, d), s, line), [0, 0])
+                    x[1] += cents
             for (p, s, line), (n, c) in per.items():
                 exp["metric_referrals"].add((kind, p, s, line, n, c))
             news = {}
             for s, (at, line) in first.items():
-                p = trunc(kind, day_of(at))
-                if p <= today:
+                if day_of(at) <= today:
+                    p = trunc(kind, day_of(at))
                     exp["metric_new_sources"].add((kind, p, s, line))
                     news[(p, s)] = line
             referring = {}
@@ -556,14 +592,15 @@ class RandomData(MetricsCase):
             if table == "metric_cases":  # averages and medians: equal to the cent, rounding aside
                 got, rows = ({r[:7] + tuple(None if v is None else round(float(v), 1) for v in r[7:]) for r in x}
                              for x in (got, rows))
-            self.assertEqual(sorted(got - rows, key=str)[:10], [],
-                             "%s: rows not expected (METRICS_SEED=%d)" % (table, self.seed))
-            self.assertEqual(sorted(rows - got, key=str)[:10], [], "%s: rows missing (METRICS_SEED=%d)" % (table, self.seed))
+            self.assertEqual({"not expected": sorted(got - rows, key=str)[:10], "missing": sorted(rows - got, key=str)[:10]},
+                             {"not expected": [], "missing": []},
+                             "%s (METRICS_SEED=%d, as of %s)" % (table, self.seed, as_of))
         got = set(self.sql("SELECT * FROM metric_goal_progress"))
         self.assertEqual(got, self.expected_goals(exp))
 
-    def world(self):
-        """Coordinators, sources, random rows and goals, computed by a first run and checked."""
+    def world(self, *run, before_run=lambda: None):
+        """Coordinators, sources, random rows and goals (and what before_run writes), computed by a first
+        run (outreachctl metrics *run) and checked."""
         for i in range(4):
             self.sql("INSERT INTO coordinators (name, email) VALUES (%s, %s)", ("C%d" % i, "c%d@x.example" % i))
         for i in range(25):
@@ -571,7 +608,8 @@ class RandomData(MetricsCase):
                      "VALUES (%s, (SELECT id FROM coordinators ORDER BY random() LIMIT 1))", ("S%d" % i,))
         self.populate(120)
         self.goals(6)
-        self.refresh()
+        before_run()
+        self.refresh(*run)
         self.compare()
 
     def settle(self):
@@ -583,16 +621,93 @@ class RandomData(MetricsCase):
         self.assertEqual(self.refresh("--period", "full")[2], 0)
         self.assertEqual(self.dump(), before)
 
+    def no_more_changes(self):
+        """Another run changes nothing, nor does a full one after it."""
+        before = self.dump()
+        self.assertEqual(self.refresh()[2], 0)
+        self.assertEqual(self.refresh("--period", "full")[2], 0)
+        self.assertEqual(self.dump(), before)
+
     def test_incremental_runs_equal_a_computation_from_scratch(self):
         self.world()
         for _ in range(3):
             self.mutate()
             self.refresh()
             self.compare()
+        self.no_more_changes()
+
+    def test_rows_dated_ahead_are_counted_by_the_first_regular_run_of_their_day(self):
+        """Rows written days ahead of their day, whose notes earlier runs took, are counted by the first
+        regular run on their day, not before: "today" moves with --as-of, a run a day (and a gap of two)."""
+        t0 = dt.datetime.combine(dt.datetime.now(UTC).date() - dt.timedelta(days=12), dt.time(12, 5), UTC)
+        d0 = t0.date()
+        self.edge = t0  # the random rows gather around t0 and reach 7 days past it
+
+        def moment(days, hour=0, minute=0):
+            return dt.datetime.combine(d0 + dt.timedelta(days=days), dt.time(hour, minute), UTC)
+
+        def as_of(t):
+            return ("--as-of", t.isoformat())
+
+        def referral(source, at, key):
+            return self.sql_one("INSERT INTO referrals (source_id, service_line, referred_at, patient_key) "
+                                "VALUES (%s, 'Hospice', %s, %s) RETURNING id", (source, at, key))
+
+        def new_source(name, at):
+            s = self.sql_one("INSERT INTO referral_sources (last_name) VALUES (%s) RETURNING id", (name,))
+            referral(s, at, name)  # its first referral ever
+            return s
+
+        # New sources whose first referral is 2 and 3 days ahead: one written before the first run
+        # (a bulk load, as of t0), one after it.
+        early = {}
+        self.world(*as_of(t0), before_run=lambda: early.update(s=new_source("Early", moment(2, 17))))
+        late = new_source("Late", moment(3, 9, 30))
+        old, old_ref = self.sql("SELECT source_id, id FROM referrals WHERE referred_at < %s ORDER BY id LIMIT 1",
+                                (t0,))[0]
+        referral(old, moment(1), "midnight")
+        referral(old, moment(9, 23, 59), "last minute")
+        self.sql("INSERT INTO encounters (referral_id, service_date, amount_cents) VALUES (%s, %s, 777)",
+                 (old_ref, d0 + dt.timedelta(days=2)))
+        self.assertGreater(self.sql_one("SELECT count(*) FROM metric_dirty_days WHERE day > %s", (d0,)), 0)
+
+        # An hour later a regular run takes their notes and counts none of them; a full run agrees.
+        run, periods, changed = self.refresh(*as_of(t0 + dt.timedelta(hours=1)))
+        self.assertEqual(self.sql_one("SELECT scope FROM metric_runs WHERE id = %s", (run,)), "incremental")
+        self.assertEqual(self.sql_one("SELECT count(*) FROM metric_dirty_days"), 0)
+        self.assertEqual(self.sql_one("SELECT count(*) FROM metric_referrals WHERE period_start > %s", (d0,)), 0)
+        self.assertEqual(self.sql_one("SELECT count(*) FROM metric_new_sources WHERE source_id IN (%s, %s)",
+                                      (early["s"], late)), 0)
+        self.compare()
         before = self.dump()
-        self.assertEqual(self.refresh()[2], 0)
-        self.assertEqual(self.refresh("--period", "full")[2], 0)
+        self.assertEqual(self.refresh("--period", "full", *as_of(t0 + dt.timedelta(hours=1)))[2], 0)
         self.assertEqual(self.dump(), before)
+
+        # Then one at :05 each day; none on day 5, so day 6's run brings two days in.
+        for n in (1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12):
+            run, periods, changed = self.refresh(*as_of(moment(n, 0, 5)))
+            self.assertEqual(self.sql_one("SELECT scope FROM metric_runs WHERE id = %s", (run,)), "incremental")
+            self.compare()
+            for s, day in ((early["s"], 2), (late, 3)) if n <= 6 else ():  # (until random writes move them)
+                first = moment(day).date()
+                self.assertEqual(sorted(self.sql("SELECT period_kind, period_start, service_line "
+                                                 "FROM metric_new_sources WHERE source_id = %s", (s,))),
+                                 sorted((k, trunc(k, first), "Hospice") for k in KINDS) if n >= day else [],
+                                 "as of day %d" % n)
+            self.assertEqual(self.sql_one("SELECT count(*) FROM metric_referrals WHERE period_start > %s",
+                                          (d0 + dt.timedelta(days=n),)), 0)
+            if n == 2:  # the week, month and quarter of a new source's first day, each on its own: no change
+                for k in ("week", "month", "quarter"):
+                    run, periods, changed = self.refresh("--period", "%s:%s" % (k, moment(3).date()),
+                                                         *as_of(moment(n, 0, 5)))
+                    self.assertEqual(changed, 0, k)
+            if n == 6:
+                self.mutate()  # more random writes, around t0 and ahead of it
+
+        # Now: the last run, then nothing more to change, whichever way.
+        self.refresh()
+        self.compare()
+        self.no_more_changes()
 
     def test_the_first_computation_loads_in_bulk_and_builds_the_same_indexes(self):
         tables = ("metric_referrals", "metric_new_sources", "metric_quiet_sources")

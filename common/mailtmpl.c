@@ -26,6 +26,22 @@ mailtmpl_load(const char *dir, const char *kind, struct mailtmpl *out, char *err
 	return 0;
 }
 
+int
+mailtmpl_parse(struct mailtmpl *out, const char *const src[3], const char *const names[3], char *err, size_t errlen)
+{
+	struct tmpl **slots[] = {&out->subject, &out->text, &out->html};
+
+	memset(out, 0, sizeof(*out));
+	for (size_t i = 0; i < NELEM(slots); i++) {
+		*slots[i] = tmpl_parse(src[i], names[i], err, errlen);
+		if (*slots[i] == NULL) {
+			mailtmpl_free(out);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 void
 mailtmpl_free(struct mailtmpl *t)
 {

@@ -23,6 +23,11 @@ struct mailtmpl {
 int mailtmpl_load(const char *dir, const char *kind, struct mailtmpl *out, char *err, size_t errlen) MUSTCHECK;
 void mailtmpl_free(struct mailtmpl *t);
 
+/* Parses the three templates from their texts (subject, text part, HTML part); names[i] starts
+ * the messages about src[i] ("NAME:LINE: what"). -1 with err, and nothing kept. */
+int mailtmpl_parse(struct mailtmpl *out, const char *const src[3], const char *const names[3], char *err,
+                   size_t errlen) MUSTCHECK;
+
 /* Loads every kind once, to report the first broken template; 0 or -1 with err. */
 int mailtmpl_check(const char *dir, char *err, size_t errlen) MUSTCHECK;
 

@@ -753,17 +753,12 @@ static int
 parse_message(PGresult *res, struct mailtmpl *t)
 {
 	static const char *const names[] = { "subject", "text", "html" };
-	struct tmpl **parts[] = { &t->subject, &t->text, &t->html };
+	const char *src[] = { PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2) };
 	char err[512];
 
-	memset(t, 0, sizeof(*t));
-	for (int i = 0; i < 3; i++) {
-		*parts[i] = tmpl_parse(PQgetvalue(res, 0, i), names[i], err, sizeof(err));
-		if (*parts[i] == NULL) {
-			log_errorx("campaign preview: %s", err);
-			mailtmpl_free(t);
-			return -1;
-		}
+	if (mailtmpl_parse(t, src, names, err, sizeof(err)) == -1) {
+		log_errorx("campaign preview: %s", err);
+		return -1;
 	}
 	return 0;
 }

@@ -287,13 +287,14 @@ out:
 }
 
 /* Requeues (retry) or discards the dead jobs whose jid is jid (or all when jid is NULL); returns
- * how many, -1 after logging. */
+ * how many, -1 after logging (and saying how many were done before the failure). */
 static int
 each_dead(redisContext *r, const char *jid, bool retry)
 {
 	redisReply *all = checked(r, redisCommand(r, "ZRANGE dead 0 -1"), "dead");
 	char err[512];
 	int n = 0;
+	bool failed = false;
 
 	if (all == NULL)
 		return -1;
@@ -313,7 +314,7 @@ each_dead(redisContext *r, const char *jid, bool retry)
 		if (!retry) {
 			redisReply *rep = checked(r, redisCommand(r, "ZREM dead %b", old, old_len), "discard");
 			if (rep == NULL) {
-				n = -1;
+				failed = true;
 			} else {
 				n += rep->integer == 1;
 				freeReplyObject(rep);
@@ -335,7 +336,7 @@ each_dead(redisContext *r, const char *jid, bool retry)
 				if (queue_move(r, "dead", true, old, old_len, fresh, QUEUE_DEST_BACK, key, queue, &ok, err,
 				               sizeof(err)) == -1) {
 					log_errorx("retry-dead: %s", err);
-					n = -1;
+					failed = true;
 				} else {
 					n += ok;
 				}
@@ -344,10 +345,16 @@ each_dead(redisContext *r, const char *jid, bool retry)
 			free(fresh);
 		}
 		json_decref(obj);
-		if (n == -1)
+		if (failed)
 			break;
 	}
 	freeReplyObject(all);
+	if (failed) {
+		if (n > 0)
+			log_errorx("%s: %d job%s %s before the failure", retry ? "retry-dead" : "discard-dead", n,
+			           n == 1 ? " was" : "s were", retry ? "requeued" : "discarded");
+		return -1;
+	}
 	return n;
 }
 

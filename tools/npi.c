@@ -278,7 +278,6 @@ ctl_npi(const struct cfg *c, int argc, char **argv)
 	fatalx("%s", search_usage);
 }
 
-
 static FILE *
 open_input(const char *path)
 {

@@ -329,9 +329,8 @@ variant_get(const PGresult *r, int i)
 	v->row = row;
 	for (size_t k = 0; k < NELEM(src); k++)
 		v->src[k] = xstrdup(src[k]);
-	struct tmpl **parts[3] = {&v->t.subject, &v->t.text, &v->t.html};
-	for (size_t k = 0; k < NELEM(parts) && !v->err[0]; k++)
-		*parts[k] = tmpl_parse(src[k], names[k], v->err, sizeof(v->err));
+	if (mailtmpl_parse(&v->t, src, names, v->err, sizeof(v->err)) == -1 && !v->err[0])
+		snprintf(v->err, sizeof(v->err), "a template does not parse");
 	return v;
 }
 

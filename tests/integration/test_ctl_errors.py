@@ -163,7 +163,7 @@ class Npi(CtlCase):
         self.fails(("npi", "search", "add", "WI", "--state", "WI", "--city", "Madison", "--shoe-size"), "npi search add: --shoe-size needs a value")
         self.fails(("npi", "search", "add", "WI", "--state", "WI", "--city", "Madison", "--shoe-size", "9"),
                    "npi search add: unknown option --shoe-size")
-        self.fails(("npi", "search", "add", "WI", "--criteria", '{"planet": "Mars"}'), "npi search add: ")
+        self.fails(("npi", "search", "add", "WI", "--criteria", '{"planet": "Mars"}'), "npi search add: unknown criterion planet (known: ")
         self.fails(("npi", "sync", "Nope"), "npi sync: no saved search Nope")
         self.assertEqual(self.sql("SELECT id, name, criteria::text, coordinator_id FROM npi_searches ORDER BY id"),
                          before)
@@ -232,7 +232,8 @@ class Jobs(CtlCase):
     def test_enqueue_refusals(self):
         self.fails(("enqueue", "PingJob", "--args", "{}"), "enqueue: --args must be a JSON array")
         self.fails(("enqueue", "PingJob", "--args", "[1"), "enqueue: --args is not JSON: ")
-        self.fails(("enqueue", "MetricsJob", "--args", '["year"]'), "enqueue: ")
+        self.fails(("enqueue", "MetricsJob", "--args", '["year"]'),
+                   'enqueue: MetricsJob: period_kind must be "day", "week", "month", "quarter" or "full"')
         self.fails(("enqueue", "NoSuchJob"), "enqueue: unknown job class NoSuchJob")
         self.fails(("enqueue", "PingJob", "--queue", "no queue"), "enqueue: 'no queue' is not a queue name")
         self.assertEqual(self.redis().keys("queue:*"), [])

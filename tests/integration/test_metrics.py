@@ -406,7 +406,9 @@ class RandomData(MetricsCase):
                  "RESTART IDENTITY CASCADE")
         self.seed = int(os.environ.get("METRICS_SEED", "0")) or random.randrange(1 << 30)
         self.rng = random.Random(self.seed)
-        self.edge = dt.datetime.now(UTC)
+        # The rows are dated around now; METRICS_EDGE (ISO 8601, as printed on a failure) replays a run.
+        edge = os.environ.get("METRICS_EDGE")
+        self.edge = dt.datetime.fromisoformat(edge) if edge else dt.datetime.now(UTC)
 
     def rand_time(self):
         """A moment of the 420 days before self.edge (now, unless a test moves it) or the 6 days after it:
@@ -594,7 +596,8 @@ class RandomData(MetricsCase):
                              for x in (got, rows))
             self.assertEqual({"not expected": sorted(got - rows, key=str)[:10], "missing": sorted(rows - got, key=str)[:10]},
                              {"not expected": [], "missing": []},
-                             "%s (METRICS_SEED=%d, as of %s)" % (table, self.seed, as_of))
+                             "%s (METRICS_SEED=%d METRICS_EDGE=%s, as of %s)"
+                             % (table, self.seed, self.edge.isoformat(), as_of))
         got = set(self.sql("SELECT * FROM metric_goal_progress"))
         self.assertEqual(got, self.expected_goals(exp))
 
@@ -639,7 +642,10 @@ class RandomData(MetricsCase):
     def test_rows_dated_ahead_are_counted_by_the_first_regular_run_of_their_day(self):
         """Rows written days ahead of their day, whose notes earlier runs took, are counted by the first
         regular run on their day, not before: "today" moves with --as-of, a run a day (and a gap of two)."""
-        t0 = dt.datetime.combine(dt.datetime.now(UTC).date() - dt.timedelta(days=12), dt.time(12, 5), UTC)
+        # Twelve days before the last whole hour: the last run, at 00:05 of day 12, never lies ahead of
+        # now, even just after midnight.
+        t0 = dt.datetime.combine((dt.datetime.now(UTC) - dt.timedelta(hours=1)).date() - dt.timedelta(days=12),
+                                 dt.time(12, 5), UTC)
         d0 = t0.date()
         self.edge = t0  # the random rows gather around t0 and reach 7 days past it
 

@@ -430,6 +430,20 @@ test_limits(void **state)
 	assert_non_null(strstr(csv_error(rd.csv), "test.csv:2: record has more than 3 fields"));
 	reader_close(&rd);
 
+	/* The same limits on quoted fields, which are taken in one step until the buffers would grow. */
+	reader_open(&rd, "\"aaaaaaaaaa\",\"bbbbbbbbbb\",\"cccccccccc\",\"d\"\n");
+	csv_set_limits(rd.csv, 24, 0);
+	assert_int_equal(csv_read(rd.csv, NULL), -1);
+	if (strstr(csv_error(rd.csv), "test.csv:1: the record starting on this line is longer than 24 bytes") == NULL)
+		fail_msg("%s", csv_error(rd.csv));
+	reader_close(&rd);
+	reader_open(&rd, "\"a\",\"b\",\"c\"\n\"a\",\"b\",\"c\",\"d\",\"e\"\n");
+	csv_set_limits(rd.csv, 0, 3);
+	expect_record(rd.csv, "a", "b", "c", NULL);
+	assert_int_equal(csv_read(rd.csv, NULL), -1);
+	assert_non_null(strstr(csv_error(rd.csv), "test.csv:2: record has more than 3 fields"));
+	reader_close(&rd);
+
 	/* Within the default limits a record grows as needed: 200 fields of 1000 bytes. */
 	size_t n = 200 * 1001;
 	char *big = malloc(n + 1);
@@ -628,9 +642,11 @@ test_random_round_trip(void **state)
 	                                     "0123456789ABCDEF0123"};
 	static const char *const line_ends[] = {"\n", "\r\n", "\r"};
 	static const size_t keeps[] = {0, 1, 2, 5, 17};
-	enum { NREC = 4000, MAXF = 24 };
+	enum { NREC = 4000, MAXF = 150 };
+	static char long_piece[3001]; /* longer than the record buffer's first size */
 
 	(void)state;
+	memset(long_piece, 'L', sizeof(long_piece) - 1);
 	for (uint64_t seed = 1; seed <= 6; seed++) {
 		uint64_t x = seed * 0x9E3779B97F4A7C15u;
 		struct text in = {0};
@@ -641,7 +657,8 @@ test_random_round_trip(void **state)
 		bool quote_all = seed % 2 == 0;
 
 		for (int i = 0; i < NREC; i++) {
-			nf[i] = 1 + (int)(rnd_next(&x) % MAXF);
+			/* One record in fifty wider than the first field arrays (64). */
+			nf[i] = rnd_next(&x) % 50 == 0 ? 65 + (int)(rnd_next(&x) % (MAXF - 64)) : 1 + (int)(rnd_next(&x) % 24);
 			line[i] = at;
 			for (int k = 0; k < nf[i]; k++) {
 				struct text *f = &want[i][k];
@@ -649,7 +666,7 @@ test_random_round_trip(void **state)
 				text_add(f, "", 0);
 				int npieces = rnd_next(&x) % 3 == 0 ? 0 : (int)(rnd_next(&x) % 6); /* a third empty */
 				for (int j = 0; j < npieces; j++) {
-					const char *pc = pieces[rnd_next(&x) % NELEM(pieces)];
+					const char *pc = rnd_next(&x) % 200 == 0 ? long_piece : pieces[rnd_next(&x) % NELEM(pieces)];
 					text_add(f, pc, strlen(pc));
 				}
 				bool special = strpbrk(f->s, ",\"\r\n") != NULL;

@@ -751,8 +751,10 @@ class RandomData(MetricsCase):
         self.assertIn("indexes", self.sql_one("SELECT phases FROM metric_runs WHERE id = %s", (run,)))
         self.assertEqual(schema(), before)
         figures = self.dump()
+        # (the random rows may give the source other service lines today too)
         self.assertEqual(self.sql_one("SELECT count(*) FROM metric_referrals WHERE period_kind = 'day' "
-                                      "AND period_start = current_date AND source_id = %s", (s,)), 1)
+                                      "AND period_start = current_date AND source_id = %s AND service_line = %s",
+                                      (s, line)), 1)
         self.assertEqual(self.sql_one("SELECT count(*) FROM metric_referrals WHERE period_start > current_date"), 0)
         run, periods, changed = self.refresh("--period", "full")
         self.assertEqual(changed, 0)

@@ -22,8 +22,11 @@ enum queue_dest {
 	QUEUE_DEST_ZSET,  /* ZADD retry/schedule/dead with a score */
 };
 
-/* The Lua source of the atomic move: remove old from a list (LREM) or sorted set (ZREM) and, only
- * if it was there, add new at the destination; dead is trimmed to 10,000 jobs and 180 days.
+/* The Lua source of the atomic move: only if old is in the source list or sorted set, add new at
+ * the destination, then remove old (LREM, ZREM); dead is trimmed to 10,000 jobs and 180 days. The
+ * rights of every command are checked first (ACL) and the destination, where a key of the wrong
+ * type refuses a write, is written before the source is touched: a refused move leaves old where
+ * it was, never in neither place nor in both.
  * KEYS: source, destination, "queues". ARGV: source kind ("list"|"zset"), old, new, dest kind
  * ("back"|"front"|"zset"), queue name or score, now. Returns 1 when moved, 0 when old was gone. */
 extern const char queue_lua_move[];

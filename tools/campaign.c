@@ -141,7 +141,8 @@ out:
 	return rc;
 }
 
-/* Inserts the definition's segments, messages and steps for campaign id; -1 with db's error. */
+/* Inserts the definition's segments, messages and steps for campaign id; -1 after logging which
+ * part the database refused and why. */
 static int
 insert_parts(struct db *db, const char *id, const struct campdef *d)
 {
@@ -158,8 +159,10 @@ insert_parts(struct db *db, const char *id, const struct campdef *d)
 		                 "VALUES ($1, $2, $3, $4::jsonb) RETURNING id",
 		                 DB_ARGS(id, d->segments[i].name, pos, crit));
 		free(crit);
-		if (res == NULL)
+		if (res == NULL) {
+			log_errorx("campaign create: segment \"%s\": %s", d->segments[i].name, db_error(db));
 			goto out;
+		}
 		seg_ids[i] = xstrdup(PQgetvalue(res, 0, 0));
 		PQclear(res);
 	}
@@ -173,8 +176,11 @@ insert_parts(struct db *db, const char *id, const struct campdef *d)
 		            "INSERT INTO campaign_messages (campaign_id, segment_id, variant, subject, "
 		            "html_template, "
 		            "text_template) VALUES ($1, $2, $3, $4, $5, $6)",
-		            DB_ARGS(id, seg, m->variant, m->subject, m->html, m->text)) == -1)
+		            DB_ARGS(id, seg, m->variant, m->subject, m->html, m->text)) == -1) {
+			log_errorx("campaign create: message \"%s\"%s%s: %s", m->variant, m->segment ? " of segment " : "",
+			           m->segment ? m->segment : "", db_error(db));
 			goto out;
+		}
 	}
 	for (size_t i = 0; i < d->nsteps; i++) {
 		const struct campdef_step *s = &d->steps[i];
@@ -187,8 +193,11 @@ insert_parts(struct db *db, const char *id, const struct campdef *d)
 		            "wait_days, "
 		            "business_days, action, variant) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
 		            DB_ARGS(id, after, pos, s->condition, wait, s->business_days ? "true" : "false",
-		                    s->action, s->variant)) == -1)
+		                    s->action, s->variant)) == -1) {
+			log_errorx("campaign create: step rule %zu (after step %d): %s", i + 1, s->after_step,
+			           db_error(db));
 			goto out;
+		}
 	}
 	rc = 0;
 out:
@@ -280,7 +289,9 @@ cmd_create(const struct cfg *c, int argc, char **argv)
 		}
 		util_strlcpy(id, PQgetvalue(res, 0, 0), sizeof(id));
 	}
-	if (insert_parts(db, id, d) == -1 || db_commit(db) == -1) {
+	if (insert_parts(db, id, d) == -1)
+		goto out;
+	if (db_commit(db) == -1) {
 		log_errorx("campaign create: %s", db_error(db));
 		goto out;
 	}

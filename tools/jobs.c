@@ -167,11 +167,23 @@ out:
 	return rc;
 }
 
-/* The integer reply of a command with one argument into *v; -1 after logging. */
-static int
-int_reply(redisContext *r, const char *fmt, const char *arg, long long *v)
+/* The reply of stats' command CMD KEY [ARG], or NULL after logging "stats: CMD KEY [ARG]: the error". */
+static redisReply *
+stats_reply(redisContext *r, const char *cmd, const char *key, const char *arg)
 {
-	redisReply *rep = checked(r, redisCommand(r, fmt, arg), "stats");
+	char what[160];
+
+	snprintf(what, sizeof(what), "stats: %s %s%s%s", cmd, key, arg ? " " : "", arg ? arg : "");
+	if (arg == NULL)
+		return checked(r, redisCommand(r, "%s %s", cmd, key), what);
+	return checked(r, redisCommand(r, "%s %s %s", cmd, key, arg), what);
+}
+
+/* The integer reply of stats' command CMD KEY into *v; -1 after logging. */
+static int
+int_reply(redisContext *r, const char *cmd, const char *key, long long *v)
+{
+	redisReply *rep = stats_reply(r, cmd, key, NULL);
 
 	if (rep == NULL)
 		return -1;
@@ -199,17 +211,17 @@ ctl_stats(const struct cfg *c, int argc, char **argv)
 	if (r == NULL)
 		goto out;
 	queue_stat_day(now, day);
-	if ((qs = checked(r, redisCommand(r, "SMEMBERS queues"), "stats")) == NULL)
+	if ((qs = stats_reply(r, "SMEMBERS", "queues", NULL)) == NULL)
 		goto out;
 	for (size_t i = 0; i < qs->elements; i++) {
 		const char *q = qs->element[i]->str;
 		char key[128];
 		long long size;
 		snprintf(key, sizeof(key), "queue:%s", q);
-		if (int_reply(r, "LLEN %s", key, &size) == -1)
+		if (int_reply(r, "LLEN", key, &size) == -1)
 			goto out;
 		double latency = 0;
-		redisReply *last = checked(r, redisCommand(r, "LINDEX %s -1", key), "stats");
+		redisReply *last = stats_reply(r, "LINDEX", key, "-1");
 		if (last == NULL)
 			goto out;
 		if (last->type == REDIS_REPLY_STRING) {
@@ -225,10 +237,10 @@ ctl_stats(const struct cfg *c, int argc, char **argv)
 	}
 
 	long long busy = 0, nproc = 0;
-	if ((ps = checked(r, redisCommand(r, "SMEMBERS processes"), "stats")) == NULL)
+	if ((ps = stats_reply(r, "SMEMBERS", "processes", NULL)) == NULL)
 		goto out;
 	for (size_t i = 0; i < ps->elements; i++) {
-		redisReply *b = checked(r, redisCommand(r, "HGET %s busy", ps->element[i]->str), "stats");
+		redisReply *b = stats_reply(r, "HGET", ps->element[i]->str, "busy");
 		if (b == NULL)
 			goto out;
 		if (b->type == REDIS_REPLY_STRING) {
@@ -241,10 +253,10 @@ ctl_stats(const struct cfg *c, int argc, char **argv)
 	snprintf(pkey, sizeof(pkey), "stat:processed:%s", day);
 	snprintf(fkey, sizeof(fkey), "stat:failed:%s", day);
 	const char *const counters[][3] = {
-	    {"processed", "GET %s", "stat:processed"}, {"failed", "GET %s", "stat:failed"},
-	    {"processed_today", "GET %s", pkey},       {"failed_today", "GET %s", fkey},
-	    {"retry", "ZCARD %s", "retry"},            {"scheduled", "ZCARD %s", "schedule"},
-	    {"dead", "ZCARD %s", "dead"},
+	    {"processed", "GET", "stat:processed"}, {"failed", "GET", "stat:failed"},
+	    {"processed_today", "GET", pkey},       {"failed_today", "GET", fkey},
+	    {"retry", "ZCARD", "retry"},            {"scheduled", "ZCARD", "schedule"},
+	    {"dead", "ZCARD", "dead"},
 	};
 	for (size_t i = 0; i < NELEM(counters); i++) {
 		long long v;
@@ -287,12 +299,16 @@ out:
 }
 
 /* Requeues (retry) or discards the dead jobs whose jid is jid (or all when jid is NULL); returns
- * how many, -1 after logging (and saying how many were done before the failure). */
+ * how many, -1 after logging which job failed and how, and (for --all, or when some were) how many
+ * were done before the failure. Each job moves in one step: it is in dead or on its queue, never
+ * in neither or both, whatever Redis refuses or wherever the connection breaks. */
 static int
 each_dead(redisContext *r, const char *jid, bool retry)
 {
-	redisReply *all = checked(r, redisCommand(r, "ZRANGE dead 0 -1"), "dead");
-	char err[512];
+	const char *name = retry ? "retry-dead" : "discard-dead";
+	char err[512], what[96];
+	snprintf(what, sizeof(what), "%s: ZRANGE dead", name);
+	redisReply *all = checked(r, redisCommand(r, "ZRANGE dead 0 -1"), what);
 	int n = 0;
 	bool failed = false;
 
@@ -312,7 +328,8 @@ each_dead(redisContext *r, const char *jid, bool retry)
 			continue;
 		}
 		if (!retry) {
-			redisReply *rep = checked(r, redisCommand(r, "ZREM dead %b", old, old_len), "discard");
+			snprintf(what, sizeof(what), "discard-dead: job %s: ZREM dead", id ? id : "?");
+			redisReply *rep = checked(r, redisCommand(r, "ZREM dead %b", old, old_len), what);
 			if (rep == NULL) {
 				failed = true;
 			} else {
@@ -335,7 +352,7 @@ each_dead(redisContext *r, const char *jid, bool retry)
 				snprintf(key, sizeof(key), "queue:%s", queue);
 				if (queue_move(r, "dead", true, old, old_len, fresh, QUEUE_DEST_BACK, key, queue, &ok, err,
 				               sizeof(err)) == -1) {
-					log_errorx("retry-dead: %s", err);
+					log_errorx("retry-dead: job %s: %s", id ? id : "?", err);
 					failed = true;
 				} else {
 					n += ok;
@@ -350,9 +367,9 @@ each_dead(redisContext *r, const char *jid, bool retry)
 	}
 	freeReplyObject(all);
 	if (failed) {
-		if (n > 0)
-			log_errorx("%s: %d job%s %s before the failure", retry ? "retry-dead" : "discard-dead", n,
-			           n == 1 ? " was" : "s were", retry ? "requeued" : "discarded");
+		if (jid == NULL || n > 0)
+			log_errorx("%s: %d job%s %s before the failure", name, n, n == 1 ? " was" : "s were",
+			           retry ? "requeued" : "discarded");
 		return -1;
 	}
 	return n;

@@ -1,5 +1,6 @@
 /* outreachctl: the operator's tool: migrate the schema, load demo data, manage jobs. */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,10 @@ cmd_migrate(const struct cfg *c, int argc, char **argv)
 	}
 	if (mig_apply(db, mig_scripts, mig_nscripts, &applied, err, sizeof(err)) == -1) {
 		log_errorx("migrate: %s", err);
+		/* Each migration commits on its own: those before the failing one stay applied. */
+		if (applied > 0 && mig_current(db, &current, err, sizeof(err)) == 0)
+			log_errorx("migrate: %d migration%s applied before the failure; the schema is at version %d",
+			           applied, applied == 1 ? " was" : "s were", current);
 		goto out;
 	}
 	if (mig_current(db, &current, err, sizeof(err)) == -1) {
@@ -147,6 +152,8 @@ main(int argc, char **argv)
 	int ch;
 
 	log_init("outreachctl");
+	/* A connection the server closes is an error of the command that used it, not a signal. */
+	signal(SIGPIPE, SIG_IGN);
 	/* "+": stop at the command, whose own options follow it. */
 	while ((ch = getopt_long(argc, argv, "+c:hV", longopts, NULL)) != -1) {
 		switch (ch) {

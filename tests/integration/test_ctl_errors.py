@@ -6,6 +6,8 @@ import os
 import shutil
 import tempfile
 
+import redis as redislib
+
 import harness
 
 
@@ -125,6 +127,46 @@ class Campaigns(CtlCase):
         self.assertEqual(self.state(), before)
         self.assertEqual(self.sql_one("SELECT status FROM campaigns WHERE id = %s", (cid,)), "draft")
 
+    def test_create_fails_partway(self):
+        # The database refuses the second segment, the second message or the second step rule: the
+        # message names the part, and nothing of the campaign is kept (a replaced draft stays as it was).
+        full = definition("Spring")
+        full["segments"].append({"name": "california", "criteria": {"states": ["CA"]}})
+        full["messages"].append({"variant": "followup", "subject": "Again", "html": "<p>Again</p>", "text": "Again"})
+        full["steps"].append({"after_step": 1, "condition": "not_opened", "wait_days": 3, "action": "send",
+                              "variant": "followup"})
+        refusals = (
+            ("campaign_segments", "name <> 'california'", 'segment "california"'),
+            ("campaign_messages", "variant <> 'followup'", 'message "followup"'),
+            ("campaign_steps", "after_step < 1", "step rule 2 (after step 1)"),
+        )
+        for table, check, part in refusals:
+            with self.subTest(part=part):
+                self.sql("DELETE FROM campaigns")
+                self.sql("ALTER TABLE %s ADD CONSTRAINT refused CHECK (%s)" % (table, check))
+                try:
+                    path = self.write("full.json", full)
+                    self.fails(("campaign", "create", path),
+                               'campaign create: %s: ERROR:  new row for relation "%s" violates check constraint "refused"'
+                               % (part, table))
+                    self.assertEqual(self.state(), ([], [], [], []))
+                    # A draft of that name is replaced in the same transaction: it is kept as it was.
+                    cid = self.create("Spring")
+                    before = self.state()
+                    full["sender"]["name"] = "Changed Sender"
+                    self.fails(("campaign", "create", self.write("full.json", full)), "campaign create: %s: " % part)
+                    self.assertEqual(self.state(), before)
+                    self.assertEqual(self.sql_one("SELECT sender_name FROM campaigns WHERE id = %s", (cid,)),
+                                     "Riverside Physical Therapy")
+                    full["sender"]["name"] = "Riverside Physical Therapy"
+                finally:
+                    self.sql("ALTER TABLE %s DROP CONSTRAINT refused" % table)
+        # Once the database accepts it, the same file creates the campaign whole.
+        self.sql("DELETE FROM campaigns")
+        out = self.ctl("campaign", "create", self.write("full.json", full))
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("2 segments, 2 messages, 2 step rules", out.stdout)
+
     def test_preview_refusals(self):
         cid = self.create("Spring")
         self.fails(("campaign", "preview", "Spring", "999"), "campaign preview: no referral source 999")
@@ -243,6 +285,201 @@ class Jobs(CtlCase):
         for args in (("enqueue", "PingJob"), ("stats",), ("stats", "--json"), ("retry-dead", "--all"),
                      ("discard-dead", "--all"), ("ping", "--timeout", "1"), ("metrics", "--enqueue")):
             self.fails(args, "cannot connect to Redis: ", env=env)
+
+
+def dead_job(jid, queue="default", size=0):
+    """A dead job as a worker leaves it; size: bytes of padding in its argument."""
+    return json.dumps({"class": "PingJob", "args": ["x" * size], "jid": jid, "queue": queue, "retry": True,
+                       "created_at": 1700000000.0, "enqueued_at": 1700000000.0, "failed_at": 1700000001.0,
+                       "retry_count": 3, "error_class": "RuntimeError", "error_message": "boom"})
+
+
+class RedisTrouble(CtlCase):
+    """A redis-server of the test's own, which closes outreachctl's connection or refuses a command
+    partway through: the command says what failed, exits 1 and loses nothing."""
+
+    migrated = False
+
+    def setUp(self):
+        super().setUp()
+        sock = os.path.join(self.dir, "redis.sock")
+        server = harness.Proc(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "",
+                               "--appendonly", "no", "--dir", self.dir], os.environ, self.failureException)
+        self.addCleanup(server.kill)
+        # Its default user is outreachctl's, which a test may deprive of rights; admin keeps them all.
+        self.admin = redislib.Redis(unix_socket_path=sock, decode_responses=True, socket_timeout=30)
+        self.wait_for("the private redis-server", lambda: os.path.exists(sock) and self._answers())
+        self.admin.acl_setuser("admin", enabled=True, nopass=True, keys=["*"], channels=["*"], commands=["+@all"])
+        self.admin = redislib.Redis(unix_socket_path=sock, username="admin", decode_responses=True,
+                                    socket_timeout=30)
+        self.renv = {"OUTREACH_REDIS_URL": "unix://" + sock, "OUTREACH_REDIS_PASSWORD": None}
+
+    def _answers(self):
+        try:
+            return self.admin.ping()
+        except redislib.ConnectionError:
+            return False
+
+    def deprive(self, *commands):
+        """Takes the commands from outreachctl's (the default) user."""
+        self.admin.execute_command("ACL", "SETUSER", "default", *("-" + c for c in commands))
+
+    def bury(self, *jobs):
+        """Puts the jobs in dead (a larger client query buffer for the time of it); returns their jids."""
+        self.admin.config_set("client-query-buffer-limit", "64mb")
+        for i, job in enumerate(jobs):
+            self.admin.zadd("dead", {job: 1700000001 + i})
+        return [json.loads(j)["jid"] for j in jobs]
+
+    def where(self, jids):
+        """For each jid, the places that hold it: "dead", "queue:Q"."""
+        places = {jid: [] for jid in jids}
+        for key in ["dead"] + sorted(self.admin.keys("queue:*")):
+            if self.admin.type(key) == "zset":
+                members = self.admin.zrange(key, 0, -1)
+            elif self.admin.type(key) == "list":
+                members = self.admin.lrange(key, 0, -1)
+            else:
+                continue
+            for m in members:
+                jid = json.loads(m)["jid"]
+                if jid in places:
+                    places[jid].append(key)
+        return places
+
+    def test_stats_connection_closed(self):
+        # The oldest job of a queue is too large for the output buffer Redis allows a client: Redis
+        # closes the connection while stats reads it, after the list of queues and a first queue.
+        self.admin.lpush("queue:alerts", dead_job("a" * 24))
+        self.admin.lpush("queue:bulk", dead_job("b" * 24, "bulk", 200000))
+        self.admin.sadd("queues", "alerts", "bulk")
+        self.admin.config_set("client-output-buffer-limit", "normal 64kb 0 0")
+        for args in (("stats",), ("stats", "--json")):
+            p = self.fails(args, "stats: LINDEX queue:bulk -1: Server closed the connection", env=self.renv)
+            self.assertEqual(p.stdout, "")
+        self.assertEqual(self.admin.llen("queue:bulk"), 1)
+
+    def test_stats_refused(self):
+        self.admin.sadd("processes", "worker-1:1234:0123456789ab")
+        self.admin.hset("worker-1:1234:0123456789ab", "busy", 2)
+        self.admin.lpush("queue:alerts", dead_job("a" * 24))
+        self.admin.sadd("queues", "alerts")
+        self.deprive("hget")
+        p = self.fails(("stats",), "stats: HGET worker-1:1234:0123456789ab busy: NOPERM ", env=self.renv)
+        self.assertIn("'hget'", p.stderr)
+        self.assertEqual(p.stdout, "")
+
+    def test_retry_dead_connection_closed(self):
+        # The third dead job is larger than the query buffer Redis allows a client: Redis closes the
+        # connection when retry-dead moves it, after two were requeued.
+        jids = self.bury(dead_job("1" * 24), dead_job("2" * 24), dead_job("3" * 24, size=1200000),
+                         dead_job("4" * 24), dead_job("5" * 24))
+        self.admin.config_set("client-query-buffer-limit", "1mb")
+        p = self.fails(("retry-dead", "--all"), "retry-dead: job %s: move: " % jids[2], env=self.renv)
+        self.assertIn("retry-dead: 2 jobs were requeued before the failure", p.stderr)
+        self.assertEqual(self.where(jids), {jids[0]: ["queue:default"], jids[1]: ["queue:default"],
+                                            jids[2]: ["dead"], jids[3]: ["dead"], jids[4]: ["dead"]})
+        # Redis allowing it again, the rest follow.
+        self.admin.config_set("client-query-buffer-limit", "64mb")
+        out = self.ctl("retry-dead", "--all", env=self.renv)
+        self.assertEqual((out.returncode, out.stdout), (0, "requeued 3 jobs\n"), out.stderr)
+        self.assertEqual(self.where(jids), {jid: ["queue:default"] for jid in jids})
+
+    def test_discard_dead_connection_closed(self):
+        jids = self.bury(dead_job("1" * 24), dead_job("2" * 24), dead_job("3" * 24, size=1200000),
+                         dead_job("4" * 24))
+        self.admin.config_set("client-query-buffer-limit", "1mb")
+        p = self.fails(("discard-dead", "--all"), "discard-dead: job %s: ZREM dead: " % jids[2], env=self.renv)
+        self.assertIn("discard-dead: 2 jobs were discarded before the failure", p.stderr)
+        self.assertEqual(self.where(jids), {jids[0]: [], jids[1]: [], jids[2]: ["dead"], jids[3]: ["dead"]})
+
+    def test_retry_dead_refused(self):
+        # Redis refuses a write of the move: the job stays in dead, never in neither place nor in both.
+        for command in ("lpush", "sadd", "zrem"):
+            with self.subTest(denied=command):
+                self.admin.delete("dead", "queues", "queue:default")
+                self.admin.acl_setuser("default", reset=True, enabled=True, nopass=True, keys=["*"],
+                                       channels=["*"], commands=["+@all"])
+                jids = self.bury(dead_job("1" * 24), dead_job("2" * 24))
+                self.deprive(command)
+                p = self.fails(("retry-dead", jids[1]), "retry-dead: job %s: move: " % jids[1], env=self.renv)
+                self.assertEqual(self.where(jids), {jids[0]: ["dead"], jids[1]: ["dead"]})
+                self.assertIn("NOPERM this user has no permissions to run %s on " % command.upper(), p.stderr)
+                self.assertNotIn("before the failure", p.stderr)
+        # A key of another type where a job's queue should be: refused partway, the job stays in dead.
+        self.admin.acl_setuser("default", reset=True, enabled=True, nopass=True, keys=["*"], channels=["*"],
+                               commands=["+@all"])
+        self.admin.delete("dead", "queues", "queue:default")
+        jids = self.bury(dead_job("1" * 24), dead_job("2" * 24), dead_job("3" * 24, "broken"), dead_job("4" * 24))
+        self.admin.set("queue:broken", "not a list")
+        p = self.fails(("retry-dead", "--all"), "retry-dead: job %s: move: " % jids[2], env=self.renv)
+        self.assertIn("WRONGTYPE", p.stderr)
+        self.assertIn("retry-dead: 2 jobs were requeued before the failure", p.stderr)
+        self.assertEqual(self.where(jids), {jids[0]: ["queue:default"], jids[1]: ["queue:default"],
+                                            jids[2]: ["dead"], jids[3]: ["dead"]})
+        self.assertEqual(self.admin.get("queue:broken"), "not a list")
+
+    def test_discard_dead_refused(self):
+        jids = self.bury(dead_job("1" * 24), dead_job("2" * 24))
+        self.deprive("zrem")
+        p = self.fails(("discard-dead", "--all"), "discard-dead: job %s: ZREM dead: NOPERM " % jids[0], env=self.renv)
+        self.assertIn("discard-dead: 0 jobs were discarded before the failure", p.stderr)
+        self.assertEqual(self.where(jids), {jids[0]: ["dead"], jids[1]: ["dead"]})
+
+
+class MigrateRefused(CtlCase):
+    """A database that refuses a migration: an object of the name a migration creates is there already."""
+
+    migrated = False
+
+    def schema(self):
+        return self.sql("SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE n.nspname = 'public' ORDER BY 1"), \
+            self.sql("SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                     "WHERE n.nspname = 'public' ORDER BY 1")
+
+    def test_migration_refused(self):
+        names = sorted(os.listdir(harness.ROOT / "sql"))
+        self.sql("CREATE TABLE suppressions (address text PRIMARY KEY)")
+        self.sql("INSERT INTO suppressions VALUES ('kept@example.org')")
+        p = self.fails(("migrate",), 'migrate: migration 007_campaigns.sql: ERROR:  relation "suppressions" already exists')
+        self.assertIn("migrate: 6 migrations were applied before the failure; the schema is at version 6", p.stderr)
+        self.assertEqual(p.stdout, "")
+        # The six before it are applied, each in its own transaction; nothing of 007 is.
+        self.assertEqual(self.sql("SELECT version, name FROM schema_migrations ORDER BY version"),
+                         [(i + 1, names[i]) for i in range(6)])
+        tables, functions = self.schema()
+        for name in ("campaigns", "source_tags", "campaign_enrollments", "referral_sources_email_idx"):
+            self.assertNotIn(name, [t for t, _ in tables])
+        self.assertNotIn("campaign_add_days", [f for f, in functions])
+        self.assertEqual(self.sql("SELECT * FROM suppressions"), [("kept@example.org",)])
+        self.assertEqual(self.sql("SELECT column_name FROM information_schema.columns WHERE table_name = 'suppressions'"),
+                         [("address",)])
+        # Run again, it fails the same way and changes nothing.
+        before = self.schema()
+        self.fails(("migrate",), 'migrate: migration 007_campaigns.sql: ERROR:  relation "suppressions" already exists')
+        self.assertEqual(self.schema(), before)
+        p = self.ctl("migrate", "--status")
+        self.assertEqual((p.returncode, p.stdout),
+                         (1, "schema version 6, this build needs %d: run `outreachctl migrate`\n" % len(names)))
+        # The object out of the way, the rest applies.
+        self.sql("DROP TABLE suppressions")
+        p = self.ctl("migrate")
+        self.assertEqual((p.returncode, p.stdout),
+                         (0, "applied %d migrations; schema version %d\n" % (len(names) - 6, len(names))), p.stderr)
+
+
+class MigrateReadOnly(CtlCase):
+    """A database whose transactions are read-only (a standby's, or default_transaction_read_only)."""
+
+    migrated = False
+
+    def test_read_only(self):
+        self.sql('ALTER DATABASE "%s" SET default_transaction_read_only = on' % self.dbname)
+        p = self.fails(("migrate",),
+                       "migrate: creating schema_migrations: ERROR:  cannot execute CREATE TABLE in a read-only transaction")
+        self.assertEqual(p.stdout, "")
+        self.assertEqual(self.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), [(0,)])
 
 
 class Unmigrated(CtlCase):

@@ -7,29 +7,12 @@ import tempfile
 import time
 
 import harness
+import npi_cases
 import npi_replay
-
-NPI_DIR = harness.FIXTURES / "npi"
-SEARCH = {"taxonomy_description": "Internal Medicine", "state": "MN", "postal_code": "55"}
+from npi_cases import NPI_DIR, SEARCH
 
 
-class Replay:
-    """A test case mixin: the local NPI Registry replay for the class, serving replay_records (None: the
-    standard set) at cls.base_url; cls.server.registry holds the data and the fault knobs."""
-    replay_records = None
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.server, cls.base_url = npi_replay.start(npi_replay.Registry(cls.replay_records))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.shutdown()
-        super().tearDownClass()
-
-
-class NpiSync(Replay, harness.Case):
+class NpiSync(npi_cases.Replay, npi_cases.SyncSteps, harness.Case):
     def setUp(self):
         super().setUp()
         self.migrate()
@@ -39,35 +22,6 @@ class NpiSync(Replay, harness.Case):
         reg.fail_every, reg.slow_requests, reg.delay = 0, set(), 0.0
         self.coord = self.sql_one("INSERT INTO coordinators (name, email) VALUES ('Dana Reyes', 'dana@example.org') "
                                   "RETURNING id")
-
-    def worker_env(self, **extra):
-        env = {"OUTREACH_NPI_BASE_URL": self.base_url, "OUTREACH_NPI_REQUEST_INTERVAL_MS": "0",
-               "OUTREACH_NPI_RETRY_BACKOFF_MS": "20", "OUTREACH_NPI_TIMEOUT": "2"}
-        env.update(extra)
-        return env
-
-    def add_search(self, name="IM in MN", criteria=SEARCH):
-        p = self.run_bin("outreachctl", "npi", "search", "add", name, "--criteria", json.dumps(criteria),
-                         "--coordinator", "dana@example.org", check=True)
-        return int(p.stdout.strip())
-
-    def sync(self, search_id, wait=True, timeout=60):
-        before = self.sql_one("SELECT count(*) FROM npi_sync_runs WHERE search_id = %s AND status <> 'running'",
-                              (search_id,))
-        self.run_bin("outreachctl", "npi", "sync", search_id, check=True)
-        if wait:
-            self.wait_for("the sync run to finish", lambda: self.sql_one(
-                "SELECT count(*) FROM npi_sync_runs WHERE search_id = %s AND status <> 'running'",
-                (search_id,)) > before, timeout=timeout)
-        else:
-            return None
-        return self.sql("SELECT status, records_seen, created, updated, unchanged, errors, pages_fetched "
-                        "FROM npi_sync_runs WHERE search_id = %s ORDER BY id DESC LIMIT 1", (search_id,))[0]
-
-    def start_worker(self, **extra):
-        w = self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "npi", env=self.worker_env(**extra))
-        w.wait_log(r"ready: identity")
-        return w
 
     def expected(self, criteria=SEARCH):
         q = dict(criteria)
@@ -253,7 +207,7 @@ class NpiSync(Replay, harness.Case):
         self.assertEqual(self.sql_one("SELECT count(*) FROM npi_searches"), 1)
 
 
-class Imports(harness.Case):
+class Imports(npi_cases.NppesFiles, harness.Case):
     def setUp(self):
         super().setUp()
         self.migrate()
@@ -343,33 +297,6 @@ class Imports(harness.Case):
                                   "WHERE npi = '1100000499'"), [("D", "2024-03-01")])
 
     # --- weekly files, the deactivation file, repeated NPIs, NppesImportJob -------------------------
-    HEADER = next(csv.reader(open(NPI_DIR / "npidata_pfile_header.csv", newline="")))
-
-    def nppes_file(self, rows, header=None):
-        """Writes rows (dicts by header name) as CMS does: every value quoted, CRLF; returns the path."""
-        header = header or self.HEADER
-        fd, path = tempfile.mkstemp(suffix=".csv", prefix="npidata_")
-        type(self)._tmpfiles.append(path)
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(",".join('"%s"' % h for h in header) + "\r\n")
-            for r in rows:
-                f.write(",".join('"%s"' % r.get(h, "") for h in header) + "\r\n")
-        return path
-
-    @staticmethod
-    def provider(npi, last, city="DULUTH", updated="12/04/2012", etype="1", **extra):
-        row = {"NPI": npi, "Entity Type Code": etype, "Provider Last Name (Legal Name)": last,
-               "Provider First Name": "ANA", "Provider Credential Text": "M.D.",
-               "Provider First Line Business Practice Location Address": "1 MAIN ST",
-               "Provider Business Practice Location Address City Name": city,
-               "Provider Business Practice Location Address State Name": "MN",
-               "Provider Business Practice Location Address Postal Code": "55802",
-               "Healthcare Provider Taxonomy Code_1": "207R00000X",
-               "Healthcare Provider Primary Taxonomy Switch_1": "Y",
-               "Provider Enumeration Date": "05/27/2005", "Last Update Date": updated}
-        row.update(extra)
-        return row
-
     def full_import(self, n=10):
         self.coord = self.sql_one("INSERT INTO coordinators (name, email) VALUES ('Dana Reyes', 'dana@example.org') "
                                   "RETURNING id")

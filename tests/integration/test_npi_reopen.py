@@ -3,8 +3,8 @@ returns is active again, and the prospect closed on its deactivation reopens (mi
 import json
 
 import harness
+import npi_cases
 import npi_replay
-import test_npi  # its helpers: the NPPES files of Imports, the sync of NpiSync (tests run from test_npi.py)
 
 POSTAL = "55802"
 SEARCH = {"taxonomy_description": "Internal Medicine", "state": "MN", "postal_code": POSTAL}
@@ -19,15 +19,7 @@ def npi(i):
     return "%010d" % (1600000000 + i)
 
 
-class SyncAfterDeactivation(test_npi.Replay, harness.Case):
-    HEADER = test_npi.Imports.HEADER
-    nppes_file = test_npi.Imports.nppes_file
-    provider = staticmethod(test_npi.Imports.provider)
-    worker_env = test_npi.NpiSync.worker_env
-    add_search = test_npi.NpiSync.add_search
-    sync = test_npi.NpiSync.sync
-    start_worker = test_npi.NpiSync.start_worker
-
+class SyncAfterDeactivation(npi_cases.Replay, npi_cases.SyncSteps, npi_cases.NppesFiles, harness.Case):
     replay_records = [npi_replay.physician(i, POSTAL, updated_ms=SAME_DAY_MS if i in SAME else None)
                       for i in PROVIDERS]
 

@@ -8,14 +8,10 @@ import psycopg2
 import psycopg2.extras
 
 import harness
-import test_npi  # for the NPPES file helpers of its Imports (whose tests run from test_npi.py)
+import npi_cases
 
 
-class Nppes(harness.Case):
-    HEADER = test_npi.Imports.HEADER
-    nppes_file = test_npi.Imports.nppes_file
-    provider = staticmethod(test_npi.Imports.provider)
-
+class Nppes(npi_cases.NppesFiles, harness.Case):
     def setUp(self):
         super().setUp()
         self.migrate()

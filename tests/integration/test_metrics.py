@@ -760,6 +760,42 @@ class RandomData(MetricsCase):
         self.assertEqual(changed, 0)
         self.assertEqual(self.dump(), figures)
 
+    def test_a_full_run_counts_the_same_periods_either_way(self):
+        """A full run records as its periods every day, week, month and quarter from the day of the
+        earliest record to today, whether it loads empty tables in bulk or compares with the figures
+        kept (whose weeks and quarters begin before that day), with or without a day noted before it."""
+        t = dt.datetime.now(UTC) - dt.timedelta(hours=1)
+        # The earliest record: a case opened on a Wednesday in the middle of a quarter, long before
+        # the random rows.
+        q = trunc("quarter", (t - dt.timedelta(days=600)).date()) + dt.timedelta(days=40)
+        first = q + dt.timedelta(days=(2 - q.weekday()) % 7)
+
+        def early_case():
+            self.sql("INSERT INTO cases (source_id, category, priority, status, summary, opened_at) "
+                     "VALUES ((SELECT min(id) FROM referral_sources), 'billing', 'normal', 'open', 'x', %s)",
+                     (dt.datetime.combine(first, dt.time(10), UTC),))
+
+        def periods_of(run):
+            return self.sql("SELECT periods, phases FROM metric_runs WHERE id = %s", (run,))[0]
+
+        expect = sum(len({trunc(k, first + dt.timedelta(days=n)) for n in range((t.date() - first).days + 1)})
+                     for k in KINDS)
+        self.world("--as-of", t.isoformat(), before_run=early_case)
+        run = self.sql_one("SELECT max(id) FROM metric_runs")
+        bulk, phases = periods_of(run)
+        self.assertIn("indexes", phases)
+        # a referral written and deleted again: its day, before the earliest record, is noted
+        s = self.sql_one("SELECT min(id) FROM referral_sources")
+        rid = self.sql_one("INSERT INTO referrals (source_id, service_line, referred_at, patient_key) "
+                           "VALUES (%s, 'Hospice', %s, 'gone') RETURNING id",
+                           (s, dt.datetime.combine(first - dt.timedelta(days=30), dt.time(9), UTC)))
+        self.sql("DELETE FROM referrals WHERE id = %s", (rid,))
+        run, periods, changed = self.refresh("--period", "full", "--as-of", t.isoformat())
+        compared, phases = periods_of(run)
+        self.assertNotIn("indexes", phases)
+        self.assertEqual(changed, 0)
+        self.assertEqual({"bulk": bulk, "compared": compared}, {"bulk": expect, "compared": expect})
+
     def test_a_reader_of_the_empty_tables_is_not_waited_for(self):
         self.world()
         figures = self.dump()

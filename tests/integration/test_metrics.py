@@ -444,6 +444,17 @@ class RandomData(MetricsCase):
                      "VALUES (%s, %s, %s, %s, 'x', %s, %s)",
                      (rng.choice(sources), rng.choice(("billing", "clinical")), rng.choice(("normal", "urgent")),
                       "resolved" if resolved else "open", opened, resolved))
+        # Completions, openings and resolutions dated up to 6 days after the edge (an import, a wrong
+        # time zone): counted when their day comes.
+        for _ in range(max(1, n // 30)):
+            ahead = self.edge + dt.timedelta(minutes=rng.randrange(1, 60 * 24 * 6))
+            self.sql("INSERT INTO activities (source_id, coordinator_id, kind, scheduled_at, completed_at) "
+                     "VALUES (%s, %s, 'call', %s, %s)", (rng.choice(sources), rng.choice(coords + [None]),
+                                                         ahead - dt.timedelta(hours=rng.randrange(1, 200)), ahead))
+            self.sql("INSERT INTO cases (source_id, category, priority, status, summary, opened_at, resolved_at) "
+                     "VALUES (%s, 'billing', 'normal', 'resolved', 'x', %s, %s), (%s, 'clinical', 'urgent', 'open', "
+                     "'x', %s, NULL)", (rng.choice(sources), ahead - dt.timedelta(hours=rng.randrange(1, 200)), ahead,
+                                        rng.choice(sources), ahead))
 
     def mutate(self):
         rng = self.rng
@@ -550,7 +561,8 @@ class RandomData(MetricsCase):
                 for c_id, k, sched, comp, canc in acts:
                     x = agg.setdefault((c_id, k), [0, 0, 0])
                     x[0] += bool(sched and start <= sched < stop and canc is None)
-                    x[1] += bool(comp and start <= comp < stop and canc is None)
+                    # a completion counts once its day has come; planned ones are forward-looking
+                    x[1] += bool(comp and start <= comp < stop and canc is None and day_of(comp) <= today)
                     x[2] += bool(sched and sched < at and (comp is None or comp >= at) and (canc is None or canc >= at))
                 for k, v in agg.items():
                     if any(v):
@@ -558,8 +570,8 @@ class RandomData(MetricsCase):
                 agg = {}
                 for cat, prio, op, res in cases:
                     x = agg.setdefault((cat, prio), [0, 0, 0, []])
-                    x[0] += start <= op < stop
-                    if res and start <= res < stop:
+                    x[0] += start <= op < stop and day_of(op) <= today  # openings and resolutions too
+                    if res and start <= res < stop and day_of(res) <= today:
                         x[1] += 1
                         x[3].append(Decimal((res - op).total_seconds()) / 3600)
                     x[2] += op < at and (res is None or res >= at)
@@ -664,11 +676,22 @@ class RandomData(MetricsCase):
             referral(s, at, name)  # its first referral ever
             return s
 
-        # New sources whose first referral is 2 and 3 days ahead: one written before the first run
-        # (a bulk load, as of t0), one after it.
+        def ahead_rows():
+            # A source whose first referral is 2 days ahead, and an activity completed 4 days ahead by
+            # a coordinator of its own, written before the first run (a bulk load, as of t0).
+            early["s"] = new_source("Early", moment(2, 17))
+            early["c"] = self.sql_one("INSERT INTO coordinators (name, email) VALUES ('Ahead', 'ahead@x.example') "
+                                      "RETURNING id")
+            self.sql("INSERT INTO activities (source_id, coordinator_id, kind, scheduled_at, completed_at) "
+                     "VALUES (%s, %s, 'event', %s, %s)", (early["s"], early["c"], moment(-2, 10), moment(4, 8)))
+
+        # Rows ahead: a new source, a completion; after the first run, another new source and a case
+        # opened 3 days ahead and resolved 5 days ahead (a day without a run).
         early = {}
-        self.world(*as_of(t0), before_run=lambda: early.update(s=new_source("Early", moment(2, 17))))
+        self.world(*as_of(t0), before_run=ahead_rows)
         late = new_source("Late", moment(3, 9, 30))
+        self.sql("INSERT INTO cases (source_id, category, priority, status, summary, opened_at, resolved_at) "
+                 "VALUES (%s, 'ahead', 'high', 'resolved', 'x', %s, %s)", (late, moment(3, 10), moment(5, 9)))
         old, old_ref = self.sql("SELECT source_id, id FROM referrals WHERE referred_at < %s ORDER BY id LIMIT 1",
                                 (t0,))[0]
         referral(old, moment(1), "midnight")
@@ -684,6 +707,9 @@ class RandomData(MetricsCase):
         self.assertEqual(self.sql_one("SELECT count(*) FROM metric_referrals WHERE period_start > %s", (d0,)), 0)
         self.assertEqual(self.sql_one("SELECT count(*) FROM metric_new_sources WHERE source_id IN (%s, %s)",
                                       (early["s"], late)), 0)
+        self.assertEqual(self.sql_one("SELECT sum(completed) FROM metric_activity WHERE coordinator_id = %s",
+                                      (early["c"],)), 0)
+        self.assertEqual(self.sql_one("SELECT count(*) FROM metric_cases WHERE category = 'ahead'"), 0)
         self.compare()
         before = self.dump()
         self.assertEqual(self.refresh("--period", "full", *as_of(t0 + dt.timedelta(hours=1)))[2], 0)
@@ -700,6 +726,17 @@ class RandomData(MetricsCase):
                                                  "FROM metric_new_sources WHERE source_id = %s", (s,))),
                                  sorted((k, trunc(k, first), "Hospice") for k in KINDS) if n >= day else [],
                                  "as of day %d" % n)
+            if n <= 6:  # the completion (day 4), the case's opening (day 3) and resolution (day 5)
+                for what, day, query in (
+                        ("completed", 4, "SELECT period_kind, period_start FROM metric_activity "
+                                         "WHERE coordinator_id = %s AND completed > 0" % early["c"]),
+                        ("opened", 3, "SELECT period_kind, period_start FROM metric_cases "
+                                      "WHERE category = 'ahead' AND opened > 0"),
+                        ("resolved", 5, "SELECT period_kind, period_start FROM metric_cases "
+                                        "WHERE category = 'ahead' AND resolved > 0")):
+                    self.assertEqual(sorted(self.sql(query)),
+                                     sorted((k, trunc(k, moment(day).date())) for k in KINDS) if n >= day else [],
+                                     "%s as of day %d" % (what, n))
             self.assertEqual(self.sql_one("SELECT count(*) FROM metric_referrals WHERE period_start > %s",
                                           (d0 + dt.timedelta(days=n),)), 0)
             if n == 2:  # the week, month and quarter of a new source's first day, each on its own: no change

@@ -1,4 +1,4 @@
--- 021_metrics_alike: a full run counts its periods alike in every path; completions and cases wait for their day.
+-- 021_metrics_alike: periods counted alike, completions and cases wait for their day, one day aggregation.
 --
 -- metric_runs.periods of a full run is every day, week, month and quarter from the day of the
 -- earliest record (referral, encounter, activity scheduled or completed, case opened) to today: the
@@ -20,11 +20,22 @@
 -- regular refresh already recomputes every day from the last run's to today's, so the first run on
 -- or after such a row's day counts it.
 --
+-- The query "referrals and revenue per source, service line and day" was written out three times in
+-- 018 (the comparing computation and the regular refresh, per run of days; the bulk load, for all
+-- days up to today) and a source's first referral twice (the bulk load, the regular refresh), and
+-- the earliest record's day in the comparing computation and the bulk load: each is now one function
+-- (outreach_metrics_referral_days, outreach_metrics_first_referral, outreach_metrics_first_day). The
+-- first two are plain SQL functions that PostgreSQL inlines into the calling statement, which is
+-- planned as before. The comparing computation still reads first referrals in one ordered pass over
+-- the sources that changed (every source, for a full run) rather than a probe per source.
+--
 -- The functions restated below are those of 009 (outreach_metrics_activity_cases) and 018
 -- (outreach_metrics_compare, outreach_metrics_rebuild, outreach_metrics_changes), changed only where
 -- said above: compare and rebuild take their first day from outreach_metrics_first_day and, for a
 -- full run, record outreach_metrics_full_periods as their periods; all three pass their day to
--- outreach_metrics_activity_cases.
+-- outreach_metrics_activity_cases and take their day rows from outreach_metrics_referral_days
+-- (the bulk load from the first period's start, not after the earliest record, to today); the bulk
+-- load and the regular refresh take first referrals from outreach_metrics_first_referral.
 
 -- The day of the earliest record the figures are computed from, not after p_today.
 CREATE FUNCTION outreach_metrics_first_day(p_today date) RETURNS date
@@ -143,6 +154,34 @@ BEGIN
     DROP TABLE fresh, mp_open;
     took := took || ', cases ' || round(extract(epoch FROM clock_timestamp() - v_t) * 1000) || ' ms';
 END $$;
+
+-- Referrals (by the day they came in) and revenue (encounters by service date) per source, service
+-- line and day, for the days from p_lo to before p_hi: the day rows of metric_referrals. Days are
+-- those of the caller's time zone: every caller computes in UTC (SET TimeZone = 'UTC'). A plain SQL
+-- function, inlined into the caller's statement and planned for its bounds: a few days through the
+-- time indexes, years in one sequential pass.
+CREATE FUNCTION outreach_metrics_referral_days(p_lo date, p_hi date) RETURNS SETOF metric_referrals
+LANGUAGE sql STABLE AS $$
+    SELECT 'day'::text, day, source_id, service_line, sum(n)::integer, sum(cents)::bigint FROM (
+        SELECT r.referred_at::date AS day, r.source_id, r.service_line, count(*) AS n, 0::numeric AS cents
+          FROM referrals r WHERE r.referred_at >= p_lo AND r.referred_at < p_hi
+         GROUP BY 1, 2, 3
+        UNION ALL
+        SELECT e.service_date, r.source_id, r.service_line, 0, sum(e.amount_cents)
+          FROM encounters e JOIN referrals r ON r.id = e.referral_id
+         WHERE e.service_date >= p_lo AND e.service_date < p_hi
+         GROUP BY 1, 2, 3) x
+     GROUP BY 2, 3, 4
+$$;
+
+-- A source's first referral ever (earliest referred_at, then lowest id) and its service line; none
+-- when it has no referral. One probe of the referrals' (source_id, referred_at) index; inlined like
+-- the function above.
+CREATE FUNCTION outreach_metrics_first_referral(p_source bigint)
+RETURNS TABLE (first_at timestamptz, service_line text) LANGUAGE sql STABLE AS $$
+    SELECT r.referred_at, r.service_line FROM referrals r WHERE r.source_id = p_source
+     ORDER BY r.referred_at, r.id LIMIT 1
+$$;
 
 -- 009's computation: every period from the earliest data to today ('full'), or the one period of
 -- p_kind ('day'/'week'/'month'/'quarter') that holds p_start, or (p_kind NULL) every period touched
@@ -289,17 +328,7 @@ BEGIN
               FROM mp_periods WHERE kind = 'day') d
          GROUP BY island
     LOOP
-        INSERT INTO f_ref
-        SELECT 'day', day, source_id, service_line, sum(n)::integer, sum(cents)::bigint FROM (
-            SELECT r.referred_at::date AS day, r.source_id, r.service_line, count(*) AS n, 0::numeric AS cents
-              FROM referrals r WHERE r.referred_at >= v_lo AND r.referred_at < v_hi
-             GROUP BY 1, 2, 3
-            UNION ALL
-            SELECT e.service_date, r.source_id, r.service_line, 0, sum(e.amount_cents)
-              FROM encounters e JOIN referrals r ON r.id = e.referral_id
-             WHERE e.service_date >= v_lo AND e.service_date < v_hi
-             GROUP BY 1, 2, 3) x
-         GROUP BY 2, 3, 4;
+        INSERT INTO f_ref SELECT * FROM outreach_metrics_referral_days(v_lo, v_hi);
     END LOOP;
     rows_changed := rows_changed + outreach_metrics_apply('metric_referrals', 'f_ref', '{day}',
         '{period_kind,period_start,source_id,service_line}', '{referrals,revenue_cents}');
@@ -460,9 +489,8 @@ BEGIN
     -- 1. Each source's first referral: one index probe per source.
     DELETE FROM metric_source_first;
     INSERT INTO metric_source_first
-    SELECT s.id, f.referred_at, f.service_line FROM referral_sources s
-     CROSS JOIN LATERAL (SELECT r.referred_at, r.service_line FROM referrals r WHERE r.source_id = s.id
-                          ORDER BY r.referred_at, r.id LIMIT 1) f;
+    SELECT s.id, f.first_at, f.service_line FROM referral_sources s
+     CROSS JOIN LATERAL outreach_metrics_first_referral(s.id) f;
     ANALYZE metric_source_first;
     phases := 'first referrals ' || round(extract(epoch FROM clock_timestamp() - v_t) * 1000) || ' ms';
     v_t := clock_timestamp();
@@ -488,17 +516,8 @@ BEGIN
       FROM mp_periods;
 
     -- 3. Referrals and revenue per source, service line and day, up to today.
-    INSERT INTO metric_referrals
-    SELECT 'day', day, source_id, service_line, sum(n)::integer, sum(cents)::bigint FROM (
-        SELECT r.referred_at::date AS day, r.source_id, r.service_line, count(*) AS n, 0::numeric AS cents
-          FROM referrals r WHERE r.referred_at < v_today + 1
-         GROUP BY 1, 2, 3
-        UNION ALL
-        SELECT e.service_date, r.source_id, r.service_line, 0, sum(e.amount_cents)
-          FROM encounters e JOIN referrals r ON r.id = e.referral_id
-         WHERE e.service_date < v_today + 1
-         GROUP BY 1, 2, 3) x
-     GROUP BY 2, 3, 4;
+    -- (v_lo, the first period's start, is not after the earliest record's day.)
+    INSERT INTO metric_referrals SELECT * FROM outreach_metrics_referral_days(v_lo, v_today + 1);
     GET DIAGNOSTICS v_n = ROW_COUNT;
     rows_changed := rows_changed + v_n;
     ANALYZE metric_referrals;
@@ -635,10 +654,8 @@ BEGIN
     CREATE TEMP TABLE mp_sources ON COMMIT DROP AS
     WITH s AS (DELETE FROM metric_dirty_sources RETURNING source_id) SELECT DISTINCT source_id FROM s;
     CREATE TEMP TABLE f_first ON COMMIT DROP AS
-    SELECT s.source_id, f.referred_at AS first_at, f.service_line
-      FROM mp_sources s CROSS JOIN LATERAL (
-        SELECT r.referred_at, r.service_line FROM referrals r WHERE r.source_id = s.source_id
-         ORDER BY r.referred_at, r.id LIMIT 1) f;
+    SELECT s.source_id, f.first_at, f.service_line
+      FROM mp_sources s CROSS JOIN LATERAL outreach_metrics_first_referral(s.source_id) f;
     DELETE FROM metric_source_first t
      WHERE t.source_id IN (SELECT source_id FROM mp_sources)
        AND NOT EXISTS (SELECT 1 FROM f_first f WHERE f.source_id = t.source_id);
@@ -660,17 +677,7 @@ BEGIN
               FROM (SELECT DISTINCT day FROM mp_days WHERE day <= v_today) d) d
          GROUP BY island
     LOOP
-        INSERT INTO f_day
-        SELECT 'day', day, source_id, service_line, sum(n)::integer, sum(cents)::bigint FROM (
-            SELECT r.referred_at::date AS day, r.source_id, r.service_line, count(*) AS n, 0::numeric AS cents
-              FROM referrals r WHERE r.referred_at >= v_lo AND r.referred_at < v_hi
-             GROUP BY 1, 2, 3
-            UNION ALL
-            SELECT e.service_date, r.source_id, r.service_line, 0, sum(e.amount_cents)
-              FROM encounters e JOIN referrals r ON r.id = e.referral_id
-             WHERE e.service_date >= v_lo AND e.service_date < v_hi
-             GROUP BY 1, 2, 3) x
-         GROUP BY 2, 3, 4;
+        INSERT INTO f_day SELECT * FROM outreach_metrics_referral_days(v_lo, v_hi);
     END LOOP;
     ANALYZE f_day;
     CREATE TEMP TABLE chg_ref ON COMMIT DROP AS

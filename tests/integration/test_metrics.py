@@ -154,6 +154,24 @@ class KnownAnswers(MetricsCase):
         self.assertEqual(self.rows("metric_service_lines", "month", "2025-02-01", cols), sorted([
             ("Cardiology", 1, 25000, 1, 1), ("Imaging", 1, 0, 1, 0)]))
 
+    def test_the_day_rows_and_first_referrals_every_path_takes(self):
+        days = "SET TimeZone = 'UTC'; SELECT * FROM outreach_metrics_referral_days(%s, %s)"
+        self.assertEqual(sorted(self.sql(days, ("2025-01-06", "2025-01-11"))), [
+            ("day", dt.date(2025, 1, 6), self.s1, "Cardiology", 1, 0),
+            ("day", dt.date(2025, 1, 7), self.s1, "Cardiology", 1, 0),
+            ("day", dt.date(2025, 1, 10), self.s1, "Cardiology", 0, 10000)])
+        # 23:30 UTC stays on its UTC day, and the day rows kept are the function's
+        self.assertEqual(self.sql(days, ("2025-01-31", "2025-02-01")),
+                         [("day", dt.date(2025, 1, 31), self.s2, "Imaging", 1, 0)])
+        self.assertEqual(sorted(self.sql(days, ("2024-01-01", "2026-01-01"))),
+                         sorted(self.sql("SELECT * FROM metric_referrals WHERE period_kind = 'day'")))
+        first = "SELECT * FROM outreach_metrics_first_referral(%s)"
+        self.assertEqual(self.sql(first, (self.s1,)), [(ts("2025-01-06 10:00"), "Cardiology")])
+        self.assertEqual(self.sql(first, (self.s4,)), [(ts("2024-12-30 08:00"), "Oncology")])
+        none = self.sql_one("INSERT INTO referral_sources (last_name) VALUES ('None yet') RETURNING id")
+        self.assertEqual(self.sql(first, (none,)), [])
+        self.sql("DELETE FROM referral_sources WHERE id = %s", (none,))
+
     def test_goal_progress(self):
         got = {r[0]: r[1:] for r in self.sql("SELECT goal_id, value, target, percent FROM metric_goal_progress")}
         self.assertEqual(got[self.g_ref], (3, 4, Decimal("75.0")))

@@ -154,6 +154,24 @@ class KnownAnswers(MetricsCase):
         self.assertEqual(self.rows("metric_service_lines", "month", "2025-02-01", cols), sorted([
             ("Cardiology", 1, 25000, 1, 1), ("Imaging", 1, 0, 1, 0)]))
 
+    def test_the_day_rows_and_first_referrals_every_path_takes(self):
+        days = "SET TimeZone = 'UTC'; SELECT * FROM outreach_metrics_referral_days(%s, %s)"
+        self.assertEqual(sorted(self.sql(days, ("2025-01-06", "2025-01-11"))), [
+            ("day", dt.date(2025, 1, 6), self.s1, "Cardiology", 1, 0),
+            ("day", dt.date(2025, 1, 7), self.s1, "Cardiology", 1, 0),
+            ("day", dt.date(2025, 1, 10), self.s1, "Cardiology", 0, 10000)])
+        # 23:30 UTC stays on its UTC day, and the day rows kept are the function's
+        self.assertEqual(self.sql(days, ("2025-01-31", "2025-02-01")),
+                         [("day", dt.date(2025, 1, 31), self.s2, "Imaging", 1, 0)])
+        self.assertEqual(sorted(self.sql(days, ("2024-01-01", "2026-01-01"))),
+                         sorted(self.sql("SELECT * FROM metric_referrals WHERE period_kind = 'day'")))
+        first = "SELECT * FROM outreach_metrics_first_referral(%s)"
+        self.assertEqual(self.sql(first, (self.s1,)), [(ts("2025-01-06 10:00"), "Cardiology")])
+        self.assertEqual(self.sql(first, (self.s4,)), [(ts("2024-12-30 08:00"), "Oncology")])
+        none = self.sql_one("INSERT INTO referral_sources (last_name) VALUES ('None yet') RETURNING id")
+        self.assertEqual(self.sql(first, (none,)), [])
+        self.sql("DELETE FROM referral_sources WHERE id = %s", (none,))
+
     def test_goal_progress(self):
         got = {r[0]: r[1:] for r in self.sql("SELECT goal_id, value, target, percent FROM metric_goal_progress")}
         self.assertEqual(got[self.g_ref], (3, 4, Decimal("75.0")))
@@ -444,6 +462,17 @@ class RandomData(MetricsCase):
                      "VALUES (%s, %s, %s, %s, 'x', %s, %s)",
                      (rng.choice(sources), rng.choice(("billing", "clinical")), rng.choice(("normal", "urgent")),
                       "resolved" if resolved else "open", opened, resolved))
+        # Completions, openings and resolutions dated up to 6 days after the edge (an import, a wrong
+        # time zone): counted when their day comes.
+        for _ in range(max(1, n // 30)):
+            ahead = self.edge + dt.timedelta(minutes=rng.randrange(1, 60 * 24 * 6))
+            self.sql("INSERT INTO activities (source_id, coordinator_id, kind, scheduled_at, completed_at) "
+                     "VALUES (%s, %s, 'call', %s, %s)", (rng.choice(sources), rng.choice(coords + [None]),
+                                                         ahead - dt.timedelta(hours=rng.randrange(1, 200)), ahead))
+            self.sql("INSERT INTO cases (source_id, category, priority, status, summary, opened_at, resolved_at) "
+                     "VALUES (%s, 'billing', 'normal', 'resolved', 'x', %s, %s), (%s, 'clinical', 'urgent', 'open', "
+                     "'x', %s, NULL)", (rng.choice(sources), ahead - dt.timedelta(hours=rng.randrange(1, 200)), ahead,
+                                        rng.choice(sources), ahead))
 
     def mutate(self):
         rng = self.rng
@@ -550,7 +579,8 @@ class RandomData(MetricsCase):
                 for c_id, k, sched, comp, canc in acts:
                     x = agg.setdefault((c_id, k), [0, 0, 0])
                     x[0] += bool(sched and start <= sched < stop and canc is None)
-                    x[1] += bool(comp and start <= comp < stop and canc is None)
+                    # a completion counts once its day has come; planned ones are forward-looking
+                    x[1] += bool(comp and start <= comp < stop and canc is None and day_of(comp) <= today)
                     x[2] += bool(sched and sched < at and (comp is None or comp >= at) and (canc is None or canc >= at))
                 for k, v in agg.items():
                     if any(v):
@@ -558,8 +588,8 @@ class RandomData(MetricsCase):
                 agg = {}
                 for cat, prio, op, res in cases:
                     x = agg.setdefault((cat, prio), [0, 0, 0, []])
-                    x[0] += start <= op < stop
-                    if res and start <= res < stop:
+                    x[0] += start <= op < stop and day_of(op) <= today  # openings and resolutions too
+                    if res and start <= res < stop and day_of(res) <= today:
                         x[1] += 1
                         x[3].append(Decimal((res - op).total_seconds()) / 3600)
                     x[2] += op < at and (res is None or res >= at)
@@ -664,11 +694,22 @@ class RandomData(MetricsCase):
             referral(s, at, name)  # its first referral ever
             return s
 
-        # New sources whose first referral is 2 and 3 days ahead: one written before the first run
-        # (a bulk load, as of t0), one after it.
+        def ahead_rows():
+            # A source whose first referral is 2 days ahead, and an activity completed 4 days ahead by
+            # a coordinator of its own, written before the first run (a bulk load, as of t0).
+            early["s"] = new_source("Early", moment(2, 17))
+            early["c"] = self.sql_one("INSERT INTO coordinators (name, email) VALUES ('Ahead', 'ahead@x.example') "
+                                      "RETURNING id")
+            self.sql("INSERT INTO activities (source_id, coordinator_id, kind, scheduled_at, completed_at) "
+                     "VALUES (%s, %s, 'event', %s, %s)", (early["s"], early["c"], moment(-2, 10), moment(4, 8)))
+
+        # Rows ahead: a new source, a completion; after the first run, another new source and a case
+        # opened 3 days ahead and resolved 5 days ahead (a day without a run).
         early = {}
-        self.world(*as_of(t0), before_run=lambda: early.update(s=new_source("Early", moment(2, 17))))
+        self.world(*as_of(t0), before_run=ahead_rows)
         late = new_source("Late", moment(3, 9, 30))
+        self.sql("INSERT INTO cases (source_id, category, priority, status, summary, opened_at, resolved_at) "
+                 "VALUES (%s, 'ahead', 'high', 'resolved', 'x', %s, %s)", (late, moment(3, 10), moment(5, 9)))
         old, old_ref = self.sql("SELECT source_id, id FROM referrals WHERE referred_at < %s ORDER BY id LIMIT 1",
                                 (t0,))[0]
         referral(old, moment(1), "midnight")
@@ -684,6 +725,9 @@ class RandomData(MetricsCase):
         self.assertEqual(self.sql_one("SELECT count(*) FROM metric_referrals WHERE period_start > %s", (d0,)), 0)
         self.assertEqual(self.sql_one("SELECT count(*) FROM metric_new_sources WHERE source_id IN (%s, %s)",
                                       (early["s"], late)), 0)
+        self.assertEqual(self.sql_one("SELECT sum(completed) FROM metric_activity WHERE coordinator_id = %s",
+                                      (early["c"],)), 0)
+        self.assertEqual(self.sql_one("SELECT count(*) FROM metric_cases WHERE category = 'ahead'"), 0)
         self.compare()
         before = self.dump()
         self.assertEqual(self.refresh("--period", "full", *as_of(t0 + dt.timedelta(hours=1)))[2], 0)
@@ -700,6 +744,17 @@ class RandomData(MetricsCase):
                                                  "FROM metric_new_sources WHERE source_id = %s", (s,))),
                                  sorted((k, trunc(k, first), "Hospice") for k in KINDS) if n >= day else [],
                                  "as of day %d" % n)
+            if n <= 6:  # the completion (day 4), the case's opening (day 3) and resolution (day 5)
+                for what, day, query in (
+                        ("completed", 4, "SELECT period_kind, period_start FROM metric_activity "
+                                         "WHERE coordinator_id = %s AND completed > 0" % early["c"]),
+                        ("opened", 3, "SELECT period_kind, period_start FROM metric_cases "
+                                      "WHERE category = 'ahead' AND opened > 0"),
+                        ("resolved", 5, "SELECT period_kind, period_start FROM metric_cases "
+                                        "WHERE category = 'ahead' AND resolved > 0")):
+                    self.assertEqual(sorted(self.sql(query)),
+                                     sorted((k, trunc(k, moment(day).date())) for k in KINDS) if n >= day else [],
+                                     "%s as of day %d" % (what, n))
             self.assertEqual(self.sql_one("SELECT count(*) FROM metric_referrals WHERE period_start > %s",
                                           (d0 + dt.timedelta(days=n),)), 0)
             if n == 2:  # the week, month and quarter of a new source's first day, each on its own: no change
@@ -759,6 +814,42 @@ class RandomData(MetricsCase):
         run, periods, changed = self.refresh("--period", "full")
         self.assertEqual(changed, 0)
         self.assertEqual(self.dump(), figures)
+
+    def test_a_full_run_counts_the_same_periods_either_way(self):
+        """A full run records as its periods every day, week, month and quarter from the day of the
+        earliest record to today, whether it loads empty tables in bulk or compares with the figures
+        kept (whose weeks and quarters begin before that day), with or without a day noted before it."""
+        t = dt.datetime.now(UTC) - dt.timedelta(hours=1)
+        # The earliest record: a case opened on a Wednesday in the middle of a quarter, long before
+        # the random rows.
+        q = trunc("quarter", (t - dt.timedelta(days=600)).date()) + dt.timedelta(days=40)
+        first = q + dt.timedelta(days=(2 - q.weekday()) % 7)
+
+        def early_case():
+            self.sql("INSERT INTO cases (source_id, category, priority, status, summary, opened_at) "
+                     "VALUES ((SELECT min(id) FROM referral_sources), 'billing', 'normal', 'open', 'x', %s)",
+                     (dt.datetime.combine(first, dt.time(10), UTC),))
+
+        def periods_of(run):
+            return self.sql("SELECT periods, phases FROM metric_runs WHERE id = %s", (run,))[0]
+
+        expect = sum(len({trunc(k, first + dt.timedelta(days=n)) for n in range((t.date() - first).days + 1)})
+                     for k in KINDS)
+        self.world("--as-of", t.isoformat(), before_run=early_case)
+        run = self.sql_one("SELECT max(id) FROM metric_runs")
+        bulk, phases = periods_of(run)
+        self.assertIn("indexes", phases)
+        # a referral written and deleted again: its day, before the earliest record, is noted
+        s = self.sql_one("SELECT min(id) FROM referral_sources")
+        rid = self.sql_one("INSERT INTO referrals (source_id, service_line, referred_at, patient_key) "
+                           "VALUES (%s, 'Hospice', %s, 'gone') RETURNING id",
+                           (s, dt.datetime.combine(first - dt.timedelta(days=30), dt.time(9), UTC)))
+        self.sql("DELETE FROM referrals WHERE id = %s", (rid,))
+        run, periods, changed = self.refresh("--period", "full", "--as-of", t.isoformat())
+        compared, phases = periods_of(run)
+        self.assertNotIn("indexes", phases)
+        self.assertEqual(changed, 0)
+        self.assertEqual({"bulk": bulk, "compared": compared}, {"bulk": expect, "compared": expect})
 
     def test_a_reader_of_the_empty_tables_is_not_waited_for(self):
         self.world()

@@ -1,5 +1,6 @@
 """NPPES bulk import into PostgreSQL: values in COPY's binary form, dates the reader refuses, the key and
-indexes of npi_providers rebuilt after a straight load, the NPI rule of migrations 013 and 015."""
+indexes of npi_providers rebuilt after a straight load, the NPI rule of migrations 013 and 015, the codes
+compared byte by byte (migration 022)."""
 import hashlib
 import pathlib
 import secrets
@@ -122,6 +123,52 @@ class Nppes(npi_cases.NppesFiles, harness.Case):
             finally:
                 conn.close()
         self.assertEqual(self.sql_one("SELECT count(*) FROM npi_providers"), 5)
+
+    def test_the_codes_compare_byte_by_byte_migration_022(self):
+        # The NPI and the primary taxonomy code are in "C"; joins and lookups with texts of the
+        # default collation (referral_sources.npi, taxonomies.code, a parameter) still match and
+        # still use the key and the taxonomy index, the order of codes is the same, and a foreign key
+        # of a default-collation column may reference the NPI.
+        self.assertEqual(self.sql("SELECT attname::text, collname::text FROM pg_attribute a JOIN pg_collation c "
+                                  "ON c.oid = a.attcollation WHERE attrelid = 'npi_providers'::regclass AND "
+                                  "attname IN ('npi', 'primary_taxonomy_code', 'state', 'city') ORDER BY 1"),
+                         [("city", "default"), ("npi", "C"), ("primary_taxonomy_code", "C"), ("state", "default")])
+        rows = [self.provider(npi, "DOE", **{"Healthcare Provider Taxonomy Code_1": code})
+                for npi, code in (("1993999999", "207R00000X"), ("1003000001", "2084N0400X"),
+                                  ("1500000000", "207RC0000X"), ("1003000000", "363LF0000X"))]
+        self.run_bin("outreachctl", "import-taxonomy", test_npi.NPI_DIR / "nucc_taxonomy.csv", check=True)
+        p = self.run_bin("outreachctl", "import-nppes", self.nppes_file(rows), "--prospects", check=True)
+        self.assertIn("straight into the empty table", p.stdout)
+        self.assertEqual(self.sql("SELECT npi, specialty FROM referral_sources ORDER BY npi"),
+                         [("1003000000", "Nurse Practitioner"), ("1003000001", "Psychiatry & Neurology"),
+                          ("1500000000", "Internal Medicine"), ("1993999999", "Internal Medicine")])
+        self.assertEqual(self.sql("SELECT p.npi, p.primary_taxonomy_code FROM referral_sources r JOIN npi_providers p "
+                                  "ON p.npi = r.npi JOIN taxonomies t ON t.code = p.primary_taxonomy_code "
+                                  "ORDER BY p.primary_taxonomy_code"),
+                         [("1993999999", "207R00000X"), ("1500000000", "207RC0000X"),
+                          ("1003000001", "2084N0400X"), ("1003000000", "363LF0000X")])
+        self.assertEqual(self.sql("SELECT npi FROM npi_providers ORDER BY npi"),
+                         self.sql('SELECT npi FROM npi_providers ORDER BY npi COLLATE "default"'))
+        self.addCleanup(self.sql, "DROP TABLE IF EXISTS npi_notes")
+        conn = psycopg2.connect(self.db_url)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("SET LOCAL enable_seqscan = off")
+                for query, params, index in (
+                        ("SELECT * FROM npi_providers WHERE npi = %s", ("1500000000",), "npi_providers_pkey"),
+                        ("SELECT * FROM npi_providers p JOIN referral_sources r ON r.npi = p.npi WHERE r.id = 1", (),
+                         "npi_providers_pkey"),
+                        ("SELECT * FROM npi_providers WHERE primary_taxonomy_code = %s", ("207R00000X",),
+                         "npi_providers_taxonomy_idx")):
+                    cur.execute("EXPLAIN " + query, params)
+                    self.assertIn(index, "\n".join(r[0] for r in cur.fetchall()), query)
+                cur.execute("CREATE TABLE npi_notes (npi text REFERENCES npi_providers (npi))")
+                cur.execute("INSERT INTO npi_notes VALUES ('1500000000')")
+            with self.assertRaises(psycopg2.errors.ForeignKeyViolation):
+                with conn, conn.cursor() as cur:
+                    cur.execute("INSERT INTO npi_notes VALUES ('1500000001')")
+        finally:
+            conn.close()
 
     def test_migration_015_moves_the_stored_taxonomies_into_the_arrays(self):
         # A database at migration 013 holding both JSON forms, an empty list and none; `outreachctl

@@ -1,7 +1,7 @@
 -- 022_npi_codes_c: the NPI and the primary taxonomy code of npi_providers compare byte by byte
 -- (COLLATE "C"). Both are codes (ten digits; nine digits or capitals and an X) with no linguistic
--- order. In the database's collation (C.UTF-8, or en_US.UTF-8 in production) every comparison of
--- an index build calls strcoll, and PostgreSQL cannot sort on abbreviated keys; in "C" it compares
+-- order. In the database's collation (C.UTF-8 in scripts/stack's, often en_US.UTF-8 elsewhere)
+-- every comparison of an index build calls strcoll, and PostgreSQL cannot sort on abbreviated keys; in "C" it compares
 -- the first eight bytes as one integer and rarely needs more. The key and the taxonomy index are
 -- built again after each first NPPES load: on the 1,000,000 rows of bench_nppes.py, about 0.6 and
 -- 1.1 s, about 0.45 and 0.7 s in "C".

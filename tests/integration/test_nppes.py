@@ -136,7 +136,7 @@ class Nppes(npi_cases.NppesFiles, harness.Case):
         rows = [self.provider(npi, "DOE", **{"Healthcare Provider Taxonomy Code_1": code})
                 for npi, code in (("1993999999", "207R00000X"), ("1003000001", "2084N0400X"),
                                   ("1500000000", "207RC0000X"), ("1003000000", "363LF0000X"))]
-        self.run_bin("outreachctl", "import-taxonomy", test_npi.NPI_DIR / "nucc_taxonomy.csv", check=True)
+        self.run_bin("outreachctl", "import-taxonomy", npi_cases.NPI_DIR / "nucc_taxonomy.csv", check=True)
         p = self.run_bin("outreachctl", "import-nppes", self.nppes_file(rows), "--prospects", check=True)
         self.assertIn("straight into the empty table", p.stdout)
         self.assertEqual(self.sql("SELECT npi, specialty FROM referral_sources ORDER BY npi"),

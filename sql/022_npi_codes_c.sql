@@ -9,7 +9,9 @@
 -- The meaning stays: equality is byte equality in every deterministic collation, and digits and
 -- capitals sort the same in C, C.UTF-8 and en_US.UTF-8. A comparison with a text of the default
 -- collation (referral_sources.npi, taxonomies.code, a parameter) takes "C", PostgreSQL's rule for
--- a column's collation against the default, so those joins and lookups still use these indexes.
+-- a column's collation against the default, so those joins and lookups still use these indexes;
+-- the indexes of the other side, in the default collation, cannot serve them (such a join hashes or
+-- probes npi_providers instead).
 -- No row is rewritten (text in any collation is the same bytes); the two indexes are built again.
 ALTER TABLE npi_providers
     ALTER COLUMN npi TYPE text COLLATE "C",

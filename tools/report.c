@@ -101,7 +101,7 @@ ctl_metrics(const struct cfg *c, int argc, char **argv)
 		db_free(db);
 		return 1;
 	}
-	printf("metrics run %s: %s period%s recomputed, %s row%s changed in %.2f s\n", PQgetvalue(res, 0, 0),
+	printf("metrics run %s: %s period%s, %s row%s changed in %.2f s\n", PQgetvalue(res, 0, 0),
 	       PQgetvalue(res, 0, 1), strcmp(PQgetvalue(res, 0, 1), "1") == 0 ? "" : "s", PQgetvalue(res, 0, 2),
 	       strcmp(PQgetvalue(res, 0, 2), "1") == 0 ? "" : "s", (double)(util_mono_ms() - t0) / 1000.0);
 	printf("  %s\n", PQgetvalue(res, 0, 3));

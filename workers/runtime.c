@@ -129,9 +129,11 @@ load_script(redisContext *r, const char *src, char sha[41])
 		freeReplyObject(rep);
 }
 
-/* Moves a job out of a private list: to the front of its queue, to retry or to dead. */
-static void
-move_from_private(struct worker *w, redisContext *r, int q, const char *old, size_t old_len, const char *fresh,
+/* Moves a job out of a private list: to the front of its queue, to retry or to dead, over *rp, which
+ * is replaced when its connection broke (NULL when no new one could be made). Returns false when the
+ * job stays in the private list: if this process dies the sweep hands it back. */
+static bool
+move_from_private(struct worker *w, redisContext **rp, int q, const char *old, size_t old_len, const char *fresh,
                   enum queue_dest dest, const char *zset, double score)
 {
 	char err[512], sc[32];
@@ -139,22 +141,22 @@ move_from_private(struct worker *w, redisContext *r, int q, const char *old, siz
 
 	snprintf(sc, sizeof(sc), "%.6f", score);
 	for (int attempt = 0; attempt < 5; attempt++) {
+		/* After a broken connection the move is tried again on a new one: it moves nothing when
+		 * the job already left the list. */
+		if (!redis_ok(w, rp))
+			return false;
 		int rc = dest == QUEUE_DEST_ZSET
-		             ? queue_move(r, w->private[q], false, old, old_len, fresh, dest, zset, sc, &moved, err,
+		             ? queue_move(*rp, w->private[q], false, old, old_len, fresh, dest, zset, sc, &moved, err,
 		                          sizeof(err))
-		             : queue_move(r, w->private[q], false, old, old_len, fresh, dest, w->qkeys[q],
+		             : queue_move(*rp, w->private[q], false, old, old_len, fresh, dest, w->qkeys[q],
 		                          w->o->queues[q], &moved, err, sizeof(err));
 		if (rc == 0)
-			return;
-		/* The job stays in the private list: if this process dies the sweep hands it back. */
+			return true;
 		log_warnx("moving a job out of %s: %s", w->private[q], err);
-		redisContext *tmp = r;
-		if (r->err) {
-			(void)redis_ok(w, &tmp);
-			return;
-		}
-		util_sleep_ms(200);
+		if ((*rp)->err == 0)
+			util_sleep_ms(200);
 	}
+	return false;
 }
 
 /* Moves old out of the private list into dead, as content (old itself, or an updated copy) with the
@@ -167,7 +169,7 @@ to_dead(struct worker *w, struct wthread *t, int q, const char *old, size_t old_
 	char *fresh = queue_dead_json(content, cls, msg, now);
 
 	log_warnx("job sent to dead: %s: %s", cls, msg);
-	move_from_private(w, t->r, q, old, old_len, fresh, QUEUE_DEST_ZSET, "dead", now);
+	move_from_private(w, &t->r, q, old, old_len, fresh, QUEUE_DEST_ZSET, "dead", now);
 	free(fresh);
 	atomic_fetch_add(&w->failed, 1);
 }
@@ -212,7 +214,7 @@ to_retry(struct worker *w, struct wthread *t, int q, const char *old, size_t old
 	double at = now + job_backoff(count);
 	char *json = job_dump(job);
 	log_info("job failed, retry %d of %d in %.0f s: %s: %s", count, job->max_retries, at - now, cls, msg);
-	move_from_private(w, t->r, q, old, old_len, json, QUEUE_DEST_ZSET, "retry", at);
+	move_from_private(w, &t->r, q, old, old_len, json, QUEUE_DEST_ZSET, "retry", at);
 	free(json);
 	atomic_fetch_add(&w->failed, 1);
 }
@@ -577,7 +579,7 @@ thread_main(void *arg)
 		for (size_t j = njobs; j-- > k;) {
 			int q = order[rep->element[2 * j]->integer - 1];
 			redisReply *job = rep->element[2 * j + 1];
-			move_from_private(w, t->r, q, job->str, job->len, job->str, QUEUE_DEST_FRONT, NULL, 0);
+			move_from_private(w, &t->r, q, job->str, job->len, job->str, QUEUE_DEST_FRONT, NULL, 0);
 		}
 		freeReplyObject(rep);
 		/* Quick jobs (under 100 ms each, an email included): take more per round trip, and their
@@ -732,6 +734,8 @@ hand_back_all(struct worker *w)
 		return;
 	for (int q = 0; q < w->o->nqueues; q++) {
 		for (;;) {
+			if (!redis_ok(w, &w->hb))
+				return;
 			/* Newest first to the front, so the oldest is next in line. */
 			redisReply *rep = redisCommand(w->hb, "LINDEX %s 0", w->private[q]);
 			if (rep == NULL || rep->type != REDIS_REPLY_STRING) {
@@ -740,8 +744,13 @@ hand_back_all(struct worker *w)
 				break;
 			}
 			log_notice("handing back an unfinished job to the front of queue %s", w->o->queues[q]);
-			move_from_private(w, w->hb, q, rep->str, rep->len, rep->str, QUEUE_DEST_FRONT, NULL, 0);
+			bool ok = move_from_private(w, &w->hb, q, rep->str, rep->len, rep->str, QUEUE_DEST_FRONT, NULL, 0);
 			freeReplyObject(rep);
+			if (!ok) {
+				/* Redis refuses the move: what is left waits for the sweep of outreachd. */
+				log_warnx("the jobs left in %s wait for the sweep of dead workers' lists", w->private[q]);
+				break;
+			}
 		}
 	}
 }
@@ -752,7 +761,14 @@ deregister(struct worker *w)
 	if (!redis_ok(w, &w->hb))
 		return;
 	redisReply *rep;
+	/* A list still holding a job Redis refused to hand back stays known, for the sweep. */
 	for (int q = 0; q < w->o->nqueues; q++) {
+		rep = redisCommand(w->hb, "LLEN %s", w->private[q]);
+		bool empty = rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0;
+		if (rep)
+			freeReplyObject(rep);
+		if (!empty)
+			continue;
 		rep = redisCommand(w->hb, "SREM %s %s", QUEUE_INFLIGHT_SET, w->private[q]);
 		if (rep)
 			freeReplyObject(rep);

@@ -182,6 +182,26 @@ class Queue(harness.Case):
         self.worker()
         self.wait_for("the handed back job", lambda: r.sismember("term-reply", jid), timeout=15)
 
+    def test_a_refused_hand_back_leaves_the_job_and_the_worker_stops(self):
+        w = self.worker(env={"OUTREACH_WORKER_SHUTDOWN_TIMEOUT": "1"})
+        jid = self.ctl("enqueue", "PingJob", "--args", '["refused-reply", 5000]').stdout.strip()
+        r = self.redis()
+        self.wait_for("the job to start", lambda: r.llen("queue:default") == 0)
+        time.sleep(0.3)
+        # The queue's key holds a string: Redis refuses to push the job back onto it.
+        r.set("queue:default", "not a list")
+        try:
+            w.signal(signal.SIGTERM)
+            self.assertIsNotNone(w.wait(15), "the worker did not stop")
+            self.assertIn("wait for the sweep", w.log())
+            kept = [json.loads(j)["jid"] for lst in r.smembers("outreach:inflight") for j in r.lrange(lst, 0, -1)]
+            self.assertEqual(kept, [jid])
+        finally:
+            r.delete("queue:default")
+        # Once the queue is a list again, the sweep of a new worker hands the job back and it runs.
+        self.worker()
+        self.wait_for("the job handed back by the sweep", lambda: r.sismember("refused-reply", jid), timeout=20)
+
     def test_second_sigterm_hands_back_at_once(self):
         w = self.worker()
         jid = self.ctl("enqueue", "PingJob", "--args", '["term2-reply", 20000]').stdout.strip()

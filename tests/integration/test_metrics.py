@@ -160,7 +160,7 @@ class KnownAnswers(MetricsCase):
             ("day", dt.date(2025, 1, 6), self.s1, "Cardiology", 1, 0),
             ("day", dt.date(2025, 1, 7), self.s1, "Cardiology", 1, 0),
             ("day", dt.date(2025, 1, 10), self.s1, "Cardiology", 0, 10000)])
-        # 23:30 UTC stays on its UTC day, and the day rows kept are the function's
+        # the window's last day holds its 23:30 referral, and the day rows kept are the function's
         self.assertEqual(self.sql(days, ("2025-01-31", "2025-02-01")),
                          [("day", dt.date(2025, 1, 31), self.s2, "Imaging", 1, 0)])
         self.assertEqual(sorted(self.sql(days, ("2024-01-01", "2026-01-01"))),

@@ -314,6 +314,17 @@ queue_poll_due(redisContext *r, const char *zset, double now, int limit, int *mo
 	return 0;
 }
 
+void
+queue_inflight_forget_empty(redisContext *r, const char *list)
+{
+	redisReply *len = redisCommand(r, "LLEN %s", list);
+
+	if (len && len->type == REDIS_REPLY_INTEGER && len->integer == 0)
+		freeReplyObject(redisCommand(r, "SREM %s %s", QUEUE_INFLIGHT_SET, list));
+	if (len)
+		freeReplyObject(len);
+}
+
 bool
 queue_identity_gone(const char *identity, const char *hostname)
 {
@@ -414,14 +425,8 @@ queue_sweep(redisContext *r, int max_recoveries, double dead_after, int *recover
 			free(fresh);
 		}
 		freeReplyObject(jobs);
-		if (rc == 0) {
-			/* Forget the list once empty; a job pushed meanwhile keeps it registered. */
-			redisReply *len = redisCommand(r, "LLEN %s", list);
-			if (len && len->type == REDIS_REPLY_INTEGER && len->integer == 0)
-				freeReplyObject(redisCommand(r, "SREM %s %s", QUEUE_INFLIGHT_SET, list));
-			if (len)
-				freeReplyObject(len);
-		}
+		if (rc == 0)
+			queue_inflight_forget_empty(r, list);
 	}
 	freeReplyObject(lists);
 	return rc;

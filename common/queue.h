@@ -75,6 +75,10 @@ int queue_poll_due(redisContext *r, const char *zset, double now, int limit, int
 int queue_sweep(redisContext *r, int max_recoveries, double dead_after, int *recovered, int *killed, char *err,
                 size_t errlen) MUSTCHECK;
 
+/* Forgets the in-flight list (QUEUE_INFLIGHT_SET) when it holds no job: a list still holding one
+ * stays known to the sweep. */
+void queue_inflight_forget_empty(redisContext *r, const char *list);
+
 /* True when identity (host:pid:nonce) names a process of hostname that is gone (or a zombie). */
 bool queue_identity_gone(const char *identity, const char *hostname);
 

@@ -762,17 +762,8 @@ deregister(struct worker *w)
 		return;
 	redisReply *rep;
 	/* A list still holding a job Redis refused to hand back stays known, for the sweep. */
-	for (int q = 0; q < w->o->nqueues; q++) {
-		rep = redisCommand(w->hb, "LLEN %s", w->private[q]);
-		bool empty = rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0;
-		if (rep)
-			freeReplyObject(rep);
-		if (!empty)
-			continue;
-		rep = redisCommand(w->hb, "SREM %s %s", QUEUE_INFLIGHT_SET, w->private[q]);
-		if (rep)
-			freeReplyObject(rep);
-	}
+	for (int q = 0; q < w->o->nqueues; q++)
+		queue_inflight_forget_empty(w->hb, w->private[q]);
 	rep = redisCommand(w->hb, "SREM processes %s", w->identity);
 	if (rep)
 		freeReplyObject(rep);

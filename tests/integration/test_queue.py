@@ -49,6 +49,16 @@ class Queue(harness.Case):
         return [json.loads(j) for j in self.redis().zrange("dead", 0, -1)]
 
     # --- tests --------------------------------------------------------------------------------
+    def running_ping(self, reply, ms, env=None):
+        """A worker running a PingJob of ms milliseconds (which records its jid in the set reply when
+        done): the worker, the jid and a Redis client, once the job has started."""
+        w = self.worker(env=env)
+        jid = self.ctl("enqueue", "PingJob", "--args", json.dumps([reply, ms])).stdout.strip()
+        r = self.redis()
+        self.wait_for("the job to start", lambda: r.llen("queue:default") == 0)
+        time.sleep(0.3)
+        return w, jid, r
+
     def test_sidekiq_client_push_runs(self):
         self.worker()
         jid = self.ruby("push", "PingJob", "default", '["rb-reply", 0]')
@@ -163,11 +173,7 @@ class Queue(harness.Case):
         self.assertEqual(r.llen("queue:default"), 0)
 
     def test_sigterm_mid_job_hands_it_back_to_the_head(self):
-        w = self.worker(env={"OUTREACH_WORKER_SHUTDOWN_TIMEOUT": "1"})
-        jid = self.ctl("enqueue", "PingJob", "--args", '["term-reply", 5000]').stdout.strip()
-        r = self.redis()
-        self.wait_for("the job to start", lambda: r.llen("queue:default") == 0)
-        time.sleep(0.3)
+        w, jid, r = self.running_ping("term-reply", 5000, env={"OUTREACH_WORKER_SHUTDOWN_TIMEOUT": "1"})
         self.ctl("enqueue", "PingJob", "--args", '["later", 0]')
         w.signal(signal.SIGTERM)
         self.assertEqual(w.wait(10), 0, w.log())
@@ -183,11 +189,7 @@ class Queue(harness.Case):
         self.wait_for("the handed back job", lambda: r.sismember("term-reply", jid), timeout=15)
 
     def test_a_refused_hand_back_leaves_the_job_and_the_worker_stops(self):
-        w = self.worker(env={"OUTREACH_WORKER_SHUTDOWN_TIMEOUT": "1"})
-        jid = self.ctl("enqueue", "PingJob", "--args", '["refused-reply", 5000]').stdout.strip()
-        r = self.redis()
-        self.wait_for("the job to start", lambda: r.llen("queue:default") == 0)
-        time.sleep(0.3)
+        w, jid, r = self.running_ping("refused-reply", 5000, env={"OUTREACH_WORKER_SHUTDOWN_TIMEOUT": "1"})
         # The queue's key holds a string: Redis refuses to push the job back onto it.
         r.set("queue:default", "not a list")
         try:
@@ -203,11 +205,7 @@ class Queue(harness.Case):
         self.wait_for("the job handed back by the sweep", lambda: r.sismember("refused-reply", jid), timeout=20)
 
     def test_second_sigterm_hands_back_at_once(self):
-        w = self.worker()
-        jid = self.ctl("enqueue", "PingJob", "--args", '["term2-reply", 20000]').stdout.strip()
-        r = self.redis()
-        self.wait_for("the job to start", lambda: r.llen("queue:default") == 0)
-        time.sleep(0.3)
+        w, jid, r = self.running_ping("term2-reply", 20000)
         w.signal(signal.SIGTERM)
         w.wait_log("running jobs have 25 s to finish")
         started = time.time()

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/msg.h"
 #include "common/segment.h"
 #include "common/tmpl.h"
 #include "tools/campini.h"
@@ -82,7 +83,7 @@ matches(const char *s, const char *re)
 bool
 campdef_email_ok(const char *s)
 {
-	return strlen(s) <= 254 && matches(s, "^[^@[:space:]<>\"]+@[^@[:space:]<>\"]+$");
+	return msg_addr_valid(s);
 }
 
 /* Refuses keys of obj that are not in allowed. */
@@ -252,8 +253,9 @@ load_top(struct ld *l, json_t *root, struct campdef *d)
 	    get_string(l, sender, "$.sender", "name", true, 200, &d->sender_name) == -1 ||
 	    get_string(l, sender, "$.sender", "email", true, 254, &d->sender_email) == -1)
 		return -1;
-	if (strpbrk(d->sender_name, "\r\n"))
-		return fail(l, "$.sender.name: must not contain a line break");
+	const char *why = msg_display_name_problem(d->sender_name);
+	if (why != NULL)
+		return fail(l, "$.sender.name: %s (it is the From header's display name)", why);
 	if (!campdef_email_ok(d->sender_email))
 		return fail(l, "$.sender.email: %s is not an email address", d->sender_email);
 	if (get_string(l, root, "$", "reply_to", false, 254, &d->reply_to) == -1)

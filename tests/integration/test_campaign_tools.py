@@ -549,7 +549,13 @@ class Validation(CampaignToolCase):
             (set_(["colour"], "red"), ": $.colour: unknown key (known here: name, sender,"),
             (set_(["sender"], "x@example.org"), ": $.sender: must be an object with name and email"),
             (set_(["sender", "email"], "not an address"), ": $.sender.email: not an address is not an email address"),
-            (set_(["sender", "name"], "Evil\r\nBcc: x@example.org"), ": $.sender.name: must not contain a line break"),
+            (set_(["sender", "name"], "Evil\r\nBcc: x@example.org"), ": $.sender.name: contains a line break"),
+            # What every message would refuse is refused here (before, the campaign was stored and
+            # each of its messages went to dead): a control character, an address msg cannot carry.
+            (set_(["sender", "name"], "Lakeside\x1bPT"), ": $.sender.name: contains a control character"),
+            (set_(["sender", "email"], "hello@lakeside..example.org"),
+             ": $.sender.email: hello@lakeside..example.org is not an email address"),
+            (set_(["reply_to"], "team;x@example.org"), ": $.reply_to: team;x@example.org is not an email address"),
             (set_(["sender", "title"], "x"), ": $.sender.title: unknown key"),
             (set_(["reply_to"], "a@b@c"), ": $.reply_to: a@b@c is not an email address"),
             (set_(["postal_address"], KeyError), ": $.postal_address: is required"),

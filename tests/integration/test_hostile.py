@@ -1,5 +1,6 @@
-"""Bad input from outside: malformed arguments of every job class, and hostile values other
-applications write into the core tables, as they reach the dead set and the delivered emails."""
+"""Bad input from outside: malformed arguments of every job class, hostile values other
+applications write into the core tables, and a mail relay that cannot be reached, as they reach the
+dead set, the retry set and the delivered emails."""
 import datetime
 import json
 import os
@@ -204,6 +205,39 @@ class Hostile(harness.Case):
         html = m.get_body(("html",)).get_content()
         self.assertNotIn("<b>200", html)
         self.assertIn("Suite &lt;b&gt;200&lt;/b&gt;", html)
+
+    # --- a relay that cannot be reached -----------------------------------------------------------
+    def test_unreachable_relay_retries_every_kind_of_email(self):
+        boss = self.coordinator("Denise Okafor", "denise@clinic.example.org")
+        c = self.coordinator("Ann Lee", "ann@clinic.example.org", boss)
+        s = self.source(c, "Doe", days_ago=90)
+        case = self.sql_one("INSERT INTO cases (source_id, assignee_id, category, priority, summary, opened_at) "
+                            "VALUES (%s, %s, 'billing', 'high', 'late', now() - interval '30 hours') RETURNING id",
+                            (s, c))
+        aid = self.sql_one("INSERT INTO activities (source_id, coordinator_id, kind, scheduled_at) "
+                           "VALUES (%s, %s, 'call', now() + interval '1 day') RETURNING id", (s, c))
+        month = (datetime.date.today().replace(day=1) - datetime.timedelta(days=1)).strftime("%Y-%m")
+        jobs = {self.push("OverdueDigestJob", [c, TODAY], "alerts"): "digest",
+                self.push("ManagerDigestJob", [boss, TODAY], "alerts"): "manager_digest",
+                self.push("CaseAlertJob", [case, 1], "alerts"): "case",
+                self.push("ActivityInviteJob", [aid, 0], "alerts"): "invite",
+                self.push("MonthlyReportJob", [c, month], "alerts"): "monthly_report"}
+        closed = harness.free_port()  # nothing listens there
+        r = self.redis()
+        w = self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "alerts",
+                           env={"OUTREACH_SMTP_PORT": closed})
+        self.wait_for("every job in retry", lambda: r.zcard("retry") == len(jobs), timeout=30)
+        w.signal(signal.SIGTERM)
+        w.wait(30)
+        self.assertEqual(r.zcard("dead"), 0)
+        for jid, kind in jobs.items():
+            key, job = self.where(jid)
+            self.assertEqual((key, job["error_class"]), ("retry", "SMTPTemporaryFailure"), (kind, job))
+            self.assertEqual(job["retry_count"], 0, job)
+        rows = dict(self.sql("SELECT kind, status FROM alert_emails"))
+        self.assertEqual(rows, {k: "sending" for k in jobs.values()})
+        self.assertEqual(self.sql_one("SELECT count(*) FROM alert_emails WHERE error IS NULL"), 0)
+        self.assertEqual(self.maildir_messages(), [])
 
 
 if __name__ == "__main__":

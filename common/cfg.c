@@ -367,6 +367,17 @@ add_periodic(struct load *l, const char *name, const char *value, const char *wh
 	return 1;
 }
 
+/* A line libinih cut in pieces: named, rather than a piece's key or value. */
+static int
+long_line(struct load *l)
+{
+	char where[512];
+
+	snprintf(where, sizeof(where), "%s:%d", l->file, l->in.long_line);
+	fail(l, where, "the line is longer than %d bytes", l->in.max_line - 2);
+	return 0;
+}
+
 static int
 handler(void *user, const char *section, const char *name, const char *value)
 {
@@ -374,6 +385,8 @@ handler(void *user, const char *section, const char *name, const char *value)
 	char where[512];
 	const struct cfg_key *k;
 
+	if (l->in.long_line)
+		return long_line(l);
 	if (*section == '\0') {
 		snprintf(where, sizeof(where), "%s:%d", l->file, l->in.lineno);
 		fail(l, where, "%s: key outside any [section]", name);
@@ -424,9 +437,11 @@ parse_file(struct load *l, const char *path)
 
 	int rc = inifile_parse(&l->in, handler, l, 4096);
 	inifile_close(&l->in);
+	if (l->in.long_line)
+		long_line(l);
 	if (rc != 0 && !l->failed) {
 		char where[512];
-		snprintf(where, sizeof(where), "%s:%d", path, rc > 0 ? rc : l->in.lineno);
+		snprintf(where, sizeof(where), "%s:%d", path, l->in.lineno);
 		fail(l, where, "syntax error (expected [section] or key = value)");
 	}
 	return l->failed ? -1 : 0;

@@ -181,6 +181,13 @@ header_values_checked_at_load(void **state)
 	expect_error("[alerts]\nfrom_name = Outreach \xff\n", ":2: alerts.from_name: is not valid UTF-8");
 	expect_error("[alerts]\nrecord_url = https://crm.example.org/sources/\n", ":2: alerts.record_url:");
 
+	/* A line libinih would cut in two: named as such, with its own number, not as the second piece's
+	 * "key" (here "…?x", on line 3) nor with a value cut short. */
+	char *text = xasprintf("[alerts]\nrecord_url = https://crm.example.org/%0*d{id}?x=1\n[smtp]\nport = 25\n", 4100, 0);
+	snprintf(want, sizeof(want), "config: %s/t.conf:2: the line is longer than 4094 bytes", tmpdir);
+	expect_error(text, want);
+	free(text);
+
 	setenv("OUTREACH_SMTP_USERNAME", "user\r\nAUTH", 1);
 	expect_error("[smtp]\nhost = mail\n", "config: environment OUTREACH_SMTP_USERNAME: smtp.username: must not contain "
 	                                     "line breaks");

@@ -128,6 +128,33 @@ class Hostile(harness.Case):
         self.drain()
         self.assertTrue(self.redis().sismember("pong-set", jid))
 
+    def test_hostile_jid_and_class_are_refused_and_forge_no_log_line(self):
+        c = self.coordinator("Ann Lee", "ann@clinic.example.org")
+        self.source(c, "Doe")
+        r = self.redis()
+        r.sadd("queues", "alerts")
+        bad_jid = "ab\r\nBcc: victim@elsewhere.example.org"
+        r.lpush("queue:alerts", json.dumps({"class": "OverdueDigestJob", "args": [c, TODAY], "jid": bad_jid,
+                                           "queue": "alerts", "retry": True, "enqueued_at": time.time()}))
+        r.lpush("queue:alerts", json.dumps({"class": "No\nforged: record", "args": [], "jid": "cd" * 12,
+                                           "queue": "alerts", "retry": True, "enqueued_at": time.time()}))
+        w = self.drain(("alerts",))
+        dead = {d["class"]: d for d in map(json.loads, r.zrange("dead", 0, -1))}
+        self.assertEqual(sorted(dead), ["No\nforged: record", "OverdueDigestJob"])
+        self.assertEqual(dead["OverdueDigestJob"]["jid"], bad_jid)
+        self.assertEqual(dead["OverdueDigestJob"]["error_class"], "InvalidJob")
+        self.assertIn("\"jid\" is not a string of 1 to 64 printable ASCII characters",
+                      dead["OverdueDigestJob"]["error_message"])
+        self.assertEqual(dead["No\nforged: record"]["error_class"], "UnknownJobClass")
+        # every log line is a record of the worker's own: none starts with what the job carried
+        for line in w.log().splitlines():
+            self.assertRegex(line, r"^(<\d>|\d{4}-\d\d-\d\dT)", line)
+        # the coordinator's digest is not spoiled: a good job sends it
+        self.assertEqual(self.sql("SELECT kind FROM alert_emails"), [])
+        self.push("OverdueDigestJob", [c, TODAY], "alerts")
+        self.drain(("alerts",))
+        self.assertEqual([str(m["To"]) for m in self.maildir_messages()], ["Ann Lee <ann@clinic.example.org>"])
+
     # --- hostile values from the database ---------------------------------------------------------
     def test_coordinator_name_with_a_line_break_is_refused_and_recorded(self):
         c = self.coordinator("Dana Smith\r\nBcc: victim@elsewhere.example.org", "dana@clinic.example.org")

@@ -106,6 +106,14 @@ invite_run(struct job_ctx *ctx)
 	bool cancel = PQgetvalue(r, 0, 4)[0] == 't';
 	enum job_result rc = JOB_DONE;
 
+	if (seq > current) {
+		/* The database only raises an activity's sequence, and the job is queued after it: a sequence
+		 * ahead of it is not one of this activity's invites, and recorded as sent it would silence
+		 * every later one. */
+		rc = job_fail(ctx, JOB_DEAD, "ArgumentError", "ActivityInviteJob: sequence %d is ahead of activity %s's invite "
+		              "sequence %d", seq, id, current);
+		goto out;
+	}
 	if (seq < current || sent >= seq) {
 		log_info("activity %s: invite %d is %s: nothing to do", id, seq, seq < current ? "superseded" : "sent");
 		goto out;

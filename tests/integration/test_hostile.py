@@ -155,6 +155,27 @@ class Hostile(harness.Case):
         self.drain(("alerts",))
         self.assertEqual([str(m["To"]) for m in self.maildir_messages()], ["Ann Lee <ann@clinic.example.org>"])
 
+    def test_invite_sequence_ahead_of_the_activity_is_refused(self):
+        # A sequence the activity never had would be recorded as sent and silence every later
+        # invite of the activity (each looks already sent).
+        c = self.coordinator("Ann Lee", "ann@clinic.example.org")
+        s = self.source(c, "Doe")
+        aid = self.sql_one("INSERT INTO activities (source_id, coordinator_id, kind, scheduled_at) "
+                           "VALUES (%s, %s, 'call', now() + interval '1 day') RETURNING id", (s, c))
+        jid = self.push("ActivityInviteJob", [aid, 500], "alerts")
+        self.drain(("alerts",))
+        key, job = self.where(jid)
+        self.assertEqual((key, job["error_class"]), ("dead", "ArgumentError"), job)
+        self.assertIn("sequence 500 is ahead of activity %d's invite sequence 0" % aid, job["error_message"])
+        self.assertEqual(self.maildir_messages(), [])
+        self.assertIsNone(self.sql_one("SELECT invite_sent_sequence FROM activities WHERE id = %s", (aid,)))
+        # the activity's own invites still go out
+        self.sql("UPDATE activities SET scheduled_at = scheduled_at + interval '1 hour' WHERE id = %s", (aid,))
+        self.push("ActivityInviteJob", [aid, 1], "alerts")
+        self.drain(("alerts",))
+        self.assertEqual(len(self.maildir_messages()), 1)
+        self.assertEqual(self.sql_one("SELECT invite_sent_sequence FROM activities WHERE id = %s", (aid,)), 1)
+
     # --- hostile values from the database ---------------------------------------------------------
     def test_coordinator_name_with_a_line_break_is_refused_and_recorded(self):
         c = self.coordinator("Dana Smith\r\nBcc: victim@elsewhere.example.org", "dana@clinic.example.org")

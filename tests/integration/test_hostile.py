@@ -12,6 +12,8 @@ import icalendar
 import harness
 
 TODAY = time.strftime("%Y-%m-%d", time.gmtime())
+AFTER_TOMORROW = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 2 * 86400))
+NEXT_MONTH = (datetime.datetime.now(datetime.timezone.utc).date().replace(day=28) + datetime.timedelta(days=5)).strftime("%Y-%m")
 QUEUES = ("alerts", "npi", "metrics", "default")
 
 
@@ -81,6 +83,8 @@ class Hostile(harness.Case):
             ("OverdueDigestJob", [c, "2026-+1-+1"], "local_date must be"),
             ("OverdueDigestJob", [c, " 2026-1-01"], "local_date must be"),
             ("OverdueDigestJob", [c, TODAY, 1], "takes 2 arguments"),
+            ("OverdueDigestJob", [c, "2099-01-01"], "local_date 2099-01-01 is in the future"),
+            ("ManagerDigestJob", [c, AFTER_TOMORROW], "local_date %s is in the future" % AFTER_TOMORROW),
             ("ManagerDigestJob", [-c, TODAY], "manager_id must be a positive integer"),
             ("ManagerDigestJob", [c, "2025-04-31"], "local_date must be"),
             ("ManagerDigestJob", [c, "2100-02-29"], "local_date must be"),
@@ -101,6 +105,8 @@ class Hostile(harness.Case):
             ("MonthlyReportJob", ["2026-+1"], "month must be like 2026-11"),
             ("MonthlyReportJob", [c, "2026-+1"], "month must be like 2026-11"),
             ("MonthlyReportJob", [0, "2026-10"], "coordinator_id must be a positive integer"),
+            ("MonthlyReportJob", [c, NEXT_MONTH], "month %s has not begun" % NEXT_MONTH),
+            ("MonthlyReportJob", ["2099-01"], "month 2099-01 has not begun"),
             ("MonthlyReportJob", [c, "2026-10", 1], "at most 2 arguments"),
             ("MetricsJob", ["day", "2026-02-30"], "period_start must be"),
             ("MetricsJob", ["month", "2026-+1-01"], "period_start must be"),

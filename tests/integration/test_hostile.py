@@ -113,9 +113,18 @@ class Hostile(harness.Case):
             ("MetricsJob", ["week"], "period_start must be"),
             ("MetricsJob", ["full", "2026-01-01"], "\"full\" takes no period_start"),
             ("MetricsJob", [7], "period_kind must be"),
+            ("NppesImportJob", ["/srv/nppes.csv"], "takes 1 argument, an object"),
+            ("NppesImportJob", [{}], "file is missing"),
+            ("NppesImportJob", [{"file": "/srv/nppes.csv", "taxonomies": "207R00000X"}], "taxonomies must be a list"),
+            ("NppesImportJob", [{"file": "/srv/nppes.csv", "taxonomies": ["207R"]}], "taxonomies[0] is not a NUCC code"),
+            ("NppesImportJob", [{"file": "/srv/nppes.csv", "prospects": "yes"}], "prospects must be true or false"),
+            ("NppesImportJob", [{"file": "/srv/nppes.csv", "coordinator": c}], "coordinator only goes with"),
+            ("NppesImportJob", [{"file": "/srv/nppes.csv", "kind": "monthly"}], "kind must be"),
+            ("NppesImportJob", [{"file": "/srv/nppes.csv", "files": []}], "unknown argument \"files\""),
         ]
         queue = {"OverdueDigestJob": "alerts", "ManagerDigestJob": "alerts", "ActivityInviteJob": "alerts",
-                 "CaseAlertJob": "alerts", "NpiSyncJob": "npi", "MonthlyReportJob": "alerts", "MetricsJob": "metrics"}
+                 "CaseAlertJob": "alerts", "NpiSyncJob": "npi", "MonthlyReportJob": "alerts", "MetricsJob": "metrics",
+                 "NppesImportJob": "npi"}
         jids = {self.push(k, a, queue[k]): (k, a, why) for k, a, why in bad}
         self.drain()
         wrong = []
@@ -246,6 +255,7 @@ class Hostile(harness.Case):
         ics = part.get_content()
         self.assertNotIn("\nATTENDEE:mailto:victim", ics.replace("\r\n", "\n"))
         self.assertNotIn("\nSUMMARY:forged", ics.replace("\r\n", "\n"))
+        self.assertEqual([c for c in ics if ord(c) < 0x20 and c not in "\r\n"], [])  # the \x0b and \x1b too
         cal = icalendar.Calendar.from_ical(ics)
         events = list(cal.walk("VEVENT"))
         self.assertEqual(len(events), 1)

@@ -9,7 +9,7 @@ DESTDIR    ?=
 
 CC        ?= cc
 PKG_CONFIG ?= pkg-config
-PKGS      := libevent libevent_pthreads hiredis libpq libcurl jansson libesmtp-1.0 inih libssl libcrypto libical cairo
+PKGS      := libevent libevent_pthreads hiredis libpq libcurl jansson libesmtp-1.0 inih libssl libcrypto libical cairo fontconfig
 WITH_SYSTEMD ?= $(shell $(PKG_CONFIG) --exists libsystemd 2>/dev/null && echo 1 || echo 0)
 ifeq ($(WITH_SYSTEMD),1)
 PKGS      += libsystemd

@@ -15,6 +15,7 @@
 #include "common/job.h"
 #include "common/jobclass.h"
 #include "common/log.h"
+#include "common/msg.h"
 #include "common/token.h"
 
 #define OFF(f) offsetof(struct cfg, f)
@@ -366,6 +367,17 @@ add_periodic(struct load *l, const char *name, const char *value, const char *wh
 	return 1;
 }
 
+/* A line libinih cut in pieces: named, rather than a piece's key or value. */
+static int
+long_line(struct load *l)
+{
+	char where[512];
+
+	snprintf(where, sizeof(where), "%s:%d", l->file, l->in.long_line);
+	fail(l, where, "the line is longer than %d bytes", l->in.max_line - 2);
+	return 0;
+}
+
 static int
 handler(void *user, const char *section, const char *name, const char *value)
 {
@@ -373,6 +385,8 @@ handler(void *user, const char *section, const char *name, const char *value)
 	char where[512];
 	const struct cfg_key *k;
 
+	if (l->in.long_line)
+		return long_line(l);
 	if (*section == '\0') {
 		snprintf(where, sizeof(where), "%s:%d", l->file, l->in.lineno);
 		fail(l, where, "%s: key outside any [section]", name);
@@ -423,9 +437,11 @@ parse_file(struct load *l, const char *path)
 
 	int rc = inifile_parse(&l->in, handler, l, 4096);
 	inifile_close(&l->in);
+	if (l->in.long_line)
+		long_line(l);
 	if (rc != 0 && !l->failed) {
 		char where[512];
-		snprintf(where, sizeof(where), "%s:%d", path, rc > 0 ? rc : l->in.lineno);
+		snprintf(where, sizeof(where), "%s:%d", path, l->in.lineno);
 		fail(l, where, "syntax error (expected [section] or key = value)");
 	}
 	return l->failed ? -1 : 0;
@@ -504,6 +520,27 @@ cfg_parse_listen(const char *s, char *host, size_t hostlen, int *port)
 	return 0;
 }
 
+/* An http(s) URL that campaign links are built on ("BASE/u/TOKEN"): it goes into headers and HTML
+ * attributes as it is, so only characters that need no quoting there, and no query or fragment.
+ * Trailing slashes are dropped. */
+static bool
+public_url_ok(char *url)
+{
+	size_t n = strlen(url);
+	const char *rest = strncmp(url, "https://", 8) == 0 ? url + 8 : strncmp(url, "http://", 7) == 0 ? url + 7 : NULL;
+
+	if (rest == NULL)
+		return false;
+	while (url + n > rest && url[n - 1] == '/')
+		url[--n] = '\0';
+	if (*rest == '\0' || *rest == '/')
+		return false;
+	for (const char *p = rest; *p; p++)
+		if (!isalnum((unsigned char)*p) && strchr("-._~:/@!$()*+,;=%[]", *p) == NULL)
+			return false;
+	return true;
+}
+
 static const char *
 origin_of(const struct cfg *c, const char *section, const char *name)
 {
@@ -537,8 +574,10 @@ validate(struct load *l)
 		     c->alerts.record_url);
 		return -1;
 	}
-	if (has_crlf(c->alerts.from_name)) {
-		fail(l, origin_of(c, "alerts", "from_name"), "alerts.from_name: must not contain line breaks");
+	const char *why = msg_display_name_problem(c->alerts.from_name);
+	if (why != NULL) {
+		fail(l, origin_of(c, "alerts", "from_name"), "alerts.from_name: %s (it is the From header's display name)",
+		     why);
 		return -1;
 	}
 
@@ -557,11 +596,23 @@ validate(struct load *l)
 		fail(l, origin_of(c, "redis", "url"), "redis.url: %s", msg);
 		return -1;
 	}
-	const char *at = strchr(c->smtp.from, '@');
-	if (has_crlf(c->smtp.from) || at == NULL || at == c->smtp.from || at[1] == '\0' ||
-	    strpbrk(c->smtp.from, " <>\"") != NULL) {
+	/* The addresses every message carries, held to the rules the messages apply (common/msg). */
+	if (!msg_addr_valid(c->smtp.from)) {
 		fail(l, origin_of(c, "smtp", "from"), "smtp.from: '%s' is not a plain address like outreach@example.org",
 		     c->smtp.from);
+		return -1;
+	}
+	if (*c->campaigns.unsubscribe_mailto && !msg_addr_valid(c->campaigns.unsubscribe_mailto)) {
+		fail(l, origin_of(c, "campaigns", "unsubscribe_mailto"),
+		     "campaigns.unsubscribe_mailto: '%s' is not a plain address like unsubscribe@example.org",
+		     c->campaigns.unsubscribe_mailto);
+		return -1;
+	}
+	if (!public_url_ok(c->campaigns.public_url)) {
+		fail(l, origin_of(c, "campaigns", "public_url"),
+		     "campaigns.public_url: '%s' is not an http(s) base URL like https://links.example.org (letters, "
+		     "digits and -._~:/@!$()*+,;=%%[] only: no query, fragment, quotes or spaces)",
+		     c->campaigns.public_url);
 		return -1;
 	}
 	if (c->smtp.tls == SMTP_TLS_IMPLICIT) {
@@ -571,7 +622,8 @@ validate(struct load *l)
 		return -1;
 	}
 	if (has_crlf(c->smtp.host) || has_crlf(c->smtp.username)) {
-		fail(l, origin_of(c, "smtp", "host"), "smtp: host and username must not contain line breaks");
+		const char *key = has_crlf(c->smtp.host) ? "host" : "username";
+		fail(l, origin_of(c, "smtp", key), "smtp.%s: must not contain line breaks", key);
 		return -1;
 	}
 	char host[256];

@@ -22,6 +22,7 @@ read_line(char *buf, int size, void *stream)
 		return NULL;
 	if (f->at_line_start) {
 		f->lineno++;
+		f->line_len = 0;
 		const char *p = buf;
 		while (*p == ' ' || *p == '\t')
 			p++;
@@ -31,6 +32,9 @@ read_line(char *buf, int size, void *stream)
 		}
 	}
 	f->at_line_start = strchr(buf, '\n') != NULL;
+	f->line_len += strlen(buf);
+	if (!f->at_line_start && f->line_len + 1 >= (size_t)f->max_line && !feof(f->fp) && f->long_line == 0)
+		f->long_line = f->lineno;
 	return r;
 }
 
@@ -41,6 +45,7 @@ inifile_parse(struct inifile *f, ini_handler handler, void *user, int max_line)
 	ini_use_stack = false;
 	ini_allow_realloc = true;
 	ini_max_line = max_line;
+	f->max_line = max_line;
 	ini_allow_inline_comments = false;
 	ini_stop_on_first_error = true;
 	return ini_parse_stream(read_line, f, handler, user);

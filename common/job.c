@@ -22,6 +22,22 @@ job_queue_name_ok(const char *name)
 	return true;
 }
 
+/* A jid goes into log lines and the X-Outreach-Jid header of emails: printable ASCII only (Sidekiq's
+ * are hex, other clients' UUIDs), so that none can break a line or get an email refused. */
+static bool
+jid_ok(const json_t *jid)
+{
+	const char *s = json_string_value(jid);
+	size_t n = json_string_length(jid);
+
+	if (s == NULL || n == 0 || n > 64)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] <= ' ' || (unsigned char)s[i] >= 0x7f)
+			return false;
+	return true;
+}
+
 /* Fills the borrowed views; NULL with err when a required field is missing or of the wrong type. */
 static struct job *
 bind(json_t *obj, char *err, size_t errlen)
@@ -42,8 +58,8 @@ bind(json_t *obj, char *err, size_t errlen)
 		return ERR("no \"args\" field");
 	if (!json_is_array(args))
 		return ERR("\"args\" is not an array");
-	if (jid != NULL && (!json_is_string(jid) || json_string_length(jid) == 0 || json_string_length(jid) > 64))
-		return ERR("\"jid\" is not a string of 1 to 64 characters");
+	if (jid != NULL && !jid_ok(jid))
+		return ERR("\"jid\" is not a string of 1 to 64 printable ASCII characters without spaces");
 	if (queue != NULL && (!json_is_string(queue) || !job_queue_name_ok(json_string_value(queue))))
 		return ERR("\"queue\" is not a valid queue name");
 	if (retry != NULL && !json_is_boolean(retry) && !(json_is_integer(retry) && json_integer_value(retry) >= 0 &&

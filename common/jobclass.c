@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/nppes.h"
 #include "common/util.h"
@@ -26,21 +27,36 @@ validate_ping(const json_t *args, char *err, size_t errlen)
 	return 0;
 }
 
-/* [id, local_date]: a positive id and a "YYYY-MM-DD" date; class names the job in messages. */
+/* The UTC date n days from now, "YYYY-MM-DD" (len 11) or "YYYY-MM" (len 8). */
+static void
+utc_date(int days, char *out, size_t len)
+{
+	time_t t = time(NULL) + (time_t)days * 86400;
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, len, len == 8 ? "%Y-%m" : "%Y-%m-%d", &tm);
+}
+
+/* [id, local_date]: a positive id and a "YYYY-MM-DD" date, not after tomorrow in UTC (no time zone is
+ * further ahead); class names the job in messages. A later date would claim that day's email, which
+ * then would never go out. */
 static int
 validate_id_date(const char *class, const char *idname, const json_t *args, char *err, size_t errlen)
 {
 	json_t *id = json_array_get(args, 0), *date = json_array_get(args, 1);
-	int y, m, d;
-	char tail;
 
 	if (json_array_size(args) != 2)
 		return ERR("%s takes 2 arguments [%s, local_date], got %zu", class, idname, json_array_size(args));
 	if (!json_is_integer(id) || json_integer_value(id) <= 0)
 		return ERR("%s: %s must be a positive integer", class, idname);
-	if (!json_is_string(date) || sscanf(json_string_value(date), "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 ||
-	    json_string_length(date) != 10 || m < 1 || m > 12 || d < 1 || d > 31)
-		return ERR("%s: local_date must be a date like 2026-11-26", class);
+	if (!util_parse_date(json_string_value(date), NULL, NULL, NULL))
+		return ERR("%s: local_date must be a date that exists, like 2026-11-26", class);
+	char latest[11];
+	utc_date(1, latest, sizeof(latest));
+	if (strcmp(json_string_value(date), latest) > 0)
+		return ERR("%s: local_date %s is in the future (nowhere is it later than %s yet)", class,
+		           json_string_value(date), latest);
 	return 0;
 }
 
@@ -105,8 +121,6 @@ validate_metrics(const json_t *args, char *err, size_t errlen)
 	size_t n = json_array_size(args);
 	json_t *kind = json_array_get(args, 0), *start = json_array_get(args, 1);
 	const char *k = json_string_value(kind);
-	int y, m, d;
-	char tail;
 
 	if (n == 0)
 		return 0;
@@ -117,10 +131,8 @@ validate_metrics(const json_t *args, char *err, size_t errlen)
 		return ERR("MetricsJob: period_kind must be \"day\", \"week\", \"month\", \"quarter\" or \"full\"");
 	if (strcmp(k, "full") == 0)
 		return n == 1 ? 0 : ERR("MetricsJob: \"full\" takes no period_start");
-	if (n != 2 || !json_is_string(start) || json_string_length(start) != 10 ||
-	    sscanf(json_string_value(start), "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || m < 1 || m > 12 || d < 1 ||
-	    d > 31)
-		return ERR("MetricsJob: period_start must be a date like 2026-11-01 (a day within the %s)", k);
+	if (n != 2 || !util_parse_date(json_string_value(start), NULL, NULL, NULL))
+		return ERR("MetricsJob: period_start must be a date that exists, like 2026-11-01 (a day within the %s)", k);
 	return 0;
 }
 
@@ -128,11 +140,9 @@ validate_metrics(const json_t *args, char *err, size_t errlen)
 static bool
 is_month(const json_t *v)
 {
-	int y, m;
-	char tail;
+	int y;
 
-	return json_is_string(v) && json_string_length(v) == 7 &&
-	       sscanf(json_string_value(v), "%4d-%2d%c", &y, &m, &tail) == 2 && y >= 1900 && m >= 1 && m <= 12;
+	return util_parse_month(json_string_value(v), &y, NULL) && y >= 1900;
 }
 
 /* MonthlyReportJob: [] or [month] (queue one email per coordinator; default: last month), or
@@ -151,6 +161,11 @@ validate_monthly(const json_t *args, char *err, size_t errlen)
 		return ERR("MonthlyReportJob: coordinator_id must be a positive integer");
 	if (n == 2 && !is_month(b))
 		return ERR("MonthlyReportJob: month must be like 2026-11");
+	char now[8];
+	const char *month = json_string_value(n == 1 ? a : b);
+	utc_date(0, now, sizeof(now));
+	if (month != NULL && strcmp(month, now) > 0)
+		return ERR("MonthlyReportJob: month %s has not begun (this is %s)", month, now);
 	return 0;
 }
 

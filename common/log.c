@@ -98,10 +98,6 @@ log_vwrite(enum log_level level, int errnum, const char *fmt, va_list ap)
 	int n;
 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	/* One line per record: a newline in a message would forge a second record. */
-	for (char *p = msg; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
 
 	if (log_journal) {
 		n = snprintf(line, sizeof(line), "<%d>%s", (int)level, msg);
@@ -124,6 +120,11 @@ log_vwrite(enum log_level level, int errnum, const char *fmt, va_list ap)
 		n += snprintf(line + n, sizeof(line) - (size_t)n, " (%s)", log_ctx);
 	if ((size_t)n >= sizeof(line) - 1)
 		n = (int)sizeof(line) - 2;
+	/* One line per record: a newline in the message or its context (a job's class and jid come from
+	 * outside) would forge a second record. */
+	for (int i = 0; i < n; i++)
+		if (line[i] == '\n' || line[i] == '\r')
+			line[i] = ' ';
 	line[n++] = '\n';
 	/* One write per line so that lines of concurrent threads and processes do not interleave. */
 	(void)!write(STDERR_FILENO, line, (size_t)n);

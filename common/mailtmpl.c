@@ -72,9 +72,14 @@ mailtmpl_render(const struct mailtmpl *t, const json_t *ctx, char **subject, cha
 	char *w = s;
 	bool space = false;
 
-	/* A subject is one line: fold every run of white space into a single space. */
+	/* A subject is one line of text: every run of white space and control characters (a value from
+	 * the database may hold any: a line break, a vertical tab, an escape, U+0080..U+009F) becomes a
+	 * single space, so that what the templates put in never breaks the header nor gets it refused. */
 	for (const char *r = s; *r; r++) {
-		if (*r == '\r' || *r == '\n' || *r == '\t' || *r == ' ') {
+		unsigned char c = (unsigned char)*r;
+		bool c1 = c == 0xc2 && (unsigned char)r[1] >= 0x80 && (unsigned char)r[1] <= 0x9f;
+		if (c <= ' ' || c == 0x7f || c1) {
+			r += c1;
 			space = w != s;
 			continue;
 		}

@@ -31,8 +31,8 @@ int mailtmpl_parse(struct mailtmpl *out, const char *const src[3], const char *c
 /* Loads every kind once, to report the first broken template; 0 or -1 with err. */
 int mailtmpl_check(const char *dir, char *err, size_t errlen) MUSTCHECK;
 
-/* Renders the three parts (caller frees each). The subject is flattened to one line: line breaks
- * and runs of white space become one space, and it is trimmed. */
+/* Renders the three parts (caller frees each). The subject is flattened to one line: every run of
+ * white space, line breaks and other control characters becomes one space, and it is trimmed. */
 void mailtmpl_render(const struct mailtmpl *t, const json_t *ctx, char **subject, char **text, char **html);
 
 #endif

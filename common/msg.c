@@ -15,6 +15,7 @@
 #define MAX_WORD     900 /* an unfoldable run in an extra header; keeps lines under 998 */
 #define MAX_HDR_NAME 64
 #define MAX_NAME     256 /* display names, in bytes */
+#define MAX_NAME_S   "256"
 #define MAX_ID       250
 #define QUOTE_MAX    60 /* ASCII display names up to this length may be a quoted-string */
 
@@ -314,6 +315,16 @@ msg_addr_valid(const char *addr)
 	return is_dot_atom(addr, (size_t)(at - addr)) && is_domain(at + 1, strlen(at + 1));
 }
 
+const char *
+msg_display_name_problem(const char *name)
+{
+	const char *why = header_text_problem(name, false);
+
+	if (why == NULL && strlen(name) > MAX_NAME)
+		why = "is longer than " MAX_NAME_S " bytes";
+	return why;
+}
+
 /* Checks a display name and address; what names the header for the message. */
 static int
 check_mailbox(struct msg *m, const char *what, const char *name, const char *addr)
@@ -333,12 +344,8 @@ check_mailbox(struct msg *m, const char *what, const char *name, const char *add
 		return fail(m, "%s: '%s' is not a plain address like name@example.org", what,
 		            shown(addr, tmp, sizeof(tmp)));
 	}
-	if (name != NULL) {
-		if ((why = header_text_problem(name, false)) != NULL)
-			return fail(m, "%s: display name %s", what, why);
-		if (strlen(name) > MAX_NAME)
-			return fail(m, "%s: display name is longer than %d bytes", what, MAX_NAME);
-	}
+	if (name != NULL && (why = msg_display_name_problem(name)) != NULL)
+		return fail(m, "%s: display name %s", what, why);
 	return 0;
 }
 

@@ -119,4 +119,8 @@ char *msg_header_line(const char *name, const char *value, char *err, size_t err
 /* True when addr is a plain addr-spec this module accepts. */
 bool msg_addr_valid(const char *addr);
 
+/* NULL when name may be a display name (msg_set_from, msg_add_to), else what is wrong with it
+ * ("contains a line break (CR or LF)", "contains a control character", ...). */
+const char *msg_display_name_problem(const char *name);
+
 #endif

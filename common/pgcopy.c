@@ -246,10 +246,7 @@ pgcopy_timestamptz_day(struct pgcopy *cp, int32_t days)
 bool
 pgcopy_days(int y, int m, int d, int32_t *days)
 {
-	static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-
-	if (y < 1 || y > 9999 || m < 1 || m > 12 || d < 1 || d > mdays[m - 1] + (m == 2 && leap))
+	if (!util_date_exists(y, m, d))
 		return false;
 	/* Days since 0000-03-01 of a year starting in March (the leap day last), then moved to 2000-01-01. */
 	int yy = m <= 2 ? y - 1 : y, mm = m <= 2 ? m + 9 : m - 3;

@@ -470,6 +470,15 @@ falsy(const json_t *v)
 	       (json_is_string(v) && json_string_length(v) == 0);
 }
 
+unsigned long
+tmpl_raw_line(const struct tmpl *t)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (t->nodes[i].kind == N_RAW)
+			return t->nodes[i].line;
+	return 0;
+}
+
 char *
 tmpl_render(const struct tmpl *t, const json_t *ctx, enum tmpl_escape mode)
 {

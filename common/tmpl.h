@@ -58,6 +58,9 @@ struct tmpl *tmpl_load(const char *path, char *err, size_t errlen) MUSTCHECK;
  * NUL-terminated string the caller frees. */
 char *tmpl_render(const struct tmpl *t, const json_t *ctx, enum tmpl_escape mode);
 
+/* The line of t's first {{{name}}} or {{&name}} (a value never escaped), or 0 when it has none. */
+unsigned long tmpl_raw_line(const struct tmpl *t);
+
 /* The name given to tmpl_parse or tmpl_load (borrowed, valid until tmpl_free). */
 const char *tmpl_name(const struct tmpl *t);
 

@@ -185,6 +185,62 @@ util_parse_long(const char *s, long min, long max, long *out)
 	return true;
 }
 
+bool
+util_date_exists(int y, int m, int d)
+{
+	static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+	return y >= 1 && y <= 9999 && m >= 1 && m <= 12 && d >= 1 && d <= mdays[m - 1] + (m == 2 && leap);
+}
+
+/* n decimal digits at s, into *out; false when any is not a digit. */
+static bool
+digits(const char *s, int n, int *out)
+{
+	int v = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (s[i] - '0');
+	}
+	*out = v;
+	return true;
+}
+
+bool
+util_parse_month(const char *s, int *y, int *m)
+{
+	int yy, mm;
+
+	if (s == NULL || strlen(s) != 7 || s[4] != '-' || !digits(s, 4, &yy) || !digits(s + 5, 2, &mm) ||
+	    !util_date_exists(yy, mm, 1))
+		return false;
+	if (y)
+		*y = yy;
+	if (m)
+		*m = mm;
+	return true;
+}
+
+bool
+util_parse_date(const char *s, int *y, int *m, int *d)
+{
+	int yy, mm, dd;
+
+	if (s == NULL || strlen(s) != 10 || s[4] != '-' || s[7] != '-' || !digits(s, 4, &yy) ||
+	    !digits(s + 5, 2, &mm) || !digits(s + 8, 2, &dd) || !util_date_exists(yy, mm, dd))
+		return false;
+	if (y)
+		*y = yy;
+	if (m)
+		*m = mm;
+	if (d)
+		*d = dd;
+	return true;
+}
+
 void
 util_random(void *buf, size_t n)
 {

@@ -40,6 +40,14 @@ void util_rtrim(char *s);
 /* Parses a whole decimal integer in [min, max]; false on junk, overflow or out of range. */
 bool util_parse_long(const char *s, long min, long max, long *out) MUSTCHECK;
 
+/* Whether y-m-d is a day of the proleptic Gregorian calendar, years 1..9999. */
+bool util_date_exists(int y, int m, int d);
+/* A date written "YYYY-MM-DD" (exactly: four, two and two digits) that exists; false for anything
+ * else ("2026-02-30", "2026-+1-01", " 2026-1-01"). y, m and d may be NULL. */
+bool util_parse_date(const char *s, int *y, int *m, int *d) MUSTCHECK;
+/* A month written "YYYY-MM" (exactly), years 1..9999; y and m may be NULL. */
+bool util_parse_month(const char *s, int *y, int *m) MUSTCHECK;
+
 /* Fills buf with n random bytes from the kernel; aborts if the kernel cannot supply them. */
 void util_random(void *buf, size_t n);
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/msg.h"
 #include "common/segment.h"
 #include "common/tmpl.h"
 #include "tools/campini.h"
@@ -82,7 +83,7 @@ matches(const char *s, const char *re)
 bool
 campdef_email_ok(const char *s)
 {
-	return strlen(s) <= 254 && matches(s, "^[^@[:space:]<>\"]+@[^@[:space:]<>\"]+$");
+	return msg_addr_valid(s);
 }
 
 /* Refuses keys of obj that are not in allowed. */
@@ -166,16 +167,25 @@ get_list(struct ld *l, json_t *root, const char *key, size_t max, json_t **out)
 	return 0;
 }
 
-/* Checks that text parses as a template; name is what errors call it. */
+/* Checks that text parses as a template; name is what errors call it. An HTML template may not
+ * put a value in unescaped: every campaign variable is data from the sources' and coordinators'
+ * rows, which other applications write. */
 static int
-check_template(struct ld *l, const char *jpath, const char *text, const char *name)
+check_template(struct ld *l, const char *jpath, const char *text, const char *name, bool html)
 {
 	char terr[512];
 	struct tmpl *t = tmpl_parse(text, name, terr, sizeof(terr));
+	unsigned long raw;
 
 	if (t == NULL)
 		return name == jpath ? fail(l, "%s", terr) : fail(l, "%s: %s", jpath, terr);
+	raw = html ? tmpl_raw_line(t) : 0;
 	tmpl_free(t);
+	if (raw != 0) {
+		snprintf(terr, sizeof(terr), "%s:%lu: {{{...}}} or {{&...}} would put a value into the HTML unescaped; "
+		         "write {{...}}", name, raw);
+		return name == jpath ? fail(l, "%s", terr) : fail(l, "%s: %s", jpath, terr);
+	}
 	return 0;
 }
 
@@ -201,7 +211,7 @@ get_template(struct ld *l, json_t *obj, const char *jpath, const char *key, char
 	}
 	if (inl) {
 		snprintf(kpath, sizeof(kpath), "%s.%s", jpath, inline_key);
-		if (check_template(l, kpath, inl, kpath) == -1)
+		if (check_template(l, kpath, inl, kpath, strcmp(key, "html") == 0) == -1)
 			goto fail;
 		*out = inl;
 		return 0;
@@ -216,7 +226,7 @@ get_template(struct ld *l, json_t *obj, const char *jpath, const char *key, char
 		fail(l, "%s: %s holds a NUL byte", kpath, full);
 	} else if (len > CAMPDEF_MAX_TEMPLATE) {
 		fail(l, "%s: %s is larger than %d bytes", kpath, full, CAMPDEF_MAX_TEMPLATE);
-	} else if (check_template(l, kpath, text, full) == 0) {
+	} else if (check_template(l, kpath, text, full, strcmp(key, "html") == 0) == 0) {
 		free(full);
 		free(file);
 		*out = text;
@@ -252,8 +262,9 @@ load_top(struct ld *l, json_t *root, struct campdef *d)
 	    get_string(l, sender, "$.sender", "name", true, 200, &d->sender_name) == -1 ||
 	    get_string(l, sender, "$.sender", "email", true, 254, &d->sender_email) == -1)
 		return -1;
-	if (strpbrk(d->sender_name, "\r\n"))
-		return fail(l, "$.sender.name: must not contain a line break");
+	const char *why = msg_display_name_problem(d->sender_name);
+	if (why != NULL)
+		return fail(l, "$.sender.name: %s (it is the From header's display name)", why);
 	if (!campdef_email_ok(d->sender_email))
 		return fail(l, "$.sender.email: %s is not an email address", d->sender_email);
 	if (get_string(l, root, "$", "reply_to", false, 254, &d->reply_to) == -1)
@@ -359,7 +370,7 @@ load_messages(struct ld *l, json_t *root, struct campdef *d)
 		if (get_string(l, msg, jpath, "subject", true, 998, &m->subject) == -1)
 			return -1;
 		snprintf(kpath, sizeof(kpath), "%s.subject", jpath);
-		if (check_template(l, kpath, m->subject, kpath) == -1 ||
+		if (check_template(l, kpath, m->subject, kpath, false) == -1 ||
 		    get_template(l, msg, jpath, "html", &m->html) == -1 ||
 		    get_template(l, msg, jpath, "text", &m->text) == -1)
 			return -1;

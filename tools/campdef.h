@@ -50,7 +50,8 @@ struct campdef {
 struct campdef *campdef_load(const char *path, char *err, size_t errlen) MUSTCHECK;
 void campdef_free(struct campdef *d);
 
-/* Whether s is an email address as the campaign tables accept it (no spaces, <, >, " or second @). */
+/* Whether s is an email address every message can carry: a plain addr-spec by common/msg's rules
+ * (stricter than the campaign tables' CHECK, which lets through what msg refuses: a..b@x, a@x;y). */
 bool campdef_email_ok(const char *s);
 
 #endif

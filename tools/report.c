@@ -56,10 +56,7 @@ ctl_metrics(const struct cfg *c, int argc, char **argv)
 	else if (period) {
 		const char *colon = strchr(period, ':');
 		size_t klen = colon ? (size_t)(colon - period) : 0;
-		int y, m, d;
-		char tail;
-		if (colon == NULL || klen >= sizeof(kind) || strlen(colon + 1) != 10 ||
-		    sscanf(colon + 1, "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3)
+		if (colon == NULL || klen >= sizeof(kind) || !util_parse_date(colon + 1, NULL, NULL, NULL))
 			fatalx("metrics: --period %s: expected full or KIND:DATE, e.g. month:2026-11-01", period);
 		memcpy(kind, period, klen);
 		kind[klen] = '\0';

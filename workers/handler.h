@@ -88,6 +88,8 @@ enum job_result case_alert_run(struct job_ctx *ctx);
 enum job_result npi_sync_run(struct job_ctx *ctx);
 enum job_result metrics_run(struct job_ctx *ctx);
 enum job_result monthly_report_run(struct job_ctx *ctx);
+/* Releases what drawing the monthly report's charts keeps (fonts); at the process's end only. */
+void monthly_shutdown(void);
 enum job_result campaign_send_run(struct job_ctx *ctx);
 enum job_result campaign_event_run(struct job_ctx *ctx);
 enum job_result nppes_import_run(struct job_ctx *ctx);

@@ -23,6 +23,22 @@ static const char activity_sql[] =
     "  FROM activities a JOIN coordinators c ON c.id = a.coordinator_id "
     "  JOIN referral_sources s ON s.id = a.source_id WHERE a.id = $1";
 
+/* s without the control characters an iCalendar value may not hold (RFC 5545 allows a TEXT value
+ * tabs and, escaped, line breaks; a parameter neither): each becomes a space (caller frees). The
+ * values come from other applications' rows. */
+static char *
+ical_clean(const char *s, bool text)
+{
+	char *out = xstrdup(s);
+
+	for (char *p = out; *p; p++) {
+		unsigned char c = (unsigned char)*p;
+		if ((c < 0x20 || c == 0x7f) && !(text && (c == '\t' || c == '\n' || c == '\r')))
+			*p = ' ';
+	}
+	return out;
+}
+
 /* The VCALENDAR of the invite, built with libical (caller frees). */
 static char *
 build_ics(const struct job_ctx *ctx, PGresult *r, const char *activity_id, int sequence, bool cancel)
@@ -55,15 +71,22 @@ build_ics(const struct job_ctx *ctx, PGresult *r, const char *activity_id, int s
 	icalcomponent_add_property(ev, icalproperty_new_dtstamp(icaltime_from_timet_with_zone(time(NULL), 0, utc)));
 	icalcomponent_add_property(ev, icalproperty_new_dtstart(icaltime_from_timet_with_zone(start, 0, utc)));
 	icalcomponent_add_property(ev, icalproperty_new_dtend(icaltime_from_timet_with_zone(end, 0, utc)));
-	icalcomponent_add_property(ev, icalproperty_new_summary(summary));
+	char *clean = ical_clean(summary, true);
+	icalcomponent_add_property(ev, icalproperty_new_summary(clean));
+	free(clean);
 	const char *where = *PQgetvalue(r, 0, 5) ? PQgetvalue(r, 0, 5) : PQgetvalue(r, 0, 20);
-	if (*where)
-		icalcomponent_add_property(ev, icalproperty_new_location(where));
+	if (*where) {
+		clean = ical_clean(where, true);
+		icalcomponent_add_property(ev, icalproperty_new_location(clean));
+		free(clean);
+	}
 	char *desc = xasprintf("%s%s%s%s%s%s%s%s%s", who, *PQgetvalue(r, 0, 17) ? ", " : "", PQgetvalue(r, 0, 17),
 	                       *PQgetvalue(r, 0, 18) ? "\n" : "", PQgetvalue(r, 0, 18),
 	                       *PQgetvalue(r, 0, 19) ? "\nPhone: " : "", PQgetvalue(r, 0, 19),
 	                       *PQgetvalue(r, 0, 6) ? "\n\n" : "", PQgetvalue(r, 0, 6));
-	icalcomponent_add_property(ev, icalproperty_new_description(desc));
+	clean = ical_clean(desc, true);
+	icalcomponent_add_property(ev, icalproperty_new_description(clean));
+	free(clean);
 	free(desc);
 	icalcomponent_add_property(ev, icalproperty_new_status(cancel ? ICAL_STATUS_CANCELLED : ICAL_STATUS_CONFIRMED));
 	icalcomponent_add_property(ev, icalproperty_new_transp(ICAL_TRANSP_OPAQUE));
@@ -72,7 +95,9 @@ build_ics(const struct job_ctx *ctx, PGresult *r, const char *activity_id, int s
 	icalproperty_add_parameter(o, icalparameter_new_cn(ctx->cfg->alerts.from_name));
 	icalcomponent_add_property(ev, o);
 	icalproperty *a = icalproperty_new_attendee(att);
-	icalproperty_add_parameter(a, icalparameter_new_cn(PQgetvalue(r, 0, 12)));
+	clean = ical_clean(PQgetvalue(r, 0, 12), false);
+	icalproperty_add_parameter(a, icalparameter_new_cn(clean));
+	free(clean);
 	icalproperty_add_parameter(a, icalparameter_new_role(ICAL_ROLE_REQPARTICIPANT));
 	icalproperty_add_parameter(a, icalparameter_new_partstat(ICAL_PARTSTAT_NEEDSACTION));
 	icalproperty_add_parameter(a, icalparameter_new_rsvp(ICAL_RSVP_FALSE));
@@ -106,6 +131,14 @@ invite_run(struct job_ctx *ctx)
 	bool cancel = PQgetvalue(r, 0, 4)[0] == 't';
 	enum job_result rc = JOB_DONE;
 
+	if (seq > current) {
+		/* The database only raises an activity's sequence, and the job is queued after it: a sequence
+		 * ahead of it is not one of this activity's invites, and recorded as sent it would silence
+		 * every later one. */
+		rc = job_fail(ctx, JOB_DEAD, "ArgumentError", "ActivityInviteJob: sequence %d is ahead of activity %s's invite "
+		              "sequence %d", seq, id, current);
+		goto out;
+	}
 	if (seq < current || sent >= seq) {
 		log_info("activity %s: invite %d is %s: nothing to do", id, seq, seq < current ? "superseded" : "sent");
 		goto out;

@@ -163,6 +163,7 @@ main(int argc, char **argv)
 
 	int rc = runtime_run(&c, path, &opts);
 	handler_shutdown();
+	monthly_shutdown();
 	cfg_free(c);
 	return rc;
 }

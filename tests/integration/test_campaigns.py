@@ -724,6 +724,42 @@ class Campaigns(harness.Case):
             self.assertEqual(job["error_class"], "ArgumentError", job)
             self.assertIn(jids[job["jid"]], job["error_message"])
 
+    def test_recipient_name_with_a_line_break_is_refused_and_recorded(self):
+        """A name another application wrote with a line break cannot become a To header: that message
+        is refused and recorded (failed, the enrollment stopped, the job in dead), nobody else is
+        reached through it, and the other recipient of the batch gets theirs, its markup escaped."""
+        self.sql("UPDATE coordinators SET name = %s WHERE id = %s", ("Cora <script>x()</script>", self.coord))
+        c = self.campaign()
+        seg = self.segment(c, "everyone", 1)
+        self.variant(c, "intro", "Rehab\tfor Dr.\n{{source.last_name}}", "From {{coordinator.name}}.",
+                     "<p>From {{coordinator.name}}, for Dr. {{source.last_name}}.</p>")
+        self.rule(c, 0, 1, "always", "send", "intro")
+        bad = self.source("Moss", "moss@ortho.example.org", first="Ann\r\nBcc: victim@elsewhere.example.org")
+        good = self.source("<b>Vega</b>", "vega@ortho.example.org")
+        e_bad, e_good = self.enroll(c, bad, seg), self.enroll(c, good, seg)
+        j_bad = self.push("CampaignSendJob", [e_bad])
+        self.push("CampaignSendJob", [e_good])
+        w = self.worker()
+        self.wait_idle()
+        self.stop(w)
+        msgs = self.maildir_messages()
+        self.assertEqual([m["To"].addresses[0].addr_spec for m in msgs], ["vega@ortho.example.org"])
+        m = msgs[0]
+        self.assertIsNone(m["Bcc"])
+        self.assertEqual(str(m["Subject"]), "Rehab for Dr. <b>Vega</b>")
+        html = m.get_body(("html",)).get_content()
+        self.assertIn("From Cora &lt;script&gt;x()&lt;/script&gt;, for Dr. &lt;b&gt;Vega&lt;/b&gt;.", html)
+        self.assertNotIn("<script>", html)
+        dead = [json.loads(j) for j in self.redis().zrange("dead", 0, -1)]
+        self.assertEqual([(d["jid"], d["error_class"]) for d in dead], [(j_bad, "InvalidEmail")])
+        self.assertIn("to: display name contains a line break", dead[0]["error_message"])
+        status, error = self.sql("SELECT status, error FROM email_messages WHERE enrollment_id = %s", (e_bad,))[0]
+        self.assertEqual(status, "failed")
+        self.assertIn("line break", error)
+        state, reason = self.sql("SELECT state, stop_reason FROM campaign_enrollments WHERE id = %s", (e_bad,))[0]
+        self.assertEqual(state, "stopped")
+        self.assertIn("line break", reason)
+
     def test_paused_campaign_waits_and_resumes(self):
         c, seg = self.simple()
         self.sql("UPDATE campaigns SET status = 'paused' WHERE id = %s", (c,))

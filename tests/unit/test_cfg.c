@@ -153,6 +153,56 @@ errors_name_file_line_key(void **state)
 	expect_error("[log]\nlevel = loud\n", "log.level: 'loud' is not one of error, warning");
 }
 
+/* Values that go into every message's headers and links are checked at load with the rules the
+ * messages apply, naming file, line and key; before, these loaded and every email was refused. */
+static void
+header_values_checked_at_load(void **state)
+{
+	char want[512], err[512];
+	struct cfg *c;
+
+	(void)state;
+	snprintf(want, sizeof(want), "config: %s/t.conf:3: smtp.from: 'outreach@example..org' is not a plain address",
+	         tmpdir);
+	expect_error("[smtp]\nhost = mail\nfrom = outreach@example..org\n", want);
+	expect_error("[smtp]\nfrom = a@b@example.org\n", ":2: smtp.from: 'a@b@example.org' is not a plain address");
+	expect_error("[smtp]\nfrom = o@example.org,x@example.org\n", ":2: smtp.from:");
+	expect_error("[smtp]\nfrom = outreach@ex_ample.org\n", ":2: smtp.from:");
+	expect_error("[campaigns]\nunsubscribe_mailto = unsubscribe\n",
+	             ":2: campaigns.unsubscribe_mailto: 'unsubscribe' is not a plain address");
+	expect_error("[campaigns]\nunsubscribe_mailto = u@example.org>, <https://elsewhere.example\n",
+	             ":2: campaigns.unsubscribe_mailto:");
+	expect_error("[campaigns]\npublic_url = links.example.org\n", ":2: campaigns.public_url: 'links.example.org'");
+	expect_error("[campaigns]\npublic_url = https://links.example.org/\"><script>x</script>\n",
+	             ":2: campaigns.public_url:");
+	expect_error("[campaigns]\npublic_url = https://links.example.org/t?a=1\n", ":2: campaigns.public_url:");
+	expect_error("[campaigns]\npublic_url = https:///x\n", ":2: campaigns.public_url:");
+	expect_error("[alerts]\nfrom_name = Outreach \x1b[2J\n", ":2: alerts.from_name: contains a control character");
+	expect_error("[alerts]\nfrom_name = Outreach \xff\n", ":2: alerts.from_name: is not valid UTF-8");
+	expect_error("[alerts]\nrecord_url = https://crm.example.org/sources/\n", ":2: alerts.record_url:");
+
+	/* A line libinih would cut in two: named as such, with its own number, not as the second piece's
+	 * "key" (here "…?x", on line 3) nor with a value cut short. */
+	char *text = xasprintf("[alerts]\nrecord_url = https://crm.example.org/%0*d{id}?x=1\n[smtp]\nport = 25\n", 4100, 0);
+	snprintf(want, sizeof(want), "config: %s/t.conf:2: the line is longer than 4094 bytes", tmpdir);
+	expect_error(text, want);
+	free(text);
+
+	setenv("OUTREACH_SMTP_USERNAME", "user\r\nAUTH", 1);
+	expect_error("[smtp]\nhost = mail\n", "config: environment OUTREACH_SMTP_USERNAME: smtp.username: must not contain "
+	                                     "line breaks");
+	unsetenv("OUTREACH_SMTP_USERNAME");
+
+	/* Good values load; a base URL's trailing slash is dropped, so links are BASE/u/TOKEN. */
+	c = load_text("[smtp]\nfrom = outreach@mail.example.org\n[alerts]\nfrom_name = Réseau \"Santé\", Outreach\n"
+	              "[campaigns]\npublic_url = https://links.example.org:8443/t/\nunsubscribe_mailto = u@example.org\n",
+	              err, sizeof(err));
+	if (c == NULL)
+		fail_msg("good header values refused: %s", err);
+	assert_string_equal(c->campaigns.public_url, "https://links.example.org:8443/t");
+	cfg_free(c);
+}
+
 static void
 missing_file(void **state)
 {
@@ -276,6 +326,7 @@ main(void)
 	    cmocka_unit_test_setup(defaults_are_valid, clear_env),
 	    cmocka_unit_test_setup(every_key_in_example, clear_env),
 	    cmocka_unit_test_setup(errors_name_file_line_key, clear_env),
+	    cmocka_unit_test_setup(header_values_checked_at_load, clear_env),
 	    cmocka_unit_test_setup(missing_file, clear_env),
 	    cmocka_unit_test_setup(secret_files, clear_env),
 	    cmocka_unit_test_setup(env_overrides, clear_env),

@@ -4,6 +4,8 @@ the harness fails a test whose outreachctl printed a LeakSanitizer, AddressSanit
 import json
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 
 import redis as redislib
@@ -425,6 +427,44 @@ class RedisTrouble(CtlCase):
         p = self.fails(("discard-dead", "--all"), "discard-dead: job %s: ZREM dead: NOPERM " % jids[0], env=self.renv)
         self.assertIn("discard-dead: 0 jobs were discarded before the failure", p.stderr)
         self.assertEqual(self.where(jids), {jids[0]: ["dead"], jids[1]: ["dead"]})
+
+
+class Output(CtlCase):
+    """Output outreachctl cannot write: a reader that went away ends it as SIGPIPE would (quietly,
+    not with status 0); any other write error is said, with status 1."""
+
+    def run_to(self, stdout, *args):
+        """Runs outreachctl ARGS with stdout (a file descriptor); returns (status, stderr)."""
+        p = subprocess.run(self._argv("outreachctl", args), env=self._env(None), stdout=stdout,
+                           stderr=subprocess.PIPE, text=True, errors="replace", timeout=60)
+        self.assertIsNone(harness.sanitizer_report(p.stderr), p.stderr)
+        return p.returncode, p.stderr
+
+    def test_reader_gone(self):
+        self.redis().lpush("queue:alerts", dead_job("a" * 24))
+        self.redis().sadd("queues", "alerts")
+        for args in (("--help",), ("stats",), ("stats", "--json"), ("migrate", "--status")):
+            with self.subTest(args=args):
+                rd, wr = os.pipe()
+                os.close(rd)
+                try:
+                    self.assertEqual(self.run_to(wr, *args), (-signal.SIGPIPE, ""))
+                finally:
+                    os.close(wr)
+
+    def test_reader_gone_in_a_shell_pipeline(self):
+        # More than a pipe holds, so head is gone before outreachctl is done.
+        self.redis().sadd("queues", *("queue-%04d" % i for i in range(4000)))
+        p = subprocess.run(["bash", "-c", 'set -o pipefail; "$0" stats | head -1', self._argv("outreachctl", ())[0]],
+                           env=self._env(None), capture_output=True, text=True, timeout=60)
+        self.assertEqual((p.returncode, p.stderr), (128 + signal.SIGPIPE, ""))
+        self.assertNotEqual(p.stdout, "")
+
+    def test_write_error(self):
+        with open("/dev/full", "w") as full:
+            status, err = self.run_to(full.fileno(), "--help")
+        self.assertEqual(status, 1)
+        self.assertIn("writing the output: No space left on device", err)
 
 
 class MigrateRefused(CtlCase):

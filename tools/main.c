@@ -132,7 +132,8 @@ cmd_migrate(const struct cfg *c, int argc, char **argv)
 		log_errorx("%s", err);
 		goto out;
 	}
-	printf("applied %d migration%s; schema version %d\n", applied, applied == 1 ? "" : "s", current);
+	printf("applied %d migration%s; schema version %d%s\n", applied, applied == 1 ? "" : "s", current,
+	       applied == 0 && current == mig_latest() ? ", up to date" : "");
 	rc = 0;
 out:
 	db_free(db);

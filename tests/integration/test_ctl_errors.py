@@ -522,6 +522,21 @@ class MigrateReadOnly(CtlCase):
         self.assertEqual(self.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), [(0,)])
 
 
+class MigrateReadOnlyUpToDate(CtlCase):
+    """A read-only database whose schema is current: nothing to write, so nothing to refuse."""
+
+    def test_up_to_date(self):
+        names = sorted(os.listdir(harness.ROOT / "sql"))
+        self.sql('ALTER DATABASE "%s" SET default_transaction_read_only = on' % self.dbname)
+        for _ in range(2):
+            p = self.ctl("migrate")
+            self.assertEqual((p.returncode, p.stdout, p.stderr),
+                             (0, "applied 0 migrations; schema version %d, up to date\n" % len(names), ""))
+        p = self.ctl("migrate", "--status")
+        self.assertEqual((p.returncode, p.stdout), (0, "schema version %d, this build needs %d\n" % (len(names), len(names))))
+        self.assertEqual(self.sql("SELECT count(*) FROM schema_migrations"), [(len(names),)])
+
+
 class Unmigrated(CtlCase):
     """A database the schema was never applied to: every command that needs it says to migrate."""
 

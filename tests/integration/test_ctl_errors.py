@@ -326,6 +326,11 @@ class RedisTrouble(CtlCase):
         """Takes the commands from outreachctl's (the default) user."""
         self.admin.execute_command("ACL", "SETUSER", "default", *("-" + c for c in commands))
 
+    def restore_rights(self):
+        """Gives outreachctl's user back every right deprive took."""
+        self.admin.acl_setuser("default", reset=True, enabled=True, nopass=True, keys=["*"], channels=["*"],
+                               commands=["+@all"])
+
     def bury(self, *jobs):
         """Puts the jobs in dead (a larger client query buffer for the time of it); returns their jids."""
         self.admin.config_set("client-query-buffer-limit", "64mb")
@@ -400,8 +405,7 @@ class RedisTrouble(CtlCase):
         for command in ("lpush", "sadd", "zrem"):
             with self.subTest(denied=command):
                 self.admin.delete("dead", "queues", "queue:default")
-                self.admin.acl_setuser("default", reset=True, enabled=True, nopass=True, keys=["*"],
-                                       channels=["*"], commands=["+@all"])
+                self.restore_rights()
                 jids = self.bury(dead_job("1" * 24), dead_job("2" * 24))
                 self.deprive(command)
                 p = self.fails(("retry-dead", jids[1]), "retry-dead: job %s: move: " % jids[1], env=self.renv)
@@ -409,8 +413,7 @@ class RedisTrouble(CtlCase):
                 self.assertIn("NOPERM this user has no permissions to run %s on " % command.upper(), p.stderr)
                 self.assertNotIn("before the failure", p.stderr)
         # A key of another type where a job's queue should be: refused partway, the job stays in dead.
-        self.admin.acl_setuser("default", reset=True, enabled=True, nopass=True, keys=["*"], channels=["*"],
-                               commands=["+@all"])
+        self.restore_rights()
         self.admin.delete("dead", "queues", "queue:default")
         jids = self.bury(dead_job("1" * 24), dead_job("2" * 24), dead_job("3" * 24, "broken"), dead_job("4" * 24))
         self.admin.set("queue:broken", "not a list")

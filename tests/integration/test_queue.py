@@ -340,7 +340,8 @@ class RefusedMoves(QueueCase):
         # More refused due jobs than a poll reads at once, then one that can move, due last.
         now = time.time()
         for i in range(101):
-            r.zadd("retry", {ping_job("b%023d" % i, "broken", "refused-due"): now - 200 + i})
+            # (one entry carries a NUL after its JSON: entries are bytes, not C strings)
+            r.zadd("retry", {ping_job("b%023d" % i, "broken", "refused-due") + ("\0 and bytes after it" if i == 7 else ""): now - 200 + i})
         r.zadd("retry", {ping_job("d" * 24, "default", "refused-due"): now - 1})
         d = self.daemon(env={"OUTREACH_SCHEDULER_POLL_INTERVAL_MS": "50"})
         self.wait_for("the job behind the refused ones", lambda: r.llen("queue:default") == 1)

@@ -125,7 +125,17 @@ mig_apply(struct db *db, const struct mig_script *s, size_t n, int *applied, cha
 		snprintf(err, errlen, "taking the migration lock: %s", db_error(db));
 		return -1;
 	}
-	if (db_exec(db, create_table, 0, NULL) == -1) {
+	/* Created only when missing: CREATE TABLE IF NOT EXISTS needs write rights even when the table is
+	 * there, and a read-only database that is up to date is no error. */
+	res = db_query(db, "SELECT to_regclass('schema_migrations') IS NULL", 0, NULL);
+	if (res == NULL) {
+		snprintf(err, errlen, "looking for schema_migrations: %s", db_error(db));
+		goto out;
+	}
+	bool missing = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	res = NULL;
+	if (missing && db_exec(db, create_table, 0, NULL) == -1) {
 		snprintf(err, errlen, "creating schema_migrations: %s", db_error(db));
 		goto out;
 	}

@@ -5,6 +5,7 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,42 +276,195 @@ queue_inflight_parse(const char *key, char *queue, char *identity)
 	return 0;
 }
 
+/* --- refused moves ---------------------------------------------------------------------------- */
+
+struct queue_refusals {
+	uint64_t *prev, *cur; /* hashes of the entries refused in the last pass and in this one, sorted */
+	size_t nprev, ncur, capcur;
+};
+
+struct queue_refusals *
+queue_refusals_new(void)
+{
+	return xcalloc(1, sizeof(struct queue_refusals));
+}
+
+void
+queue_refusals_free(struct queue_refusals *q)
+{
+	if (q == NULL)
+		return;
+	free(q->prev);
+	free(q->cur);
+	free(q);
+}
+
+/* FNV-1a of src, a NUL and the entry. */
+static uint64_t
+refusal_hash(const char *src, const char *member, size_t len)
+{
+	uint64_t h = 14695981039346656037ULL;
+
+	for (const char *p = src;; p++) {
+		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+		if (*p == '\0')
+			break;
+	}
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)member[i]) * 1099511628211ULL;
+	return h;
+}
+
+/* Where h is or would go in the sorted a[0..n). */
+static size_t
+hash_slot(const uint64_t *a, size_t n, uint64_t h)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (a[mid] < h)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* "job <class> <jid>" of a job's JSON, or "an entry that is not a job"; only name characters are kept. */
+static void
+describe_entry(const char *member, size_t len, char *out, size_t outlen)
+{
+	json_t *obj = json_loadb(member, len, 0, NULL);
+	const char *fields[2] = {NULL, NULL};
+	char clean[2][65];
+
+	if (obj && json_is_object(obj)) {
+		fields[0] = json_string_value(json_object_get(obj, "class"));
+		fields[1] = json_string_value(json_object_get(obj, "jid"));
+	}
+	if (fields[0] == NULL || fields[1] == NULL) {
+		snprintf(out, outlen, "an entry that is not a job");
+		json_decref(obj);
+		return;
+	}
+	for (int f = 0; f < 2; f++) {
+		size_t n = 0;
+		for (const char *c = fields[f]; *c && n < sizeof(clean[f]) - 1; c++)
+			clean[f][n++] = strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_:.-", *c) ? *c : '?';
+		clean[f][n] = '\0';
+	}
+	snprintf(out, outlen, "job %s %s", clean[0], clean[1]);
+	json_decref(obj);
+}
+
+void
+queue_refusals_note(struct queue_refusals *q, const char *src, const char *member, size_t len, const char *dest,
+                    const char *reason)
+{
+	char what[160];
+
+	if (q) {
+		uint64_t h = refusal_hash(src, member, len);
+		size_t at = hash_slot(q->cur, q->ncur, h);
+		if (at < q->ncur && q->cur[at] == h)
+			return; /* already noted in this pass */
+		if (q->ncur == q->capcur) {
+			q->capcur = q->capcur ? 2 * q->capcur : 16;
+			q->cur = xrealloc(q->cur, q->capcur * sizeof(*q->cur));
+		}
+		memmove(q->cur + at + 1, q->cur + at, (q->ncur - at) * sizeof(*q->cur));
+		q->cur[at] = h;
+		q->ncur++;
+		at = hash_slot(q->prev, q->nprev, h);
+		if (at < q->nprev && q->prev[at] == h)
+			return; /* logged when first refused */
+	}
+	describe_entry(member, len, what, sizeof(what));
+	log_warnx("%s: %s stays there: Redis refused to move it to %s: %s (logged once; it moves when that is mended)",
+	          src, what, dest, reason);
+}
+
+size_t
+queue_refusals_pass(struct queue_refusals *q)
+{
+	size_t n;
+
+	if (q == NULL)
+		return 0;
+	free(q->prev);
+	q->prev = q->cur;
+	n = q->nprev = q->ncur;
+	q->cur = NULL;
+	q->ncur = q->capcur = 0;
+	return n;
+}
+
+bool
+queue_refused(const redisContext *r)
+{
+	return r->err == 0;
+}
+
+/* Moves one due entry of zset onto its queue, or to dead when it is not a job: 0 (*ok: moved, or
+ * gone already), 1 when Redis refused (noted in refused), -1 with err when the connection failed. */
+static int
+move_due(redisContext *r, const char *zset, const char *old, size_t old_len, double now,
+         struct queue_refusals *refused, bool *ok, char *err, size_t errlen)
+{
+	char queue[65], key[80], score[32];
+	char *fresh = queue_due_json(old, util_now(), queue);
+	int rc;
+
+	if (fresh) {
+		snprintf(key, sizeof(key), "queue:%s", queue);
+		rc = queue_move(r, zset, true, old, old_len, fresh, QUEUE_DEST_BACK, key, queue, ok, err, errlen);
+	} else {
+		util_strlcpy(key, "dead", sizeof(key));
+		fresh = queue_dead_json(old, "InvalidJob", "not a job with a valid \"queue\"", now);
+		snprintf(score, sizeof(score), "%.6f", now);
+		rc = queue_move(r, zset, true, old, old_len, fresh, QUEUE_DEST_ZSET, "dead", score, ok, err, errlen);
+		if (rc == 0 && *ok)
+			log_warnx("%s: an entry that is not a job with a valid queue went to dead", zset);
+	}
+	free(fresh);
+	if (rc == -1 && queue_refused(r)) {
+		queue_refusals_note(refused, zset, old, old_len, key, err);
+		*ok = false;
+		return 1;
+	}
+	return rc;
+}
+
 int
-queue_poll_due(redisContext *r, const char *zset, double now, int limit, int *moved, char *err, size_t errlen)
+queue_poll_due(redisContext *r, const char *zset, double now, int limit, struct queue_refusals *refused,
+               int *moved, char *err, size_t errlen)
 {
 	char max[32];
-	redisReply *rep;
+	size_t got;
+	int skip = 0; /* entries Redis refused: the next page starts after them */
 
 	*moved = 0;
 	snprintf(max, sizeof(max), "%.6f", now);
-	rep = redisCommand(r, "ZRANGEBYSCORE %s -inf %s LIMIT 0 %d", zset, max, limit);
-	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY)
-		return check_reply(r, rep, zset, err, errlen) == -1 ? -1 : (snprintf(err, errlen, "odd reply"), -1);
-	for (size_t i = 0; i < rep->elements; i++) {
-		const char *old = rep->element[i]->str;
-		char queue[65], key[80], score[32];
-		char *fresh = queue_due_json(old, util_now(), queue);
-		bool ok;
-		int rc;
-
-		if (fresh) {
-			snprintf(key, sizeof(key), "queue:%s", queue);
-			rc = queue_move(r, zset, true, old, rep->element[i]->len, fresh, QUEUE_DEST_BACK, key, queue, &ok, err, errlen);
-		} else {
-			log_warnx("%s: a job that is not a valid job (no JSON object with a queue) goes to dead", zset);
-			fresh = queue_dead_json(old, "InvalidJob", "not a job with a valid \"queue\"", now);
-			snprintf(score, sizeof(score), "%.6f", now);
-			rc = queue_move(r, zset, true, old, rep->element[i]->len, fresh, QUEUE_DEST_ZSET, "dead", score, &ok, err, errlen);
+	do {
+		redisReply *rep = redisCommand(r, "ZRANGEBYSCORE %s -inf %s LIMIT %d %d", zset, max, skip, limit);
+		if (rep == NULL || rep->type != REDIS_REPLY_ARRAY)
+			return check_reply(r, rep, zset, err, errlen) == -1 ? -1 : (snprintf(err, errlen, "odd reply"), -1);
+		got = rep->elements;
+		for (size_t i = 0; i < rep->elements; i++) {
+			bool ok;
+			int rc = move_due(r, zset, rep->element[i]->str, rep->element[i]->len, now, refused, &ok, err,
+			                  errlen);
+			if (rc == -1) {
+				freeReplyObject(rep);
+				return -1;
+			}
+			skip += rc;
+			*moved += ok;
 		}
-		free(fresh);
-		if (rc == -1) {
-			freeReplyObject(rep);
-			return -1;
-		}
-		if (ok)
-			(*moved)++;
-	}
-	freeReplyObject(rep);
+		freeReplyObject(rep);
+	} while (got == (size_t)limit && limit > 0);
+	queue_refusals_pass(refused);
 	return 0;
 }
 
@@ -377,8 +531,8 @@ process_dead(redisContext *r, const char *identity, double dead_after, bool *dea
 }
 
 int
-queue_sweep(redisContext *r, int max_recoveries, double dead_after, int *recovered, int *killed, char *err,
-            size_t errlen)
+queue_sweep(redisContext *r, int max_recoveries, double dead_after, struct queue_refusals *refused,
+            int *recovered, int *killed, char *err, size_t errlen)
 {
 	redisReply *lists = redisCommand(r, "SMEMBERS %s", QUEUE_INFLIGHT_SET);
 	int rc = 0;
@@ -423,11 +577,18 @@ queue_sweep(redisContext *r, int max_recoveries, double dead_after, int *recover
 					(*recovered)++;
 			}
 			free(fresh);
+			if (rc == -1 && queue_refused(r)) {
+				/* It stays in the list, which stays known: the next sweep tries it again. */
+				queue_refusals_note(refused, list, old, jobs->element[j]->len, to_dead ? "dead" : key, err);
+				rc = 0;
+			}
 		}
 		freeReplyObject(jobs);
 		if (rc == 0)
 			queue_inflight_forget_empty(r, list);
 	}
 	freeReplyObject(lists);
+	if (rc == 0)
+		queue_refusals_pass(refused);
 	return rc;
 }

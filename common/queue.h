@@ -63,17 +63,40 @@ char *queue_inflight_key(const char *queue, const char *identity);
 /* Splits a private list key into queue (size 65) and identity (size 256); -1 when malformed. */
 int queue_inflight_parse(const char *key, char *queue, char *identity) MUSTCHECK;
 
-/* Moves due jobs (score <= now) of zset ("schedule" or "retry") onto their queues, at most limit
- * per call; *moved counts them. 0 or -1 with err. */
-int queue_poll_due(redisContext *r, const char *zset, double now, int limit, int *moved, char *err,
-                   size_t errlen) MUSTCHECK;
+/* What a poller or a sweep remembers of the moves Redis refused (a destination key of the wrong
+ * type, an ACL that denies a write): the job stays where it is and is tried again at each pass, but
+ * it is logged once, when first refused, not at every pass. A pass is one round over the entries. */
+struct queue_refusals;
+struct queue_refusals *queue_refusals_new(void);
+void queue_refusals_free(struct queue_refusals *q);
+/* Notes that Redis refused to move member (len bytes) out of src to dest with reason, and logs it
+ * (with the job's class and jid) unless it was refused in the previous pass or already in this one.
+ * q may be NULL: then every refusal is logged. */
+void queue_refusals_note(struct queue_refusals *q, const char *src, const char *member, size_t len, const char *dest,
+                         const char *reason);
+/* Ends a pass: an entry not refused again in the next one is forgotten (logged anew if refused
+ * later). Returns how many entries were refused in the pass that ended. */
+size_t queue_refusals_pass(struct queue_refusals *q);
+
+/* True when a failed queue_move (or any failed command on r) was refused by Redis (an error reply)
+ * rather than lost with the connection: the caller may go on with other entries. */
+bool queue_refused(const redisContext *r);
+
+/* Moves every due job (score <= now) of zset ("schedule" or "retry") onto its queue (an entry that
+ * is not a job to dead), reading limit entries at a time; *moved counts them. A move Redis refuses
+ * leaves its entry in zset, is noted in refused (one pass per call; NULL logs each) and is skipped:
+ * the entries after it still move. 0, or -1 with err when the connection failed. */
+int queue_poll_due(redisContext *r, const char *zset, double now, int limit, struct queue_refusals *refused,
+                   int *moved, char *err, size_t errlen) MUSTCHECK;
 
 /* Hands the jobs in the private lists of dead processes back to the front of their queues (or to
  * dead past max_recoveries). A process is dead when its heartbeat key is gone, its beat is older
  * than dead_after seconds, or it ran on this host and its pid is gone. Counts into *recovered and
- * *killed. 0 or -1 with err. */
-int queue_sweep(redisContext *r, int max_recoveries, double dead_after, int *recovered, int *killed, char *err,
-                size_t errlen) MUSTCHECK;
+ * *killed. A job Redis refuses to move stays in its list (which stays known to the sweep), is noted
+ * in refused (one pass per call; NULL logs each) and the others still move. 0, or -1 with err when
+ * the connection failed. */
+int queue_sweep(redisContext *r, int max_recoveries, double dead_after, struct queue_refusals *refused,
+                int *recovered, int *killed, char *err, size_t errlen) MUSTCHECK;
 
 /* Forgets the in-flight list (QUEUE_INFLIGHT_SET) when it holds no job: a list still holding one
  * stays known to the sweep. */

@@ -191,6 +191,15 @@ metrics(FILE *out, void *arg)
 	             "outreach_jobs_moved_total{kind=\"due\"} %lu\noutreach_jobs_moved_total{kind=\"recovered\"} %lu\n"
 	             "outreach_jobs_moved_total{kind=\"dead\"} %lu\n",
 	        ms->polled, ms->recovered, ms->killed);
+	fprintf(out, "# HELP outreach_jobs_refused Jobs Redis refused to move in the last pass (they stay where they are), by kind.\n"
+	             "# TYPE outreach_jobs_refused gauge\n"
+	             "outreach_jobs_refused{kind=\"due\"} %zu\noutreach_jobs_refused{kind=\"recovered\"} %zu\n",
+	        ms->due_refused, ms->sweep_refused);
+	fprintf(out, "# HELP outreach_maint_passes_total Passes of queue maintenance, and pages of due entries read.\n"
+	             "# TYPE outreach_maint_passes_total counter\n"
+	             "outreach_maint_passes_total{kind=\"poll\"} %lu\noutreach_maint_passes_total{kind=\"poll_page\"} %lu\n"
+	             "outreach_maint_passes_total{kind=\"sweep\"} %lu\n",
+	        ms->polls, ms->pages, ms->sweeps);
 	fprintf(out, "# HELP outreach_config_reloads_total Successful configuration reloads.\n"
 	             "# TYPE outreach_config_reloads_total counter\noutreach_config_reloads_total %lu\n",
 	        d->reloads);

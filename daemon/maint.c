@@ -12,144 +12,228 @@
 
 #define POLL_BATCH 100
 
+/* One sorted set's poll: pages of POLL_BATCH due entries, each page once the last one's moves are done. */
+struct due_poll {
+	struct maint *m;
+	const char *zset; /* static string */
+	int pending;      /* its ZRANGEBYSCORE or moves awaiting replies */
+	int skip;         /* entries Redis refused to move in this pass: the next page starts after them */
+	bool full;        /* the last page was full: more may be due */
+};
+
 struct maint {
 	struct ar *ar;
 	const struct cfg *const *cfgp;
 	struct event *ev_poll;
 	struct event *ev_sweep;
 	bool enabled;
-	int polling; /* zsets with a poll in flight */
-	bool again;  /* a full batch came back: poll again at once */
+	struct due_poll due[2]; /* schedule, retry */
+	struct queue_refusals *due_refused;
+	int sweeping; /* sweep commands and lists of the current sweep awaiting replies */
+	struct queue_refusals *sweep_refused;
 	struct maint_stats st;
 	char hostname[256];
 };
 
-/* --- the poller ------------------------------------------------------------------------------ */
-
-struct poll_ctx {
-	struct maint *m;
-	const char *zset; /* static string */
+/* A move sent for an entry: what its reply needs. */
+struct move_ctx {
+	void (*done)(struct move_ctx *mc, redisReply *r); /* runs with the reply, then mc is freed */
+	void *owner;                                      /* a due_poll or a sweep_ctx */
+	const char *src;                                  /* borrowed from the owner */
+	char *old;
+	size_t old_len;
+	char dest[80];
+	bool to_dead;
 };
 
 static void
-on_moved_due(redisReply *r, void *priv)
+on_moved(redisReply *r, void *priv)
 {
-	struct maint *m = priv;
+	struct move_ctx *mc = priv;
 
-	if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
-		m->st.polled++;
-	else if (r && r->type == REDIS_REPLY_ERROR)
-		log_warnx("moving a due job: %s", r->str);
+	mc->done(mc, r);
+	free(mc->old);
+	free(mc);
+}
+
+/* Sends the move of old (src) to dest ("back"/"front" onto queue:arg, or "zset" dead with score arg);
+ * false when not connected. */
+static bool
+send_move(struct maint *m, void (*done)(struct move_ctx *, redisReply *), void *owner, const char *src, bool src_is_zset,
+          const char *old, size_t old_len, const char *fresh, const char *kind, const char *dest, const char *arg)
+{
+	struct move_ctx *mc = xcalloc(1, sizeof(*mc));
+
+	mc->done = done;
+	mc->owner = owner;
+	mc->src = src;
+	mc->old = xstrndup(old, old_len);
+	mc->old_len = old_len;
+	mc->to_dead = strcmp(kind, "zset") == 0;
+	util_strlcpy(mc->dest, dest, sizeof(mc->dest));
+	if (ar_move(m->ar, on_moved, mc, src, src_is_zset, old, old_len, fresh, kind, dest, arg) == -1) {
+		free(mc->old);
+		free(mc);
+		return false;
+	}
+	return true;
+}
+
+/* A refused move: noted (and logged once). A lost script (NOSCRIPT) is reloaded, not a refusal. */
+static void
+note_refused(struct queue_refusals *q, struct move_ctx *mc, redisReply *r)
+{
+	if (strncmp(r->str, "NOSCRIPT", 8) != 0)
+		queue_refusals_note(q, mc->src, mc->old, mc->old_len, mc->dest, r->str);
+}
+
+/* --- the poller ------------------------------------------------------------------------------ */
+
+static void poll_page(struct due_poll *dp);
+
+/* The page's last reply is in: the next page, when there may be more (never the same entries again). */
+static void
+page_done(struct due_poll *dp)
+{
+	if (dp->pending == 0 && dp->full && dp->m->enabled && ar_ready(dp->m->ar))
+		poll_page(dp);
 }
 
 static void
-on_moved_dead(redisReply *r, void *priv)
+on_moved_due(struct move_ctx *mc, redisReply *r)
 {
-	struct maint *m = priv;
+	struct due_poll *dp = mc->owner;
+	struct maint *m = dp->m;
 
-	if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+	dp->pending--;
+	if (r == NULL) {
+		dp->full = false; /* the connection is gone: the next tick starts over */
+	} else if (r->type == REDIS_REPLY_INTEGER && r->integer == 1 && mc->to_dead) {
 		m->st.killed++;
+		log_warnx("%s: an entry that is not a job with a valid queue went to dead", dp->zset);
+	} else if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+		m->st.polled++;
+	} else if (r->type == REDIS_REPLY_ERROR) {
+		dp->skip++;
+		note_refused(m->due_refused, mc, r);
+	}
+	page_done(dp);
 }
-
-static void arm_poll(struct maint *m, bool now);
 
 static void
 on_due(redisReply *r, void *priv)
 {
-	struct poll_ctx *pc = priv;
-	struct maint *m = pc->m;
+	struct due_poll *dp = priv;
+	struct maint *m = dp->m;
 	double now = util_now();
 
-	m->polling--;
+	dp->pending--;
+	dp->full = false;
 	if (r && r->type == REDIS_REPLY_ARRAY) {
+		dp->full = r->elements == POLL_BATCH;
 		for (size_t i = 0; i < r->elements; i++) {
 			const char *old = r->element[i]->str;
 			size_t old_len = r->element[i]->len;
 			char queue[65], key[80], score[32];
 			char *fresh = queue_due_json(old, now, queue);
+			bool sent;
 			if (fresh) {
 				snprintf(key, sizeof(key), "queue:%s", queue);
-				(void)ar_move(m->ar, on_moved_due, m, pc->zset, true, old, old_len, fresh, "back", key, queue);
+				sent = send_move(m, on_moved_due, dp, dp->zset, true, old, old_len, fresh, "back", key, queue);
 			} else {
-				log_warnx("%s: an entry that is not a job with a valid queue goes to dead", pc->zset);
 				fresh = queue_dead_json(old, "InvalidJob", "not a job with a valid \"queue\"", now);
 				snprintf(score, sizeof(score), "%.6f", now);
-				(void)ar_move(m->ar, on_moved_dead, m, pc->zset, true, old, old_len, fresh, "zset", "dead",
-				              score);
+				sent = send_move(m, on_moved_due, dp, dp->zset, true, old, old_len, fresh, "zset", "dead", score);
 			}
 			free(fresh);
+			if (!sent) {
+				dp->full = false;
+				break;
+			}
+			dp->pending++;
 		}
-		if (r->elements == POLL_BATCH)
-			m->again = true;
 	} else if (r && r->type == REDIS_REPLY_ERROR) {
-		log_warnx("%s poll: %s", pc->zset, r->str);
+		log_warnx("%s poll: %s", dp->zset, r->str);
 	}
-	free(pc);
-	if (m->polling == 0 && m->again) {
-		m->again = false;
-		arm_poll(m, true);
-	}
+	page_done(dp);
 }
 
 static void
-poll_zset(struct maint *m, const char *zset, double now)
+poll_page(struct due_poll *dp)
 {
-	struct poll_ctx *pc = xmalloc(sizeof(*pc));
-	char max[32], limit[16];
+	char max[32], skip[16], limit[16];
 
-	pc->m = m;
-	pc->zset = zset;
-	snprintf(max, sizeof(max), "%.6f", now);
+	snprintf(max, sizeof(max), "%.6f", util_now());
+	snprintf(skip, sizeof(skip), "%d", dp->skip);
 	snprintf(limit, sizeof(limit), "%d", POLL_BATCH);
-	const char *argv[] = {"ZRANGEBYSCORE", zset, "-inf", max, "LIMIT", "0", limit};
-	if (ar_argv(m->ar, on_due, pc, (int)NELEM(argv), argv, NULL) == -1) {
-		free(pc);
+	const char *argv[] = {"ZRANGEBYSCORE", dp->zset, "-inf", max, "LIMIT", skip, limit};
+	if (ar_argv(dp->m->ar, on_due, dp, (int)NELEM(argv), argv, NULL) == -1)
 		return;
-	}
-	m->polling++;
+	dp->pending++;
+	dp->m->st.pages++;
 }
 
 static void
 on_poll(evutil_socket_t fd, short what, void *arg)
 {
 	struct maint *m = arg;
-	double now = util_now();
-
-	(void)fd, (void)what;
-	if (m->enabled && ar_ready(m->ar) && m->polling == 0) {
-		m->st.polls++;
-		poll_zset(m, "schedule", now);
-		poll_zset(m, "retry", now);
-	}
-	arm_poll(m, false);
-}
-
-static void
-arm_poll(struct maint *m, bool now)
-{
-	int ms = now ? 0 : (*m->cfgp)->scheduler.poll_interval_ms;
+	int ms = (*m->cfgp)->scheduler.poll_interval_ms;
 	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 
-	evtimer_del(m->ev_poll);
+	(void)fd, (void)what;
+	/* A pass still paging (a slow Redis, many due jobs) goes on; a new one starts at the next tick. */
+	if (m->enabled && ar_ready(m->ar) && m->due[0].pending == 0 && m->due[1].pending == 0) {
+		m->st.polls++;
+		m->st.due_refused = queue_refusals_pass(m->due_refused);
+		for (size_t i = 0; i < NELEM(m->due); i++) {
+			m->due[i].skip = 0;
+			poll_page(&m->due[i]);
+		}
+	}
 	evtimer_add(m->ev_poll, &tv);
 }
 
 /* --- the sweeper ----------------------------------------------------------------------------- */
 
+/* One dead worker's list; freed when its last reply is in. */
 struct sweep_ctx {
 	struct maint *m;
+	int refs; /* replies still to come that use it */
+	int recovered;
 	char list[400];
 	char queue[65];
 	char identity[256];
 };
 
 static void
-on_recovered(redisReply *r, void *priv)
+sweep_release(struct sweep_ctx *sc)
 {
-	struct maint *m = priv;
+	if (--sc->refs > 0)
+		return;
+	if (sc->recovered > 0)
+		log_notice("handed back %d job(s) of dead worker %s to queue %s", sc->recovered, sc->identity, sc->queue);
+	sc->m->sweeping--;
+	free(sc);
+}
 
-	if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+static void
+on_moved_orphan(struct move_ctx *mc, redisReply *r)
+{
+	struct sweep_ctx *sc = mc->owner;
+	struct maint *m = sc->m;
+
+	if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1 && mc->to_dead) {
+		m->st.killed++;
+		log_warnx("a job of dead worker %s went to dead: handed back more than %d times", sc->identity,
+		          (*m->cfgp)->worker.max_recoveries);
+	} else if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
 		m->st.recovered++;
+		sc->recovered++;
+	} else if (r && r->type == REDIS_REPLY_ERROR) {
+		/* It stays in the list, which stays known (LLEN is not 0): the next sweep tries again. */
+		note_refused(m->sweep_refused, mc, r);
+	}
+	sweep_release(sc);
 }
 
 static void
@@ -159,7 +243,7 @@ on_forget(redisReply *r, void *priv)
 
 	if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 0)
 		(void)ar_command(sc->m->ar, NULL, NULL, "SREM %s %s", QUEUE_INFLIGHT_SET, sc->list);
-	free(sc);
+	sweep_release(sc);
 }
 
 static void
@@ -171,30 +255,29 @@ on_orphans(redisReply *r, void *priv)
 	int max = (*m->cfgp)->worker.max_recoveries;
 
 	if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-		free(sc);
+		sweep_release(sc);
 		return;
 	}
 	snprintf(key, sizeof(key), "queue:%s", sc->queue);
 	for (size_t i = 0; i < r->elements; i++) {
-		bool to_dead;
+		bool to_dead, sent;
 		char *fresh = queue_recovered_json(r->element[i]->str, max, util_now(), &to_dead);
 		if (to_dead) {
-			log_warnx("a job of dead worker %s goes to dead: handed back more than %d times", sc->identity, max);
 			snprintf(score, sizeof(score), "%.6f", util_now());
-			(void)ar_move(m->ar, on_moved_dead, m, sc->list, false, r->element[i]->str, r->element[i]->len, fresh,
-			              "zset", "dead", score);
+			sent = send_move(m, on_moved_orphan, sc, sc->list, false, r->element[i]->str, r->element[i]->len, fresh,
+			                 "zset", "dead", score);
 		} else {
-			(void)ar_move(m->ar, on_recovered, m, sc->list, false, r->element[i]->str, r->element[i]->len, fresh,
-			              "front", key, sc->queue);
+			sent = send_move(m, on_moved_orphan, sc, sc->list, false, r->element[i]->str, r->element[i]->len, fresh,
+			                 "front", key, sc->queue);
 		}
 		free(fresh);
+		if (!sent)
+			break;
+		sc->refs++;
 	}
-	if (r->elements > 0)
-		log_notice("handing back %zu job(s) of dead worker %s to queue %s", r->elements, sc->identity,
-		           sc->queue);
 	/* Replies come in order: by the time LLEN answers, the moves above are done. */
 	if (ar_command(m->ar, on_forget, sc, "LLEN %s", sc->list) == -1)
-		free(sc);
+		sweep_release(sc);
 }
 
 static void
@@ -205,7 +288,7 @@ on_beat(redisReply *r, void *priv)
 	bool dead;
 
 	if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-		free(sc);
+		sweep_release(sc);
 		return;
 	}
 	if (r->type != REDIS_REPLY_STRING)
@@ -214,7 +297,7 @@ on_beat(redisReply *r, void *priv)
 		dead = util_now() - strtod(r->str, NULL) > (*m->cfgp)->worker.dead_after ||
 		       queue_identity_gone(sc->identity, m->hostname);
 	if (!dead || ar_command(m->ar, on_orphans, sc, "LRANGE %s 0 -1", sc->list) == -1)
-		free(sc);
+		sweep_release(sc);
 }
 
 static void
@@ -222,11 +305,13 @@ on_lists(redisReply *r, void *priv)
 {
 	struct maint *m = priv;
 
+	m->sweeping--;
 	if (r == NULL || r->type != REDIS_REPLY_ARRAY)
 		return;
 	for (size_t i = 0; i < r->elements; i++) {
 		struct sweep_ctx *sc = xcalloc(1, sizeof(*sc));
 		sc->m = m;
+		sc->refs = 1;
 		if (r->element[i]->len >= sizeof(sc->list) ||
 		    queue_inflight_parse(r->element[i]->str, sc->queue, sc->identity) == -1) {
 			(void)ar_command(m->ar, NULL, NULL, "SREM %s %b", QUEUE_INFLIGHT_SET, r->element[i]->str,
@@ -235,8 +320,9 @@ on_lists(redisReply *r, void *priv)
 			continue;
 		}
 		util_strlcpy(sc->list, r->element[i]->str, sizeof(sc->list));
+		m->sweeping++;
 		if (ar_command(m->ar, on_beat, sc, "HGET %s beat", sc->identity) == -1)
-			free(sc);
+			sweep_release(sc);
 	}
 }
 
@@ -248,9 +334,12 @@ on_sweep(evutil_socket_t fd, short what, void *arg)
 	struct timeval tv = {.tv_sec = secs, .tv_usec = 0};
 
 	(void)fd, (void)what;
-	if (m->enabled && ar_ready(m->ar)) {
+	/* One sweep at a time: a pass ends when its last reply is in. */
+	if (m->enabled && ar_ready(m->ar) && m->sweeping == 0) {
 		m->st.sweeps++;
-		(void)ar_command(m->ar, on_lists, m, "SMEMBERS %s", QUEUE_INFLIGHT_SET);
+		m->st.sweep_refused = queue_refusals_pass(m->sweep_refused);
+		if (ar_command(m->ar, on_lists, m, "SMEMBERS %s", QUEUE_INFLIGHT_SET) == 0)
+			m->sweeping++;
 	}
 	evtimer_add(m->ev_sweep, &tv);
 }
@@ -260,14 +349,22 @@ maint_new(struct event_base *base, struct ar *ar, const struct cfg *const *cfgp)
 {
 	struct maint *m = xcalloc(1, sizeof(*m));
 	struct timeval soon = {1, 0};
+	int ms = (*cfgp)->scheduler.poll_interval_ms;
+	struct timeval tick = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
 
 	m->ar = ar;
 	m->cfgp = cfgp;
 	if (gethostname(m->hostname, sizeof(m->hostname)) == -1)
 		m->hostname[0] = '\0';
+	for (size_t i = 0; i < NELEM(m->due); i++) {
+		m->due[i].m = m;
+		m->due[i].zset = i == 0 ? "schedule" : "retry";
+	}
+	m->due_refused = queue_refusals_new();
+	m->sweep_refused = queue_refusals_new();
 	m->ev_poll = evtimer_new(base, on_poll, m);
 	m->ev_sweep = evtimer_new(base, on_sweep, m);
-	arm_poll(m, false);
+	evtimer_add(m->ev_poll, &tick);
 	evtimer_add(m->ev_sweep, &soon);
 	return m;
 }
@@ -279,6 +376,8 @@ maint_free(struct maint *m)
 		return;
 	event_free(m->ev_poll);
 	event_free(m->ev_sweep);
+	queue_refusals_free(m->due_refused);
+	queue_refusals_free(m->sweep_refused);
 	free(m);
 }
 

@@ -14,8 +14,11 @@ struct maint_stats {
 	unsigned long polled;    /* jobs moved from schedule/retry to their queues */
 	unsigned long recovered; /* jobs handed back from dead workers */
 	unsigned long killed;    /* jobs sent to dead (invalid, or recovered too often) */
-	unsigned long polls;
-	unsigned long sweeps;
+	unsigned long polls;  /* passes of the poller */
+	unsigned long pages;  /* pages of due entries it read (a pass reads past the entries Redis refused) */
+	unsigned long sweeps; /* passes of the sweeper */
+	size_t due_refused;   /* due jobs Redis refused to move in the last complete pass (they stay) */
+	size_t sweep_refused; /* jobs of dead workers Redis refused to hand back in the last complete sweep */
 };
 
 /* Starts (disabled until maint_enable) the poller (every scheduler.poll_interval_ms) and the sweeper (every

@@ -1,9 +1,12 @@
 /* outreachctl: the operator's tool: migrate the schema, load demo data, manage jobs. */
+#include <errno.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/boot.h"
 #include "common/db.h"
@@ -67,6 +70,29 @@ static const char usage_text[] =
  * (volatile: the store is kept although nothing here reads it). */
 static struct cfg *volatile ctl_cfg;
 
+/* At exit: output that could not all be written is an error, although SIGPIPE is ignored. When the
+ * reader went away (`outreachctl stats | head -1`) the command ends as SIGPIPE would have ended it:
+ * quietly, killed by SIGPIPE; any other write error (a full disk) is said, with status 1. */
+static void
+check_output(void)
+{
+	int flushed = fflush(stdout), err = errno;
+	struct pollfd pfd = {.fd = STDOUT_FILENO, .events = 0};
+
+	if (flushed == 0 && !ferror(stdout))
+		return;
+	/* A pipe (or socket) without a reader reports POLLERR, even after the error's errno is gone. */
+	if ((flushed == EOF && err == EPIPE) || (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLERR))) {
+		signal(SIGPIPE, SIG_DFL);
+		raise(SIGPIPE);
+	}
+	if (flushed == EOF)
+		log_errorx("writing the output: %s", strerror(err));
+	else
+		log_errorx("writing the output failed; what was printed is incomplete");
+	_exit(1);
+}
+
 static void
 usage(FILE *out, int status)
 {
@@ -106,7 +132,8 @@ cmd_migrate(const struct cfg *c, int argc, char **argv)
 		log_errorx("%s", err);
 		goto out;
 	}
-	printf("applied %d migration%s; schema version %d\n", applied, applied == 1 ? "" : "s", current);
+	printf("applied %d migration%s; schema version %d%s\n", applied, applied == 1 ? "" : "s", current,
+	       applied == 0 && current == mig_latest() ? ", up to date" : "");
 	rc = 0;
 out:
 	db_free(db);
@@ -154,6 +181,7 @@ main(int argc, char **argv)
 	log_init("outreachctl");
 	/* A connection the server closes is an error of the command that used it, not a signal. */
 	signal(SIGPIPE, SIG_IGN);
+	atexit(check_output);
 	/* "+": stop at the command, whose own options follow it. */
 	while ((ch = getopt_long(argc, argv, "+c:hV", longopts, NULL)) != -1) {
 		switch (ch) {

@@ -72,6 +72,7 @@ struct worker {
 	atomic_int cfg_gen; /* raised by each reload */
 	atomic_int busy;
 	redisContext *hb;    /* the main thread's connection: heartbeat, sweep, hand-back */
+	struct queue_refusals *sweep_refused; /* the sweep's moves Redis refused, logged once */
 	char fetch_sha[41];
 };
 
@@ -780,8 +781,8 @@ sweep(struct worker *w)
 
 	if (!redis_ok(w, &w->hb))
 		return;
-	if (queue_sweep(w->hb, (*w->cfgp)->worker.max_recoveries, (*w->cfgp)->worker.dead_after, &recovered, &killed,
-	                err, sizeof(err)) == -1)
+	if (queue_sweep(w->hb, (*w->cfgp)->worker.max_recoveries, (*w->cfgp)->worker.dead_after, w->sweep_refused,
+	                &recovered, &killed, err, sizeof(err)) == -1)
 		log_warnx("looking for jobs of dead workers: %s", err);
 	else if (recovered || killed)
 		log_notice("handed back %d job(s) of dead workers, %d sent to dead", recovered, killed);
@@ -831,6 +832,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 		return 0;
 	load_script(w.hb, lua_fetch, w.fetch_sha);
 	load_script(w.hb, queue_lua_move, (char[41]){0});
+	w.sweep_refused = queue_refusals_new();
 	/* Jobs of workers that died before us go back first; then we announce ourselves, and only
 	 * then register our private lists, so a sweeper never mistakes us for dead. */
 	w.threads = xcalloc((size_t)o->concurrency, sizeof(*w.threads));
@@ -940,6 +942,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 		}
 	}
 	redisFree(w.hb);
+	queue_refusals_free(w.sweep_refused);
 	log_notice("outreach-worker stopped");
 	/* With jobs still running, leave their threads behind: exit() ends them. */
 	return 0;

@@ -4,6 +4,8 @@ the harness fails a test whose outreachctl printed a LeakSanitizer, AddressSanit
 import json
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 
 import redis as redislib
@@ -324,6 +326,11 @@ class RedisTrouble(CtlCase):
         """Takes the commands from outreachctl's (the default) user."""
         self.admin.execute_command("ACL", "SETUSER", "default", *("-" + c for c in commands))
 
+    def restore_rights(self):
+        """Gives outreachctl's user back every right deprive took."""
+        self.admin.acl_setuser("default", reset=True, enabled=True, nopass=True, keys=["*"], channels=["*"],
+                               commands=["+@all"])
+
     def bury(self, *jobs):
         """Puts the jobs in dead (a larger client query buffer for the time of it); returns their jids."""
         self.admin.config_set("client-query-buffer-limit", "64mb")
@@ -398,8 +405,7 @@ class RedisTrouble(CtlCase):
         for command in ("lpush", "sadd", "zrem"):
             with self.subTest(denied=command):
                 self.admin.delete("dead", "queues", "queue:default")
-                self.admin.acl_setuser("default", reset=True, enabled=True, nopass=True, keys=["*"],
-                                       channels=["*"], commands=["+@all"])
+                self.restore_rights()
                 jids = self.bury(dead_job("1" * 24), dead_job("2" * 24))
                 self.deprive(command)
                 p = self.fails(("retry-dead", jids[1]), "retry-dead: job %s: move: " % jids[1], env=self.renv)
@@ -407,8 +413,7 @@ class RedisTrouble(CtlCase):
                 self.assertIn("NOPERM this user has no permissions to run %s on " % command.upper(), p.stderr)
                 self.assertNotIn("before the failure", p.stderr)
         # A key of another type where a job's queue should be: refused partway, the job stays in dead.
-        self.admin.acl_setuser("default", reset=True, enabled=True, nopass=True, keys=["*"], channels=["*"],
-                               commands=["+@all"])
+        self.restore_rights()
         self.admin.delete("dead", "queues", "queue:default")
         jids = self.bury(dead_job("1" * 24), dead_job("2" * 24), dead_job("3" * 24, "broken"), dead_job("4" * 24))
         self.admin.set("queue:broken", "not a list")
@@ -425,6 +430,44 @@ class RedisTrouble(CtlCase):
         p = self.fails(("discard-dead", "--all"), "discard-dead: job %s: ZREM dead: NOPERM " % jids[0], env=self.renv)
         self.assertIn("discard-dead: 0 jobs were discarded before the failure", p.stderr)
         self.assertEqual(self.where(jids), {jids[0]: ["dead"], jids[1]: ["dead"]})
+
+
+class Output(CtlCase):
+    """Output outreachctl cannot write: a reader that went away ends it as SIGPIPE would (quietly,
+    not with status 0); any other write error is said, with status 1."""
+
+    def run_to(self, stdout, *args):
+        """Runs outreachctl ARGS with stdout (a file descriptor); returns (status, stderr)."""
+        p = subprocess.run(self._argv("outreachctl", args), env=self._env(None), stdout=stdout,
+                           stderr=subprocess.PIPE, text=True, errors="replace", timeout=60)
+        self.assertIsNone(harness.sanitizer_report(p.stderr), p.stderr)
+        return p.returncode, p.stderr
+
+    def test_reader_gone(self):
+        self.redis().lpush("queue:alerts", dead_job("a" * 24))
+        self.redis().sadd("queues", "alerts")
+        for args in (("--help",), ("stats",), ("stats", "--json"), ("migrate", "--status")):
+            with self.subTest(args=args):
+                rd, wr = os.pipe()
+                os.close(rd)
+                try:
+                    self.assertEqual(self.run_to(wr, *args), (-signal.SIGPIPE, ""))
+                finally:
+                    os.close(wr)
+
+    def test_reader_gone_in_a_shell_pipeline(self):
+        # More than a pipe holds, so head is gone before outreachctl is done.
+        self.redis().sadd("queues", *("queue-%04d" % i for i in range(4000)))
+        p = subprocess.run(["bash", "-c", 'set -o pipefail; "$0" stats | head -1', self._argv("outreachctl", ())[0]],
+                           env=self._env(None), capture_output=True, text=True, timeout=60)
+        self.assertEqual((p.returncode, p.stderr), (128 + signal.SIGPIPE, ""))
+        self.assertNotEqual(p.stdout, "")
+
+    def test_write_error(self):
+        with open("/dev/full", "w") as full:
+            status, err = self.run_to(full.fileno(), "--help")
+        self.assertEqual(status, 1)
+        self.assertIn("writing the output: No space left on device", err)
 
 
 class MigrateRefused(CtlCase):
@@ -480,6 +523,21 @@ class MigrateReadOnly(CtlCase):
                        "migrate: creating schema_migrations: ERROR:  cannot execute CREATE TABLE in a read-only transaction")
         self.assertEqual(p.stdout, "")
         self.assertEqual(self.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), [(0,)])
+
+
+class MigrateReadOnlyUpToDate(CtlCase):
+    """A read-only database whose schema is current: nothing to write, so nothing to refuse."""
+
+    def test_up_to_date(self):
+        names = sorted(os.listdir(harness.ROOT / "sql"))
+        self.sql('ALTER DATABASE "%s" SET default_transaction_read_only = on' % self.dbname)
+        for _ in range(2):
+            p = self.ctl("migrate")
+            self.assertEqual((p.returncode, p.stdout, p.stderr),
+                             (0, "applied 0 migrations; schema version %d, up to date\n" % len(names), ""))
+        p = self.ctl("migrate", "--status")
+        self.assertEqual((p.returncode, p.stdout), (0, "schema version %d, this build needs %d\n" % (len(names), len(names))))
+        self.assertEqual(self.sql("SELECT count(*) FROM schema_migrations"), [(len(names),)])
 
 
 class Unmigrated(CtlCase):

@@ -168,9 +168,16 @@ class KnownAnswers(MetricsCase):
         first = "SELECT * FROM outreach_metrics_first_referral(%s)"
         self.assertEqual(self.sql(first, (self.s1,)), [(ts("2025-01-06 10:00"), "Cardiology")])
         self.assertEqual(self.sql(first, (self.s4,)), [(ts("2024-12-30 08:00"), "Oncology")])
-        none = self.sql_one("INSERT INTO referral_sources (last_name) VALUES ('None yet') RETURNING id")
-        self.assertEqual(self.sql(first, (none,)), [])
-        self.sql("DELETE FROM referral_sources WHERE id = %s", (none,))
+        # A source without referrals, in a transaction rolled back: the class's data stays as it was.
+        conn = psycopg2.connect(self.db_url, connect_timeout=10)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("INSERT INTO referral_sources (last_name) VALUES ('None yet') RETURNING id")
+                cur.execute(first, (cur.fetchone()[0],))
+                self.assertEqual(cur.fetchall(), [])
+        finally:
+            conn.rollback()
+            conn.close()
 
     def test_goal_progress(self):
         got = {r[0]: r[1:] for r in self.sql("SELECT goal_id, value, target, percent FROM metric_goal_progress")}

@@ -1,16 +1,20 @@
 """The job queue: Sidekiq's wire format both ways, reliable fetch, retries, scheduled and dead jobs."""
 import json
 import os
+import re
 import signal
 import subprocess
 import time
 
 import harness
+from test_daemon import http_get
 
 PEER = str(harness.ROOT / "tests" / "integration" / "sidekiq_peer.rb")
 
 
-class Queue(harness.Case):
+class QueueCase(harness.Case):
+    """Workers, outreachd and outreachctl on a migrated database and an empty Redis."""
+
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
@@ -48,7 +52,9 @@ class Queue(harness.Case):
     def dead_jobs(self):
         return [json.loads(j) for j in self.redis().zrange("dead", 0, -1)]
 
-    # --- tests --------------------------------------------------------------------------------
+
+
+class Queue(QueueCase):
     def running_ping(self, reply, ms, env=None):
         """A worker running a PingJob of ms milliseconds (which records its jid in the set reply when
         done): the worker, the jid and a Redis client, once the job has started."""
@@ -285,6 +291,125 @@ class Queue(harness.Case):
         p = self.ctl("enqueue", "PingJob", "--at", "tomorrow", check=False)
         self.assertIn("--at tomorrow", p.stderr)
 
+
+def ping_job(jid, queue, reply, **extra):
+    """A PingJob's JSON as Sidekiq writes it, which records its jid in the set reply when it runs."""
+    job = {"class": "PingJob", "args": [reply, 0], "jid": jid, "queue": queue, "retry": True,
+           "created_at": 1700000000.0, "enqueued_at": 1700000000.0}
+    job.update(extra)
+    return json.dumps(job)
+
+
+class RefusedMoves(QueueCase):
+    """Moves Redis refuses (here: a queue's key holds a string) leave their job where it is, logged
+    once; the jobs after them still move, nothing spins, and the job moves once the key is mended."""
+
+    REFUSED = "stays there: Redis refused to move it to queue:broken"
+
+    def setUp(self):
+        super().setUp()
+        self.redis().set("queue:broken", "not a list")
+
+    def daemon(self, env=None):
+        port = harness.free_port()
+        d = super().daemon(env=dict({"OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % port}, **(env or {})))
+        d.port = port
+        return d
+
+    def metrics(self, d):
+        status, body = http_get(d.port, "/metrics")
+        self.assertEqual(status, 200)
+        return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(outreach_\S+) (\d+)$", body, re.M)}
+
+    def passes(self, d, kind, n):
+        """Waits until the daemon has made n more passes of kind ("poll", "sweep"); its metrics then."""
+        key = 'outreach_maint_passes_total{kind="%s"}' % kind
+        first = self.metrics(d)[key]
+        return self.wait_for("%d passes" % n, lambda: (lambda m: m[key] >= first + n and m)(self.metrics(d)))
+
+    def ghost(self, queue, *jobs):
+        """The private list of a worker that died on another host, holding jobs; its key."""
+        key = "outreach:inflight:%s:ghost.example:%d:aaaaaaaaaaaa" % (queue, 4000 + len(self.redis().smembers("outreach:inflight")))
+        r = self.redis()
+        r.rpush(key, *jobs)
+        r.sadd("outreach:inflight", key)
+        return key
+
+    def test_daemon_poller_skips_refused_due_jobs(self):
+        r = self.redis()
+        # More refused due jobs than a poll reads at once, then one that can move, due last.
+        now = time.time()
+        for i in range(101):
+            # (one entry carries a NUL after its JSON: entries are bytes, not C strings)
+            r.zadd("retry", {ping_job("b%023d" % i, "broken", "refused-due") + ("\0 and bytes after it" if i == 7 else ""): now - 200 + i})
+        r.zadd("retry", {ping_job("d" * 24, "default", "refused-due"): now - 1})
+        d = self.daemon(env={"OUTREACH_SCHEDULER_POLL_INTERVAL_MS": "50"})
+        self.wait_for("the job behind the refused ones", lambda: r.llen("queue:default") == 1)
+        m = self.passes(d, "poll", 10)
+        # Each pass reads schedule once and retry twice (100, then the rest): no pass polls again at once.
+        self.assertLessEqual(m['outreach_maint_passes_total{kind="poll_page"}'],
+                             3 * m['outreach_maint_passes_total{kind="poll"}'] + 3)
+        self.assertEqual(m['outreach_jobs_refused{kind="due"}'], 101)
+        self.assertEqual(d.log().count(self.REFUSED), 101, d.log())
+        self.assertIn("retry: job PingJob b%023d stays there" % 0, d.log())
+        self.assertEqual((r.zcard("retry"), r.get("queue:broken")), (101, "not a list"))
+        # Mended, they move at the next pass and run.
+        r.delete("queue:broken")
+        self.wait_for("the refused jobs on their queue", lambda: r.llen("queue:broken") == 101)
+        self.assertEqual(r.zcard("retry"), 0)
+        self.worker(queues="broken")
+        self.wait_for("the refused jobs to run", lambda: r.scard("refused-due") == 101, timeout=30)
+        self.assertEqual(self.passes(d, "poll", 2)['outreach_jobs_refused{kind="due"}'], 0)
+        self.assertEqual(d.log().count(self.REFUSED), 101)
+
+    def test_daemon_sweeper_skips_a_refused_job(self):
+        r = self.redis()
+        broken = self.ghost("broken", ping_job("b" * 24, "broken", "refused-sweep"))
+        fine = self.ghost("default", ping_job("f" * 24, "default", "refused-sweep"))
+        d = self.daemon(env={"OUTREACH_SCHEDULER_SWEEP_INTERVAL": "1"})
+        self.wait_for("the other dead worker's job", lambda: r.llen("queue:default") == 1)
+        m = self.passes(d, "sweep", 3)
+        self.assertEqual(m['outreach_jobs_refused{kind="recovered"}'], 1)
+        self.assertEqual(d.log().count(self.REFUSED), 1, d.log())
+        self.assertIn("%s: job PingJob %s stays there" % (broken, "b" * 24), d.log())
+        # The refused job stays in its list, which the sweep still knows; the emptied one is forgotten.
+        self.assertEqual([json.loads(j)["jid"] for j in r.lrange(broken, 0, -1)], ["b" * 24])
+        self.assertEqual(r.smembers("outreach:inflight"), {broken})
+        self.assertEqual(r.exists(fine), 0)
+        r.delete("queue:broken")
+        self.wait_for("the refused job handed back", lambda: r.llen("queue:broken") == 1)
+        self.wait_for("its list forgotten", lambda: r.smembers("outreach:inflight") == set())
+        self.assertEqual(json.loads(r.lindex("queue:broken", -1))["outreach_recovered"], 1)
+        self.worker(queues="broken")
+        self.wait_for("the refused job to run", lambda: r.sismember("refused-sweep", "b" * 24))
+
+    def test_worker_sweep_skips_a_refused_job(self):
+        r = self.redis()
+        # "dead" holds a string too: the first job of a list, handed back too often, cannot go there.
+        r.set("dead", "not a sorted set")
+        lists = [self.ghost("other", ping_job("k" * 24, "other", "refused-sweep", outreach_recovered=3),
+                            ping_job("1" * 24, "other", "refused-sweep")),
+                 self.ghost("broken", ping_job("b" * 24, "broken", "refused-sweep")),
+                 self.ghost("other", ping_job("2" * 24, "other", "refused-sweep"))]
+        w = self.worker(queues="idle")
+        self.wait_for("the other jobs of dead workers", lambda: r.llen("queue:other") == 2)
+        ghosts = {lst for lst in r.smembers("outreach:inflight") if not lst.startswith("outreach:inflight:idle:")}
+        self.assertEqual(ghosts, set(lists[:2]))
+        self.assertEqual([json.loads(j)["jid"] for j in r.lrange(lists[0], 0, -1) + r.lrange(lists[1], 0, -1)],
+                         ["k" * 24, "b" * 24])
+        # The next sweeps (one per heartbeat) try them again, without logging them again.
+        ident = next(iter(r.smembers("processes")))
+        for _ in range(2):
+            beat = r.hget(ident, "beat")
+            self.wait_for("a heartbeat", lambda: r.hget(ident, "beat") != beat, timeout=12)
+        self.assertEqual(w.log().count(self.REFUSED), 1, w.log())
+        self.assertEqual(w.log().count("stays there: Redis refused to move it to dead: "), 1, w.log())
+        self.assertEqual((r.llen(lists[0]), r.llen(lists[1])), (1, 1))
+        r.delete("queue:broken", "dead")
+        self.wait_for("the refused jobs moved", lambda: r.llen("queue:broken") == 1 and r.zcard("dead") == 1,
+                      timeout=12)
+        self.assertEqual(r.exists(*lists), 0)
+        self.assertEqual(json.loads(r.zrange("dead", 0, -1)[0])["error_class"], "WorkerLost")
 
 if __name__ == "__main__":
     harness.main()

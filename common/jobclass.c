@@ -3,7 +3,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/nppes.h"
 #include "common/util.h"
@@ -27,20 +26,8 @@ validate_ping(const json_t *args, char *err, size_t errlen)
 	return 0;
 }
 
-/* The UTC date n days from now, "YYYY-MM-DD" (len 11) or "YYYY-MM" (len 8). */
-static void
-utc_date(int days, char *out, size_t len)
-{
-	time_t t = time(NULL) + (time_t)days * 86400;
-	struct tm tm;
-
-	gmtime_r(&t, &tm);
-	strftime(out, len, len == 8 ? "%Y-%m" : "%Y-%m-%d", &tm);
-}
-
-/* [id, local_date]: a positive id and a "YYYY-MM-DD" date, not after tomorrow in UTC (no time zone is
- * further ahead); class names the job in messages. A later date would claim that day's email, which
- * then would never go out. */
+/* [id, local_date]: a positive id and a "YYYY-MM-DD" date that exists; class names the job in messages.
+ * Whether the date has come is the handler's question, when the job runs (it may be scheduled). */
 static int
 validate_id_date(const char *class, const char *idname, const json_t *args, char *err, size_t errlen)
 {
@@ -52,11 +39,6 @@ validate_id_date(const char *class, const char *idname, const json_t *args, char
 		return ERR("%s: %s must be a positive integer", class, idname);
 	if (!util_parse_date(json_string_value(date), NULL, NULL, NULL))
 		return ERR("%s: local_date must be a date that exists, like 2026-11-26", class);
-	char latest[11];
-	utc_date(1, latest, sizeof(latest));
-	if (strcmp(json_string_value(date), latest) > 0)
-		return ERR("%s: local_date %s is in the future (nowhere is it later than %s yet)", class,
-		           json_string_value(date), latest);
 	return 0;
 }
 
@@ -161,11 +143,6 @@ validate_monthly(const json_t *args, char *err, size_t errlen)
 		return ERR("MonthlyReportJob: coordinator_id must be a positive integer");
 	if (n == 2 && !is_month(b))
 		return ERR("MonthlyReportJob: month must be like 2026-11");
-	char now[8];
-	const char *month = json_string_value(n == 1 ? a : b);
-	utc_date(0, now, sizeof(now));
-	if (month != NULL && strcmp(month, now) > 0)
-		return ERR("MonthlyReportJob: month %s has not begun (this is %s)", month, now);
 	return 0;
 }
 

@@ -184,6 +184,22 @@ alert_load_person(struct job_ctx *ctx, const char *id, struct alert_person *p)
 }
 
 enum job_result
+alert_check_day(struct job_ctx *ctx, const struct alert_person *p, const char *date)
+{
+	PGresult *res = db_query(ctx->db,
+	                         "SELECT $1::date > (now() AT TIME ZONE $2)::date, (now() AT TIME ZONE $2)::date::text",
+	                         DB_ARGS(date, p->tz));
+	if (res == NULL)
+		return job_fail(ctx, JOB_RETRY, "DatabaseError", "the date in %s: %s", p->tz, db_error(ctx->db));
+	enum job_result rc = JOB_DONE;
+	if (PQgetvalue(res, 0, 0)[0] == 't')
+		rc = job_fail(ctx, JOB_DEAD, "ArgumentError", "local_date %s is in the future: it is %s in %s, coordinator %s's time zone",
+		              date, PQgetvalue(res, 0, 1), p->tz, p->id);
+	PQclear(res);
+	return rc;
+}
+
+enum job_result
 alert_claim(struct job_ctx *ctx, const char *kind, const char *key, const struct alert_person *p, char *message_id,
             bool *go)
 {

@@ -16,6 +16,11 @@ struct alert_person {
  * none, JOB_RETRY on a database error). */
 enum job_result alert_load_person(struct job_ctx *ctx, const char *id, struct alert_person *p);
 
+/* JOB_DONE when date ("YYYY-MM-DD") has come in p's time zone, else the failure to return: a day not
+ * yet begun goes to dead (ArgumentError) before anything is claimed, since claiming it would keep that
+ * day's real email from going out; JOB_RETRY on a database error. */
+enum job_result alert_check_day(struct job_ctx *ctx, const struct alert_person *p, const char *date);
+
 /* Writes the row that makes the email happen once (alert_emails, unique by kind and key) before
  * anything is sent. *go is false when the email was already sent, failed for good or skipped;
  * true for a first attempt, and for a retry of one that may have stopped mid-send (it goes out

@@ -66,7 +66,7 @@ digest_run(struct job_ctx *ctx)
 
 	snprintf(id, sizeof(id), "%lld", (long long)cid);
 	snprintf(key, sizeof(key), "%s:%s", id, date);
-	if ((rc = alert_load_person(ctx, id, &p)) != JOB_DONE)
+	if ((rc = alert_load_person(ctx, id, &p)) != JOB_DONE || (rc = alert_check_day(ctx, &p, date)) != JOB_DONE)
 		return rc;
 	if ((rc = alert_claim(ctx, "digest", key, &p, message_id, &go)) != JOB_DONE || !go)
 		return rc;
@@ -114,7 +114,7 @@ manager_digest_run(struct job_ctx *ctx)
 
 	snprintf(id, sizeof(id), "%lld", (long long)mid);
 	snprintf(key, sizeof(key), "%s:%s", id, date);
-	if ((rc = alert_load_person(ctx, id, &p)) != JOB_DONE)
+	if ((rc = alert_load_person(ctx, id, &p)) != JOB_DONE || (rc = alert_check_day(ctx, &p, date)) != JOB_DONE)
 		return rc;
 	if ((rc = alert_claim(ctx, "manager_digest", key, &p, message_id, &go)) != JOB_DONE || !go)
 		return rc;

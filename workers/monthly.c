@@ -213,16 +213,16 @@ month_names(const char *month, char first[11], char *longname, size_t len)
 		util_strlcpy(longname, month, len);
 }
 
-/* The month before now (UTC) as "YYYY-MM". */
+/* The month delta months from this one in UTC as "YYYY-MM": -1 the month before now. */
 static void
-last_month(char out[8])
+utc_month(int delta, char out[8])
 {
 	time_t now = time(NULL);
 	struct tm tm;
 
 	gmtime_r(&now, &tm);
 	tm.tm_mday = 1;
-	tm.tm_mon -= 1;
+	tm.tm_mon += delta;
 	timegm(&tm);
 	strftime(out, 8, "%Y-%m", &tm);
 }
@@ -278,7 +278,13 @@ monthly_report_run(struct job_ctx *ctx)
 	else if (nargs == 1)
 		util_strlcpy(month, json_string_value(json_array_get(ctx->job->args, 0)), sizeof(month));
 	else
-		last_month(month);
+		utc_month(-1, month);
+	/* A month not yet over would be reported in part and its key claimed, so the real report would
+	 * never go out; asked for after the fact, the figures are the whole month's. */
+	char current[8];
+	utc_month(0, current);
+	if (strcmp(month, current) >= 0)
+		return job_fail(ctx, JOB_DEAD, "ArgumentError", "month %s has not ended (it is %s in UTC)", month, current);
 	if (nargs < 2)
 		return fan_out(ctx, month);
 

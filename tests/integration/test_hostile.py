@@ -12,8 +12,6 @@ import icalendar
 import harness
 
 TODAY = time.strftime("%Y-%m-%d", time.gmtime())
-AFTER_TOMORROW = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 2 * 86400))
-NEXT_MONTH = (datetime.datetime.now(datetime.timezone.utc).date().replace(day=28) + datetime.timedelta(days=5)).strftime("%Y-%m")
 QUEUES = ("alerts", "npi", "metrics", "default")
 
 
@@ -71,6 +69,15 @@ class Hostile(harness.Case):
         self.source(c, "Doe")
         self.sql("INSERT INTO coordinators (name, email, manager_id) VALUES ('Rae Report', 'rae@clinic.example.org', "
                  "%s)", (c,))
+        # West of UTC, UTC's tomorrow has not begun either; the dates are taken now, not at import,
+        # so that a run across midnight or a month's end checks what it means to.
+        west = self.sql_one("INSERT INTO coordinators (name, email, time_zone) VALUES ('Wes West', "
+                            "'wes@clinic.example.org', 'America/Los_Angeles') RETURNING id")
+        self.source(west, "Roe")
+        now = datetime.datetime.now(datetime.timezone.utc).date()
+        tomorrow, after_tomorrow = str(now + datetime.timedelta(days=1)), str(now + datetime.timedelta(days=2))
+        this_month = now.strftime("%Y-%m")
+        next_month = (now.replace(day=28) + datetime.timedelta(days=5)).strftime("%Y-%m")
         bad = [
             ("OverdueDigestJob", [], "takes 2 arguments"),
             ("OverdueDigestJob", [c], "takes 2 arguments"),
@@ -84,7 +91,8 @@ class Hostile(harness.Case):
             ("OverdueDigestJob", [c, " 2026-1-01"], "local_date must be"),
             ("OverdueDigestJob", [c, TODAY, 1], "takes 2 arguments"),
             ("OverdueDigestJob", [c, "2099-01-01"], "local_date 2099-01-01 is in the future"),
-            ("ManagerDigestJob", [c, AFTER_TOMORROW], "local_date %s is in the future" % AFTER_TOMORROW),
+            ("ManagerDigestJob", [c, after_tomorrow], "local_date %s is in the future" % after_tomorrow),
+            ("OverdueDigestJob", [west, tomorrow], "local_date %s is in the future: it is " % tomorrow),
             ("ManagerDigestJob", [-c, TODAY], "manager_id must be a positive integer"),
             ("ManagerDigestJob", [c, "2025-04-31"], "local_date must be"),
             ("ManagerDigestJob", [c, "2100-02-29"], "local_date must be"),
@@ -105,8 +113,10 @@ class Hostile(harness.Case):
             ("MonthlyReportJob", ["2026-+1"], "month must be like 2026-11"),
             ("MonthlyReportJob", [c, "2026-+1"], "month must be like 2026-11"),
             ("MonthlyReportJob", [0, "2026-10"], "coordinator_id must be a positive integer"),
-            ("MonthlyReportJob", [c, NEXT_MONTH], "month %s has not begun" % NEXT_MONTH),
-            ("MonthlyReportJob", ["2099-01"], "month 2099-01 has not begun"),
+            ("MonthlyReportJob", [c, next_month], "month %s has not ended" % next_month),
+            ("MonthlyReportJob", [c, this_month], "month %s has not ended" % this_month),
+            ("MonthlyReportJob", [this_month], "month %s has not ended" % this_month),
+            ("MonthlyReportJob", ["2099-01"], "month 2099-01 has not ended"),
             ("MonthlyReportJob", [c, "2026-10", 1], "at most 2 arguments"),
             ("MetricsJob", ["day", "2026-02-30"], "period_start must be"),
             ("MetricsJob", ["month", "2026-+1-01"], "period_start must be"),
@@ -142,6 +152,20 @@ class Hostile(harness.Case):
         jid = self.push("PingJob", ["pong-set", 0], "default")
         self.drain()
         self.assertTrue(self.redis().sismember("pong-set", jid))
+
+    def test_a_digest_or_report_scheduled_for_its_day_is_taken(self):
+        # A date still ahead is refused when the job runs, not when it is scheduled for that day.
+        c = self.coordinator("Ann Lee", "ann@clinic.example.org")
+        now = datetime.datetime.now(datetime.timezone.utc).date()
+        day = str(now + datetime.timedelta(days=3))
+        month = now.strftime("%Y-%m")
+        first = (now.replace(day=28) + datetime.timedelta(days=5)).replace(day=1)
+        for klass, args, at in (("OverdueDigestJob", [c, day], day + "T08:00:00Z"),
+                                ("MonthlyReportJob", [month], "%sT07:00:00Z" % first)):
+            self.run_bin("outreachctl", "enqueue", klass, "--args", json.dumps(args), "--at", at, check=True)
+        scheduled = [json.loads(j) for j in self.redis().zrange("schedule", 0, -1)]
+        self.assertEqual(sorted((j["class"], j["args"]) for j in scheduled),
+                         [("MonthlyReportJob", [month]), ("OverdueDigestJob", [c, day])])
 
     def test_hostile_jid_and_class_are_refused_and_forge_no_log_line(self):
         c = self.coordinator("Ann Lee", "ann@clinic.example.org")

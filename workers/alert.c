@@ -179,8 +179,18 @@ alert_load_person(struct job_ctx *ctx, const char *id, struct alert_person *p)
 	util_strlcpy(p->name, PQgetvalue(res, 0, 0), sizeof(p->name));
 	util_strlcpy(p->email, PQgetvalue(res, 0, 1), sizeof(p->email));
 	util_strlcpy(p->tz, PQgetvalue(res, 0, 2), sizeof(p->tz));
+	p->active = PQgetvalue(res, 0, 3)[0] == 't';
 	PQclear(res);
 	return JOB_DONE;
+}
+
+bool
+alert_inactive(const struct alert_person *p, const char *kind, const char *key)
+{
+	if (p->active)
+		return false;
+	log_info("%s %s: coordinator %s is inactive, nothing sent", kind, key, p->id);
+	return true;
 }
 
 enum job_result

@@ -10,11 +10,17 @@
 
 struct alert_person {
 	char id[24], name[256], email[256], tz[64];
+	bool active; /* coordinators.active: an inactive one gets no digest or report (see alert_inactive) */
 };
 
 /* Loads coordinator id; JOB_DONE when found, else the failure to return (JOB_DEAD when there is
  * none, JOB_RETRY on a database error). */
 enum job_result alert_load_person(struct job_ctx *ctx, const char *id, struct alert_person *p);
+
+/* True (and logged) when p is an inactive coordinator: a digest or report pushed for them directly
+ * (outreachd and the monthly fan-out queue none) sends nothing and claims nothing, so the email goes out
+ * if they are made active again that day. */
+bool alert_inactive(const struct alert_person *p, const char *kind, const char *key);
 
 /* JOB_DONE when date ("YYYY-MM-DD") has come in p's time zone, else the failure to return: a day not
  * yet begun goes to dead (ArgumentError) before anything is claimed, since claiming it would keep that

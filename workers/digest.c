@@ -68,6 +68,8 @@ digest_run(struct job_ctx *ctx)
 	snprintf(key, sizeof(key), "%s:%s", id, date);
 	if ((rc = alert_load_person(ctx, id, &p)) != JOB_DONE || (rc = alert_check_day(ctx, &p, date)) != JOB_DONE)
 		return rc;
+	if (alert_inactive(&p, "digest", key))
+		return JOB_DONE;
 	if ((rc = alert_claim(ctx, "digest", key, &p, message_id, &go)) != JOB_DONE || !go)
 		return rc;
 
@@ -116,6 +118,8 @@ manager_digest_run(struct job_ctx *ctx)
 	snprintf(key, sizeof(key), "%s:%s", id, date);
 	if ((rc = alert_load_person(ctx, id, &p)) != JOB_DONE || (rc = alert_check_day(ctx, &p, date)) != JOB_DONE)
 		return rc;
+	if (alert_inactive(&p, "manager_digest", key))
+		return JOB_DONE;
 	if ((rc = alert_claim(ctx, "manager_digest", key, &p, message_id, &go)) != JOB_DONE || !go)
 		return rc;
 

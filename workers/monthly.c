@@ -293,6 +293,8 @@ monthly_report_run(struct job_ctx *ctx)
 	if ((rc = alert_load_person(ctx, id, &p)) != JOB_DONE)
 		return rc;
 	snprintf(key, sizeof(key), "%s:%s", id, month);
+	if (alert_inactive(&p, "monthly_report", key))
+		return JOB_DONE;
 	if ((rc = alert_claim(ctx, "monthly_report", key, &p, message_id, &go)) != JOB_DONE || !go)
 		return rc;
 	month_names(month, first, longname, sizeof(longname));

@@ -167,6 +167,32 @@ class Hostile(harness.Case):
         self.assertEqual(sorted((j["class"], j["args"]) for j in scheduled),
                          [("MonthlyReportJob", [month]), ("OverdueDigestJob", [c, day])])
 
+    def test_an_inactive_coordinator_gets_no_digest_or_report(self):
+        # Pushed for them directly by another application: nothing is sent and nothing claimed, so
+        # the email goes out once they are active again.
+        m = self.coordinator("Max Manager", "max@clinic.example.org")
+        c = self.coordinator("Ann Lee", "ann@clinic.example.org", manager=m)
+        self.source(c, "Doe", days_ago=90)
+        self.sql("UPDATE coordinators SET active = false")
+        last_month = (datetime.datetime.now(datetime.timezone.utc).date().replace(day=1)
+                      - datetime.timedelta(days=1)).strftime("%Y-%m")
+        jobs = [("OverdueDigestJob", [c, TODAY]), ("ManagerDigestJob", [m, TODAY]), ("MonthlyReportJob", [c, last_month])]
+        for klass, args in jobs:
+            self.push(klass, args, "alerts")
+        w = self.drain(("alerts",))
+        self.assertEqual(self.maildir_messages(), [])
+        self.assertEqual(self.sql("SELECT kind FROM alert_emails"), [])
+        self.assertEqual(self.redis().zcard("dead") + self.redis().zcard("retry"), 0)
+        self.assertEqual(sorted(line.split(": coordinator")[0].split()[-2] for line in w.log().splitlines()
+                                if "is inactive, nothing sent" in line),
+                         ["digest", "manager_digest", "monthly_report"])
+        self.sql("UPDATE coordinators SET active = true")
+        for klass, args in jobs:
+            self.push(klass, args, "alerts")
+        self.drain(("alerts",))
+        self.assertEqual(sorted(self.sql("SELECT kind, status FROM alert_emails")),
+                         [("digest", "sent"), ("manager_digest", "sent"), ("monthly_report", "sent")])
+
     def test_hostile_jid_and_class_are_refused_and_forge_no_log_line(self):
         c = self.coordinator("Ann Lee", "ann@clinic.example.org")
         self.source(c, "Doe")

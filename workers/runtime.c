@@ -802,7 +802,7 @@ all_done(struct worker *w)
 }
 
 int
-runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *o)
+runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *o, bool *joined)
 {
 	struct worker w = {.cfgp = cfgp, .cfg_path = cfg_path, .o = o};
 	unsigned char nonce[6];
@@ -827,6 +827,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 		w.private[i] = queue_inflight_key(o->queues[i], w.identity);
 	}
 
+	*joined = true; /* no job thread yet */
 	w.hb = connect_redis(&w);
 	if (w.hb == NULL)
 		return 0;
@@ -944,6 +945,8 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 	redisFree(w.hb);
 	queue_refusals_free(w.sweep_refused);
 	log_notice("outreach-worker stopped");
-	/* With jobs still running, leave their threads behind: exit() ends them. */
+	/* With jobs still running, leave their threads behind (the caller frees nothing they use): _exit()
+	 * ends them. */
+	*joined = clean;
 	return 0;
 }

@@ -358,31 +358,49 @@ describe_entry(const char *member, size_t len, char *out, size_t outlen)
 	json_decref(obj);
 }
 
+/* Notes the refusal h in this pass of q: false when it was noted already in this pass or in the previous one (it was
+ * logged then), true when it is to be logged. */
+static bool
+refusal_new(struct queue_refusals *q, uint64_t h)
+{
+	size_t at;
+
+	if (q == NULL)
+		return true;
+	at = hash_slot(q->cur, q->ncur, h);
+	if (at < q->ncur && q->cur[at] == h)
+		return false; /* already noted in this pass */
+	if (q->ncur == q->capcur) {
+		q->capcur = q->capcur ? 2 * q->capcur : 16;
+		q->cur = xrealloc(q->cur, q->capcur * sizeof(*q->cur));
+	}
+	memmove(q->cur + at + 1, q->cur + at, (q->ncur - at) * sizeof(*q->cur));
+	q->cur[at] = h;
+	q->ncur++;
+	at = hash_slot(q->prev, q->nprev, h);
+	return !(at < q->nprev && q->prev[at] == h); /* else logged when first refused */
+}
+
 void
 queue_refusals_note(struct queue_refusals *q, const char *src, const char *member, size_t len, const char *dest,
                     const char *reason)
 {
 	char what[160];
 
-	if (q) {
-		uint64_t h = refusal_hash(src, member, len);
-		size_t at = hash_slot(q->cur, q->ncur, h);
-		if (at < q->ncur && q->cur[at] == h)
-			return; /* already noted in this pass */
-		if (q->ncur == q->capcur) {
-			q->capcur = q->capcur ? 2 * q->capcur : 16;
-			q->cur = xrealloc(q->cur, q->capcur * sizeof(*q->cur));
-		}
-		memmove(q->cur + at + 1, q->cur + at, (q->ncur - at) * sizeof(*q->cur));
-		q->cur[at] = h;
-		q->ncur++;
-		at = hash_slot(q->prev, q->nprev, h);
-		if (at < q->nprev && q->prev[at] == h)
-			return; /* logged when first refused */
-	}
+	if (!refusal_new(q, refusal_hash(src, member, len)))
+		return;
 	describe_entry(member, len, what, sizeof(what));
 	log_warnx("%s: %s stays there: Redis refused to move it to %s: %s (logged once; it moves when that is mended)",
 	          src, what, dest, reason);
+}
+
+void
+queue_refusals_note_list(struct queue_refusals *q, const char *list, const char *reason)
+{
+	if (refusal_new(q, refusal_hash(list, "", 0)))
+		log_warnx("%s: its jobs stay there: Redis refused to read %s (logged once; the other lists are swept; this "
+		          "one is when that is mended)",
+		          list, reason);
 }
 
 size_t
@@ -516,7 +534,7 @@ process_dead(redisContext *r, const char *identity, double dead_after, bool *dea
 	char host[256];
 
 	if (rep == NULL || rep->type == REDIS_REPLY_ERROR)
-		return check_reply(r, rep, "heartbeat", err, errlen);
+		return check_reply(r, rep, "its heartbeat", err, errlen);
 	if (rep->type != REDIS_REPLY_STRING) {
 		*dead = true; /* the heartbeat expired */
 		freeReplyObject(rep);
@@ -549,11 +567,21 @@ queue_sweep(redisContext *r, int max_recoveries, double dead_after, struct queue
 			freeReplyObject(redisCommand(r, "SREM %s %s", QUEUE_INFLIGHT_SET, list));
 			continue;
 		}
-		if ((rc = process_dead(r, identity, dead_after, &dead, err, errlen)) == -1 || !dead)
+		if ((rc = process_dead(r, identity, dead_after, &dead, err, errlen)) == -1 || !dead) {
+			if (rc == -1 && queue_refused(r)) {
+				/* The heartbeat key holds another type, or an ACL denies it: skip this list only. */
+				queue_refusals_note_list(refused, list, err);
+				rc = 0;
+			}
 			continue;
+		}
 		redisReply *jobs = redisCommand(r, "LRANGE %s 0 -1", list);
 		if (jobs == NULL || jobs->type != REDIS_REPLY_ARRAY) {
-			rc = check_reply(r, jobs, "sweep", err, errlen) == -1 ? -1 : 0;
+			rc = check_reply(r, jobs, "the list", err, errlen) == -1 ? -1 : 0;
+			if (rc == -1 && queue_refused(r)) {
+				queue_refusals_note_list(refused, list, err);
+				rc = 0;
+			}
 			continue;
 		}
 		snprintf(key, sizeof(key), "queue:%s", queue);

@@ -74,6 +74,10 @@ void queue_refusals_free(struct queue_refusals *q);
  * q may be NULL: then every refusal is logged. */
 void queue_refusals_note(struct queue_refusals *q, const char *src, const char *member, size_t len, const char *dest,
                          const char *reason);
+/* Notes that Redis refused to read the private list list or its process's heartbeat (a key of
+ * another type, an ACL denial) with reason, and logs it unless it was refused in the previous pass
+ * or already in this one: the sweep skips that list and goes on with the others. */
+void queue_refusals_note_list(struct queue_refusals *q, const char *list, const char *reason);
 /* Ends a pass: an entry not refused again in the next one is forgotten (logged anew if refused
  * later). Returns how many entries were refused in the pass that ended. */
 size_t queue_refusals_pass(struct queue_refusals *q);

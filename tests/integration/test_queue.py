@@ -411,5 +411,29 @@ class RefusedMoves(QueueCase):
         self.assertEqual(r.exists(*lists), 0)
         self.assertEqual(json.loads(r.zrange("dead", 0, -1)[0])["error_class"], "WorkerLost")
 
+    def test_worker_sweep_skips_an_unreadable_list(self):
+        r = self.redis()
+        # A dead worker's heartbeat key holds a string, another dead worker's list is a string: Redis
+        # refuses to read them. Six more dead workers' lists, in whatever order SMEMBERS gives them.
+        beat = self.ghost("other", ping_job("h" * 24, "other", "unreadable"))
+        r.set(beat.split(":", 3)[3], "not a hash")
+        notlist = "outreach:inflight:other:ghost.example:4999:aaaaaaaaaaaa"
+        r.set(notlist, "not a list")
+        r.sadd("outreach:inflight", notlist)
+        for i in range(6):
+            self.ghost("other", ping_job("%024d" % i, "other", "unreadable"))
+        w = self.worker(queues="idle")
+        self.wait_for("the readable lists handed back", lambda: r.llen("queue:other") == 6)
+        self.assertEqual(sorted(json.loads(j)["jid"] for j in r.lrange("queue:other", 0, -1)),
+                         ["%024d" % i for i in range(6)])
+        self.assertEqual(w.log().count("%s: its jobs stay there: Redis refused to read its heartbeat: WRONGTYPE" % beat),
+                         1, w.log())
+        self.assertEqual(w.log().count("%s: its jobs stay there: Redis refused to read the list: WRONGTYPE" % notlist),
+                         1, w.log())
+        self.assertNotIn("looking for jobs of dead workers", w.log())
+        ghosts = {lst for lst in r.smembers("outreach:inflight") if not lst.startswith("outreach:inflight:idle:")}
+        self.assertEqual(ghosts, {beat, notlist})
+        self.assertEqual([json.loads(j)["jid"] for j in r.lrange(beat, 0, -1)], ["h" * 24])
+
 if __name__ == "__main__":
     harness.main()

@@ -424,68 +424,6 @@ queue_refused(const redisContext *r)
 	return r->err == 0;
 }
 
-/* Moves one due entry of zset onto its queue, or to dead when it is not a job: 0 (*ok: moved, or
- * gone already), 1 when Redis refused (noted in refused), -1 with err when the connection failed. */
-static int
-move_due(redisContext *r, const char *zset, const char *old, size_t old_len, double now,
-         struct queue_refusals *refused, bool *ok, char *err, size_t errlen)
-{
-	char queue[65], key[80], score[32];
-	char *fresh = queue_due_json(old, util_now(), queue);
-	int rc;
-
-	if (fresh) {
-		snprintf(key, sizeof(key), "queue:%s", queue);
-		rc = queue_move(r, zset, true, old, old_len, fresh, QUEUE_DEST_BACK, key, queue, ok, err, errlen);
-	} else {
-		util_strlcpy(key, "dead", sizeof(key));
-		fresh = queue_dead_json(old, "InvalidJob", "not a job with a valid \"queue\"", now);
-		snprintf(score, sizeof(score), "%.6f", now);
-		rc = queue_move(r, zset, true, old, old_len, fresh, QUEUE_DEST_ZSET, "dead", score, ok, err, errlen);
-		if (rc == 0 && *ok)
-			log_warnx("%s: an entry that is not a job with a valid queue went to dead", zset);
-	}
-	free(fresh);
-	if (rc == -1 && queue_refused(r)) {
-		queue_refusals_note(refused, zset, old, old_len, key, err);
-		*ok = false;
-		return 1;
-	}
-	return rc;
-}
-
-int
-queue_poll_due(redisContext *r, const char *zset, double now, int limit, struct queue_refusals *refused,
-               int *moved, char *err, size_t errlen)
-{
-	char max[32];
-	size_t got;
-	int skip = 0; /* entries Redis refused: the next page starts after them */
-
-	*moved = 0;
-	snprintf(max, sizeof(max), "%.6f", now);
-	do {
-		redisReply *rep = redisCommand(r, "ZRANGEBYSCORE %s -inf %s LIMIT %d %d", zset, max, skip, limit);
-		if (rep == NULL || rep->type != REDIS_REPLY_ARRAY)
-			return check_reply(r, rep, zset, err, errlen) == -1 ? -1 : (snprintf(err, errlen, "odd reply"), -1);
-		got = rep->elements;
-		for (size_t i = 0; i < rep->elements; i++) {
-			bool ok;
-			int rc = move_due(r, zset, rep->element[i]->str, rep->element[i]->len, now, refused, &ok, err,
-			                  errlen);
-			if (rc == -1) {
-				freeReplyObject(rep);
-				return -1;
-			}
-			skip += rc;
-			*moved += ok;
-		}
-		freeReplyObject(rep);
-	} while (got == (size_t)limit && limit > 0);
-	queue_refusals_pass(refused);
-	return 0;
-}
-
 void
 queue_inflight_forget_empty(redisContext *r, const char *list)
 {

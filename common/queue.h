@@ -86,13 +86,6 @@ size_t queue_refusals_pass(struct queue_refusals *q);
  * rather than lost with the connection: the caller may go on with other entries. */
 bool queue_refused(const redisContext *r);
 
-/* Moves every due job (score <= now) of zset ("schedule" or "retry") onto its queue (an entry that
- * is not a job to dead), reading limit entries at a time; *moved counts them. A move Redis refuses
- * leaves its entry in zset, is noted in refused (one pass per call; NULL logs each) and is skipped:
- * the entries after it still move. 0, or -1 with err when the connection failed. */
-int queue_poll_due(redisContext *r, const char *zset, double now, int limit, struct queue_refusals *refused,
-                   int *moved, char *err, size_t errlen) MUSTCHECK;
-
 /* Hands the jobs in the private lists of dead processes back to the front of their queues (or to
  * dead past max_recoveries). A process is dead when its heartbeat key is gone, its beat is older
  * than dead_after seconds, or it ran on this host and its pid is gone. Counts into *recovered and

@@ -331,11 +331,12 @@ hash_slot(const uint64_t *a, size_t n, uint64_t h)
 	return lo;
 }
 
-/* "job <class> <jid>" of a job's JSON, or "an entry that is not a job"; only name characters are kept. */
+/* "job <class> <jid>" of a job's JSON, or "an entry that is not a job"; only name characters are kept. Like the moves
+ * (queue_due_json, queue_recovered_json), it reads the entry up to its first NUL, if any. */
 static void
 describe_entry(const char *member, size_t len, char *out, size_t outlen)
 {
-	json_t *obj = json_loadb(member, len, 0, NULL);
+	json_t *obj = json_loadb(member, strnlen(member, len), 0, NULL);
 	const char *fields[2] = {NULL, NULL};
 	char clean[2][65];
 

@@ -352,10 +352,16 @@ class RefusedMoves(QueueCase):
         self.assertEqual(m['outreach_jobs_refused{kind="due"}'], 101)
         self.assertEqual(d.log().count(self.REFUSED), 101, d.log())
         self.assertIn("retry: job PingJob b%023d stays there" % 0, d.log())
+        # The entry with a NUL is described as what its move would push: the job before the NUL.
+        self.assertIn("retry: job PingJob b%023d stays there" % 7, d.log())
+        self.assertNotIn("not a job", d.log())
         self.assertEqual((r.zcard("retry"), r.get("queue:broken")), (101, "not a list"))
         # Mended, they move at the next pass and run.
         r.delete("queue:broken")
         self.wait_for("the refused jobs on their queue", lambda: r.llen("queue:broken") == 101)
+        moved = r.lrange("queue:broken", 0, -1)
+        self.assertEqual([j for j in moved if "\0" in j], [])
+        self.assertIn("b%023d" % 7, [json.loads(j)["jid"] for j in moved])
         self.assertEqual(r.zcard("retry"), 0)
         self.worker(queues="broken")
         self.wait_for("the refused jobs to run", lambda: r.scard("refused-due") == 101, timeout=30)

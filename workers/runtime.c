@@ -73,6 +73,7 @@ struct worker {
 	atomic_int busy;
 	redisContext *hb;    /* the main thread's connection: heartbeat, sweep, hand-back */
 	struct queue_refusals *sweep_refused; /* the sweep's moves Redis refused, logged once */
+	unsigned long sweeps;                 /* sweeps done, for the debug log */
 	char fetch_sha[41];
 };
 
@@ -784,8 +785,11 @@ sweep(struct worker *w)
 	if (queue_sweep(w->hb, (*w->cfgp)->worker.max_recoveries, (*w->cfgp)->worker.dead_after, w->sweep_refused,
 	                &recovered, &killed, err, sizeof(err)) == -1)
 		log_warnx("looking for jobs of dead workers: %s", err);
-	else if (recovered || killed)
-		log_notice("handed back %d job(s) of dead workers, %d sent to dead", recovered, killed);
+	else {
+		if (recovered || killed)
+			log_notice("handed back %d job(s) of dead workers, %d sent to dead", recovered, killed);
+		log_debug("sweep %lu of dead workers' lists done", ++w->sweeps);
+	}
 }
 
 static bool

@@ -389,6 +389,10 @@ class RefusedMoves(QueueCase):
         self.worker(queues="broken")
         self.wait_for("the refused job to run", lambda: r.sismember("refused-sweep", "b" * 24))
 
+    def sweeps(self, w):
+        """How many sweeps of dead workers' lists worker w (logging at debug level) has done."""
+        return len(re.findall(r"sweep \d+ of dead workers' lists done", w.log()))
+
     def test_worker_sweep_skips_a_refused_job(self):
         r = self.redis()
         # "dead" holds a string too: the first job of a list, handed back too often, cannot go there.
@@ -397,17 +401,15 @@ class RefusedMoves(QueueCase):
                             ping_job("1" * 24, "other", "refused-sweep")),
                  self.ghost("broken", ping_job("b" * 24, "broken", "refused-sweep")),
                  self.ghost("other", ping_job("2" * 24, "other", "refused-sweep"))]
-        w = self.worker(queues="idle")
+        w = self.worker(queues="idle", env={"OUTREACH_LOG_LEVEL": "debug"})
         self.wait_for("the other jobs of dead workers", lambda: r.llen("queue:other") == 2)
         ghosts = {lst for lst in r.smembers("outreach:inflight") if not lst.startswith("outreach:inflight:idle:")}
         self.assertEqual(ghosts, set(lists[:2]))
         self.assertEqual([json.loads(j)["jid"] for j in r.lrange(lists[0], 0, -1) + r.lrange(lists[1], 0, -1)],
                          ["k" * 24, "b" * 24])
         # The next sweeps (one per heartbeat) try them again, without logging them again.
-        ident = next(iter(r.smembers("processes")))
-        for _ in range(2):
-            beat = r.hget(ident, "beat")
-            self.wait_for("a heartbeat", lambda: r.hget(ident, "beat") != beat, timeout=12)
+        done = self.sweeps(w)
+        self.wait_for("two more sweeps", lambda: self.sweeps(w) >= done + 2, timeout=20)
         self.assertEqual(w.log().count(self.REFUSED), 1, w.log())
         self.assertEqual(w.log().count("stays there: Redis refused to move it to dead: "), 1, w.log())
         self.assertEqual((r.llen(lists[0]), r.llen(lists[1])), (1, 1))
@@ -428,8 +430,10 @@ class RefusedMoves(QueueCase):
         r.sadd("outreach:inflight", notlist)
         for i in range(6):
             self.ghost("other", ping_job("%024d" % i, "other", "unreadable"))
-        w = self.worker(queues="idle")
+        w = self.worker(queues="idle", env={"OUTREACH_LOG_LEVEL": "debug"})
         self.wait_for("the readable lists handed back", lambda: r.llen("queue:other") == 6)
+        done = self.sweeps(w)
+        self.wait_for("two more sweeps", lambda: self.sweeps(w) >= done + 2, timeout=20)
         self.assertEqual(sorted(json.loads(j)["jid"] for j in r.lrange("queue:other", 0, -1)),
                          ["%024d" % i for i in range(6)])
         self.assertEqual(w.log().count("%s: its jobs stay there: Redis refused to read its heartbeat: WRONGTYPE" % beat),

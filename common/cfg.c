@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "common/inifile.h"
@@ -522,15 +523,20 @@ cfg_parse_listen(const char *s, char *host, size_t hostlen, int *port)
 
 /* An http(s) URL that campaign links are built on ("BASE/u/TOKEN"): it goes into headers and HTML
  * attributes as it is, so only characters that need no quoting there, and no query or fragment.
- * Trailing slashes are dropped. */
+ * The scheme is written in any case (RFC 3986 3.1) and kept in lower case; trailing slashes are
+ * dropped. */
 static bool
 public_url_ok(char *url)
 {
 	size_t n = strlen(url);
-	const char *rest = strncmp(url, "https://", 8) == 0 ? url + 8 : strncmp(url, "http://", 7) == 0 ? url + 7 : NULL;
+	const char *rest = strncasecmp(url, "https://", 8) == 0  ? url + 8
+	                   : strncasecmp(url, "http://", 7) == 0 ? url + 7
+	                                                         : NULL;
 
 	if (rest == NULL)
 		return false;
+	for (char *p = url; *p != ':'; p++)
+		*p = (char)tolower((unsigned char)*p);
 	while (url + n > rest && url[n - 1] == '/')
 		url[--n] = '\0';
 	if (*rest == '\0' || *rest == '/')

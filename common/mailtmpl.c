@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
+
 const char *const mailtmpl_kinds[] = {"digest", "manager_digest", "invite", "case", "monthly_report", NULL};
 
 int
@@ -76,10 +78,9 @@ mailtmpl_render(const struct mailtmpl *t, const json_t *ctx, char **subject, cha
 	 * the database may hold any: a line break, a vertical tab, an escape, U+0080..U+009F) becomes a
 	 * single space, so that what the templates put in never breaks the header nor gets it refused. */
 	for (const char *r = s; *r; r++) {
-		unsigned char c = (unsigned char)*r;
-		bool c1 = c == 0xc2 && (unsigned char)r[1] >= 0x80 && (unsigned char)r[1] <= 0x9f;
-		if (c <= ' ' || c == 0x7f || c1) {
-			r += c1;
+		size_t ctl = util_control_len(r);
+		if (*r == ' ' || ctl > 0) {
+			r += ctl > 1 ? ctl - 1 : 0;
 			space = w != s;
 			continue;
 		}

@@ -331,11 +331,12 @@ hash_slot(const uint64_t *a, size_t n, uint64_t h)
 	return lo;
 }
 
-/* "job <class> <jid>" of a job's JSON, or "an entry that is not a job"; only name characters are kept. */
+/* "job <class> <jid>" of a job's JSON, or "an entry that is not a job"; only name characters are kept. Like the moves
+ * (queue_due_json, queue_recovered_json), it reads the entry up to its first NUL, if any. */
 static void
 describe_entry(const char *member, size_t len, char *out, size_t outlen)
 {
-	json_t *obj = json_loadb(member, len, 0, NULL);
+	json_t *obj = json_loadb(member, strnlen(member, len), 0, NULL);
 	const char *fields[2] = {NULL, NULL};
 	char clean[2][65];
 
@@ -358,31 +359,49 @@ describe_entry(const char *member, size_t len, char *out, size_t outlen)
 	json_decref(obj);
 }
 
+/* Notes the refusal h in this pass of q: false when it was noted already in this pass or in the previous one (it was
+ * logged then), true when it is to be logged. */
+static bool
+refusal_new(struct queue_refusals *q, uint64_t h)
+{
+	size_t at;
+
+	if (q == NULL)
+		return true;
+	at = hash_slot(q->cur, q->ncur, h);
+	if (at < q->ncur && q->cur[at] == h)
+		return false; /* already noted in this pass */
+	if (q->ncur == q->capcur) {
+		q->capcur = q->capcur ? 2 * q->capcur : 16;
+		q->cur = xrealloc(q->cur, q->capcur * sizeof(*q->cur));
+	}
+	memmove(q->cur + at + 1, q->cur + at, (q->ncur - at) * sizeof(*q->cur));
+	q->cur[at] = h;
+	q->ncur++;
+	at = hash_slot(q->prev, q->nprev, h);
+	return !(at < q->nprev && q->prev[at] == h); /* else logged when first refused */
+}
+
 void
 queue_refusals_note(struct queue_refusals *q, const char *src, const char *member, size_t len, const char *dest,
                     const char *reason)
 {
 	char what[160];
 
-	if (q) {
-		uint64_t h = refusal_hash(src, member, len);
-		size_t at = hash_slot(q->cur, q->ncur, h);
-		if (at < q->ncur && q->cur[at] == h)
-			return; /* already noted in this pass */
-		if (q->ncur == q->capcur) {
-			q->capcur = q->capcur ? 2 * q->capcur : 16;
-			q->cur = xrealloc(q->cur, q->capcur * sizeof(*q->cur));
-		}
-		memmove(q->cur + at + 1, q->cur + at, (q->ncur - at) * sizeof(*q->cur));
-		q->cur[at] = h;
-		q->ncur++;
-		at = hash_slot(q->prev, q->nprev, h);
-		if (at < q->nprev && q->prev[at] == h)
-			return; /* logged when first refused */
-	}
+	if (!refusal_new(q, refusal_hash(src, member, len)))
+		return;
 	describe_entry(member, len, what, sizeof(what));
 	log_warnx("%s: %s stays there: Redis refused to move it to %s: %s (logged once; it moves when that is mended)",
 	          src, what, dest, reason);
+}
+
+void
+queue_refusals_note_list(struct queue_refusals *q, const char *list, const char *reason)
+{
+	if (refusal_new(q, refusal_hash(list, "", 0)))
+		log_warnx("%s: its jobs stay there: Redis refused to read %s (logged once; the other lists are swept; this "
+		          "one is when that is mended)",
+		          list, reason);
 }
 
 size_t
@@ -404,68 +423,6 @@ bool
 queue_refused(const redisContext *r)
 {
 	return r->err == 0;
-}
-
-/* Moves one due entry of zset onto its queue, or to dead when it is not a job: 0 (*ok: moved, or
- * gone already), 1 when Redis refused (noted in refused), -1 with err when the connection failed. */
-static int
-move_due(redisContext *r, const char *zset, const char *old, size_t old_len, double now,
-         struct queue_refusals *refused, bool *ok, char *err, size_t errlen)
-{
-	char queue[65], key[80], score[32];
-	char *fresh = queue_due_json(old, util_now(), queue);
-	int rc;
-
-	if (fresh) {
-		snprintf(key, sizeof(key), "queue:%s", queue);
-		rc = queue_move(r, zset, true, old, old_len, fresh, QUEUE_DEST_BACK, key, queue, ok, err, errlen);
-	} else {
-		util_strlcpy(key, "dead", sizeof(key));
-		fresh = queue_dead_json(old, "InvalidJob", "not a job with a valid \"queue\"", now);
-		snprintf(score, sizeof(score), "%.6f", now);
-		rc = queue_move(r, zset, true, old, old_len, fresh, QUEUE_DEST_ZSET, "dead", score, ok, err, errlen);
-		if (rc == 0 && *ok)
-			log_warnx("%s: an entry that is not a job with a valid queue went to dead", zset);
-	}
-	free(fresh);
-	if (rc == -1 && queue_refused(r)) {
-		queue_refusals_note(refused, zset, old, old_len, key, err);
-		*ok = false;
-		return 1;
-	}
-	return rc;
-}
-
-int
-queue_poll_due(redisContext *r, const char *zset, double now, int limit, struct queue_refusals *refused,
-               int *moved, char *err, size_t errlen)
-{
-	char max[32];
-	size_t got;
-	int skip = 0; /* entries Redis refused: the next page starts after them */
-
-	*moved = 0;
-	snprintf(max, sizeof(max), "%.6f", now);
-	do {
-		redisReply *rep = redisCommand(r, "ZRANGEBYSCORE %s -inf %s LIMIT %d %d", zset, max, skip, limit);
-		if (rep == NULL || rep->type != REDIS_REPLY_ARRAY)
-			return check_reply(r, rep, zset, err, errlen) == -1 ? -1 : (snprintf(err, errlen, "odd reply"), -1);
-		got = rep->elements;
-		for (size_t i = 0; i < rep->elements; i++) {
-			bool ok;
-			int rc = move_due(r, zset, rep->element[i]->str, rep->element[i]->len, now, refused, &ok, err,
-			                  errlen);
-			if (rc == -1) {
-				freeReplyObject(rep);
-				return -1;
-			}
-			skip += rc;
-			*moved += ok;
-		}
-		freeReplyObject(rep);
-	} while (got == (size_t)limit && limit > 0);
-	queue_refusals_pass(refused);
-	return 0;
 }
 
 void
@@ -516,7 +473,7 @@ process_dead(redisContext *r, const char *identity, double dead_after, bool *dea
 	char host[256];
 
 	if (rep == NULL || rep->type == REDIS_REPLY_ERROR)
-		return check_reply(r, rep, "heartbeat", err, errlen);
+		return check_reply(r, rep, "its heartbeat", err, errlen);
 	if (rep->type != REDIS_REPLY_STRING) {
 		*dead = true; /* the heartbeat expired */
 		freeReplyObject(rep);
@@ -549,11 +506,21 @@ queue_sweep(redisContext *r, int max_recoveries, double dead_after, struct queue
 			freeReplyObject(redisCommand(r, "SREM %s %s", QUEUE_INFLIGHT_SET, list));
 			continue;
 		}
-		if ((rc = process_dead(r, identity, dead_after, &dead, err, errlen)) == -1 || !dead)
+		if ((rc = process_dead(r, identity, dead_after, &dead, err, errlen)) == -1 || !dead) {
+			if (rc == -1 && queue_refused(r)) {
+				/* The heartbeat key holds another type, or an ACL denies it: skip this list only. */
+				queue_refusals_note_list(refused, list, err);
+				rc = 0;
+			}
 			continue;
+		}
 		redisReply *jobs = redisCommand(r, "LRANGE %s 0 -1", list);
 		if (jobs == NULL || jobs->type != REDIS_REPLY_ARRAY) {
-			rc = check_reply(r, jobs, "sweep", err, errlen) == -1 ? -1 : 0;
+			rc = check_reply(r, jobs, "the list", err, errlen) == -1 ? -1 : 0;
+			if (rc == -1 && queue_refused(r)) {
+				queue_refusals_note_list(refused, list, err);
+				rc = 0;
+			}
 			continue;
 		}
 		snprintf(key, sizeof(key), "queue:%s", queue);

@@ -74,6 +74,10 @@ void queue_refusals_free(struct queue_refusals *q);
  * q may be NULL: then every refusal is logged. */
 void queue_refusals_note(struct queue_refusals *q, const char *src, const char *member, size_t len, const char *dest,
                          const char *reason);
+/* Notes that Redis refused to read the private list list or its process's heartbeat (a key of
+ * another type, an ACL denial) with reason, and logs it unless it was refused in the previous pass
+ * or already in this one: the sweep skips that list and goes on with the others. */
+void queue_refusals_note_list(struct queue_refusals *q, const char *list, const char *reason);
 /* Ends a pass: an entry not refused again in the next one is forgotten (logged anew if refused
  * later). Returns how many entries were refused in the pass that ended. */
 size_t queue_refusals_pass(struct queue_refusals *q);
@@ -81,13 +85,6 @@ size_t queue_refusals_pass(struct queue_refusals *q);
 /* True when a failed queue_move (or any failed command on r) was refused by Redis (an error reply)
  * rather than lost with the connection: the caller may go on with other entries. */
 bool queue_refused(const redisContext *r);
-
-/* Moves every due job (score <= now) of zset ("schedule" or "retry") onto its queue (an entry that
- * is not a job to dead), reading limit entries at a time; *moved counts them. A move Redis refuses
- * leaves its entry in zset, is noted in refused (one pass per call; NULL logs each) and is skipped:
- * the entries after it still move. 0, or -1 with err when the connection failed. */
-int queue_poll_due(redisContext *r, const char *zset, double now, int limit, struct queue_refusals *refused,
-                   int *moved, char *err, size_t errlen) MUSTCHECK;
 
 /* Hands the jobs in the private lists of dead processes back to the front of their queues (or to
  * dead past max_recoveries). A process is dead when its heartbeat key is gone, its beat is older

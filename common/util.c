@@ -169,6 +169,18 @@ util_rtrim(char *s)
 		s[--n] = '\0';
 }
 
+size_t
+util_control_len(const char *s)
+{
+	unsigned char c = (unsigned char)s[0];
+
+	if ((c > 0 && c < 0x20) || c == 0x7f)
+		return 1;
+	if (c == 0xc2 && (unsigned char)s[1] >= 0x80 && (unsigned char)s[1] <= 0x9f)
+		return 2;
+	return 0;
+}
+
 bool
 util_parse_long(const char *s, long min, long max, long *out)
 {

@@ -37,6 +37,11 @@ char *util_read_file(const char *path, size_t *len) MUSTCHECK;
 /* Removes trailing spaces, tabs, CR and LF in place. */
 void util_rtrim(char *s);
 
+/* The length in bytes of the control character s starts with: 1 for a C0 control (U+0001..U+001F)
+ * or DEL, 2 for a C1 control (U+0080..U+009F: C2 80..C2 9F in UTF-8), 0 for anything else (the NUL
+ * that ends s too). */
+size_t util_control_len(const char *s);
+
 /* Parses a whole decimal integer in [min, max]; false on junk, overflow or out of range. */
 bool util_parse_long(const char *s, long min, long max, long *out) MUSTCHECK;
 

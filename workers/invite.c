@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/util.h"
 #include "workers/alert.h"
 #include "workers/handler.h"
 
@@ -23,19 +24,23 @@ static const char activity_sql[] =
     "  FROM activities a JOIN coordinators c ON c.id = a.coordinator_id "
     "  JOIN referral_sources s ON s.id = a.source_id WHERE a.id = $1";
 
-/* s without the control characters an iCalendar value may not hold (RFC 5545 allows a TEXT value
- * tabs and, escaped, line breaks; a parameter neither): each becomes a space (caller frees). The
- * values come from other applications' rows. */
+/* s without the control characters an iCalendar value may not hold (C0, DEL and C1, as a subject
+ * drops them; RFC 5545 allows a TEXT value tabs and, escaped, line breaks; a parameter neither):
+ * each becomes a space (caller frees). The values come from other applications' rows. */
 static char *
 ical_clean(const char *s, bool text)
 {
-	char *out = xstrdup(s);
+	char *out = xstrdup(s), *w = out;
 
-	for (char *p = out; *p; p++) {
-		unsigned char c = (unsigned char)*p;
-		if ((c < 0x20 || c == 0x7f) && !(text && (c == '\t' || c == '\n' || c == '\r')))
-			*p = ' ';
+	for (const char *r = s; *r;) {
+		size_t ctl = util_control_len(r);
+		if (ctl > 0 && !(text && (*r == '\t' || *r == '\n' || *r == '\r'))) {
+			*w++ = ' ';
+			r += ctl;
+		} else
+			*w++ = *r++;
 	}
+	*w = '\0';
 	return out;
 }
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/boot.h"
 #include "common/db.h"
@@ -161,7 +162,14 @@ main(int argc, char **argv)
 		fatalx("%s", err);
 	db_free(db);
 
-	int rc = runtime_run(&c, path, &opts);
+	bool joined;
+	int rc = runtime_run(&c, path, &opts, &joined);
+	if (!joined) {
+		/* A job's thread still runs: the configuration, the handlers' templates, fontconfig, cairo
+		 * and what the libraries' exit handlers tear down may be in use by it. End here, at once. */
+		fflush(stdout);
+		_exit(rc);
+	}
 	handler_shutdown();
 	monthly_shutdown();
 	cfg_free(c);

@@ -73,6 +73,7 @@ struct worker {
 	atomic_int busy;
 	redisContext *hb;    /* the main thread's connection: heartbeat, sweep, hand-back */
 	struct queue_refusals *sweep_refused; /* the sweep's moves Redis refused, logged once */
+	unsigned long sweeps;                 /* sweeps done, for the debug log */
 	char fetch_sha[41];
 };
 
@@ -784,8 +785,11 @@ sweep(struct worker *w)
 	if (queue_sweep(w->hb, (*w->cfgp)->worker.max_recoveries, (*w->cfgp)->worker.dead_after, w->sweep_refused,
 	                &recovered, &killed, err, sizeof(err)) == -1)
 		log_warnx("looking for jobs of dead workers: %s", err);
-	else if (recovered || killed)
-		log_notice("handed back %d job(s) of dead workers, %d sent to dead", recovered, killed);
+	else {
+		if (recovered || killed)
+			log_notice("handed back %d job(s) of dead workers, %d sent to dead", recovered, killed);
+		log_debug("sweep %lu of dead workers' lists done", ++w->sweeps);
+	}
 }
 
 static bool
@@ -802,7 +806,7 @@ all_done(struct worker *w)
 }
 
 int
-runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *o)
+runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *o, bool *joined)
 {
 	struct worker w = {.cfgp = cfgp, .cfg_path = cfg_path, .o = o};
 	unsigned char nonce[6];
@@ -827,6 +831,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 		w.private[i] = queue_inflight_key(o->queues[i], w.identity);
 	}
 
+	*joined = true; /* no job thread yet */
 	w.hb = connect_redis(&w);
 	if (w.hb == NULL)
 		return 0;
@@ -944,6 +949,8 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 	redisFree(w.hb);
 	queue_refusals_free(w.sweep_refused);
 	log_notice("outreach-worker stopped");
-	/* With jobs still running, leave their threads behind: exit() ends them. */
+	/* With jobs still running, leave their threads behind (the caller frees nothing they use): _exit()
+	 * ends them. */
+	*joined = clean;
 	return 0;
 }

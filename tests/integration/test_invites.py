@@ -96,6 +96,19 @@ class Invites(harness.Case):
         time.sleep(2.5)  # no more mail
         self.assertEqual(len(self.maildir_messages()), 1)
 
+    def test_c1_controls_become_spaces(self):
+        """U+0080..U+009F in an activity's text leave the invite as they leave an email's subject: as spaces."""
+        when = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0, second=0) + datetime.timedelta(days=2)
+        self.sql("INSERT INTO activities (source_id, coordinator_id, kind, subject, scheduled_at, location, notes) "
+                 "VALUES (%s, %s, 'meeting', %s, %s, %s, %s)",
+                 (self.src, self.coord, "Lunch\u0085and\u009blearn", when, "Suite\u0080200", "Bring\u009fdata"))
+        m = self.wait_mail(1)[0]
+        part, cal, ev = self.calendar(m)
+        self.assertEqual([c for c in part.get_content() if 0x80 <= ord(c) <= 0x9f], [])
+        self.assertEqual(str(ev["SUMMARY"]), "Lunch and learn")
+        self.assertEqual(str(ev["LOCATION"]), "Suite 200")
+        self.assertIn("Bring data", str(ev["DESCRIPTION"]))
+
     def test_completed_and_unsent_cancellations_send_nothing(self):
         when = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
         self.sql("INSERT INTO activities (source_id, coordinator_id, kind, scheduled_at, canceled_at) "

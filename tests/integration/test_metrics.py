@@ -5,6 +5,8 @@ import io
 import json
 import os
 import random
+import signal
+import socket
 import statistics
 import time
 from decimal import ROUND_HALF_UP, Decimal
@@ -280,6 +282,29 @@ class KnownAnswers(MetricsCase):
             cid = img["Content-ID"].strip("<>")
             self.assertIn('src="cid:%s"' % cid, html)
         self.assertEqual(self.sql("SELECT status FROM alert_emails WHERE kind = 'monthly_report'"), [("sent",)])
+
+    def test_stop_while_a_report_waits_on_the_relay(self):
+        """A relay that takes the connection and never greets holds a MonthlyReportJob past the
+        shutdown timeout: the worker hands it back and exits as usual, leaving the job's thread (and
+        what it uses: the configuration, the templates, fontconfig and cairo) alone."""
+        self.sql("DELETE FROM alert_emails WHERE kind = 'monthly_report'")
+        relay = socket.socket()
+        self.addCleanup(relay.close)
+        relay.bind(("127.0.0.1", 0))
+        relay.listen(1)
+        env = {"OUTREACH_SMTP_HOST": "127.0.0.1", "OUTREACH_SMTP_PORT": str(relay.getsockname()[1]),
+               "OUTREACH_SMTP_TIMEOUT": "600", "OUTREACH_WORKER_SHUTDOWN_TIMEOUT": "1"}
+        self.push("MonthlyReportJob", [self.a, "2025-02"])
+        w = self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "alerts", env=env)
+        relay.settimeout(60)
+        conn, _ = relay.accept()  # the report is rendered and waits for the greeting
+        self.addCleanup(conn.close)
+        w.signal(signal.SIGTERM)
+        self.assertEqual(w.wait(30), 0, w.log())
+        self.assertIn("jobs still running after 1 s: handing them back", w.log())
+        self.assertIn("outreach-worker stopped", w.log())
+        back = [json.loads(j) for j in self.redis().lrange("queue:alerts", 0, -1)]
+        self.assertEqual([(j["class"], j["args"]) for j in back], [("MonthlyReportJob", [self.a, "2025-02"])])
 
     def test_monthly_report_for_every_coordinator(self):
         self.sql("DELETE FROM alert_emails WHERE kind = 'monthly_report'")

@@ -352,10 +352,16 @@ class RefusedMoves(QueueCase):
         self.assertEqual(m['outreach_jobs_refused{kind="due"}'], 101)
         self.assertEqual(d.log().count(self.REFUSED), 101, d.log())
         self.assertIn("retry: job PingJob b%023d stays there" % 0, d.log())
+        # The entry with a NUL is described as what its move would push: the job before the NUL.
+        self.assertIn("retry: job PingJob b%023d stays there" % 7, d.log())
+        self.assertNotIn("not a job", d.log())
         self.assertEqual((r.zcard("retry"), r.get("queue:broken")), (101, "not a list"))
         # Mended, they move at the next pass and run.
         r.delete("queue:broken")
         self.wait_for("the refused jobs on their queue", lambda: r.llen("queue:broken") == 101)
+        moved = r.lrange("queue:broken", 0, -1)
+        self.assertEqual([j for j in moved if "\0" in j], [])
+        self.assertIn("b%023d" % 7, [json.loads(j)["jid"] for j in moved])
         self.assertEqual(r.zcard("retry"), 0)
         self.worker(queues="broken")
         self.wait_for("the refused jobs to run", lambda: r.scard("refused-due") == 101, timeout=30)
@@ -383,6 +389,10 @@ class RefusedMoves(QueueCase):
         self.worker(queues="broken")
         self.wait_for("the refused job to run", lambda: r.sismember("refused-sweep", "b" * 24))
 
+    def sweeps(self, w):
+        """How many sweeps of dead workers' lists worker w (logging at debug level) has done."""
+        return len(re.findall(r"sweep \d+ of dead workers' lists done", w.log()))
+
     def test_worker_sweep_skips_a_refused_job(self):
         r = self.redis()
         # "dead" holds a string too: the first job of a list, handed back too often, cannot go there.
@@ -391,17 +401,15 @@ class RefusedMoves(QueueCase):
                             ping_job("1" * 24, "other", "refused-sweep")),
                  self.ghost("broken", ping_job("b" * 24, "broken", "refused-sweep")),
                  self.ghost("other", ping_job("2" * 24, "other", "refused-sweep"))]
-        w = self.worker(queues="idle")
+        w = self.worker(queues="idle", env={"OUTREACH_LOG_LEVEL": "debug"})
         self.wait_for("the other jobs of dead workers", lambda: r.llen("queue:other") == 2)
         ghosts = {lst for lst in r.smembers("outreach:inflight") if not lst.startswith("outreach:inflight:idle:")}
         self.assertEqual(ghosts, set(lists[:2]))
         self.assertEqual([json.loads(j)["jid"] for j in r.lrange(lists[0], 0, -1) + r.lrange(lists[1], 0, -1)],
                          ["k" * 24, "b" * 24])
         # The next sweeps (one per heartbeat) try them again, without logging them again.
-        ident = next(iter(r.smembers("processes")))
-        for _ in range(2):
-            beat = r.hget(ident, "beat")
-            self.wait_for("a heartbeat", lambda: r.hget(ident, "beat") != beat, timeout=12)
+        done = self.sweeps(w)
+        self.wait_for("two more sweeps", lambda: self.sweeps(w) >= done + 2, timeout=20)
         self.assertEqual(w.log().count(self.REFUSED), 1, w.log())
         self.assertEqual(w.log().count("stays there: Redis refused to move it to dead: "), 1, w.log())
         self.assertEqual((r.llen(lists[0]), r.llen(lists[1])), (1, 1))
@@ -410,6 +418,32 @@ class RefusedMoves(QueueCase):
                       timeout=12)
         self.assertEqual(r.exists(*lists), 0)
         self.assertEqual(json.loads(r.zrange("dead", 0, -1)[0])["error_class"], "WorkerLost")
+
+    def test_worker_sweep_skips_an_unreadable_list(self):
+        r = self.redis()
+        # A dead worker's heartbeat key holds a string, another dead worker's list is a string: Redis
+        # refuses to read them. Six more dead workers' lists, in whatever order SMEMBERS gives them.
+        beat = self.ghost("other", ping_job("h" * 24, "other", "unreadable"))
+        r.set(beat.split(":", 3)[3], "not a hash")
+        notlist = "outreach:inflight:other:ghost.example:4999:aaaaaaaaaaaa"
+        r.set(notlist, "not a list")
+        r.sadd("outreach:inflight", notlist)
+        for i in range(6):
+            self.ghost("other", ping_job("%024d" % i, "other", "unreadable"))
+        w = self.worker(queues="idle", env={"OUTREACH_LOG_LEVEL": "debug"})
+        self.wait_for("the readable lists handed back", lambda: r.llen("queue:other") == 6)
+        done = self.sweeps(w)
+        self.wait_for("two more sweeps", lambda: self.sweeps(w) >= done + 2, timeout=20)
+        self.assertEqual(sorted(json.loads(j)["jid"] for j in r.lrange("queue:other", 0, -1)),
+                         ["%024d" % i for i in range(6)])
+        self.assertEqual(w.log().count("%s: its jobs stay there: Redis refused to read its heartbeat: WRONGTYPE" % beat),
+                         1, w.log())
+        self.assertEqual(w.log().count("%s: its jobs stay there: Redis refused to read the list: WRONGTYPE" % notlist),
+                         1, w.log())
+        self.assertNotIn("looking for jobs of dead workers", w.log())
+        ghosts = {lst for lst in r.smembers("outreach:inflight") if not lst.startswith("outreach:inflight:idle:")}
+        self.assertEqual(ghosts, {beat, notlist})
+        self.assertEqual([json.loads(j)["jid"] for j in r.lrange(beat, 0, -1)], ["h" * 24])
 
 if __name__ == "__main__":
     harness.main()

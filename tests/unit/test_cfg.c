@@ -201,6 +201,18 @@ header_values_checked_at_load(void **state)
 		fail_msg("good header values refused: %s", err);
 	assert_string_equal(c->campaigns.public_url, "https://links.example.org:8443/t");
 	cfg_free(c);
+	/* A scheme is written in any case (RFC 3986 3.1); the links carry it in lower case. */
+	c = load_text("[campaigns]\npublic_url = HTTPS://Links.example.org/T\n", err, sizeof(err));
+	if (c == NULL)
+		fail_msg("an upper-case scheme refused: %s", err);
+	assert_string_equal(c->campaigns.public_url, "https://Links.example.org/T");
+	cfg_free(c);
+	c = load_text("[campaigns]\npublic_url = Http://links.example.org\n", err, sizeof(err));
+	if (c == NULL)
+		fail_msg("a mixed-case scheme refused: %s", err);
+	assert_string_equal(c->campaigns.public_url, "http://links.example.org");
+	cfg_free(c);
+	expect_error("[campaigns]\npublic_url = HTTPX://links.example.org\n", ":2: campaigns.public_url:");
 }
 
 static void

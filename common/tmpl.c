@@ -465,9 +465,12 @@ lookup(const json_t *const *stack, size_t top, const char *name, size_t len)
 static bool
 falsy(const json_t *v)
 {
-	/* An empty string is false too, so that {{#phone}}Phone: {{phone}}{{/phone}} drops the line. */
+	/* An empty string is false too, so that {{#phone}}Phone: {{phone}}{{/phone}} drops the line; so is
+	 * the number 0, so that {{#count}}...{{/count}} shows only when there is something to count (a first
+	 * invite's sequence 0 is no update). */
 	return v == NULL || json_is_null(v) || json_is_false(v) || (json_is_array(v) && json_array_size(v) == 0) ||
-	       (json_is_string(v) && json_string_length(v) == 0);
+	       (json_is_string(v) && json_string_length(v) == 0) || (json_is_integer(v) && json_integer_value(v) == 0) ||
+	       (json_is_real(v) && json_real_value(v) == 0.0);
 }
 
 unsigned long

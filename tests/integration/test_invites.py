@@ -71,6 +71,7 @@ class Invites(harness.Case):
         self.assertEqual(str(first["To"]), "José Núñez <jose@x.org>")
         self.assertIn("&lt;PT program&gt;", first.get_body(("html",)).get_content())
         self.assertEqual(self.sql_one("SELECT invite_sent_sequence FROM activities"), 0)
+        self.assertEqual(str(first["Subject"]).split(" with ")[0], "meeting")  # the first is no update
 
         # rescheduled: same UID, a higher SEQUENCE
         self.clear_maildir()

@@ -207,9 +207,15 @@ test_sections_truthiness(void **state)
 	expect("[{{#b}}yes{{/b}}]", "{\"b\": false}", "[]");
 	expect("[{{#b}}yes{{/b}}]", "{\"b\": null}", "[]");
 	expect("[{{#b}}yes{{/b}}]", "{}", "[]");
-	/* Other scalars count as true, as in the Mustache spec, and become the context. */
-	expect("[{{#b}}{{.}}{{/b}}]", "{\"b\": 0}", "[0]");
-	expect("[{{#b}}yes{{/b}}][{{^b}}no{{/b}}]", "{\"b\": \"\"}", "[][no]"); /* an empty string is false */
+	/* Other scalars count as true and become the context, */
+	expect("[{{#b}}{{.}}{{/b}}]", "{\"b\": 7}", "[7]");
+	expect("[{{#b}}{{.}}{{/b}}]", "{\"b\": \"0\"}", "[0]");
+	expect("[{{#b}}yes{{/b}}][{{^b}}no{{/b}}]", "{\"b\": \"\"}", "[][no]"); /* but an empty string is false, */
+	/* and so is the number 0 (integer or real); any other number is true */
+	expect("[{{#n}}yes{{/n}}][{{^n}}no{{/n}}]", "{\"n\": 0}", "[][no]");
+	expect("[{{#n}}yes{{/n}}][{{^n}}no{{/n}}]", "{\"n\": 0.0}", "[][no]");
+	expect("[{{#n}}{{n}}{{/n}}][{{^n}}no{{/n}}]", "{\"n\": 1}", "[1][]");
+	expect("[{{#n}}yes{{/n}}][{{^n}}no{{/n}}]", "{\"n\": -0.5}", "[yes][]");
 	expect("[{{#b}}<{{.}}>{{/b}}]", "{\"b\": \"t&t\"}", "[<t&amp;t>]");
 	expect("{{#b}}[{{.}}]{{/b}}", "{\"b\": true}", "[true]");
 }

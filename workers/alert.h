@@ -18,8 +18,8 @@ struct alert_person {
 enum job_result alert_load_person(struct job_ctx *ctx, const char *id, struct alert_person *p);
 
 /* True (and logged) when p is an inactive coordinator: a digest or report pushed for them directly
- * (outreachd and the monthly fan-out queue none) sends nothing and claims nothing, so the email goes out
- * if they are made active again that day. */
+ * (outreachd and the monthly fan-out queue none) sends nothing and claims nothing, so the same job
+ * pushed again once they are active sends it. */
 bool alert_inactive(const struct alert_person *p, const char *kind, const char *key);
 
 /* JOB_DONE when date ("YYYY-MM-DD") has come in p's time zone, else the failure to return: a day not

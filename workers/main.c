@@ -162,14 +162,7 @@ main(int argc, char **argv)
 		fatalx("%s", err);
 	db_free(db);
 
-	bool joined;
-	int rc = runtime_run(&c, path, &opts, &joined);
-	if (!joined) {
-		/* A job's thread still runs: the configuration, the handlers' templates, fontconfig, cairo
-		 * and what the libraries' exit handlers tear down may be in use by it. End here, at once. */
-		fflush(stdout);
-		_exit(rc);
-	}
+	int rc = runtime_run(&c, path, &opts); /* returns only once every job thread was joined */
 	handler_shutdown();
 	monthly_shutdown();
 	cfg_free(c);

@@ -806,7 +806,7 @@ all_done(struct worker *w)
 }
 
 int
-runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *o, bool *joined)
+runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *o)
 {
 	struct worker w = {.cfgp = cfgp, .cfg_path = cfg_path, .o = o};
 	unsigned char nonce[6];
@@ -831,7 +831,6 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 		w.private[i] = queue_inflight_key(o->queues[i], w.identity);
 	}
 
-	*joined = true; /* no job thread yet */
 	w.hb = connect_redis(&w);
 	if (w.hb == NULL)
 		return 0;
@@ -949,8 +948,11 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 	redisFree(w.hb);
 	queue_refusals_free(w.sweep_refused);
 	log_notice("outreach-worker stopped");
-	/* With jobs still running, leave their threads behind (the caller frees nothing they use): _exit()
-	 * ends them. */
-	*joined = clean;
+	if (!clean) {
+		/* A job's thread still runs, using this frame's worker, the configuration, the handlers'
+		 * templates, fontconfig and cairo: end here, before any of them goes, with no exit handler. */
+		fflush(stdout);
+		_exit(0);
+	}
 	return 0;
 }

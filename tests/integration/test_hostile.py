@@ -69,8 +69,8 @@ class Hostile(harness.Case):
         self.source(c, "Doe")
         self.sql("INSERT INTO coordinators (name, email, manager_id) VALUES ('Rae Report', 'rae@clinic.example.org', "
                  "%s)", (c,))
-        # West of UTC, UTC's tomorrow has not begun either; the dates are taken now, not at import,
-        # so that a run across midnight or a month's end checks what it means to.
+        # West of UTC, UTC's tomorrow has not begun either. The dates are taken now, not at import;
+        # a run that crosses midnight UTC is skipped below.
         west = self.sql_one("INSERT INTO coordinators (name, email, time_zone) VALUES ('Wes West', "
                             "'wes@clinic.example.org', 'America/Los_Angeles') RETURNING id")
         self.source(west, "Roe")
@@ -137,6 +137,8 @@ class Hostile(harness.Case):
                  "NppesImportJob": "npi"}
         jids = {self.push(k, a, queue[k]): (k, a, why) for k, a, why in bad}
         self.drain()
+        if datetime.datetime.now(datetime.timezone.utc).date() != now:
+            self.skipTest("the UTC day changed while the jobs ran: the dates ahead are not ahead any more")
         wrong = []
         for jid, (k, a, why) in jids.items():
             key, job = self.where(jid)
@@ -167,9 +169,28 @@ class Hostile(harness.Case):
         self.assertEqual(sorted((j["class"], j["args"]) for j in scheduled),
                          [("MonthlyReportJob", [month]), ("OverdueDigestJob", [c, day])])
 
+    def test_a_digest_date_is_the_coordinators_own_day(self):
+        # 26 hours apart: Kiritimati's today has begun there, and not yet at UTC-12. Whatever the hour,
+        # a check against UTC's day would get one of the two wrong.
+        east = self.sql_one("INSERT INTO coordinators (name, email, time_zone) VALUES ('Kai East', "
+                            "'kai@clinic.example.org', 'Pacific/Kiritimati') RETURNING id")
+        west = self.sql_one("INSERT INTO coordinators (name, email, time_zone) VALUES ('Wes West', "
+                            "'wes@clinic.example.org', 'Etc/GMT+12') RETURNING id")
+        for c in (east, west):
+            self.source(c, "Doe", days_ago=90)
+        day = self.sql_one("SELECT ((now() AT TIME ZONE 'Pacific/Kiritimati')::date)::text")
+        late = self.push("OverdueDigestJob", [west, day], "alerts")
+        self.push("OverdueDigestJob", [east, day], "alerts")
+        self.drain(("alerts",))
+        self.assertEqual([str(m["To"]) for m in self.maildir_messages()], ["Kai East <kai@clinic.example.org>"])
+        key, job = self.where(late)
+        self.assertEqual((key, job["error_class"]), ("dead", "ArgumentError"))
+        self.assertIn("local_date %s is in the future: it is " % day, job["error_message"])
+        self.assertEqual(self.sql("SELECT kind, status FROM alert_emails"), [("digest", "sent")])
+
     def test_an_inactive_coordinator_gets_no_digest_or_report(self):
         # Pushed for them directly by another application: nothing is sent and nothing claimed, so
-        # the email goes out once they are active again.
+        # the same jobs pushed again once they are active send their emails.
         m = self.coordinator("Max Manager", "max@clinic.example.org")
         c = self.coordinator("Ann Lee", "ann@clinic.example.org", manager=m)
         self.source(c, "Doe", days_ago=90)

@@ -285,8 +285,9 @@ class KnownAnswers(MetricsCase):
 
     def test_stop_while_a_report_waits_on_the_relay(self):
         """A relay that takes the connection and never greets holds a MonthlyReportJob past the
-        shutdown timeout: the worker hands it back and exits as usual, leaving the job's thread (and
-        what it uses: the configuration, the templates, fontconfig and cairo) alone."""
+        shutdown timeout: the worker hands the job back and exits with its usual status. (The thread
+        waits on the relay, so this checks the hand-back and the exit path, not a thread caught using
+        what an exit would free.)"""
         self.sql("DELETE FROM alert_emails WHERE kind = 'monthly_report'")
         relay = socket.socket()
         self.addCleanup(relay.close)

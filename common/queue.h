@@ -14,6 +14,9 @@
 #define QUEUE_INFLIGHT_SET "outreach:inflight"
 #define QUEUE_INFLIGHT_PREFIX "outreach:inflight:"
 #define QUEUE_RECOVERED_FIELD "outreach_recovered"
+/* outreachd's scan marks each alert it pushes under this prefix and the job's jid for two days, so
+ * that the same alert is pushed once however many scans see it due. */
+#define QUEUE_PUSHED_PREFIX "outreach:pushed:"
 
 /* Where a moved job lands. */
 enum queue_dest {

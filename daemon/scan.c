@@ -7,6 +7,7 @@
 
 #include "common/job.h"
 #include "common/log.h"
+#include "common/queue.h"
 #include "common/util.h"
 
 const char scan_sql[] =
@@ -118,7 +119,7 @@ push_once(struct scan *s, const char *class, json_t *args, const char *jid, ar_c
 	char marker[96];
 
 	json_decref(obj);
-	snprintf(marker, sizeof(marker), "outreach:pushed:%s", jid);
+	snprintf(marker, sizeof(marker), QUEUE_PUSHED_PREFIX "%s", jid);
 	const char *argv[] = {"EVAL", lua_push_once, "3", marker, "queue:alerts", "queues", json, "alerts"};
 	int rc = ar_argv(s->ar, cb, priv, (int)NELEM(argv), argv, NULL);
 	free(json);

@@ -132,6 +132,14 @@ alert_deliver(struct job_ctx *ctx, const char *kind, const char *key, const stru
 	enum job_result rc;
 
 	mailtmpl_render(t, context, &subject, &text, &html);
+	if (to->too_long) {
+		char why[512];
+		snprintf(why, sizeof(why), "cannot build the %s email to coordinator %s: their %s is longer than %zu bytes",
+		         kind, to->id, to->too_long, sizeof(to->name) - 1);
+		alert_set_status(ctx, kind, key, "failed", why);
+		rc = job_fail(ctx, JOB_DEAD, "InvalidEmail", "%s", why);
+		goto out;
+	}
 	if (msg_set_id(m, message_id) == -1 || msg_set_from(m, ctx->cfg->alerts.from_name, ctx->cfg->smtp.from) == -1 ||
 	    msg_add_to(m, to_name, to_addr) == -1 || msg_set_subject(m, subject) == -1 ||
 	    msg_add_header(m, "Auto-Submitted", "auto-generated") == -1 ||
@@ -164,22 +172,46 @@ out:
 	return rc;
 }
 
-enum job_result
-alert_load_person(struct job_ctx *ctx, const char *id, struct alert_person *p)
+void
+alert_person_set(struct alert_person *p, const char *id, const char *name, const char *email, const char *tz,
+                 bool active)
 {
-	PGresult *res = db_query(ctx->db, "SELECT name, email, time_zone, active FROM coordinators WHERE id = $1",
-	                         DB_ARGS(id));
+	memset(p, 0, sizeof(*p));
+	util_strlcpy(p->id, id, sizeof(p->id));
+	/* A value cut to fit would fail the message's checks with a wrong reason (a character cut in
+	 * two): noted, and the email refused as too long when it is built (alert_deliver). */
+	bool email_fits = util_strlcpy(p->email, email, sizeof(p->email)) < sizeof(p->email);
+	if (util_strlcpy(p->name, name, sizeof(p->name)) >= sizeof(p->name))
+		p->too_long = "name";
+	else if (!email_fits)
+		p->too_long = "email";
+	util_strlcpy(p->tz, tz, sizeof(p->tz));
+	p->active = active;
+}
+
+enum job_result
+alert_load_person(struct job_ctx *ctx, const char *id, const char *day, struct alert_person *p)
+{
+	/* The day's test in the coordinator's time zone comes with the row: one round trip per email. */
+	PGresult *res = db_query(ctx->db,
+	                         "SELECT name, email, time_zone, active, $2::date > (now() AT TIME ZONE time_zone)::date, "
+	                         "       (now() AT TIME ZONE time_zone)::date::text FROM coordinators WHERE id = $1",
+	                         DB_ARGS(id, day));
 	if (res == NULL)
 		return job_fail(ctx, JOB_RETRY, "DatabaseError", "loading coordinator %s: %s", id, db_error(ctx->db));
 	if (PQntuples(res) == 0) {
 		PQclear(res);
 		return job_fail(ctx, JOB_DEAD, "ArgumentError", "there is no coordinator %s", id);
 	}
-	util_strlcpy(p->id, id, sizeof(p->id));
-	util_strlcpy(p->name, PQgetvalue(res, 0, 0), sizeof(p->name));
-	util_strlcpy(p->email, PQgetvalue(res, 0, 1), sizeof(p->email));
-	util_strlcpy(p->tz, PQgetvalue(res, 0, 2), sizeof(p->tz));
-	p->active = PQgetvalue(res, 0, 3)[0] == 't';
+	if (PQgetvalue(res, 0, 4)[0] == 't') {
+		enum job_result rc = job_fail(ctx, JOB_DEAD, "ArgumentError",
+		                              "local_date %s is in the future: it is %s in %s, coordinator %s's time zone",
+		                              day, PQgetvalue(res, 0, 5), PQgetvalue(res, 0, 2), id);
+		PQclear(res);
+		return rc;
+	}
+	alert_person_set(p, id, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+	                 PQgetvalue(res, 0, 3)[0] == 't');
 	PQclear(res);
 	return JOB_DONE;
 }
@@ -191,22 +223,6 @@ alert_inactive(const struct alert_person *p, const char *kind, const char *key)
 		return false;
 	log_info("%s %s: coordinator %s is inactive, nothing sent", kind, key, p->id);
 	return true;
-}
-
-enum job_result
-alert_check_day(struct job_ctx *ctx, const struct alert_person *p, const char *date)
-{
-	PGresult *res = db_query(ctx->db,
-	                         "SELECT $1::date > (now() AT TIME ZONE $2)::date, (now() AT TIME ZONE $2)::date::text",
-	                         DB_ARGS(date, p->tz));
-	if (res == NULL)
-		return job_fail(ctx, JOB_RETRY, "DatabaseError", "the date in %s: %s", p->tz, db_error(ctx->db));
-	enum job_result rc = JOB_DONE;
-	if (PQgetvalue(res, 0, 0)[0] == 't')
-		rc = job_fail(ctx, JOB_DEAD, "ArgumentError", "local_date %s is in the future: it is %s in %s, coordinator %s's time zone",
-		              date, PQgetvalue(res, 0, 1), p->tz, p->id);
-	PQclear(res);
-	return rc;
 }
 
 enum job_result

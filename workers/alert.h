@@ -10,22 +10,24 @@
 
 struct alert_person {
 	char id[24], name[256], email[256], tz[64];
-	bool active; /* coordinators.active: an inactive one gets no digest or report (see alert_inactive) */
+	bool active;          /* coordinators.active: an inactive one gets no digest or report (see alert_inactive) */
+	const char *too_long; /* "name" or "email" when it did not fit (cut): alert_deliver refuses the email */
 };
 
+/* Fills p (too_long set when name or email does not fit). */
+void alert_person_set(struct alert_person *p, const char *id, const char *name, const char *email, const char *tz,
+                      bool active);
+
 /* Loads coordinator id; JOB_DONE when found, else the failure to return (JOB_DEAD when there is
- * none, JOB_RETRY on a database error). */
-enum job_result alert_load_person(struct job_ctx *ctx, const char *id, struct alert_person *p);
+ * none, JOB_RETRY on a database error). With day ("YYYY-MM-DD", the day a digest is for; NULL for
+ * none) a day not yet begun in the coordinator's time zone goes to dead (ArgumentError) before
+ * anything is claimed, since claiming it would keep that day's real email from going out. */
+enum job_result alert_load_person(struct job_ctx *ctx, const char *id, const char *day, struct alert_person *p);
 
 /* True (and logged) when p is an inactive coordinator: a digest or report pushed for them directly
  * (outreachd and the monthly fan-out queue none) sends nothing and claims nothing, so the same job
  * pushed again once they are active sends it. */
 bool alert_inactive(const struct alert_person *p, const char *kind, const char *key);
-
-/* JOB_DONE when date ("YYYY-MM-DD") has come in p's time zone, else the failure to return: a day not
- * yet begun goes to dead (ArgumentError) before anything is claimed, since claiming it would keep that
- * day's real email from going out; JOB_RETRY on a database error. */
-enum job_result alert_check_day(struct job_ctx *ctx, const struct alert_person *p, const char *date);
 
 /* Writes the row that makes the email happen once (alert_emails, unique by kind and key) before
  * anything is sent. *go is false when the email was already sent, failed for good or skipped;

@@ -66,7 +66,7 @@ digest_run(struct job_ctx *ctx)
 
 	snprintf(id, sizeof(id), "%lld", (long long)cid);
 	snprintf(key, sizeof(key), "%s:%s", id, date);
-	if ((rc = alert_load_person(ctx, id, &p)) != JOB_DONE || (rc = alert_check_day(ctx, &p, date)) != JOB_DONE)
+	if ((rc = alert_load_person(ctx, id, date, &p)) != JOB_DONE)
 		return rc;
 	if (alert_inactive(&p, "digest", key))
 		return JOB_DONE;
@@ -116,7 +116,7 @@ manager_digest_run(struct job_ctx *ctx)
 
 	snprintf(id, sizeof(id), "%lld", (long long)mid);
 	snprintf(key, sizeof(key), "%s:%s", id, date);
-	if ((rc = alert_load_person(ctx, id, &p)) != JOB_DONE || (rc = alert_check_day(ctx, &p, date)) != JOB_DONE)
+	if ((rc = alert_load_person(ctx, id, date, &p)) != JOB_DONE)
 		return rc;
 	if (alert_inactive(&p, "manager_digest", key))
 		return JOB_DONE;

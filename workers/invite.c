@@ -157,10 +157,8 @@ invite_run(struct job_ctx *ctx)
 	}
 
 	struct alert_person to;
-	util_strlcpy(to.id, PQgetvalue(r, 0, 11), sizeof(to.id));
-	util_strlcpy(to.name, PQgetvalue(r, 0, 12), sizeof(to.name));
-	util_strlcpy(to.email, PQgetvalue(r, 0, 13), sizeof(to.email));
-	util_strlcpy(to.tz, PQgetvalue(r, 0, 14), sizeof(to.tz));
+	alert_person_set(&to, PQgetvalue(r, 0, 11), PQgetvalue(r, 0, 12), PQgetvalue(r, 0, 13), PQgetvalue(r, 0, 14),
+	                 true);
 	snprintf(key, sizeof(key), "%s:%d", id, seq);
 	char message_id[256], first[128];
 	bool go;

@@ -290,7 +290,7 @@ monthly_report_run(struct job_ctx *ctx)
 
 	char id[24];
 	snprintf(id, sizeof(id), "%lld", (long long)json_integer_value(json_array_get(ctx->job->args, 0)));
-	if ((rc = alert_load_person(ctx, id, &p)) != JOB_DONE)
+	if ((rc = alert_load_person(ctx, id, NULL, &p)) != JOB_DONE)
 		return rc;
 	snprintf(key, sizeof(key), "%s:%s", id, month);
 	if (alert_inactive(&p, "monthly_report", key))

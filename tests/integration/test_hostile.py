@@ -263,18 +263,28 @@ class Hostile(harness.Case):
         self.assertEqual(self.sql_one("SELECT invite_sent_sequence FROM activities WHERE id = %s", (aid,)), 1)
 
     # --- hostile values from the database ---------------------------------------------------------
-    def test_coordinator_name_with_a_line_break_is_refused_and_recorded(self):
-        c = self.coordinator("Dana Smith\r\nBcc: victim@elsewhere.example.org", "dana@clinic.example.org")
+    def assert_digest_refused(self, name, email_addr, reason):
+        """A digest to the coordinator named so sends nothing, goes to dead and is recorded failed."""
+        c = self.coordinator(name, email_addr)
         self.source(c, "Doe")
         jid = self.push("OverdueDigestJob", [c, TODAY], "alerts")
         self.drain(("alerts",))
         self.assertEqual(self.maildir_messages(), [])
         key, job = self.where(jid)
         self.assertEqual((key, job["error_class"]), ("dead", "InvalidEmail"), job)
-        self.assertIn("display name contains a line break", job["error_message"])
+        self.assertIn(reason, job["error_message"])
         status, error = self.sql("SELECT status, error FROM alert_emails WHERE kind = 'digest'")[0]
         self.assertEqual(status, "failed")
-        self.assertIn("line break", error)
+        self.assertIn(reason, error)
+
+    def test_coordinator_name_with_a_line_break_is_refused_and_recorded(self):
+        self.assert_digest_refused("Dana Smith\r\nBcc: victim@elsewhere.example.org", "dana@clinic.example.org",
+                                   "display name contains a line break")
+
+    def test_a_coordinator_name_too_long_is_refused_as_such(self):
+        # 258 bytes, three over: cut to fit, it ended inside an é and failed as "not valid UTF-8"
+        self.assert_digest_refused("Núñez-" + "é" * 125, "long@clinic.example.org",
+                                   "their name is longer than 255 bytes")
 
     def test_case_and_invite_values_stay_text(self):
         boss = self.coordinator("Denise O'Kafor", "denise@clinic.example.org")

@@ -1,5 +1,8 @@
 """Calendar invites for scheduled activities and SLA alerts for open cases, end to end."""
 import datetime
+import json
+import os
+import signal
 import socket
 import time
 
@@ -19,7 +22,7 @@ class Invites(harness.Case):
         env = {"OUTREACH_SCHEDULER_SCAN_INTERVAL": "1", "OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % harness.free_port(),
                "OUTREACH_ALERTS_DIGEST_HOUR": "23"}
         self.start_bin("outreachd", "-c", harness.CONFIG, env=env).wait_log(r"ready")
-        self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "alerts").wait_log(r"ready: identity")
+        self.worker = self.start_worker()
         self.boss = self.sql_one("INSERT INTO coordinators (name, email) VALUES ('Denise Okafor', 'denise@x.org') "
                                  "RETURNING id")
         self.coord = self.sql_one("INSERT INTO coordinators (name, email, time_zone, manager_id) "
@@ -29,6 +32,17 @@ class Invites(harness.Case):
             " state, postal_code, coordinator_id, status, last_contact_at) VALUES ('Paul', 'Dewey', 'MD', "
             "'Orthopaedic Surgery', '215-555-0100', '1 Main St', 'Philadelphia', 'PA', '19103', %s, 'active', now()) "
             "RETURNING id", (self.coord,))
+
+    def start_worker(self):
+        w = self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "alerts")
+        w.wait_log(r"ready: identity")
+        return w
+
+    def push(self, klass, args):
+        job = {"class": klass, "args": args, "jid": os.urandom(12).hex(), "queue": "alerts", "retry": True,
+               "created_at": time.time(), "enqueued_at": time.time()}
+        self.redis().lpush("queue:alerts", json.dumps(job))
+        return job["jid"]
 
     def wait_mail(self, n, timeout=20):
         end = time.time() + timeout
@@ -138,6 +152,71 @@ class Invites(harness.Case):
         self.assertIn("Claim denied &lt;twice&gt;", html)
         self.assertEqual(self.sql("SELECT priority, alerted_level FROM cases ORDER BY id"),
                          [("high", 1), ("urgent", 2), ("normal", 0)])
+
+    def test_a_case_alert_not_due_sends_nothing_until_it_is(self):
+        # pushed early by another application: level 2 before level 1, then level 1, of a case within its SLA
+        case = self.sql_one("INSERT INTO cases (source_id, assignee_id, category, priority, summary, opened_at) "
+                            "VALUES (%s, %s, 'billing', 'high', 'Statement unclear', now() - interval '2 hours') "
+                            "RETURNING id", (self.src, self.coord))
+        self.push("CaseAlertJob", [case, 2])
+        self.push("CaseAlertJob", [case, 1])
+        self.worker.wait_log(r"case %d: level 2 is not due until .* \(high priority, 24-hour SLA\): nothing sent" % case)
+        self.worker.wait_log(r"case %d: level 1 is not due until .*: nothing sent" % case)
+        time.sleep(1)
+        self.assertEqual(self.maildir_messages(), [])
+        self.assertEqual(self.sql("SELECT alerted_level FROM cases"), [(0,)])
+        self.assertEqual(self.sql("SELECT count(*) FROM alert_emails"), [(0,)])
+        # once the SLA passed, outreachd's scan pushes level 1, which reaches the assignee
+        self.sql("UPDATE cases SET opened_at = now() - interval '30 hours'")
+        msgs = self.wait_mail(1)
+        self.assertEqual([str(m["To"]) for m in msgs], ["José Núñez <jose@x.org>"])
+        self.assertTrue(str(msgs[0]["Subject"]).startswith("high case open 30 hours"), msgs[0]["Subject"])
+        self.assertEqual(self.sql("SELECT alerted_level FROM cases"), [(1,)])
+
+    def test_a_case_alert_outreachd_pushed_goes_out_when_due_again(self):
+        # outreachd pushes level 1 of an urgent case past its 4 hours; before a worker takes it, the case
+        # is lowered to normal (48 hours): nothing is sent, and when the case passes 48 hours the scan
+        # pushes the same alert again (its mark of the first push is gone) and it is sent
+        self.worker.signal(signal.SIGTERM)
+        self.worker.wait(30)
+        self.sql("INSERT INTO cases (source_id, assignee_id, category, priority, summary, opened_at) "
+                 "VALUES (%s, %s, 'clinical', 'urgent', 'Results not received', now() - interval '5 hours')",
+                 (self.src, self.coord))
+        r = self.redis()
+        self.wait_for("the scan to push the alert", lambda: r.llen("queue:alerts") == 1)
+        self.assertEqual(len(r.keys("outreach:pushed:*")), 1)
+        self.sql("UPDATE cases SET priority = 'normal'")
+        w = self.start_worker()
+        w.wait_log(r"level 1 is not due until .* \(normal priority, 48-hour SLA\): nothing sent")
+        self.assertEqual(r.keys("outreach:pushed:*"), [])
+        time.sleep(2.5)  # scans: not due, nothing pushed
+        self.assertEqual(self.maildir_messages(), [])
+        self.sql("UPDATE cases SET opened_at = now() - interval '50 hours'")
+        msgs = self.wait_mail(1)
+        self.assertEqual([str(m["To"]) for m in msgs], ["José Núñez <jose@x.org>"])
+        self.assertEqual(self.sql("SELECT alerted_level FROM cases"), [(1,)])
+
+    def test_an_inactive_assignees_case_alerts_go_to_their_manager(self):
+        self.sql("UPDATE coordinators SET active = false WHERE id = %s", (self.coord,))
+        alone = self.sql_one("INSERT INTO coordinators (name, email, active) VALUES ('Ann Lee', 'ann@x.org', false) "
+                             "RETURNING id")
+        self.sql("INSERT INTO cases (source_id, assignee_id, category, priority, summary, opened_at) VALUES "
+                 "(%s, %s, 'scheduling', 'high', 'Patients wait 3 weeks', now() - interval '30 hours'), "
+                 "(%s, %s, 'billing', 'high', 'Nobody to tell', now() - interval '60 hours')",
+                 (self.src, self.coord, self.src, alone))
+        msgs = self.wait_mail(1)
+        self.worker.wait_log(r"level 2: assignee %d is inactive and has no active manager: nothing sent" % alone)
+        self.worker.wait_log(r"level 1: assignee %d is inactive and has no active manager: nothing sent" % alone)
+        time.sleep(2)
+        msgs = self.maildir_messages()
+        self.assertEqual([str(m["To"]) for m in msgs], ["Denise Okafor <denise@x.org>"])
+        self.assertTrue(str(msgs[0]["Subject"]).startswith("Escalated: high case open 30 hours"), msgs[0]["Subject"])
+        text = msgs[0].get_body(("plain",)).get_content()
+        self.assertIn("A case assigned to José Núñez, who is no longer active, has been open longer than its "
+                      "24-hour target", text)
+        self.assertIn("who is no longer active", msgs[0].get_body(("html",)).get_content())
+        self.assertEqual(self.sql("SELECT summary, alerted_level FROM cases ORDER BY id"),
+                         [("Patients wait 3 weeks", 1), ("Nobody to tell", 0)])
 
 
 if __name__ == "__main__":

@@ -375,7 +375,7 @@ long_line(struct load *l)
 	char where[512];
 
 	snprintf(where, sizeof(where), "%s:%d", l->file, l->in.long_line);
-	fail(l, where, "the line is longer than %d bytes", l->in.max_line - 2);
+	fail(l, where, "the line is longer than %d bytes", l->in.max_line - 1);
 	return 0;
 }
 

@@ -60,6 +60,12 @@ inifile_parse(struct inifile *f, ini_handler handler, void *user, int max_line)
 }
 
 void
+inifile_long_line_msg(const struct inifile *f, char *buf, size_t len)
+{
+	snprintf(buf, len, "the line is longer than %d bytes", f->max_line - 1);
+}
+
+void
 inifile_close(struct inifile *f)
 {
 	if (f->fp)

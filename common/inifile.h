@@ -31,6 +31,10 @@ int inifile_open(struct inifile *f, const char *path) MUSTCHECK;
  * key or value. */
 int inifile_parse(struct inifile *f, ini_handler handler, void *user, int max_line);
 
+/* What to say of f->long_line, the same for every INI file read: "the line is longer than N bytes"
+ * into buf. The caller puts "PATH:LINE: " (the line f->long_line) before it. */
+void inifile_long_line_msg(const struct inifile *f, char *buf, size_t len);
+
 /* Closes the file; a closed or never opened one does nothing. */
 void inifile_close(struct inifile *f);
 

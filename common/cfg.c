@@ -372,10 +372,11 @@ add_periodic(struct load *l, const char *name, const char *value, const char *wh
 static int
 long_line(struct load *l)
 {
-	char where[512];
+	char where[512], msg[64];
 
 	snprintf(where, sizeof(where), "%s:%d", l->file, l->in.long_line);
-	fail(l, where, "the line is longer than %d bytes", l->in.max_line - 2);
+	inifile_long_line_msg(&l->in, msg, sizeof(msg));
+	fail(l, where, "%s", msg);
 	return 0;
 }
 

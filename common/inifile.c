@@ -33,8 +33,16 @@ read_line(char *buf, int size, void *stream)
 	}
 	f->at_line_start = strchr(buf, '\n') != NULL;
 	f->line_len += strlen(buf);
-	if (!f->at_line_start && f->line_len + 1 >= (size_t)f->max_line && !feof(f->fp) && f->long_line == 0)
-		f->long_line = f->lineno;
+	/* libinih's buffer is full and the line goes on. fgets stops there without reading further, so
+	 * the end of the file is not seen yet: the next byte tells. At the end of the file or a newline
+	 * (the next read, taken for an empty line) the line was read whole; anything else is cut. */
+	if (!f->at_line_start && f->line_len + 1 >= (size_t)f->max_line && f->long_line == 0) {
+		int c = getc(f->fp);
+		if (c != EOF && c != '\n')
+			f->long_line = f->lineno;
+		if (c != EOF)
+			ungetc(c, f->fp);
+	}
 	return r;
 }
 
@@ -49,6 +57,12 @@ inifile_parse(struct inifile *f, ini_handler handler, void *user, int max_line)
 	ini_allow_inline_comments = false;
 	ini_stop_on_first_error = true;
 	return ini_parse_stream(read_line, f, handler, user);
+}
+
+void
+inifile_long_line_msg(const struct inifile *f, char *buf, size_t len)
+{
+	snprintf(buf, len, "the line is longer than %d bytes", f->max_line - 1);
 }
 
 void

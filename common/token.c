@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define TOKEN_VERSION 1
 #define MAC_LEN 32
@@ -112,12 +113,14 @@ token_key_load(const char *path, struct token_key *key, char *err, size_t errlen
 	return 0;
 }
 
+/* An http or https URL; the scheme in any case (RFC 3986 3.1), as campaigns.public_url's. url[0..n)
+ * need not end in a NUL, so its length is checked before the comparison reads it. */
 static bool
 url_acceptable(const char *url, size_t n)
 {
 	if (n == 0 || n > TOKEN_URL_MAX)
 		return false;
-	if (strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0)
+	if (!(n >= 8 && strncasecmp(url, "https://", 8) == 0) && !(n >= 7 && strncasecmp(url, "http://", 7) == 0))
 		return false;
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)url[i] < 0x20 || url[i] == 0x7f)

@@ -237,6 +237,31 @@ util_parse_month(const char *s, int *y, int *m)
 }
 
 bool
+util_month_offset(const char *month, int delta, char *out, size_t len)
+{
+	int y, m;
+
+	if (len < 8 || !util_parse_month(month, &y, &m))
+		return false;
+	/* Months since January of year 0, in a type in which no delta overflows. */
+	long long n = (long long)y * 12 + (m - 1) + delta;
+	if (n < 12 || n >= 10000 * 12)
+		return false;
+	snprintf(out, len, "%04d-%02d", (int)(n / 12), (int)(n % 12) + 1);
+	return true;
+}
+
+void
+util_utc_month(time_t t, char out[8])
+{
+	struct tm tm = {0};
+
+	/* Only a time past year 9999 fails here or is too long for out: "" then. */
+	if (gmtime_r(&t, &tm) == NULL || strftime(out, 8, "%Y-%m", &tm) == 0)
+		out[0] = '\0';
+}
+
+bool
 util_parse_date(const char *s, int *y, int *m, int *d)
 {
 	int yy, mm, dd;

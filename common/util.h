@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define MUSTCHECK __attribute__((warn_unused_result))
 #define PRINTFLIKE(a, b) __attribute__((format(printf, a, b)))
@@ -52,6 +53,13 @@ bool util_date_exists(int y, int m, int d);
 bool util_parse_date(const char *s, int *y, int *m, int *d) MUSTCHECK;
 /* A month written "YYYY-MM" (exactly), years 1..9999; y and m may be NULL. */
 bool util_parse_month(const char *s, int *y, int *m) MUSTCHECK;
+/* The month delta months after month ("YYYY-MM"; delta < 0 before it) into out as "YYYY-MM":
+ * "2026-01" and -1 give "2025-12". false, out untouched, when month is not one, the result falls
+ * outside years 1..9999, or len is under 8. */
+bool util_month_offset(const char *month, int delta, char *out, size_t len) MUSTCHECK;
+/* The month of t in UTC as "YYYY-MM" into out (room for 8), t being a clock's time (in years 1000
+ * to 9999; "" after them). */
+void util_utc_month(time_t t, char out[8]);
 
 /* Fills buf with n random bytes from the kernel; aborts if the kernel cannot supply them. */
 void util_random(void *buf, size_t n);

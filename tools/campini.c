@@ -155,12 +155,26 @@ add_values(struct ini_load *l, json_t *list, const char *value, bool ints)
 	return 1;
 }
 
+/* A line libinih cut in pieces: named with its own number, as the config file's, rather than a
+ * piece taken for a line of its own (a key, or a syntax error lines further on). */
+static int
+long_line(struct ini_load *l)
+{
+	char msg[64];
+
+	inifile_long_line_msg(&l->in, msg, sizeof(msg));
+	l->in.lineno = l->in.long_line;
+	return ini_fail(l, "%s", msg);
+}
+
 static int
 campini_entry(void *user, const char *section, const char *name, const char *value)
 {
 	struct ini_load *l = user;
 	char path[256];
 
+	if (l->in.long_line)
+		return long_line(l);
 	if (*section == '\0')
 		return ini_fail(l, "%s: key outside any [section]", name);
 	if (l->cur == NULL || l->in.new_section) {
@@ -236,10 +250,15 @@ campini_load(const char *path, json_t **lines, char *err, size_t errlen)
 	l.lines = json_object();
 	int rc = inifile_parse(&l.in, campini_entry, &l, 65536);
 	inifile_close(&l.in);
+	/* A piece of a cut line that is no key = value stops libinih before any handler sees it. */
+	if (l.in.long_line && !l.failed)
+		long_line(&l);
 	if (rc != 0 || l.failed) {
+		/* The line libinih stopped at, as counted here: libinih counts a read that ends a line it
+		 * took whole (a line of 65535 bytes and its newline) as a line of its own. */
 		if (!l.failed)
 			snprintf(err, errlen, "%s:%d: syntax error (expected [section] or key = value)", path,
-			         rc > 0 ? rc : l.in.lineno);
+			         l.in.lineno);
 		json_decref(l.root);
 		json_decref(l.lines);
 		return NULL;

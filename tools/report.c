@@ -343,10 +343,9 @@ ctl_report(const struct cfg *c, int argc, char **argv)
 		if (report_parse_month(month_arg, month) == -1)
 			fatalx("report: --month %s: expected a month like 2026-11", month_arg);
 	} else {
-		time_t now = time(NULL);
-		struct tm tm;
-		gmtime_r(&now, &tm);
-		strftime(month, sizeof(month), "%Y-%m-01", &tm);
+		char now[8];
+		util_utc_month(time(NULL), now);
+		snprintf(month, sizeof(month), "%s-01", now);
 	}
 
 	struct db *db = ctl_db_open(c, true);

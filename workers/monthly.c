@@ -213,20 +213,6 @@ month_names(const char *month, char first[11], char *longname, size_t len)
 		util_strlcpy(longname, month, len);
 }
 
-/* The month delta months from this one in UTC as "YYYY-MM": -1 the month before now. */
-static void
-utc_month(int delta, char out[8])
-{
-	time_t now = time(NULL);
-	struct tm tm;
-
-	gmtime_r(&now, &tm);
-	tm.tm_mday = 1;
-	tm.tm_mon += delta;
-	timegm(&tm);
-	strftime(out, 8, "%Y-%m", &tm);
-}
-
 /* [] or [month]: one MonthlyReportJob per coordinator who owns sources or manages someone. */
 static enum job_result
 fan_out(struct job_ctx *ctx, const char *month)
@@ -268,21 +254,21 @@ enum job_result
 monthly_report_run(struct job_ctx *ctx)
 {
 	size_t nargs = json_array_size(ctx->job->args);
-	char month[8], first[11], longname[32], key[64], message_id[256], fname[128];
+	char month[8], current[8], first[11], longname[32], key[64], message_id[256], fname[128];
 	struct alert_person p;
 	enum job_result rc;
 	bool go;
 
+	/* One reading of the clock: without a month given, the one before the current month. */
+	util_utc_month(time(NULL), current);
 	if (nargs == 2)
 		util_strlcpy(month, json_string_value(json_array_get(ctx->job->args, 1)), sizeof(month));
 	else if (nargs == 1)
 		util_strlcpy(month, json_string_value(json_array_get(ctx->job->args, 0)), sizeof(month));
-	else
-		utc_month(-1, month);
+	else if (!util_month_offset(current, -1, month, sizeof(month)))
+		return job_fail(ctx, JOB_RETRY, "JobError", "no month before '%s' (the clock in UTC)", current);
 	/* A month not yet over would be reported in part and its key claimed, so the real report would
 	 * never go out; asked for after the fact, the figures are the whole month's. */
-	char current[8];
-	utc_month(0, current);
 	if (strcmp(month, current) >= 0)
 		return job_fail(ctx, JOB_DEAD, "ArgumentError", "month %s has not ended (it is %s in UTC)", month, current);
 	if (nargs < 2)

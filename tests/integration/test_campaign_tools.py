@@ -449,8 +449,8 @@ class IniDefinitions(CampaignToolCase):
         self.assertEqual(html[0], html[2])
         self.assertTrue(html[3][0].startswith("<p>Dear Dr. {{source.last_name}},</p>\n<p>Our sports"), html[3][0])
 
-    def test_ini_lists_and_errors(self):
-        ini = """[campaign]
+    # Lists and the errors of an INI definition are tried on this file.
+    LISTS = """[campaign]
 name = Lists
 sender_name = Riverside PT
 sender_email = pt@example.org
@@ -473,6 +473,9 @@ condition = always
 action = send
 variant = intro
 """
+
+    def test_ini_lists_and_errors(self):
+        ini = self.LISTS
         self.ctl("create", self.write_def(ini, "a.ini"))
         self.assertEqual(self.sql_one("SELECT criteria FROM campaign_segments WHERE name = 'a b'"), {
             "specialty_groupings": ["Orthopaedic Surgery",
@@ -494,6 +497,41 @@ variant = intro
                 self.assertEqual(p.returncode, 1)
                 self.assertIn("campaign create: " + path + want, p.stderr)
         self.assertEqual(self.sql_one("SELECT count(*) FROM campaigns WHERE name = 'Lists'"), 1)
+
+    def test_ini_line_too_long(self):
+        """A line libinih cuts in pieces (over 65535 bytes before its newline) is named with its own
+        number, not read as the pieces: a piece went as a line of its own, a syntax error further
+        on or a key of its own."""
+        ini = self.LISTS.replace("name = Lists", "name = Long lines")
+        html = "html = <p>Hi</p>"
+
+        def html_line(n, tail="</p>"):
+            return "html = <p>" + "a" * (n - 10 - len(tail)) + tail
+
+        for old, new, want in [
+            (html, html_line(70000), ":15: the line is longer than 65535 bytes"),
+            (html, html_line(65536), ":15: the line is longer than 65535 bytes"),
+            (html, html_line(65600, " title = y</p>"), ":15: the line is longer than 65535 bytes"),
+            (html, "; " + "c" * 70000 + "\n" + html, ":15: the line is longer than 65535 bytes"),
+            ("[message intro]", "[message " + "i" * 70000 + "]", ":13: the line is longer than 65535 bytes"),
+            ("variant = intro\n", "variant = intro\n; " + "c" * 70000, ":23: the line is longer than 65535 bytes"),
+        ]:
+            with self.subTest(old=old, new=new[:40], want=want):
+                self.assertIn(old, ini)
+                path = self.write_def(ini.replace(old, new), "long.ini")
+                p = self.ctl("create", path, check=False)
+                self.assertEqual(p.returncode, 1, p.stdout)
+                self.assertIn("campaign create: " + path + want + "\n", p.stderr)
+        self.assertEqual(self.sql_one("SELECT count(*) FROM campaigns WHERE name = 'Long lines'"), 0)
+        # A line of 65535 bytes is read whole, its continuation line too, and the lines after it
+        # keep their numbers.
+        path = self.write_def(ini.replace(html, html_line(65535)).replace("text = Hi", "text is Hi"), "long.ini")
+        p = self.ctl("create", path, check=False)
+        self.assertIn("campaign create: " + path + ":16: syntax error", p.stderr)
+        self.ctl("create", self.write_def(ini.replace(html, html_line(65535) + "\n  <p>Bye</p>"), "long.ini"))
+        self.assertEqual(self.sql_one("SELECT m.html_template FROM campaign_messages m JOIN campaigns c ON "
+                                      "c.id = m.campaign_id WHERE c.name = 'Long lines'"),
+                         html_line(65535)[7:] + "\n<p>Bye</p>")
 
 
 class Validation(CampaignToolCase):

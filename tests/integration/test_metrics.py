@@ -316,6 +316,24 @@ class KnownAnswers(MetricsCase):
         bo = [m for m in msgs if "bo@" in str(m["To"])][0]
         self.assertEqual(str(bo["Subject"]), "February 2025: 1 referrals, $200.00 revenue")
 
+    def test_without_a_month_the_last_one_in_utc(self):
+        """The scheduled MonthlyReportJob has no month: it reports the one before the current month
+        in UTC (December's before January's); `report` without --month shows the current month."""
+        def utc_months():
+            today = dt.datetime.now(dt.timezone.utc).date()
+            last = today.replace(day=1) - dt.timedelta(days=1)
+            return today.strftime("%Y-%m"), last.strftime("%Y-%m")
+
+        before = utc_months()
+        self.push("MonthlyReportJob", [])
+        w = self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "alerts")
+        m = w.wait_log(r"monthly report (\S+): \d+ email jobs? queued")
+        text = self.run_bin("outreachctl", "-c", harness.CONFIG, "report", check=True).stdout
+        if utc_months() != before:
+            self.skipTest("the month in UTC changed during the test")
+        self.assertEqual(m.group(1), before[1])
+        self.assertIn("Outreach report for %s\n" % before[0], text)
+
 
 class Changes(MetricsCase):
     """Writers change the source rows; the next run recomputes exactly what they touched."""

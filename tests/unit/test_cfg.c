@@ -184,7 +184,7 @@ header_values_checked_at_load(void **state)
 	/* A line libinih would cut in two: named as such, with its own number, not as the second piece's
 	 * "key" (here "…?x", on line 3) nor with a value cut short. */
 	char *text = xasprintf("[alerts]\nrecord_url = https://crm.example.org/%0*d{id}?x=1\n[smtp]\nport = 25\n", 4100, 0);
-	snprintf(want, sizeof(want), "config: %s/t.conf:2: the line is longer than 4094 bytes", tmpdir);
+	snprintf(want, sizeof(want), "config: %s/t.conf:2: the line is longer than 4095 bytes", tmpdir);
 	expect_error(text, want);
 	free(text);
 
@@ -213,6 +213,63 @@ header_values_checked_at_load(void **state)
 	assert_string_equal(c->campaigns.public_url, "http://links.example.org");
 	cfg_free(c);
 	expect_error("[campaigns]\npublic_url = HTTPX://links.example.org\n", ":2: campaigns.public_url:");
+}
+
+/* A config of "[alerts]\n", a record_url line of n bytes and ending; *value is what record_url
+ * holds when the line is read whole (the caller frees both). cfg reads with a buffer of 4096
+ * bytes: 4095 and a NUL. */
+static char *
+record_url_line(int n, const char *ending, char **value)
+{
+	const char *head = "record_url = ", *url = "https://crm.example.org/";
+	int pad = n - (int)strlen(head) - (int)strlen(url) - 4;
+
+	*value = xasprintf("%s%0*d{id}", url, pad, 0);
+	return xasprintf("[alerts]\n%s%s%s", head, *value, ending);
+}
+
+/* A last line of 4095 bytes without a newline is whole: fgets stops one byte short of the end of
+ * the file, so the end of file is not seen yet; it was named as too long before. So were a line of
+ * 4094 bytes ending in CRLF and one of 4095 ending in a newline, both whole too. A line libinih
+ * does cut is still named, at the end of the file too; a CR counts as one of its bytes. */
+static void
+lines_up_to_the_limit(void **state)
+{
+	const struct {
+		int n;
+		const char *ending;
+		bool whole;
+	} cases[] = {
+	        {4095, "", true},
+	        {4095, "\n", true},
+	        {4094, "\r\n", true},
+	        {4094, "", true},
+	        {4095, "\n[smtp]\nport = 25\n", true},
+	        {4096, "", false},
+	        {4096, "\n", false},
+	        {4095, "\r\n", false},
+	        {5000, "", false},
+	};
+	char want[512], err[512];
+
+	(void)state;
+	snprintf(want, sizeof(want), "config: %s/t.conf:2: the line is longer than 4095 bytes", tmpdir);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *value, *text = record_url_line(cases[i].n, cases[i].ending, &value);
+		struct cfg *c = load_text(text, err, sizeof(err));
+		if (cases[i].whole) {
+			if (c == NULL)
+				fail_msg("a line of %d bytes ending in '%s' refused: %s", cases[i].n, cases[i].ending, err);
+			assert_string_equal(c->alerts.record_url, value);
+		} else {
+			if (c != NULL)
+				fail_msg("a line of %d bytes ending in '%s' accepted", cases[i].n, cases[i].ending);
+			assert_string_equal(err, want);
+		}
+		cfg_free(c);
+		free(value);
+		free(text);
+	}
 }
 
 static void
@@ -339,6 +396,7 @@ main(void)
 	    cmocka_unit_test_setup(every_key_in_example, clear_env),
 	    cmocka_unit_test_setup(errors_name_file_line_key, clear_env),
 	    cmocka_unit_test_setup(header_values_checked_at_load, clear_env),
+	    cmocka_unit_test_setup(lines_up_to_the_limit, clear_env),
 	    cmocka_unit_test_setup(missing_file, clear_env),
 	    cmocka_unit_test_setup(secret_files, clear_env),
 	    cmocka_unit_test_setup(env_overrides, clear_env),

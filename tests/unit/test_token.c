@@ -94,6 +94,34 @@ test_refuses_bad_arguments(void **state)
 	assert_null(token_make(&k, TOKEN_CLICK, 1, longurl));
 }
 
+/* A link's scheme is written in any case (RFC 3986 3.1), as campaigns.public_url's is; before, a
+ * link written "HTTPS://..." got no token and went out untracked. The URL comes back as written. */
+static void
+test_scheme_in_any_case(void **state)
+{
+	(void)state;
+	struct token_key k = key_of('x');
+	enum token_kind kind;
+	int64_t id;
+	char *url;
+	const char *urls[] = {"HTTPS://example.org/x", "Http://a.example/", "hTtPs://example.org/"};
+
+	for (size_t u = 0; u < sizeof(urls) / sizeof(urls[0]); u++) {
+		char *t = token_make(&k, TOKEN_CLICK, 5, urls[u]);
+		if (t == NULL)
+			fail_msg("%s refused", urls[u]);
+		assert_int_equal(check(&k, t, &kind, &id, &url), 0);
+		assert_int_equal(kind, TOKEN_CLICK);
+		assert_string_equal(url, urls[u]);
+		free(url);
+		free(t);
+	}
+	assert_null(token_make(&k, TOKEN_CLICK, 5, "HTTPX://example.org/"));
+	assert_null(token_make(&k, TOKEN_CLICK, 5, "HTTPS:/example.org/"));
+	assert_null(token_make(&k, TOKEN_CLICK, 5, "HTTP:"));
+	assert_null(token_make(&k, TOKEN_CLICK, 5, "FTP://example.org/"));
+}
+
 /* Flipping any one character, cutting any number of characters off, or adding one, is refused. */
 static void
 test_tampering(void **state)
@@ -184,6 +212,7 @@ main(void)
 		cmocka_unit_test(test_known_answers),
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_refuses_bad_arguments),
+		cmocka_unit_test(test_scheme_in_any_case),
 		cmocka_unit_test(test_tampering),
 		cmocka_unit_test(test_other_key_and_resigned),
 		cmocka_unit_test(test_key_file),

@@ -1,0 +1,127 @@
+/* Unit tests of util's calendar helpers: months written "YYYY-MM", their arithmetic, the UTC month. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/util.h"
+
+static void
+parse_month(void **state)
+{
+	int y, m;
+
+	(void)state;
+	assert_true(util_parse_month("2026-11", &y, &m));
+	assert_int_equal(y, 2026);
+	assert_int_equal(m, 11);
+	assert_true(util_parse_month("0001-01", NULL, NULL));
+	assert_true(util_parse_month("9999-12", NULL, NULL));
+	const char *bad[] = {"2026-13", "2026-00", "0000-01", "2026-1", "2026-011", "2026/11", "+026-11",
+	                     "2026-+1", " 2026-11", "2026-11-01", "", NULL};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (util_parse_month(bad[i], NULL, NULL))
+			fail_msg("'%s' taken for a month", bad[i] ? bad[i] : "(null)");
+}
+
+static void
+month_offset(void **state)
+{
+	const struct {
+		const char *month;
+		int delta;
+		const char *want;
+	} cases[] = {
+	        {"2026-11", -1, "2026-10"}, {"2026-01", -1, "2025-12"}, {"2025-12", 1, "2026-01"},
+	        {"2026-03", 0, "2026-03"},  {"2026-03", -15, "2024-12"}, {"2026-03", 24, "2028-03"},
+	        {"2000-02", -1200, "1900-02"}, {"0001-02", -1, "0001-01"}, {"9999-11", 1, "9999-12"},
+	};
+	char out[8];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (!util_month_offset(cases[i].month, cases[i].delta, out, sizeof(out)))
+			fail_msg("%s %+d refused", cases[i].month, cases[i].delta);
+		assert_string_equal(out, cases[i].want);
+	}
+
+	/* Not a month, a result outside years 1..9999 (however far: no overflow), too little room. */
+	strcpy(out, "x");
+	assert_false(util_month_offset("2026-13", 0, out, sizeof(out)));
+	assert_false(util_month_offset("2026-1", 1, out, sizeof(out)));
+	assert_false(util_month_offset(NULL, 1, out, sizeof(out)));
+	assert_false(util_month_offset("0001-01", -1, out, sizeof(out)));
+	assert_false(util_month_offset("9999-12", 1, out, sizeof(out)));
+	assert_false(util_month_offset("2026-11", INT_MIN, out, sizeof(out)));
+	assert_false(util_month_offset("2026-11", INT_MAX, out, sizeof(out)));
+	assert_string_equal(out, "x");
+	assert_false(util_month_offset("2026-11", 1, out, 7));
+}
+
+/* The arithmetic workers/monthly.c did with timegm (the first of the month, tm_mon moved, the
+ * result normalised), which util_month_offset replaces: the same month for every month and delta
+ * tried. */
+static void
+month_offset_as_timegm(void **state)
+{
+	char month[8], got[8], want[8];
+
+	(void)state;
+	for (int y = 1899; y <= 2101; y++) {
+		for (int m = 1; m <= 12; m++) {
+			snprintf(month, sizeof(month), "%04d-%02d", y, m);
+			for (int delta = -40; delta <= 40; delta++) {
+				struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1 + delta, .tm_mday = 1};
+				timegm(&tm);
+				strftime(want, sizeof(want), "%Y-%m", &tm);
+				if (!util_month_offset(month, delta, got, sizeof(got)))
+					fail_msg("%s %+d refused", month, delta);
+				if (strcmp(got, want) != 0)
+					fail_msg("%s %+d: %s, timegm says %s", month, delta, got, want);
+			}
+		}
+	}
+}
+
+static time_t
+at(int y, int mo, int d, int h, int mi, int s)
+{
+	struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi, .tm_sec = s};
+	return timegm(&tm);
+}
+
+static void
+utc_month(void **state)
+{
+	char out[8];
+
+	(void)state;
+	util_utc_month(0, out);
+	assert_string_equal(out, "1970-01");
+	util_utc_month(-1, out);
+	assert_string_equal(out, "1969-12");
+	util_utc_month(at(2026, 11, 30, 23, 59, 59), out);
+	assert_string_equal(out, "2026-11");
+	util_utc_month(at(2026, 11, 30, 23, 59, 59) + 1, out);
+	assert_string_equal(out, "2026-12");
+	util_utc_month(at(2024, 2, 29, 12, 0, 0), out);
+	assert_string_equal(out, "2024-02");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(parse_month),
+	    cmocka_unit_test(month_offset),
+	    cmocka_unit_test(month_offset_as_timegm),
+	    cmocka_unit_test(utc_month),
+	};
+	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
+}

@@ -659,7 +659,7 @@ validate(struct load *l)
 		}
 		explicit_bzero(&key, sizeof(key));
 	}
-	if (strncmp(c->npi.base_url, "http://", 7) != 0 && strncmp(c->npi.base_url, "https://", 8) != 0) {
+	if (strncasecmp(c->npi.base_url, "http://", 7) != 0 && strncasecmp(c->npi.base_url, "https://", 8) != 0) {
 		fail(l, origin_of(c, "npi", "base_url"), "npi.base_url: '%s' is not an http(s) URL", c->npi.base_url);
 		return -1;
 	}

@@ -16,19 +16,12 @@ int
 report_parse_month(const char *s, char *out)
 {
 	int y, m, d;
-	char tail;
-	size_t n = strlen(s);
 
-	if (n == 7 && sscanf(s, "%4d-%2d%c", &y, &m, &tail) == 2 && m >= 1 && m <= 12 && y >= 1900 && y <= 9999) {
-		snprintf(out, 11, "%04d-%02d-01", y, m);
-		return 0;
-	}
-	if (n == 10 && sscanf(s, "%4d-%2d-%2d%c", &y, &m, &d, &tail) == 3 && m >= 1 && m <= 12 && y >= 1900 &&
-	    y <= 9999 && d >= 1 && d <= 31) {
-		snprintf(out, 11, "%04d-%02d-01", y, m);
-		return 0;
-	}
-	return -1;
+	/* A month, or a day of it (its month is meant): by the rules every job's dates follow. */
+	if (!util_parse_month(s, &y, &m) && !util_parse_date(s, &y, &m, &d))
+		return -1;
+	snprintf(out, 11, "%04d-%02d-01", y, m);
+	return 0;
 }
 
 int

@@ -213,6 +213,11 @@ header_values_checked_at_load(void **state)
 	assert_string_equal(c->campaigns.public_url, "http://links.example.org");
 	cfg_free(c);
 	expect_error("[campaigns]\npublic_url = HTTPX://links.example.org\n", ":2: campaigns.public_url:");
+	c = load_text("[npi]\nbase_url = HTTPS://npiregistry.cms.hhs.gov/api/\n", err, sizeof(err));
+	if (c == NULL)
+		fail_msg("npi.base_url with an upper-case scheme refused: %s", err);
+	cfg_free(c);
+	expect_error("[npi]\nbase_url = ftp://npiregistry.cms.hhs.gov/api/\n", ":2: npi.base_url: 'ftp://");
 }
 
 /* A config of "[alerts]\n", a record_url line of n bytes and ending; *value is what record_url

@@ -490,7 +490,9 @@ tmpl_check_escaped(const struct tmpl *t, char *err, size_t errlen)
 	if (line == 0)
 		return 0;
 	if (err != NULL && errlen > 0)
-		snprintf(err, errlen, "%s:%lu: {{{...}}} or {{&...}} would put a value into the HTML unescaped; write {{...}}",
+		snprintf(err, errlen,
+		         "%s:%lu: {{{...}}} or {{&...}} would put a value into the HTML unescaped; "
+		         "write {{...}}",
 		         t->name, line);
 	return -1;
 }

@@ -711,8 +711,8 @@ send_step(struct job_ctx *ctx, const PGresult *r, int i, const char *id, bool *h
 		snprintf(why, sizeof(why), "campaign %s has no variant \"%s\" for segment %s", PQgetvalue(r, i, L_CID),
 		         variant, PQgetvalue(r, i, L_SEGMENT));
 	else if ((v = variant_get(r, i))->err[0])
-		snprintf(why, sizeof(why), "campaign %s variant \"%s\" (campaign_messages %s): %s", PQgetvalue(r, i, L_CID),
-		         variant, PQgetvalue(r, i, L_MROW), v->err);
+		snprintf(why, sizeof(why), "campaign %s variant \"%s\" (campaign_messages %s): %s",
+		         PQgetvalue(r, i, L_CID), variant, PQgetvalue(r, i, L_MROW), v->err);
 	if (PQgetisnull(r, i, L_MROW) || v->err[0]) {
 		enum job_result rc = stop_enrollment(ctx, id, why);
 		return rc == JOB_DONE ? job_fail(ctx, JOB_DEAD, "CampaignError", "%s", why) : rc;

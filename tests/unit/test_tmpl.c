@@ -370,7 +370,8 @@ test_check_escaped(void **state)
 		} else {
 			char want[160];
 			snprintf(want, sizeof(want),
-			         "page.html:%lu: {{{...}}} or {{&...}} would put a value into the HTML unescaped; write {{...}}",
+			         "page.html:%lu: {{{...}}} or {{&...}} would put a value into the HTML "
+			         "unescaped; write {{...}}",
 			         cases[i].line);
 			assert_int_equal(tmpl_check_escaped(t, err, sizeof(err)), -1);
 			assert_string_equal(err, want);

@@ -482,6 +482,21 @@ tmpl_raw_line(const struct tmpl *t)
 	return 0;
 }
 
+int
+tmpl_check_escaped(const struct tmpl *t, char *err, size_t errlen)
+{
+	unsigned long line = tmpl_raw_line(t);
+
+	if (line == 0)
+		return 0;
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen,
+		         "%s:%lu: {{{...}}} or {{&...}} would put a value into the HTML unescaped; "
+		         "write {{...}}",
+		         t->name, line);
+	return -1;
+}
+
 char *
 tmpl_render(const struct tmpl *t, const json_t *ctx, enum tmpl_escape mode)
 {

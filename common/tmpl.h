@@ -61,6 +61,12 @@ char *tmpl_render(const struct tmpl *t, const json_t *ctx, enum tmpl_escape mode
 /* The line of t's first {{{name}}} or {{&name}} (a value never escaped), or 0 when it has none. */
 unsigned long tmpl_raw_line(const struct tmpl *t);
 
+/* For an HTML template whose values are data written by others: 0 when t escapes every value it
+ * puts in; -1 when it has a {{{name}}} or {{&name}}, with "NAME:LINE: {{{...}}} or {{&...}} would
+ * put a value into the HTML unescaped; write {{...}}" in err (when err is not NULL and errlen > 0),
+ * NAME being tmpl_name(t) and LINE the first such tag's. */
+int tmpl_check_escaped(const struct tmpl *t, char *err, size_t errlen) MUSTCHECK;
+
 /* The name given to tmpl_parse or tmpl_load (borrowed, valid until tmpl_free). */
 const char *tmpl_name(const struct tmpl *t);
 

@@ -181,6 +181,28 @@ util_control_len(const char *s)
 	return 0;
 }
 
+char *
+util_visible(const char *s)
+{
+	/* At most six bytes for every two of s (\u0080 for C2 80), four for every one (\x1b for 1b). */
+	char *out = xmalloc(4 * strlen(s) + 1), *o = out;
+
+	while (*s) {
+		size_t n = util_control_len(s);
+		if (n == 0 || *s == '\n' || *s == '\t') {
+			*o++ = *s++;
+			continue;
+		}
+		if (n == 1)
+			o += sprintf(o, "\\x%02x", (unsigned)(unsigned char)s[0]);
+		else
+			o += sprintf(o, "\\u%04x", (unsigned)(unsigned char)s[1]);
+		s += n;
+	}
+	*o = '\0';
+	return out;
+}
+
 bool
 util_parse_long(const char *s, long min, long max, long *out)
 {

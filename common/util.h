@@ -43,6 +43,13 @@ void util_rtrim(char *s);
  * that ends s too). */
 size_t util_control_len(const char *s);
 
+/* s as it may be printed for a human on a terminal: every control character util_control_len
+ * counts but line feed and tab written as a visible escape, \xHH for U+0001..U+001F and DEL,
+ * \u00HH for U+0080..U+009F, so that data (a name another application wrote) cannot retitle,
+ * clear or drive the terminal. Everything else is copied as it is. Returns a string the caller
+ * frees. */
+char *util_visible(const char *s);
+
 /* Parses a whole decimal integer in [min, max]; false on junk, overflow or out of range. */
 bool util_parse_long(const char *s, long min, long max, long *out) MUSTCHECK;
 

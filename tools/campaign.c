@@ -310,12 +310,12 @@ out:
 
 struct found {
 	char id[24];
-	char name[256];
+	char name[1024]; /* as printed: util_visible's */
 	char status[16];
 };
 
 /* The campaign named by an id or a name (an id wins); lock: FOR UPDATE. 0, or -1 after logging
- * when there is none or the query fails. */
+ * when there is none or the query fails. Its name is kept in the form it is printed in. */
 static int
 find_campaign(struct db *db, const char *what, const char *ref, bool lock, struct found *out)
 {
@@ -333,9 +333,11 @@ find_campaign(struct db *db, const char *what, const char *ref, bool lock, struc
 		PQclear(res);
 		return -1;
 	}
+	char *name = util_visible(PQgetvalue(res, 0, 1));
 	util_strlcpy(out->id, PQgetvalue(res, 0, 0), sizeof(out->id));
-	util_strlcpy(out->name, PQgetvalue(res, 0, 1), sizeof(out->name));
+	util_strlcpy(out->name, name, sizeof(out->name));
 	util_strlcpy(out->status, PQgetvalue(res, 0, 2), sizeof(out->status));
+	free(name);
 	PQclear(res);
 	return 0;
 }
@@ -365,9 +367,9 @@ cmd_list(const struct cfg *c, int argc, char **argv)
 	printf("%-5s %-32s %-9s %8s %9s %8s %s\n", "ID", "NAME", "STATUS", "SEGMENTS", "ENROLLED", "SENT",
 	       "CREATED");
 	for (int i = 0; i < PQntuples(res); i++)
-		printf("%-5s %-32s %-9s %8s %9s %8s %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-		       PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), PQgetvalue(res, i, 4),
-		       PQgetvalue(res, i, 5), PQgetvalue(res, i, 6));
+		ctl_printf("%-5s %-32s %-9s %8s %9s %8s %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+		           PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), PQgetvalue(res, i, 4),
+		           PQgetvalue(res, i, 5), PQgetvalue(res, i, 6));
 	PQclear(res);
 	db_free(db);
 	return 0;
@@ -395,15 +397,19 @@ cmd_show(const struct cfg *c, int argc, char **argv)
 	        DB_ARGS(f.id));
 	if (res == NULL)
 		goto out;
-	printf("campaign %s \"%s\"\n", f.id, PQgetvalue(res, 0, 0));
+	ctl_printf("campaign %s \"%s\"\n", f.id, PQgetvalue(res, 0, 0));
 	printf("  status:         %s\n", PQgetvalue(res, 0, 1));
-	printf("  sender:         %s <%s>\n", PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
+	ctl_printf("  sender:         %s <%s>\n", PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
 	if (PQgetvalue(res, 0, 4)[0])
-		printf("  reply to:       %s\n", PQgetvalue(res, 0, 4));
+		ctl_printf("  reply to:       %s\n", PQgetvalue(res, 0, 4));
 	printf("  postal address: ");
-	for (const char *p = PQgetvalue(res, 0, 5); *p; p++)
-		fputs(*p == '\n' ? ", " : (char[2]){ *p, 0 }, stdout);
-	printf("\n  time zone:      %s\n", PQgetvalue(res, 0, 6));
+	for (const char *p = PQgetvalue(res, 0, 5);; p++) {
+		size_t n = strcspn(p, "\n");
+		ctl_printf("%.*s%s", (int)n, p, p[n] ? ", " : "");
+		if (!*(p += n))
+			break;
+	}
+	ctl_printf("\n  time zone:      %s\n", PQgetvalue(res, 0, 6));
 	printf("  created:        %s UTC\n", PQgetvalue(res, 0, 7));
 	if (PQgetvalue(res, 0, 8)[0])
 		printf("  activated:      %s UTC\n", PQgetvalue(res, 0, 8));
@@ -421,8 +427,8 @@ cmd_show(const struct cfg *c, int argc, char **argv)
 		goto out;
 	printf("\nsegments (first match wins):\n");
 	for (int i = 0; i < PQntuples(res); i++)
-		printf("  %s. %s: %s enrolled; criteria %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-		       PQgetvalue(res, i, 3), PQgetvalue(res, i, 2));
+		ctl_printf("  %s. %s: %s enrolled; criteria %s\n", PQgetvalue(res, i, 0),
+		           PQgetvalue(res, i, 1), PQgetvalue(res, i, 3), PQgetvalue(res, i, 2));
 	PQclear(res);
 
 	res = ctl_query(
@@ -435,8 +441,8 @@ cmd_show(const struct cfg *c, int argc, char **argv)
 		goto out;
 	printf("\nmessages:\n");
 	for (int i = 0; i < PQntuples(res); i++)
-		printf("  %-16s %-24s subject: %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-		       PQgetvalue(res, i, 2));
+		ctl_printf("  %-16s %-24s subject: %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+		           PQgetvalue(res, i, 2));
 	PQclear(res);
 
 	res = ctl_query(
@@ -454,11 +460,12 @@ cmd_show(const struct cfg *c, int argc, char **argv)
 			snprintf(wait, sizeof(wait), "after %s %sday%s", PQgetvalue(res, i, 2),
 			         PQgetvalue(res, i, 3)[0] == 't' ? "business " : "",
 			         strcmp(PQgetvalue(res, i, 2), "1") == 0 ? "" : "s");
-		printf("  after step %s, %s: %s %s%s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), wait,
-		       strcmp(action, "send") == 0   ? "send "
-		       : strcmp(action, "call") == 0 ? "a call for the coordinator"
-		                                     : "stop",
-		       PQgetvalue(res, i, 5));
+		ctl_printf("  after step %s, %s: %s %s%s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+		           wait,
+		           strcmp(action, "send") == 0   ? "send "
+		           : strcmp(action, "call") == 0 ? "a call for the coordinator"
+		                                         : "stop",
+		           PQgetvalue(res, i, 5));
 	}
 	PQclear(res);
 
@@ -470,8 +477,8 @@ cmd_show(const struct cfg *c, int argc, char **argv)
 		goto out;
 	printf("\nenrollments:%s\n", PQntuples(res) ? "" : " none");
 	for (int i = 0; i < PQntuples(res); i++)
-		printf("  %-9s step %-3s %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-		       PQgetvalue(res, i, 2));
+		ctl_printf("  %-9s step %-3s %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+		           PQgetvalue(res, i, 2));
 	PQclear(res);
 
 	res = ctl_query(
@@ -492,9 +499,9 @@ cmd_show(const struct cfg *c, int argc, char **argv)
 		printf("  %-16s %8s %8s %8s %8s %12s\n", "VARIANT", "SENT", "OPENED", "CLICKED", "BOUNCED",
 		       "UNSUBSCRIBED");
 	for (int i = 0; i < PQntuples(res); i++)
-		printf("  %-16s %8s %8s %8s %8s %12s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-		       PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), PQgetvalue(res, i, 4),
-		       PQgetvalue(res, i, 5));
+		ctl_printf("  %-16s %8s %8s %8s %8s %12s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+		           PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), PQgetvalue(res, i, 4),
+		           PQgetvalue(res, i, 5));
 	rc = 0;
 out:
 	PQclear(res);
@@ -699,8 +706,8 @@ out:
 
 /* --- preview ------------------------------------------------------------------------------------- */
 
-/* The segment (id, name) source falls in: its enrollment's, else the first whose criteria match.
- * Returns 1, 0 when no segment matches, -1 after logging. */
+/* The segment (id, name as printed: util_visible's) source falls in: its enrollment's, else the
+ * first whose criteria match. Returns 1, 0 when no segment matches, -1 after logging. */
 static int
 preview_segment(struct db *db, const char *cid, const char *sid, char *seg, size_t seglen, char *name,
                 size_t namelen)
@@ -714,8 +721,10 @@ preview_segment(struct db *db, const char *cid, const char *sid, char *seg, size
 		return -1;
 	int found = PQntuples(res) == 1;
 	if (found) {
+		char *shown = util_visible(PQgetvalue(res, 0, 1));
 		util_strlcpy(seg, PQgetvalue(res, 0, 0), seglen);
-		util_strlcpy(name, PQgetvalue(res, 0, 1), namelen);
+		util_strlcpy(name, shown, namelen);
+		free(shown);
 	}
 	PQclear(res);
 	if (found)
@@ -743,9 +752,11 @@ preview_segment(struct db *db, const char *cid, const char *sid, char *seg, size
 		if (m == NULL) {
 			found = -1;
 		} else if (PQntuples(m) == 1) {
+			char *shown = util_visible(PQgetvalue(res, i, 1));
 			found = 1;
 			util_strlcpy(seg, PQgetvalue(res, i, 0), seglen);
-			util_strlcpy(name, PQgetvalue(res, i, 1), namelen);
+			util_strlcpy(name, shown, namelen);
+			free(shown);
 		}
 		PQclear(m);
 		free(sql);
@@ -759,7 +770,8 @@ preview_segment(struct db *db, const char *cid, const char *sid, char *seg, size
 }
 
 /* The three templates of a campaign_messages row (subject, text, html); -1 after logging, with
- * nothing held. */
+ * nothing held. An HTML template that puts a value in unescaped is refused as the worker refuses it:
+ * the row may have been written other than by campaign create. */
 static int
 parse_message(PGresult *res, struct mailtmpl *t)
 {
@@ -769,6 +781,11 @@ parse_message(PGresult *res, struct mailtmpl *t)
 
 	if (mailtmpl_parse(t, src, names, err, sizeof(err)) == -1) {
 		log_errorx("campaign preview: %s", err);
+		return -1;
+	}
+	if (tmpl_check_escaped(t->html, err, sizeof(err)) == -1) {
+		log_errorx("campaign preview: %s (no message is sent from this variant)", err);
+		mailtmpl_free(t);
 		return -1;
 	}
 	return 0;
@@ -804,7 +821,7 @@ cmd_preview(const struct cfg *c, int argc, char **argv)
 	struct mailtmpl t = { 0 };
 	json_t *ctx = NULL;
 	char *subject = NULL, *text = NULL, *html = NULL, *chosen = NULL;
-	char seg[24], segname[256];
+	char seg[24], segname[1024];
 	int rc = 1;
 	if (db == NULL || find_campaign(db, "preview", ref, false, &f) == -1)
 		goto out;
@@ -868,19 +885,21 @@ cmd_preview(const struct cfg *c, int argc, char **argv)
 	                DB_ARGS(sid));
 	if (res == NULL)
 		goto out;
+	/* What the data holds is printed as it is but for control characters: an escape sequence in a
+	 * name would reach the terminal (retitle it, clear it, move its cursor). */
 	printf("Campaign: %s \"%s\" (%s)\n", f.id, f.name, f.status);
 	printf("Segment:  %s\n", segname);
-	printf("Variant:  %s%s\n", chosen, shared ? " (shared by every segment)" : "");
-	printf("From:     %s <%s>\n", PQgetvalue(vars, 0, 14), PQgetvalue(vars, 0, 15));
-	printf("To:       %s <%s>\n", PQgetvalue(vars, 0, 1), email);
+	ctl_printf("Variant:  %s%s\n", chosen, shared ? " (shared by every segment)" : "");
+	ctl_printf("From:     %s <%s>\n", PQgetvalue(vars, 0, 14), PQgetvalue(vars, 0, 15));
+	ctl_printf("To:       %s <%s>\n", PQgetvalue(vars, 0, 1), email);
 	if (PQgetvalue(res, 0, 0)[0] == 't')
 		printf("Note:     this source has no email address: it is never enrolled\n");
 	else if (PQgetvalue(res, 0, 1)[0] == 't')
-		printf("Note:     %s is suppressed: it is never mailed\n", email);
-	printf("Subject:  %s\n\n--- text/plain ---\n%s", subject, text);
+		ctl_printf("Note:     %s is suppressed: it is never mailed\n", email);
+	ctl_printf("Subject:  %s\n\n--- text/plain ---\n%s", subject, text);
 	if (text[0] && text[strlen(text) - 1] != '\n')
 		putchar('\n');
-	printf("--- text/html ---\n%s", html);
+	ctl_printf("--- text/html ---\n%s", html);
 	if (html[0] && html[strlen(html) - 1] != '\n')
 		putchar('\n');
 	rc = 0;

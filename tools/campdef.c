@@ -175,17 +175,11 @@ check_template(struct ld *l, const char *jpath, const char *text, const char *na
 {
 	char terr[512];
 	struct tmpl *t = tmpl_parse(text, name, terr, sizeof(terr));
-	unsigned long raw;
+	int rc = t == NULL || (html && tmpl_check_escaped(t, terr, sizeof(terr)) == -1) ? -1 : 0;
 
-	if (t == NULL)
-		return name == jpath ? fail(l, "%s", terr) : fail(l, "%s: %s", jpath, terr);
-	raw = html ? tmpl_raw_line(t) : 0;
 	tmpl_free(t);
-	if (raw != 0) {
-		snprintf(terr, sizeof(terr), "%s:%lu: {{{...}}} or {{&...}} would put a value into the HTML unescaped; "
-		         "write {{...}}", name, raw);
+	if (rc == -1)
 		return name == jpath ? fail(l, "%s", terr) : fail(l, "%s: %s", jpath, terr);
-	}
 	return 0;
 }
 

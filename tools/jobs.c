@@ -2,6 +2,7 @@
 #include "tools/jobs.h"
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,23 @@ ctl_query(struct db *db, const char *what, const char *sql, int n, const char *c
 	if (res == NULL)
 		log_errorx("%s: %s", what, db_error(db));
 	return res;
+}
+
+void
+ctl_printf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		fatalx("out of memory");
+	va_end(ap);
+	/* The whole text: the formats' own holds no control character but line feeds, which are kept. */
+	char *shown = util_visible(s);
+	fputs(shown, stdout);
+	free(shown);
+	free(s);
 }
 
 redisContext *
@@ -277,9 +295,9 @@ ctl_stats(const struct cfg *c, int argc, char **argv)
 		printf("%-24s %10s %12s\n", "queue", "size", "latency (s)");
 		json_array_foreach(queues, i, q)
 		{
-			printf("%-24s %10lld %12.3f\n", json_string_value(json_object_get(q, "name")),
-			       (long long)json_integer_value(json_object_get(q, "size")),
-			       json_real_value(json_object_get(q, "latency")));
+			ctl_printf("%-24s %10lld %12.3f\n", json_string_value(json_object_get(q, "name")),
+			           (long long)json_integer_value(json_object_get(q, "size")),
+			           json_real_value(json_object_get(q, "latency")));
 		}
 		static const char *const fields[] = {"processed", "failed", "processed_today", "failed_today", "retry",
 		                                     "scheduled", "dead",   "processes",       "busy"};
@@ -327,8 +345,10 @@ each_dead(redisContext *r, const char *jid, bool retry)
 			json_decref(obj);
 			continue;
 		}
+		/* The jid as the messages show it: any client may have written the job. */
+		char *shown = util_visible(id ? id : "?");
 		if (!retry) {
-			snprintf(what, sizeof(what), "discard-dead: job %s: ZREM dead", id ? id : "?");
+			snprintf(what, sizeof(what), "discard-dead: job %s: ZREM dead", shown);
 			redisReply *rep = checked(r, redisCommand(r, "ZREM dead %b", old, old_len), what);
 			if (rep == NULL) {
 				failed = true;
@@ -337,7 +357,7 @@ each_dead(redisContext *r, const char *jid, bool retry)
 				freeReplyObject(rep);
 			}
 		} else if (class == NULL || strcmp(class, "InvalidJob") == 0) {
-			fprintf(stderr, "dead job %s is not a runnable job (%s); discard it instead\n", id ? id : "?",
+			fprintf(stderr, "dead job %s is not a runnable job (%s); discard it instead\n", shown,
 			        class ? "its payload was invalid" : "no class");
 		} else {
 			json_t *count = json_object_get(obj, "retry_count");
@@ -347,12 +367,12 @@ each_dead(redisContext *r, const char *jid, bool retry)
 			char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(17)), queue[65], key[80];
 			char *fresh = queue_due_json(text, util_now(), queue);
 			if (fresh == NULL) {
-				fprintf(stderr, "dead job %s has no valid queue; discard it instead\n", id ? id : "?");
+				fprintf(stderr, "dead job %s has no valid queue; discard it instead\n", shown);
 			} else {
 				snprintf(key, sizeof(key), "queue:%s", queue);
 				if (queue_move(r, "dead", true, old, old_len, fresh, QUEUE_DEST_BACK, key, queue, &ok, err,
 				               sizeof(err)) == -1) {
-					log_errorx("retry-dead: job %s: %s", id ? id : "?", err);
+					log_errorx("retry-dead: job %s: %s", shown, err);
 					failed = true;
 				} else {
 					n += ok;
@@ -361,6 +381,7 @@ each_dead(redisContext *r, const char *jid, bool retry)
 			free(text);
 			free(fresh);
 		}
+		free(shown);
 		json_decref(obj);
 		if (failed)
 			break;

@@ -32,4 +32,9 @@ redisContext *ctl_redis_open(const struct cfg *c) MUSTCHECK;
 /* db_query that logs "WHAT: the error" and returns NULL when the statement fails; caller PQclears. */
 PGresult *ctl_query(struct db *db, const char *what, const char *sql, int n, const char *const *params) MUSTCHECK;
 
+/* printf for text a human reads on a terminal: what it prints (names and texts from the database or
+ * Redis, which other applications write) has its control characters shown as util_visible shows
+ * them, line feeds and tabs kept. Not for CSV or JSON, which have their own escaping. */
+void ctl_printf(const char *fmt, ...) PRINTFLIKE(1, 2);
+
 #endif

@@ -225,41 +225,56 @@ print_cell(FILE *out, const char *v, size_t width, bool right)
 		fprintf(out, "%*s", (int)pad, "");
 }
 
+/* The cells of a text table, as shown: names other applications write may hold control characters,
+ * which a terminal would obey (util_visible). */
+static char **
+text_cells(PGresult *res)
+{
+	int nf = PQnfields(res), nr = PQntuples(res);
+	char **cell = xcalloc((size_t)nf * (size_t)nr + 1, sizeof(*cell));
+
+	for (int i = 0; i < nr; i++)
+		for (int j = 0; j < nf; j++)
+			cell[i * nf + j] = util_visible(PQgetisnull(res, i, j) ? "-" : PQgetvalue(res, i, j));
+	return cell;
+}
+
 static void
 print_text(FILE *out, const struct section *sec, PGresult *res)
 {
 	int nf = PQnfields(res), nr = PQntuples(res);
+	char **cell = text_cells(res);
 
 	fprintf(out, "%s\n", sec->title);
 	if (sec->single) {
 		for (int j = 0; j < nf && nr > 0; j++)
-			fprintf(out, "  %-22s %s\n", PQfname(res, j), PQgetisnull(res, 0, j) ? "-" : PQgetvalue(res, 0, j));
+			fprintf(out, "  %-22s %s\n", PQfname(res, j), cell[j]);
 		fputc('\n', out);
-		return;
-	}
-	if (nr == 0) {
+	} else if (nr == 0) {
 		fprintf(out, "  (none)\n\n");
-		return;
-	}
-	size_t *w = xcalloc((size_t)nf, sizeof(*w));
-	for (int j = 0; j < nf; j++) {
-		w[j] = text_width(PQfname(res, j));
-		for (int i = 0; i < nr; i++) {
-			size_t l = PQgetisnull(res, i, j) ? 1 : text_width(PQgetvalue(res, i, j));
-			if (l > w[j])
-				w[j] = l;
-		}
-	}
-	for (int i = -1; i < nr; i++) {
-		fputs(" ", out);
+	} else {
+		size_t *w = xcalloc((size_t)nf, sizeof(*w));
 		for (int j = 0; j < nf; j++) {
-			const char *v = i < 0 ? PQfname(res, j) : PQgetisnull(res, i, j) ? "-" : PQgetvalue(res, i, j);
-			print_cell(out, v, j == nf - 1 && !is_number(PQftype(res, j)) ? 0 : w[j], is_number(PQftype(res, j)));
+			w[j] = text_width(PQfname(res, j));
+			for (int i = 0; i < nr; i++)
+				if (text_width(cell[i * nf + j]) > w[j])
+					w[j] = text_width(cell[i * nf + j]);
+		}
+		for (int i = -1; i < nr; i++) {
+			fputs(" ", out);
+			for (int j = 0; j < nf; j++) {
+				const char *v = i < 0 ? PQfname(res, j) : cell[i * nf + j];
+				print_cell(out, v, j == nf - 1 && !is_number(PQftype(res, j)) ? 0 : w[j],
+				           is_number(PQftype(res, j)));
+			}
+			fputc('\n', out);
 		}
 		fputc('\n', out);
+		free(w);
 	}
-	fputc('\n', out);
-	free(w);
+	for (int k = 0; k < nf * nr; k++)
+		free(cell[k]);
+	free(cell);
 }
 
 static void

@@ -301,7 +301,8 @@ state_get(void)
 }
 
 /* The parsed templates of the variant in row i of campaign_take (borrowed: valid until the next
- * call), from the cache when the row's text is the one cached; err is set when one does not parse. */
+ * call), from the cache when the row's text is the one cached; err is set when one does not parse
+ * or the HTML one puts a value in unescaped. */
 static const struct variant *
 variant_get(const PGresult *r, int i)
 {
@@ -329,7 +330,12 @@ variant_get(const PGresult *r, int i)
 	v->row = row;
 	for (size_t k = 0; k < NELEM(src); k++)
 		v->src[k] = xstrdup(src[k]);
-	if (mailtmpl_parse(&v->t, src, names, v->err, sizeof(v->err)) == -1 && !v->err[0])
+	/* A variant outreachctl refuses (an HTML tag that puts row data in unescaped) may still reach
+	 * the table another way (SQL by hand, another application): it is unusable here too. */
+	int rc = mailtmpl_parse(&v->t, src, names, v->err, sizeof(v->err));
+	if (rc == 0)
+		rc = tmpl_check_escaped(v->t.html, v->err, sizeof(v->err));
+	if (rc == -1 && !v->err[0])
 		snprintf(v->err, sizeof(v->err), "a template does not parse");
 	return v;
 }
@@ -705,8 +711,8 @@ send_step(struct job_ctx *ctx, const PGresult *r, int i, const char *id, bool *h
 		snprintf(why, sizeof(why), "campaign %s has no variant \"%s\" for segment %s", PQgetvalue(r, i, L_CID),
 		         variant, PQgetvalue(r, i, L_SEGMENT));
 	else if ((v = variant_get(r, i))->err[0])
-		snprintf(why, sizeof(why), "variant \"%s\" (campaign_messages %s): %s", variant, PQgetvalue(r, i, L_MROW),
-		         v->err);
+		snprintf(why, sizeof(why), "campaign %s variant \"%s\" (campaign_messages %s): %s",
+		         PQgetvalue(r, i, L_CID), variant, PQgetvalue(r, i, L_MROW), v->err);
 	if (PQgetisnull(r, i, L_MROW) || v->err[0]) {
 		enum job_result rc = stop_enrollment(ctx, id, why);
 		return rc == JOB_DONE ? job_fail(ctx, JOB_DEAD, "CampaignError", "%s", why) : rc;

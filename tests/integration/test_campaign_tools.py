@@ -402,6 +402,42 @@ class Lifecycle(CampaignToolCase):
         p = self.ctl("preview", "Spring", "999", check=False)
         self.assertIn("no referral source 999", p.stderr)
 
+    def test_control_characters_in_the_data_print_visibly(self):
+        """Names and texts other applications write may hold escape sequences (retitle the terminal,
+        clear it, CSI as U+009B): preview, list and show print them as \\x1b, \\x7f, \\u009b, never as
+        the bytes themselves; line breaks and tabs in a body stay as they are."""
+        d = definition([("texas", {"states": ["TX"]})], name="Spring")
+        d["messages"][0]["text"] = "Dear {{source.name}},\n\tsee you\n"
+        d["messages"][0]["html"] = "<p>{{source.last_name}}</p>"
+        self.create(d)
+        esc = "Lopez\x1b]0;pwned\x07\x1b[2J\x7f\u009b31m"
+        shown = "Lopez\\x1b]0;pwned\\x07\\x1b[2J\\x7f\\u009b31m"
+        self.sql("UPDATE referral_sources SET last_name = %s WHERE id = 1", (esc,))
+        self.sql("UPDATE campaigns SET name = %s, sender_name = %s, postal_address = %s", (
+            "Spring\x1b[8m", "Riverside\x1b[1m PT", "1200 Congress Avenue\x1b[A\nAustin, TX 78701"))
+        self.sql("UPDATE campaign_segments SET name = 'texas\x1b[5m'")
+        self.sql("UPDATE campaign_messages SET subject = 'Hello\u0085{{source.last_name}}'")
+
+        out = self.ctl("preview", "1", "1").stdout
+        for bad in ("\x1b", "\x07", "\x7f", "\u009b", "\u0085"):
+            self.assertNotIn(bad, out)
+        self.assertIn('Campaign: 1 "Spring\\x1b[8m" (draft)', out)
+        self.assertIn("Segment:  texas\\x1b[5m", out)
+        self.assertIn("From:     Riverside\\x1b[1m PT <outreach@riverside-pt.example>", out)
+        self.assertIn("To:       Ana %s <ana0@example.org>" % shown, out)
+        self.assertIn("--- text/plain ---\nDear Ana %s,\n\tsee you\n" % shown, out)
+        self.assertIn("--- text/html ---\n<p>%s</p>\n" % shown, out)
+
+        for args in (("list",), ("show", "1")):
+            out = self.ctl(*args).stdout
+            for bad in ("\x1b", "\u0085"):
+                self.assertNotIn(bad, out, args)
+            self.assertIn("Spring\\x1b[8m", out)
+        self.assertIn("Riverside\\x1b[1m PT", out)
+        self.assertIn("1200 Congress Avenue\\x1b[A, Austin, TX 78701", out)
+        self.assertIn("texas\\x1b[5m", out)
+        self.assertIn("subject: Hello\\u0085{{source.last_name}}", out)
+
     def test_example_definition(self):
         example = harness.ROOT / "config" / "campaigns" / "example.json"
         p = self.ctl("create", example, "--dry-run")

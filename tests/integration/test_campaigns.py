@@ -760,6 +760,44 @@ class Campaigns(harness.Case):
         self.assertEqual(state, "stopped")
         self.assertIn("line break", reason)
 
+    def test_variant_putting_a_value_in_unescaped_is_never_sent(self):
+        """outreachctl refuses {{{...}}} and {{&...}} in an HTML template, but a variant written to the
+        database another way may hold them: the worker sends nothing from it, stops the enrollment and
+        puts the job in dead with a reason that names the campaign and the variant. A sound campaign
+        in the same run still sends."""
+        self.sql("UPDATE coordinators SET name = %s WHERE id = %s", ("Cora <img src=x onerror=alert(1)>", self.coord))
+        sent = {}
+        for name, html in (("Triple", "<p>Dear {{{source.name}}},</p>"),
+                           ("Ampersand", "<p>Dear {{source.name}},</p>\n<p>{{& coordinator.name}}</p>"),
+                           ("Sound", "<p>Dear {{source.name}}, from {{coordinator.name}}</p>")):
+            c = self.campaign(name)
+            seg = self.segment(c, "everyone", 1)
+            self.variant(c, "intro", "Hello {{source.last_name}}", "Dear {{source.name}}.", html)
+            self.rule(c, 0, 1, "always", "send", "intro")
+            src = self.source("<b>%s</b>" % name, "%s@ortho.example.org" % name.lower())
+            e = self.enroll(c, src, seg)
+            sent[name] = (c, e, self.push("CampaignSendJob", [e]))
+        w = self.worker()
+        self.wait_for("two jobs in dead", lambda: self.redis().zcard("dead") == 2)
+        self.wait_idle()
+        self.stop(w)
+        msgs = self.maildir_messages()
+        self.assertEqual([m["To"].addresses[0].addr_spec for m in msgs], ["sound@ortho.example.org"])
+        self.assertIn("from Cora &lt;img src=x", msgs[0].get_body(("html",)).get_content())
+        dead = {d["jid"]: d for d in (json.loads(j) for j in self.redis().zrange("dead", 0, -1))}
+        for name, line in (("Triple", 1), ("Ampersand", 2)):
+            c, e, jid = sent[name]
+            self.assertEqual(dead[jid]["error_class"], "CampaignError")
+            why = dead[jid]["error_message"]
+            self.assertIn('campaign %s variant "intro"' % c, why)
+            self.assertIn("html_template:%d: {{{...}}} or {{&...}} would put a value into the HTML unescaped" % line,
+                          why)
+            state, reason = self.sql("SELECT state, stop_reason FROM campaign_enrollments WHERE id = %s", (e,))[0]
+            self.assertEqual(state, "stopped")
+            self.assertEqual(reason, why)
+            self.assertEqual(self.sql("SELECT status, sent_at FROM email_messages WHERE enrollment_id = %s AND "
+                                      "status <> 'sending'", (e,)), [])
+
     def test_paused_campaign_waits_and_resumes(self):
         c, seg = self.simple()
         self.sql("UPDATE campaigns SET status = 'paused' WHERE id = %s", (c,))

@@ -183,6 +183,13 @@ class Campaigns(CtlCase):
                  (cid,))
         p = self.fails(("campaign", "preview", "Spring", "1"), "campaign preview: text")
         self.assertNotIn("Subject:", p.stdout)
+        # A stored HTML template that puts a value in unescaped, which the worker refuses to send.
+        self.sql("UPDATE campaign_messages SET text_template = 'Hi', html_template = '<p>\n{{& source.name}}</p>' "
+                 "WHERE campaign_id = %s", (cid,))
+        p = self.fails(("campaign", "preview", "Spring", "1"),
+                       "campaign preview: html:2: {{{...}}} or {{&...}} would put a value into the HTML unescaped; "
+                       "write {{...}} (no message is sent from this variant)")
+        self.assertNotIn("Subject:", p.stdout)
         self.sql("UPDATE campaign_steps SET action = 'call', variant = NULL WHERE campaign_id = %s", (cid,))
         self.fails(("campaign", "preview", "Spring", "1"),
                    "campaign preview: campaign %d has no first message; give --variant" % cid)
@@ -274,6 +281,30 @@ class Jobs(CtlCase):
         self.fails(("retry-dead", "ab" * 12), "retry-dead: no dead job with jid " + "ab" * 12)
         self.fails(("discard-dead", "ab" * 12), "discard-dead: no dead job with jid " + "ab" * 12)
         self.fails(("retry-dead",), "usage: outreachctl retry-dead JID|--all")
+
+    def test_names_from_redis_print_control_characters_visibly(self):
+        """What another client wrote to Redis (a queue name, a dead job's jid) prints as escapes, on
+        stdout and stderr alike; stats --json keeps the name as it is, JSON-escaped."""
+        r = self.redis()
+        r.sadd("queues", "evil\x1b]0;pwned\x07")
+        r.lpush("queue:evil\x1b]0;pwned\x07", "{}")
+        self.addCleanup(r.delete, "queues", "queue:evil\x1b]0;pwned\x07", "dead")
+        p = self.ctl("stats")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn("\x1b", p.stdout)
+        self.assertIn("evil\\x1b]0;pwned\\x07", p.stdout)
+        doc = json.loads(self.ctl("stats", "--json").stdout)
+        self.assertIn("evil\x1b]0;pwned\x07", [q["name"] for q in doc["queues"]])
+        for jid, queue in (("ab\x1b[2J", "no queue"), ("cd\u009b2J", "default")):
+            job = json.loads(dead_job(jid, queue))
+            if queue == "default":
+                job["class"] = "InvalidJob"
+            r.zadd("dead", {json.dumps(job): 1700000001})
+        p = self.ctl("retry-dead", "--all")
+        for bad in ("\x1b", "\u009b"):
+            self.assertNotIn(bad, p.stdout + p.stderr)
+        self.assertIn("dead job ab\\x1b[2J has no valid queue", p.stderr)
+        self.assertIn("dead job cd\\u009b2J is not a runnable job", p.stderr)
 
     def test_enqueue_refusals(self):
         self.fails(("enqueue", "PingJob", "--args", "{}"), "enqueue: --args must be a JSON array")

@@ -379,6 +379,29 @@ class Changes(MetricsCase):
         self.assertEqual(self.refresh("--period", "full")[2], 0)
         self.assertEqual(self.dump(), before)
 
+    def test_report_text_shows_control_characters_visibly(self):
+        """Names other applications write may hold escape sequences; the text report shows them as
+        \\x1b and \\u009b (the columns sized to what is shown), CSV and JSON carry them as they are."""
+        self.sql("UPDATE referral_sources SET last_name = %s WHERE id = %s", ("S\x1b]0;pwned\x07", self.s))
+        self.sql("UPDATE coordinators SET name = %s WHERE id = %s", ("A\u009b2J", self.a))
+        self.referral("2025-03-10 10:00", "Cardio\x1b[2J")
+        self.refresh()
+        run = lambda *a: self.run_bin("outreachctl", "-c", harness.CONFIG, "report", "--month", "2025-03", *a,
+                                      check=True).stdout
+        text = run()
+        for bad in ("\x1b", "\x07", "\u009b"):
+            self.assertNotIn(bad, text)
+        self.assertIn("S\\x1b]0;pwned\\x07", text)
+        self.assertIn("A\\u009b2J", text)
+        self.assertIn("Cardio\\x1b[2J", text)
+        # Each table's lines are as wide as its header, the escapes counted as they are shown.
+        table = text.split("Top referrers", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+        self.assertTrue(any("pwned" in t for t in table), table)
+        self.assertEqual(len({len(t) for t in table}), 1, table)
+        self.assertIn("S\x1b]0;pwned\x07", run("--format", "csv"))
+        doc = json.loads(run("--format", "json"))
+        self.assertEqual(doc["top_referrers"][0]["name"], "S\x1b]0;pwned\x07")
+
     def test_deleting_the_only_referral_empties_its_periods(self):
         r = self.referral("2025-06-10 10:00")
         self.refresh()

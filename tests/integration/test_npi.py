@@ -205,6 +205,21 @@ class NpiSync(npi_cases.Replay, npi_cases.SyncSteps, harness.Case):
         self.run_bin("outreachctl", "npi", "search", "remove", "cardio", check=True)
         self.assertEqual(self.sql_one("SELECT count(*) FROM npi_searches"), 1)
 
+    def test_search_list_shows_control_characters_visibly(self):
+        """A search's name, its coordinator's address and its criteria (jsonb, which keeps DEL and
+        U+0080..U+009F as they are) print as escapes in the text list, as they are in --json."""
+        sid = self.add_search(name="IM\x1b]0;pwned\x07 in MN", criteria=dict(SEARCH, city="Duluth\u009b2J\x7f"))
+        self.sql("UPDATE coordinators SET email = %s WHERE email = 'dana@example.org'", ("dana\x1b[2J@example.org",))
+        text = self.run_bin("outreachctl", "npi", "search", "list", check=True).stdout
+        for bad in ("\x1b", "\x07", "\x7f", "\u009b"):
+            self.assertNotIn(bad, text)
+        self.assertIn("IM\\x1b]0;pwned\\x07 in MN", text)
+        self.assertIn("dana\\x1b[2J@example.org", text)
+        self.assertIn("Duluth\\u009b2J\\x7f", text)
+        listed = json.loads(self.run_bin("outreachctl", "npi", "search", "list", "--json", check=True).stdout)
+        self.assertEqual([(s["id"], s["name"], s["criteria"]["city"]) for s in listed],
+                         [(sid, "IM\x1b]0;pwned\x07 in MN", "Duluth\u009b2J\x7f")])
+
 
 class Imports(npi_cases.NppesFiles, harness.Case):
     def setUp(self):

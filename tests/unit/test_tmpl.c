@@ -342,6 +342,45 @@ test_syntax_errors(void **state)
 	expect_error("{{=<% %>=}}", "name.mustache:1: changing delimiters ({{=...=}}) is not supported");
 }
 
+/* What outreachctl and the campaign worker refuse in an HTML template: the first tag that puts a
+ * value in unescaped, by line, whatever section it sits in. */
+static void
+test_check_escaped(void **state)
+{
+	static const struct {
+		const char *text;
+		unsigned long line;
+	} cases[] = {
+		{"<p>{{a}} {{#s}}{{b.c}}{{/s}} {{^s}}{{.}}{{/s}} {{! {{{x}}} }}</p>", 0},
+		{"<p>{{{a}}}</p>", 1},
+		{"<p>{{a}}</p>\n<p>{{& b}}</p>\n{{{c}}}", 2},
+		{"{{#l}}\n\n  <li>{{{.}}}</li>\n{{/l}}", 3},
+	};
+	char err[160];
+
+	(void)state;
+	for (size_t i = 0; i < NELEM(cases); i++) {
+		struct tmpl *t = tmpl_parse(cases[i].text, "page.html", err, sizeof(err));
+		assert_non_null(t);
+		assert_int_equal(tmpl_raw_line(t), cases[i].line);
+		strcpy(err, "untouched");
+		if (cases[i].line == 0) {
+			assert_int_equal(tmpl_check_escaped(t, err, sizeof(err)), 0);
+			assert_string_equal(err, "untouched");
+		} else {
+			char want[160];
+			snprintf(want, sizeof(want),
+			         "page.html:%lu: {{{...}}} or {{&...}} would put a value into the HTML "
+			         "unescaped; write {{...}}",
+			         cases[i].line);
+			assert_int_equal(tmpl_check_escaped(t, err, sizeof(err)), -1);
+			assert_string_equal(err, want);
+			assert_int_equal(tmpl_check_escaped(t, NULL, 0), -1);
+		}
+		tmpl_free(t);
+	}
+}
+
 static void
 test_error_name_default(void **state)
 {
@@ -496,6 +535,7 @@ main(void)
 		cmocka_unit_test(test_syntax_errors),   cmocka_unit_test(test_error_name_default),
 		cmocka_unit_test(test_depth_limit),     cmocka_unit_test(test_large),
 		cmocka_unit_test(test_load_file),       cmocka_unit_test(test_free_null),
+		cmocka_unit_test(test_check_escaped),
 	};
 
 	return cmocka_run_group_tests_name("tmpl", tests, NULL, NULL);

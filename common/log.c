@@ -1,5 +1,6 @@
 /* log: levelled log lines on stderr, journald priorities under systemd, a per-thread context. */
 #include "common/log.h"
+#include "common/util.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -120,14 +121,15 @@ log_vwrite(enum log_level level, int errnum, const char *fmt, va_list ap)
 		n += snprintf(line + n, sizeof(line) - (size_t)n, " (%s)", log_ctx);
 	if ((size_t)n >= sizeof(line) - 1)
 		n = (int)sizeof(line) - 2;
+	line[n] = '\0';
 	/* One line per record: a newline in the message or its context (a job's class and jid come from
-	 * outside) would forge a second record. */
-	for (int i = 0; i < n; i++)
-		if (line[i] == '\n' || line[i] == '\r')
-			line[i] = ' ';
-	line[n++] = '\n';
+	 * outside) would forge a second record. Other control characters (an escape sequence in a name
+	 * from the data) are written as visible escapes: the log is read on terminals. */
+	char out[sizeof(line) + 512];
+	size_t len = util_visible_buf(out, sizeof(out) - 1, line, true);
+	out[len++] = '\n';
 	/* One write per line so that lines of concurrent threads and processes do not interleave. */
-	(void)!write(STDERR_FILENO, line, (size_t)n);
+	(void)!write(STDERR_FILENO, out, len);
 }
 
 void

@@ -181,25 +181,45 @@ util_control_len(const char *s)
 	return 0;
 }
 
+size_t
+util_visible_buf(char *dst, size_t cap, const char *s, bool one_line)
+{
+	size_t o = 0;
+
+	while (*s) {
+		size_t n = util_control_len(s);
+		char esc[8];
+		const char *put = s;
+		size_t len = n == 0 ? 1 : n;
+		if (one_line && (*s == '\n' || *s == '\r')) {
+			put = " ";
+		} else if (n == 1 && *s != '\n' && *s != '\t') {
+			snprintf(esc, sizeof(esc), "\\x%02x", (unsigned)(unsigned char)s[0]);
+			put = esc;
+			len = 4;
+		} else if (n == 2) {
+			snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)(unsigned char)s[1]);
+			put = esc;
+			len = 6;
+		}
+		if (o + len >= cap)
+			break;
+		memcpy(dst + o, put, len);
+		o += len;
+		s += n == 0 ? 1 : n; /* a line feed or space put for one: one byte of s */
+	}
+	dst[o] = '\0';
+	return o;
+}
+
 char *
 util_visible(const char *s)
 {
 	/* At most six bytes for every two of s (\u0080 for C2 80), four for every one (\x1b for 1b). */
-	char *out = xmalloc(4 * strlen(s) + 1), *o = out;
+	size_t cap = 4 * strlen(s) + 1;
+	char *out = xmalloc(cap);
 
-	while (*s) {
-		size_t n = util_control_len(s);
-		if (n == 0 || *s == '\n' || *s == '\t') {
-			*o++ = *s++;
-			continue;
-		}
-		if (n == 1)
-			o += sprintf(o, "\\x%02x", (unsigned)(unsigned char)s[0]);
-		else
-			o += sprintf(o, "\\u%04x", (unsigned)(unsigned char)s[1]);
-		s += n;
-	}
-	*o = '\0';
+	util_visible_buf(out, cap, s, false);
 	return out;
 }
 

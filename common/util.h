@@ -49,6 +49,10 @@ size_t util_control_len(const char *s);
  * clear or drive the terminal. Everything else is copied as it is. Returns a string the caller
  * frees. */
 char *util_visible(const char *s);
+/* The same into dst (cap bytes, cap >= 1, always terminated): what does not fit is left out, never
+ * an escape cut in two. With one_line, a line feed or carriage return becomes a space (a log record
+ * stays one line) instead of being kept or escaped. Returns the length written. */
+size_t util_visible_buf(char *dst, size_t cap, const char *s, bool one_line);
 
 /* Parses a whole decimal integer in [min, max]; false on junk, overflow or out of range. */
 bool util_parse_long(const char *s, long min, long max, long *out) MUSTCHECK;

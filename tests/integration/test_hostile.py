@@ -224,9 +224,11 @@ class Hostile(harness.Case):
                                            "queue": "alerts", "retry": True, "enqueued_at": time.time()}))
         r.lpush("queue:alerts", json.dumps({"class": "No\nforged: record", "args": [], "jid": "cd" * 12,
                                            "queue": "alerts", "retry": True, "enqueued_at": time.time()}))
+        r.lpush("queue:alerts", json.dumps({"class": "Esc\x1b]0;retitled\x07\u009b2J", "args": [], "jid": "ef" * 12,
+                                           "queue": "alerts", "retry": True, "enqueued_at": time.time()}))
         w = self.drain(("alerts",))
         dead = {d["class"]: d for d in map(json.loads, r.zrange("dead", 0, -1))}
-        self.assertEqual(sorted(dead), ["No\nforged: record", "OverdueDigestJob"])
+        self.assertEqual(sorted(dead), ["Esc\x1b]0;retitled\x07\u009b2J", "No\nforged: record", "OverdueDigestJob"])
         self.assertEqual(dead["OverdueDigestJob"]["jid"], bad_jid)
         self.assertEqual(dead["OverdueDigestJob"]["error_class"], "InvalidJob")
         self.assertIn("\"jid\" is not a string of 1 to 64 printable ASCII characters",
@@ -235,6 +237,9 @@ class Hostile(harness.Case):
         # every log line is a record of the worker's own: none starts with what the job carried
         for line in w.log().splitlines():
             self.assertRegex(line, r"^(<\d>|\d{4}-\d\d-\d\dT)", line)
+        # nor drives the terminal it is read on: control characters are shown as escapes
+        self.assertIn("Esc\\x1b]0;retitled\\x07\\u009b2J", w.log())
+        self.assertEqual([c for c in w.log() if c != "\n" and (ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f)], [])
         # the coordinator's digest is not spoiled: a good job sends it
         self.assertEqual(self.sql("SELECT kind FROM alert_emails"), [])
         self.push("OverdueDigestJob", [c, TODAY], "alerts")

@@ -171,6 +171,28 @@ test_visible(void **state)
 	expect_visible(in, want);
 }
 
+/* Into a buffer: what does not fit is left out whole (never half an escape); a log record's line
+ * breaks become spaces. */
+static void
+test_visible_buf(void **state)
+{
+	char out[16];
+
+	(void)state;
+	assert_int_equal(util_visible_buf(out, sizeof(out), "a\x1b[2J\tb\r\nc", true), 13);
+	assert_string_equal(out, "a\\x1b[2J\tb  c");
+	assert_int_equal(util_visible_buf(out, sizeof(out), "a\r\nb", false), 7);
+	assert_string_equal(out, "a\\x0d\nb");
+	assert_int_equal(util_visible_buf(out, 8, "abcd\x1b", false), 4);
+	assert_string_equal(out, "abcd");
+	assert_int_equal(util_visible_buf(out, 9, "abcd\x1b", false), 8);
+	assert_string_equal(out, "abcd\\x1b");
+	assert_int_equal(util_visible_buf(out, 6, "\xc2\x9b", false), 0);
+	assert_string_equal(out, "");
+	assert_int_equal(util_visible_buf(out, 1, "abc", false), 0);
+	assert_string_equal(out, "");
+}
+
 int
 main(void)
 {
@@ -181,6 +203,7 @@ main(void)
 	    cmocka_unit_test(utc_month),
 	    cmocka_unit_test(test_control_len),
 	    cmocka_unit_test(test_visible),
+	    cmocka_unit_test(test_visible_buf),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/util.h"
+
 #define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -1)
 
 /* The criteria a saved search may hold, and the API parameter each becomes (NULL: handled apart). */
@@ -57,6 +59,13 @@ npi_criteria_check(const json_t *criteria, char *err, size_t errlen)
 		if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 200)
 			return ERR("%s must be a string of 1..200 characters", key);
 		const char *s = json_string_value(v);
+		/* A NUL ("\u0000") would cut the value where the registry's URL is built; a control
+		 * character matches no provider and would reach terminals in listings. */
+		if (strlen(s) != json_string_length(v))
+			return ERR("%s must not contain a NUL character", key);
+		for (const char *p = s; *p; p++)
+			if (util_control_len(p) != 0)
+				return ERR("%s must not contain control characters", key);
 		if (strcmp(key, "postal_code") == 0 && (!all_digits(s) || strlen(s) > 9))
 			return ERR("postal_code must be a prefix of 1..9 digits, e.g. 55 or 55767");
 		if (strcmp(key, "enumeration_type") == 0 && strcmp(s, "NPI-1") != 0 && strcmp(s, "NPI-2") != 0)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/npi.h"
+#include "common/util.h"
 
 #define FIXTURES "tests/fixtures/npi/"
 
@@ -220,6 +221,22 @@ test_parts_and_urls(void **state)
 	json_decref(crit);
 
 	crit = json_pack("{s:s}", "state", "MN");
+	assert_int_equal(npi_criteria_check(crit, err, sizeof(err)), -1);
+	json_decref(crit);
+	/* No control character (C0, DEL or C1) nor NUL in a value. */
+	const char *bad[] = {"Minne\x1b[2Japolis", "Duluth\n", "Edina\x7f", "St\xc2\x9bPaul"};
+	for (size_t i = 0; i < NELEM(bad); i++) {
+		crit = json_pack("{s:s, s:s}", "state", "MN", "city", bad[i]);
+		assert_int_equal(npi_criteria_check(crit, err, sizeof(err)), -1);
+		assert_string_equal(err, "city must not contain control characters");
+		json_decref(crit);
+	}
+	crit = json_loads("{\"state\": \"MN\", \"city\": \"Duluth\\u0000x\"}", JSON_ALLOW_NUL, NULL);
+	assert_non_null(crit);
+	assert_int_equal(npi_criteria_check(crit, err, sizeof(err)), -1);
+	assert_string_equal(err, "city must not contain a NUL character");
+	json_decref(crit);
+	crit = json_pack("{s:s, s:s}", "state", "MN", "city", "Saint-Étienne\tdu Lac");
 	assert_int_equal(npi_criteria_check(crit, err, sizeof(err)), -1);
 	json_decref(crit);
 }

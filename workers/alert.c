@@ -133,9 +133,9 @@ alert_deliver(struct job_ctx *ctx, const char *kind, const char *key, const stru
 
 	mailtmpl_render(t, context, &subject, &text, &html);
 	if (to->too_long) {
-		char why[512];
-		snprintf(why, sizeof(why), "cannot build the %s email to coordinator %s: their %s is longer than %zu bytes",
-		         kind, to->id, to->too_long, sizeof(to->name) - 1);
+		char why[512], what[96];
+		snprintf(why, sizeof(why), "cannot build the %s email to coordinator %s: %s", kind, to->id,
+		         alert_person_too_long(to, what, sizeof(what)));
 		alert_set_status(ctx, kind, key, "failed", why);
 		rc = job_fail(ctx, JOB_DEAD, "InvalidEmail", "%s", why);
 		goto out;
@@ -187,6 +187,15 @@ alert_person_set(struct alert_person *p, const char *id, const char *name, const
 		p->too_long = "email";
 	util_strlcpy(p->tz, tz, sizeof(p->tz));
 	p->active = active;
+}
+
+const char *
+alert_person_too_long(const struct alert_person *p, char *buf, size_t len)
+{
+	if (p->too_long == NULL)
+		return NULL;
+	snprintf(buf, len, "their %s is longer than %zu bytes", p->too_long, sizeof(p->name) - 1);
+	return buf;
 }
 
 enum job_result

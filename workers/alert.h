@@ -18,6 +18,9 @@ struct alert_person {
 void alert_person_set(struct alert_person *p, const char *id, const char *name, const char *email, const char *tz,
                       bool active);
 
+/* "their name is longer than 255 bytes" (in buf) when p->too_long, else NULL. */
+const char *alert_person_too_long(const struct alert_person *p, char *buf, size_t len);
+
 /* Loads coordinator id; JOB_DONE when found, else the failure to return (JOB_DEAD when there is
  * none, JOB_RETRY on a database error). With day ("YYYY-MM-DD", the day a digest is for; NULL for
  * none) a day not yet begun in the coordinator's time zone goes to dead (ArgumentError) before

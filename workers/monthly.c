@@ -354,7 +354,9 @@ monthly_report_run(struct job_ctx *ctx)
 	struct msg *m = msg_new();
 	mailtmpl_render(handler_templates("monthly_report"), context, &subject, &text, &html);
 	json_decref(context);
-	if (bad || msg_set_id(m, message_id) == -1 ||
+	char too_long[96];
+	const char *person_bad = alert_person_too_long(&p, too_long, sizeof(too_long));
+	if (bad || person_bad || msg_set_id(m, message_id) == -1 ||
 	    msg_set_from(m, ctx->cfg->alerts.from_name, ctx->cfg->smtp.from) == -1 || msg_add_to(m, p.name, p.email) == -1 ||
 	    msg_set_subject(m, subject) == -1 || msg_add_header(m, "Auto-Submitted", "auto-generated") == -1 ||
 	    msg_add_header(m, "X-Outreach-Jid", ctx->job->jid) == -1 || msg_set_text(m, text) == -1 ||
@@ -365,7 +367,7 @@ monthly_report_run(struct job_ctx *ctx)
 	    msg_render(m, &data, &len) == -1) {
 		char why[512];
 		snprintf(why, sizeof(why), "cannot build the monthly report to %s: %s", p.email,
-		         bad ? "drawing a chart failed" : msg_error(m));
+		         bad ? "drawing a chart failed" : person_bad ? person_bad : msg_error(m));
 		alert_set_status(ctx, "monthly_report", key, "failed", why);
 		rc = job_fail(ctx, JOB_DEAD, "InvalidEmail", "%s", why);
 		free(data);

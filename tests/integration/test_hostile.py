@@ -268,28 +268,34 @@ class Hostile(harness.Case):
         self.assertEqual(self.sql_one("SELECT invite_sent_sequence FROM activities WHERE id = %s", (aid,)), 1)
 
     # --- hostile values from the database ---------------------------------------------------------
-    def assert_digest_refused(self, name, email_addr, reason):
-        """A digest to the coordinator named so sends nothing, goes to dead and is recorded failed."""
+    def assert_refused(self, name, email_addr, reason, kinds=("digest",)):
+        """The emails (a digest, a monthly report) to the coordinator named so send nothing: each job
+        goes to dead and each email is recorded failed, with the reason."""
         c = self.coordinator(name, email_addr)
         self.source(c, "Doe")
-        jid = self.push("OverdueDigestJob", [c, TODAY], "alerts")
+        last_month = (datetime.datetime.now(datetime.timezone.utc).date().replace(day=1)
+                      - datetime.timedelta(days=1)).strftime("%Y-%m")
+        jobs = {"digest": ("OverdueDigestJob", [c, TODAY]), "monthly_report": ("MonthlyReportJob", [c, last_month])}
+        jids = [self.push(*jobs[k], "alerts") for k in kinds]
         self.drain(("alerts",))
         self.assertEqual(self.maildir_messages(), [])
-        key, job = self.where(jid)
-        self.assertEqual((key, job["error_class"]), ("dead", "InvalidEmail"), job)
-        self.assertIn(reason, job["error_message"])
-        status, error = self.sql("SELECT status, error FROM alert_emails WHERE kind = 'digest'")[0]
-        self.assertEqual(status, "failed")
-        self.assertIn(reason, error)
+        for jid in jids:
+            key, job = self.where(jid)
+            self.assertEqual((key, job["error_class"]), ("dead", "InvalidEmail"), job)
+            self.assertIn(reason, job["error_message"])
+        rows = self.sql("SELECT kind, status, error FROM alert_emails ORDER BY kind")
+        self.assertEqual([(k, st) for k, st, _ in rows], [(k, "failed") for k in sorted(kinds)])
+        for _, _, error in rows:
+            self.assertIn(reason, error)
 
     def test_coordinator_name_with_a_line_break_is_refused_and_recorded(self):
-        self.assert_digest_refused("Dana Smith\r\nBcc: victim@elsewhere.example.org", "dana@clinic.example.org",
-                                   "display name contains a line break")
+        self.assert_refused("Dana Smith\r\nBcc: victim@elsewhere.example.org", "dana@clinic.example.org",
+                            "display name contains a line break")
 
     def test_a_coordinator_name_too_long_is_refused_as_such(self):
         # 258 bytes, three over: cut to fit, it ended inside an é and failed as "not valid UTF-8"
-        self.assert_digest_refused("Núñez-" + "é" * 125, "long@clinic.example.org",
-                                   "their name is longer than 255 bytes")
+        self.assert_refused("Núñez-" + "é" * 125, "long@clinic.example.org", "their name is longer than 255 bytes",
+                            kinds=("digest", "monthly_report"))
 
     def test_case_and_invite_values_stay_text(self):
         boss = self.coordinator("Denise O'Kafor", "denise@clinic.example.org")

@@ -14,8 +14,6 @@
 #define EW_MAX_BYTES 45  /* 60 base64 characters: words of 72 characters, under RFC 2047's 75 */
 #define MAX_WORD     900 /* an unfoldable run in an extra header; keeps lines under 998 */
 #define MAX_HDR_NAME 64
-#define MAX_NAME     256 /* display names, in bytes */
-#define MAX_NAME_S   "256"
 #define MAX_ID       250
 #define QUOTE_MAX    60 /* ASCII display names up to this length may be a quoted-string */
 
@@ -320,8 +318,8 @@ msg_display_name_problem(const char *name)
 {
 	const char *why = header_text_problem(name, false);
 
-	if (why == NULL && strlen(name) > MAX_NAME)
-		why = "is longer than " MAX_NAME_S " bytes";
+	if (why == NULL && strlen(name) > MSG_MAX_NAME)
+		why = "is longer than " UTIL_STR(MSG_MAX_NAME) " bytes";
 	return why;
 }
 

@@ -8,6 +8,8 @@
 
 #include "common/util.h"
 
+#define MSG_MAX_NAME 256 /* the longest display name a message takes, in bytes */
+
 /*
  * A message is filled in with setters and rendered once or several times with msg_render. The
  * rendered bytes are 7-bit clean with CRLF line ends, no line over 998 octets, ready for SMTP DATA:

@@ -10,6 +10,9 @@
 #define MUSTCHECK __attribute__((warn_unused_result))
 #define PRINTFLIKE(a, b) __attribute__((format(printf, a, b)))
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+/* A macro's value as a string literal: UTIL_STR(256) is "256". */
+#define UTIL_STR_(x) #x
+#define UTIL_STR(x)  UTIL_STR_(x)
 
 /* Allocation that aborts the process with a message on exhaustion; never returns NULL. */
 void *xmalloc(size_t n);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cases.h"
 #include "common/job.h"
 #include "common/log.h"
 #include "common/queue.h"
@@ -155,14 +156,17 @@ static const char invite_sql[] =
     "   AND scheduled_at > now() - interval '1 day'"
     " ORDER BY scheduled_at LIMIT 1000";
 
+/* An alert of a case whose assignee is inactive goes to their manager (see workers/casealert.c):
+ * without an active one it waits, and is pushed once someone can receive it. */
 static const char case_sql[] =
     "SELECT id, lvl, left(encode(sha256(convert_to('case:' || id || ':' || lvl, 'UTF8')), 'hex'), 24) FROM ("
     "  SELECT k.id, k.alerted_level, CASE"
-    "    WHEN now() >= k.opened_at + make_interval(hours => sla.h + $5::int) THEN 2"
-    "    WHEN now() >= k.opened_at + make_interval(hours => sla.h) THEN 1 ELSE 0 END AS top"
-    "  FROM cases k CROSS JOIN LATERAL (SELECT CASE k.priority WHEN 'low' THEN $1::int WHEN 'high' THEN $3::int"
-    "                                   WHEN 'urgent' THEN $4::int ELSE $2::int END AS h) sla"
-    "  WHERE k.status <> 'resolved' AND k.alerted_level < 2 AND k.assignee_id IS NOT NULL"
+    "    WHEN now() >= " CASES_DUE_AT("2") " THEN 2"
+    "    WHEN now() >= " CASES_DUE_AT("1") " THEN 1 ELSE 0 END AS top"
+    "  FROM cases k" CASES_SLA_LATERAL
+    "  JOIN coordinators a ON a.id = k.assignee_id"
+    "  LEFT JOIN coordinators m ON m.id = a.manager_id AND m.active"
+    "  WHERE k.status <> 'resolved' AND k.alerted_level < 2 AND (a.active OR m.id IS NOT NULL)"
     ") c CROSS JOIN LATERAL generate_series(c.alerted_level + 1, c.top) AS lvl"
     " ORDER BY id, lvl LIMIT 1000";
 
@@ -253,13 +257,8 @@ scan_now(struct scan *s)
 	if (apg_query(s->pg, scan_sql, 3, params, on_scan, s) == 0)
 		s->running = true;
 	(void)apg_query(s->pg, invite_sql, 0, NULL, on_invites, s);
-	const struct cfg *c = *s->cfgp;
 	char h[5][16];
-	snprintf(h[0], sizeof(h[0]), "%d", c->cases.sla_hours_low);
-	snprintf(h[1], sizeof(h[1]), "%d", c->cases.sla_hours_normal);
-	snprintf(h[2], sizeof(h[2]), "%d", c->cases.sla_hours_high);
-	snprintf(h[3], sizeof(h[3]), "%d", c->cases.sla_hours_urgent);
-	snprintf(h[4], sizeof(h[4]), "%d", c->cases.escalate_after_hours);
+	cases_sla_params(*s->cfgp, h);
 	const char *cparams[] = {h[0], h[1], h[2], h[3], h[4]};
 	(void)apg_query(s->pg, case_sql, 5, cparams, on_cases, s);
 }

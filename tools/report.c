@@ -17,8 +17,10 @@ report_parse_month(const char *s, char *out)
 {
 	int y, m, d;
 
-	/* A month, or a day of it (its month is meant): by the rules every job's dates follow. */
-	if (!util_parse_month(s, &y, &m) && !util_parse_date(s, &y, &m, &d))
+	/* A month, or a day of it (its month is meant), from 1900 on: as MonthlyReportJob takes them. */
+	if ((!util_parse_month(s, &y, &m) && !util_parse_date(s, &y, &m, &d)) || y < 1900)
+		return -1;
+	if (y > 9999 || m < 1 || m > 12) /* never: the parsers' ranges, said again for the compiler */
 		return -1;
 	snprintf(out, 11, "%04d-%02d-01", y, m);
 	return 0;

@@ -194,7 +194,8 @@ alert_person_too_long(const struct alert_person *p, char *buf, size_t len)
 {
 	if (p->too_long == NULL)
 		return NULL;
-	snprintf(buf, len, "their %s is longer than %zu bytes", p->too_long, sizeof(p->name) - 1);
+	snprintf(buf, len, "their %s is longer than %zu bytes", p->too_long,
+	         strcmp(p->too_long, "name") == 0 ? sizeof(p->name) - 1 : sizeof(p->email) - 1);
 	return buf;
 }
 

@@ -6,10 +6,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "common/msg.h"
 #include "workers/handler.h"
 
 struct alert_person {
-	char id[24], name[256], email[256], tz[64];
+	char id[24], name[MSG_MAX_NAME + 1], email[256], tz[64];
 	bool active;          /* coordinators.active: an inactive one gets no digest or report (see alert_inactive) */
 	const char *too_long; /* "name" or "email" when it did not fit (cut): alert_deliver refuses the email */
 };

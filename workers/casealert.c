@@ -4,14 +4,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cases.h"
 #include "common/log.h"
 #include "common/queue.h"
 #include "workers/alert.h"
 #include "workers/handler.h"
 
-/* The case, its assignee (and whether they are active), their active manager, the source, the case's
- * SLA in hours by priority ($2 to $5: low, normal, high, urgent) and whether level $7 is due: the SLA
- * passed, and for level 2 $6 more hours (the test of outreachd's scan, daemon/scan.c), with when. */
+/* Case $6, its assignee (and whether they are active), their active manager, the source, the case's
+ * SLA in hours and whether level $7 is due, with when: the test outreachd's scan makes (cases.h, its
+ * parameters $1 to $5). */
 static const char case_sql[] =
     "SELECT k.category, k.priority, k.summary, k.status, "
     "       to_char(k.opened_at AT TIME ZONE a.time_zone, 'FMDay, FMDD FMMonth YYYY, HH24:MI'), "
@@ -19,15 +20,29 @@ static const char case_sql[] =
     "       a.id, a.name, a.email, m.id, "
     "       s.id, CASE WHEN s.kind = 'organization' THEN s.organization_name "
     "                  ELSE concat_ws(' ', s.first_name, s.last_name) END, coalesce(s.phone, ''), "
-    "       a.active, sla.h, now() >= due.at, to_char(due.at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"') "
-    "  FROM cases k JOIN coordinators a ON a.id = k.assignee_id "
+    "       a.active, sla.h, now() >= " CASES_DUE_AT("$7::int") ", "
+    "       to_char(" CASES_DUE_AT("$7::int") " AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"') "
+    "  FROM cases k" CASES_SLA_LATERAL
+    "  JOIN coordinators a ON a.id = k.assignee_id "
     "  LEFT JOIN coordinators m ON m.id = a.manager_id AND m.active "
     "  JOIN referral_sources s ON s.id = k.source_id "
-    "  CROSS JOIN LATERAL (SELECT CASE k.priority WHEN 'low' THEN $2::int WHEN 'high' THEN $4::int "
-    "                      WHEN 'urgent' THEN $5::int ELSE $3::int END AS h) sla "
-    "  CROSS JOIN LATERAL (SELECT k.opened_at + make_interval(hours => sla.h + "
-    "                      CASE WHEN $7::int = 2 THEN $6::int ELSE 0 END) AS at) due "
-    " WHERE k.id = $1";
+    " WHERE k.id = $6";
+
+/* Removes the mark outreachd's scan left when it pushed this job (under its jid; nothing when another
+ * application pushed it), so that the scan pushes the alert again as soon as it can be sent rather
+ * than two days later. A retry when Redis fails: it decides again then. */
+static enum job_result
+forget_push(struct job_ctx *ctx, const char *id)
+{
+	redisReply *del = redisCommand(ctx->redis, "DEL %s%s", QUEUE_PUSHED_PREFIX, ctx->job->jid);
+	enum job_result rc = JOB_DONE;
+
+	if (del == NULL || del->type == REDIS_REPLY_ERROR)
+		rc = job_fail(ctx, JOB_RETRY, "RedisError", "case %s: removing outreachd's mark of the push: %s", id,
+		              del ? del->str : ctx->redis->errstr);
+	freeReplyObject(del);
+	return rc;
+}
 
 enum job_result
 case_alert_run(struct job_ctx *ctx)
@@ -43,12 +58,8 @@ case_alert_run(struct job_ctx *ctx)
 	snprintf(id, sizeof(id), "%lld", (long long)cid);
 	snprintf(lvl, sizeof(lvl), "%d", level);
 	snprintf(key, sizeof(key), "%s:%d", id, level);
-	snprintf(hours[0], sizeof(hours[0]), "%d", cfg->cases.sla_hours_low);
-	snprintf(hours[1], sizeof(hours[1]), "%d", cfg->cases.sla_hours_normal);
-	snprintf(hours[2], sizeof(hours[2]), "%d", cfg->cases.sla_hours_high);
-	snprintf(hours[3], sizeof(hours[3]), "%d", cfg->cases.sla_hours_urgent);
-	snprintf(hours[4], sizeof(hours[4]), "%d", cfg->cases.escalate_after_hours);
-	PGresult *r = db_query(ctx->db, case_sql, DB_ARGS(id, hours[0], hours[1], hours[2], hours[3], hours[4], lvl));
+	cases_sla_params(cfg, hours);
+	PGresult *r = db_query(ctx->db, case_sql, DB_ARGS(hours[0], hours[1], hours[2], hours[3], hours[4], id, lvl));
 	if (r == NULL)
 		return job_fail(ctx, JOB_RETRY, "DatabaseError", "loading case %s: %s", id, db_error(ctx->db));
 	if (PQntuples(r) == 0) {
@@ -61,26 +72,23 @@ case_alert_run(struct job_ctx *ctx)
 	}
 	/* A level not yet due (pushed early by hand or by another application, or the case's priority
 	 * lowered since outreachd pushed it) sends and records nothing: sending it would set the case's
-	 * alerted level, and the earlier level would never go out. outreachd's scan pushes it when due:
-	 * the mark its push left (under this jid, if it pushed this one) is removed so that it can. */
+	 * alerted level, and the earlier level would never go out. outreachd's scan pushes it when due. */
 	if (PQgetvalue(r, 0, 15)[0] != 't') {
-		log_info("case %s: level %d is not due until %s (%s priority, %s-hour SLA): nothing sent", id, level,
-		         PQgetvalue(r, 0, 16), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 14));
-		redisReply *del = redisCommand(ctx->redis, "DEL %s%s", QUEUE_PUSHED_PREFIX, ctx->job->jid);
-		if (del == NULL || del->type == REDIS_REPLY_ERROR)
-			log_warnx("case %s: removing outreachd's mark of the push: %s (it pushes the alert again within two days)",
-			          id, del ? del->str : ctx->redis->errstr);
-		freeReplyObject(del);
+		if ((rc = forget_push(ctx, id)) == JOB_DONE)
+			log_info("case %s: level %d is not due until %s (%s priority, %s-hour SLA): nothing sent", id, level,
+			         PQgetvalue(r, 0, 16), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 14));
 		goto out;
 	}
 	/* Level 1 goes to the assignee, level 2 to the assignee's manager (or, without one, to the
 	 * assignee again, marked as escalated). An assignee no longer active cannot act on it: both
-	 * levels go to their manager, and without an active manager nothing is sent. */
+	 * levels go to their manager; without an active manager nothing is sent, and outreachd's scan
+	 * pushes the alert once there is one. */
 	bool inactive = PQgetvalue(r, 0, 13)[0] != 't';
 	bool has_manager = !PQgetisnull(r, 0, 9);
 	if (inactive && !has_manager) {
-		log_warnx("case %s: level %d: assignee %s is inactive and has no active manager: nothing sent", id, level,
-		          PQgetvalue(r, 0, 6));
+		if ((rc = forget_push(ctx, id)) == JOB_DONE)
+			log_warnx("case %s: level %d: assignee %s is inactive and has no active manager: nothing sent", id,
+			          level, PQgetvalue(r, 0, 6));
 		goto out;
 	}
 	bool escalated = level == 2 || inactive;
@@ -92,9 +100,9 @@ case_alert_run(struct job_ctx *ctx)
 
 	char *url = alert_record_url(ctx, PQgetvalue(r, 0, 10));
 	json_t *context = json_pack(
-	    "{s:{s:s, s:s}, s:b, s:i, s:{s:I, s:s, s:s, s:s, s:s, s:i, s:i}, s:{s:s, s:s, s:b}, s:{s:s, s:s, s:s}}",
+	    "{s:{s:s, s:s}, s:b, s:b, s:i, s:{s:I, s:s, s:s, s:s, s:s, s:i, s:i}, s:{s:s, s:s, s:b}, s:{s:s, s:s, s:s}}",
 	    "recipient", "name", to.name, "first_name", alert_first_name(to.name, first, sizeof(first)), "escalated",
-	    escalated, "escalate_after_hours", cfg->cases.escalate_after_hours, "case", "id", (json_int_t)cid, "category",
+	    escalated, "past_escalation", level == 2, "escalate_after_hours", cfg->cases.escalate_after_hours, "case", "id", (json_int_t)cid, "category",
 	    PQgetvalue(r, 0, 0), "priority", PQgetvalue(r, 0, 1), "summary", PQgetvalue(r, 0, 2), "opened",
 	    PQgetvalue(r, 0, 4), "open_hours", atoi(PQgetvalue(r, 0, 5)), "sla_hours", atoi(PQgetvalue(r, 0, 14)),
 	    "assignee", "name", PQgetvalue(r, 0, 7), "email", PQgetvalue(r, 0, 8), "inactive", inactive, "source", "name",

@@ -255,7 +255,7 @@ class Demo(CtlCase):
 class Reports(CtlCase):
     def test_bad_arguments(self):
         self.fails(("report", "--month", "2026-13"), "report: --month 2026-13: expected a month like 2026-11")
-        for bad in ("2026-+1", "2026-02-30", "2026-1", " 2026-01"):
+        for bad in ("2026-+1", "2026-02-30", "2026-1", " 2026-01", "1899-12"):
             self.fails(("report", "--month", bad), "report: --month %s: expected a month like 2026-11" % bad)
         self.fails(("report", "--format", "xml"), "report: --format xml: expected text, csv or json")
         self.fails(("metrics", "--period", "year:2026-01-01"),

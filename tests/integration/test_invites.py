@@ -171,7 +171,7 @@ class Invites(harness.Case):
         msgs = self.wait_mail(1)
         self.assertEqual([str(m["To"]) for m in msgs], ["José Núñez <jose@x.org>"])
         self.assertTrue(str(msgs[0]["Subject"]).startswith("high case open 30 hours"), msgs[0]["Subject"])
-        self.assertEqual(self.sql("SELECT alerted_level FROM cases"), [(1,)])
+        self.wait_alerted_levels([1])
 
     def test_a_case_alert_outreachd_pushed_goes_out_when_due_again(self):
         # outreachd pushes level 1 of an urgent case past its 4 hours; before a worker takes it, the case
@@ -188,36 +188,57 @@ class Invites(harness.Case):
         self.sql("UPDATE cases SET priority = 'normal'")
         w = self.start_worker()
         w.wait_log(r"level 1 is not due until .* \(normal priority, 48-hour SLA\): nothing sent")
-        self.assertEqual(r.keys("outreach:pushed:*"), [])
+        self.assertEqual(r.keys("outreach:pushed:*"), [])  # removed before the line is logged
         time.sleep(2.5)  # scans: not due, nothing pushed
         self.assertEqual(self.maildir_messages(), [])
         self.sql("UPDATE cases SET opened_at = now() - interval '50 hours'")
         msgs = self.wait_mail(1)
         self.assertEqual([str(m["To"]) for m in msgs], ["José Núñez <jose@x.org>"])
-        self.assertEqual(self.sql("SELECT alerted_level FROM cases"), [(1,)])
+        self.wait_alerted_levels([1])
+
+    def wait_alerted_levels(self, levels):
+        """The cases' alerted levels (by id) once they are so: a level is recorded after the relay
+        answered, a moment after the email is in the mail catcher."""
+        self.wait_for("alerted levels %s" % levels,
+                      lambda: [lv for lv, in self.sql("SELECT alerted_level FROM cases ORDER BY id")] == levels)
 
     def test_an_inactive_assignees_case_alerts_go_to_their_manager(self):
         self.sql("UPDATE coordinators SET active = false WHERE id = %s", (self.coord,))
         alone = self.sql_one("INSERT INTO coordinators (name, email, active) VALUES ('Ann Lee', 'ann@x.org', false) "
                              "RETURNING id")
-        self.sql("INSERT INTO cases (source_id, assignee_id, category, priority, summary, opened_at) VALUES "
-                 "(%s, %s, 'scheduling', 'high', 'Patients wait 3 weeks', now() - interval '30 hours'), "
-                 "(%s, %s, 'billing', 'high', 'Nobody to tell', now() - interval '60 hours')",
-                 (self.src, self.coord, self.src, alone))
+        first, second = (self.sql_one("INSERT INTO cases (source_id, assignee_id, category, priority, summary, "
+                                      "opened_at) VALUES (%s, %s, %s, 'high', %s, now() - interval '30 hours') "
+                                      "RETURNING id", (self.src, who, cat, summary))
+                         for who, cat, summary in ((self.coord, "scheduling", "Patients wait 3 weeks"),
+                                                   (alone, "billing", "Nobody to tell")))
         msgs = self.wait_mail(1)
-        self.worker.wait_log(r"level 2: assignee %d is inactive and has no active manager: nothing sent" % alone)
-        self.worker.wait_log(r"level 1: assignee %d is inactive and has no active manager: nothing sent" % alone)
-        time.sleep(2)
-        msgs = self.maildir_messages()
         self.assertEqual([str(m["To"]) for m in msgs], ["Denise Okafor <denise@x.org>"])
         self.assertTrue(str(msgs[0]["Subject"]).startswith("Escalated: high case open 30 hours"), msgs[0]["Subject"])
         text = msgs[0].get_body(("plain",)).get_content()
         self.assertIn("A case assigned to José Núñez, who is no longer active, has been open longer than its "
                       "24-hour target", text)
         self.assertIn("who is no longer active", msgs[0].get_body(("html",)).get_content())
-        self.assertEqual(self.sql("SELECT summary, alerted_level FROM cases ORDER BY id"),
-                         [("Patients wait 3 weeks", 1), ("Nobody to tell", 0)])
-
+        # nobody can receive the other: outreachd pushes nothing, and one pushed by hand sends nothing
+        self.push("CaseAlertJob", [second, 1])
+        self.worker.wait_log(r"case %d: level 1: assignee %d is inactive and has no active manager: nothing sent"
+                             % (second, alone))
+        time.sleep(2)
+        self.assertEqual(len(self.maildir_messages()), 1)
+        self.assertEqual(self.redis().llen("queue:alerts"), 0)
+        self.wait_alerted_levels([1, 0])
+        # once the assignee has a manager, both alerts reach them; the second says how long past
+        self.sql("UPDATE cases SET opened_at = now() - interval '50 hours' WHERE id = %s", (second,))
+        self.sql("UPDATE coordinators SET manager_id = %s WHERE id = %s", (self.boss, alone))
+        msgs = self.wait_mail(3)
+        self.assertEqual(len(msgs), 3)
+        self.wait_alerted_levels([1, 2])
+        texts = sorted(m.get_body(("plain",)).get_content() for m in msgs if "Nobody to tell" in str(m["Subject"])
+                       or "Nobody to tell" in m.get_body(("plain",)).get_content())
+        self.assertEqual(len(texts), 2)
+        self.assertTrue(any("Ann Lee, who is no longer active, has been open longer than its 24-hour target" in t
+                            for t in texts), texts)
+        self.assertTrue(any("Ann Lee, who is no longer active, is still open, 24 hours past its 24-hour target" in t
+                            for t in texts), texts)
 
 if __name__ == "__main__":
     harness.main()

@@ -19,4 +19,11 @@ void cases_sla_params(const struct cfg *c, char out[5][16]);
 #define CASES_DUE_AT(level) \
 	"(k.opened_at + make_interval(hours => sla.h + CASE WHEN " level " = 2 THEN $5::int ELSE 0 END))"
 
+/* FROM-clause fragment: case k's assignee a and a's manager m when active (NULL otherwise). An
+ * alert goes to a, or to m when a is inactive or for level 2; with neither it waits. */
+#define CASES_RECIPIENTS                                                                                         \
+	" JOIN coordinators a ON a.id = k.assignee_id LEFT JOIN coordinators m ON m.id = a.manager_id AND m.active "
+/* Whether someone can receive case k's alerts (with CASES_RECIPIENTS). */
+#define CASES_HAS_RECIPIENT "(a.active OR m.id IS NOT NULL)"
+
 #endif

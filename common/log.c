@@ -94,14 +94,16 @@ log_clear_context(void)
 static void
 log_vwrite(enum log_level level, int errnum, const char *fmt, va_list ap)
 {
-	char msg[4096];
-	char line[4600];
-	int n;
+	char msg[4096], err[256];
+	/* The prefix, the message, the error and the context as shown (control characters as escapes,
+	 * up to four bytes for one), each with room of its own: a long message never pushes out the
+	 * context (a job's class and jid). */
+	char line[128 + sizeof(msg) + sizeof(err) + 2 + sizeof(log_ctx) * 4 + 2];
+	size_t n;
 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-
 	if (log_journal) {
-		n = snprintf(line, sizeof(line), "<%d>%s", (int)level, msg);
+		n = (size_t)snprintf(line, 128, "<%d>", (int)level);
 	} else {
 		struct timespec ts;
 		struct tm tm;
@@ -110,26 +112,29 @@ log_vwrite(enum log_level level, int errnum, const char *fmt, va_list ap)
 		clock_gettime(CLOCK_REALTIME, &ts);
 		gmtime_r(&ts.tv_sec, &tm);
 		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-		n = snprintf(line, sizeof(line), "%s.%03ldZ %s[%d] %s: %s", stamp, ts.tv_nsec / 1000000,
-		             log_prog, (int)getpid(), log_level_name(level), msg);
+		n = (size_t)snprintf(line, 128, "%s.%03ldZ %s[%d] %s: ", stamp, ts.tv_nsec / 1000000, log_prog,
+		                     (int)getpid(), log_level_name(level));
 	}
-	if (n < 0)
-		return;
-	if ((size_t)n < sizeof(line) && errnum != 0)
-		n += snprintf(line + n, sizeof(line) - (size_t)n, ": %s", strerror(errnum));
-	if ((size_t)n < sizeof(line) && log_ctx[0] != '\0')
-		n += snprintf(line + n, sizeof(line) - (size_t)n, " (%s)", log_ctx);
-	if ((size_t)n >= sizeof(line) - 1)
-		n = (int)sizeof(line) - 2;
-	line[n] = '\0';
-	/* One line per record: a newline in the message or its context (a job's class and jid come from
-	 * outside) would forge a second record. Other control characters (an escape sequence in a name
-	 * from the data) are written as visible escapes: the log is read on terminals. */
-	char out[sizeof(line) + 512];
-	size_t len = util_visible_buf(out, sizeof(out) - 1, line, true);
-	out[len++] = '\n';
+	if (n >= 128)
+		n = 127;
+	/* One line per record: a line break in the message or its context (a job's class and jid come
+	 * from outside) would forge a second record, so it is written as a space. Other control
+	 * characters (an escape sequence in a name from the data) are shown as escapes: the log is read
+	 * on terminals. */
+	n += util_visible_buf(line + n, sizeof(msg), msg, true);
+	if (errnum != 0) {
+		snprintf(err, sizeof(err), ": %s", strerror(errnum));
+		n += util_visible_buf(line + n, sizeof(err), err, true);
+	}
+	if (log_ctx[0] != '\0') {
+		memcpy(line + n, " (", 2);
+		n += 2;
+		n += util_visible_buf(line + n, sizeof(log_ctx) * 4, log_ctx, true);
+		line[n++] = ')';
+	}
+	line[n++] = '\n';
 	/* One write per line so that lines of concurrent threads and processes do not interleave. */
-	(void)!write(STDERR_FILENO, out, len);
+	(void)!write(STDERR_FILENO, line, n);
 }
 
 void

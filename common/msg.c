@@ -163,51 +163,13 @@ shown(const char *s, char *out, size_t outlen)
 
 /* --- checks ------------------------------------------------------------------------------------- */
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 when invalid (overlong forms,
- * surrogates and code points above U+10FFFF are invalid). *cp receives the code point. */
-static size_t
-utf8_seq(const unsigned char *s, size_t n, unsigned *cp)
-{
-	unsigned c = s[0], v;
-	size_t len;
-
-	if (c < 0x80) {
-		*cp = c;
-		return 1;
-	}
-	if (c >= 0xc2 && c <= 0xdf) {
-		len = 2;
-		v = c & 0x1f;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		len = 3;
-		v = c & 0x0f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		len = 4;
-		v = c & 0x07;
-	} else {
-		return 0;
-	}
-	if (n < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		v = (v << 6) | (s[i] & 0x3f);
-	}
-	if ((len == 3 && v < 0x800) || (len == 4 && (v < 0x10000 || v > 0x10ffff)) ||
-	    (v >= 0xd800 && v <= 0xdfff))
-		return 0;
-	*cp = v;
-	return len;
-}
-
 static bool
 utf8_valid(const char *s, size_t n)
 {
 	unsigned cp;
 
 	for (size_t i = 0; i < n;) {
-		size_t k = utf8_seq((const unsigned char *)s + i, n - i, &cp);
+		size_t k = util_utf8_seq((const unsigned char *)s + i, n - i, &cp);
 		if (k == 0)
 			return false;
 		i += k;
@@ -227,7 +189,7 @@ header_text_problem(const char *s, bool allow_tab)
 	if (strpbrk(s, "\r\n") != NULL)
 		return "contains a line break (CR or LF)";
 	for (size_t i = 0; i < n;) {
-		size_t k = utf8_seq(p + i, n - i, &cp);
+		size_t k = util_utf8_seq(p + i, n - i, &cp);
 		if (k == 0)
 			return "is not valid UTF-8";
 		if ((cp < 0x20 && !(cp == '\t' && allow_tab)) || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f))

@@ -169,6 +169,44 @@ util_rtrim(char *s)
 		s[--n] = '\0';
 }
 
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 when invalid (overlong forms,
+ * surrogates and code points above U+10FFFF are invalid). *cp receives the code point. */
+size_t
+util_utf8_seq(const unsigned char *s, size_t n, unsigned *cp)
+{
+	unsigned c = s[0], v;
+	size_t len;
+
+	if (c < 0x80) {
+		*cp = c;
+		return 1;
+	}
+	if (c >= 0xc2 && c <= 0xdf) {
+		len = 2;
+		v = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		v = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		v = c & 0x07;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		v = (v << 6) | (s[i] & 0x3f);
+	}
+	if ((len == 3 && v < 0x800) || (len == 4 && (v < 0x10000 || v > 0x10ffff)) ||
+	    (v >= 0xd800 && v <= 0xdfff))
+		return 0;
+	*cp = v;
+	return len;
+}
+
 size_t
 util_control_len(const char *s)
 {
@@ -184,29 +222,33 @@ util_control_len(const char *s)
 size_t
 util_visible_buf(char *dst, size_t cap, const char *s, bool one_line)
 {
-	size_t o = 0;
+	size_t o = 0, rest = strlen(s);
 
-	while (*s) {
-		size_t n = util_control_len(s);
+	while (rest > 0) {
+		unsigned cp;
+		size_t n = util_utf8_seq((const unsigned char *)s, rest, &cp), len = n;
 		char esc[8];
 		const char *put = s;
-		size_t len = n == 0 ? 1 : n;
 		if (one_line && (*s == '\n' || *s == '\r')) {
 			put = " ";
-		} else if (n == 1 && *s != '\n' && *s != '\t') {
+		} else if (n == 0 || (n == 1 && util_control_len(s) == 1 && *s != '\n' && *s != '\t')) {
+			/* A control character, or a byte that starts no valid UTF-8 sequence (a lone 0x9b would be
+			 * CSI to a terminal not in UTF-8; a character cut in two at a buffer's end) */
 			snprintf(esc, sizeof(esc), "\\x%02x", (unsigned)(unsigned char)s[0]);
 			put = esc;
 			len = 4;
-		} else if (n == 2) {
-			snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)(unsigned char)s[1]);
+			n = 1;
+		} else if (cp >= 0x80 && cp <= 0x9f) {
+			snprintf(esc, sizeof(esc), "\\u%04x", cp);
 			put = esc;
 			len = 6;
 		}
-		if (o + len >= cap)
+		if (o + len >= cap) /* whole or not at all: never half an escape or a character */
 			break;
 		memcpy(dst + o, put, len);
 		o += len;
-		s += n == 0 ? 1 : n; /* a line feed or space put for one: one byte of s */
+		s += n;
+		rest -= n;
 	}
 	dst[o] = '\0';
 	return o;
@@ -215,7 +257,8 @@ util_visible_buf(char *dst, size_t cap, const char *s, bool one_line)
 char *
 util_visible(const char *s)
 {
-	/* At most six bytes for every two of s (\u0080 for C2 80), four for every one (\x1b for 1b). */
+	/* At most six bytes for every two of s (\u0080 for C2 80), four for every one (\x1b for 1b or
+	 * a byte of no valid sequence). */
 	size_t cap = 4 * strlen(s) + 1;
 	char *out = xmalloc(cap);
 

@@ -41,6 +41,10 @@ char *util_read_file(const char *path, size_t *len) MUSTCHECK;
 /* Removes trailing spaces, tabs, CR and LF in place. */
 void util_rtrim(char *s);
 
+/* Length of the valid UTF-8 sequence at s (at most n bytes; n >= 1), 0 when invalid (overlong forms,
+ * surrogates and code points above U+10FFFF are invalid). *cp receives the code point. */
+size_t util_utf8_seq(const unsigned char *s, size_t n, unsigned *cp);
+
 /* The length in bytes of the control character s starts with: 1 for a C0 control (U+0001..U+001F)
  * or DEL, 2 for a C1 control (U+0080..U+009F: C2 80..C2 9F in UTF-8), 0 for anything else (the NUL
  * that ends s too). */
@@ -49,11 +53,11 @@ size_t util_control_len(const char *s);
 /* s as it may be printed for a human on a terminal: every control character util_control_len
  * counts but line feed and tab written as a visible escape, \xHH for U+0001..U+001F and DEL,
  * \u00HH for U+0080..U+009F, so that data (a name another application wrote) cannot retitle,
- * clear or drive the terminal. Everything else is copied as it is. Returns a string the caller
- * frees. */
+ * clear or drive the terminal; a byte that begins no valid UTF-8 sequence is written \xHH too.
+ * Everything else is copied as it is. Returns a string the caller frees. */
 char *util_visible(const char *s);
 /* The same into dst (cap bytes, cap >= 1, always terminated): what does not fit is left out, never
- * an escape cut in two. With one_line, a line feed or carriage return becomes a space (a log record
+ * an escape or a character cut in two. With one_line, a line feed or carriage return becomes a space (a log record
  * stays one line) instead of being kept or escaped. Returns the length written. */
 size_t util_visible_buf(char *dst, size_t cap, const char *s, bool one_line);
 

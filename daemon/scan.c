@@ -163,10 +163,8 @@ static const char case_sql[] =
     "  SELECT k.id, k.alerted_level, CASE"
     "    WHEN now() >= " CASES_DUE_AT("2") " THEN 2"
     "    WHEN now() >= " CASES_DUE_AT("1") " THEN 1 ELSE 0 END AS top"
-    "  FROM cases k" CASES_SLA_LATERAL
-    "  JOIN coordinators a ON a.id = k.assignee_id"
-    "  LEFT JOIN coordinators m ON m.id = a.manager_id AND m.active"
-    "  WHERE k.status <> 'resolved' AND k.alerted_level < 2 AND (a.active OR m.id IS NOT NULL)"
+    "  FROM cases k" CASES_SLA_LATERAL CASES_RECIPIENTS
+    "  WHERE k.status <> 'resolved' AND k.alerted_level < 2 AND " CASES_HAS_RECIPIENT
     ") c CROSS JOIN LATERAL generate_series(c.alerted_level + 1, c.top) AS lvl"
     " ORDER BY id, lvl LIMIT 1000";
 

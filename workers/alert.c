@@ -39,6 +39,10 @@ alert_first_name(const char *name, char *buf, size_t len)
 {
 	size_t n = strcspn(name, " ");
 
+	/* A word longer than buf is cut between two characters, never inside one. */
+	if (n >= len)
+		for (n = len - 1; n > 0 && ((unsigned char)name[n] & 0xc0) == 0x80; n--)
+			;
 	snprintf(buf, len, "%.*s", (int)n, name);
 	return buf;
 }

@@ -19,7 +19,7 @@ struct alert_person {
 void alert_person_set(struct alert_person *p, const char *id, const char *name, const char *email, const char *tz,
                       bool active);
 
-/* "their name is longer than 255 bytes" (in buf) when p->too_long, else NULL. */
+/* "their name is longer than 256 bytes" (in buf) when p->too_long, else NULL. */
 const char *alert_person_too_long(const struct alert_person *p, char *buf, size_t len);
 
 /* Loads coordinator id; JOB_DONE when found, else the failure to return (JOB_DEAD when there is

@@ -21,10 +21,9 @@ static const char case_sql[] =
     "       s.id, CASE WHEN s.kind = 'organization' THEN s.organization_name "
     "                  ELSE concat_ws(' ', s.first_name, s.last_name) END, coalesce(s.phone, ''), "
     "       a.active, sla.h, now() >= " CASES_DUE_AT("$7::int") ", "
-    "       to_char(" CASES_DUE_AT("$7::int") " AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"') "
-    "  FROM cases k" CASES_SLA_LATERAL
-    "  JOIN coordinators a ON a.id = k.assignee_id "
-    "  LEFT JOIN coordinators m ON m.id = a.manager_id AND m.active "
+    "       to_char(" CASES_DUE_AT("$7::int") " AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"'), "
+    "       now() >= " CASES_DUE_AT("2") ", " CASES_HAS_RECIPIENT
+    "  FROM cases k" CASES_SLA_LATERAL CASES_RECIPIENTS
     "  JOIN referral_sources s ON s.id = k.source_id "
     " WHERE k.id = $6";
 
@@ -85,10 +84,17 @@ case_alert_run(struct job_ctx *ctx)
 	 * pushes the alert once there is one. */
 	bool inactive = PQgetvalue(r, 0, 13)[0] != 't';
 	bool has_manager = !PQgetisnull(r, 0, 9);
-	if (inactive && !has_manager) {
+	if (PQgetvalue(r, 0, 18)[0] != 't') {
 		if ((rc = forget_push(ctx, id)) == JOB_DONE)
 			log_warnx("case %s: level %d: assignee %s is inactive and has no active manager: nothing sent", id,
 			          level, PQgetvalue(r, 0, 6));
+		goto out;
+	}
+	/* Both levels would go to the manager: when level 2 is due too (the case waited for one, or was
+	 * entered late), its email alone says it all. */
+	if (inactive && level == 1 && PQgetvalue(r, 0, 17)[0] == 't') {
+		log_info("case %s: level 1 skipped: level 2 is due too, and both go to assignee %s's manager %s", id,
+		         PQgetvalue(r, 0, 6), PQgetvalue(r, 0, 9));
 		goto out;
 	}
 	bool escalated = level == 2 || inactive;
@@ -99,14 +105,17 @@ case_alert_run(struct job_ctx *ctx)
 		goto out;
 
 	char *url = alert_record_url(ctx, PQgetvalue(r, 0, 10));
+	int open_hours = atoi(PQgetvalue(r, 0, 5)), sla_hours = atoi(PQgetvalue(r, 0, 14));
 	json_t *context = json_pack(
-	    "{s:{s:s, s:s}, s:b, s:b, s:i, s:{s:I, s:s, s:s, s:s, s:s, s:i, s:i}, s:{s:s, s:s, s:b}, s:{s:s, s:s, s:s}}",
+	    "{s:{s:s, s:s}, s:b, s:b, s:i, s:{s:I, s:s, s:s, s:s, s:s, s:i, s:i, s:i}, s:{s:s, s:s, s:b}, "
+	    "s:{s:s, s:s, s:s}}",
 	    "recipient", "name", to.name, "first_name", alert_first_name(to.name, first, sizeof(first)), "escalated",
-	    escalated, "past_escalation", level == 2, "escalate_after_hours", cfg->cases.escalate_after_hours, "case", "id", (json_int_t)cid, "category",
-	    PQgetvalue(r, 0, 0), "priority", PQgetvalue(r, 0, 1), "summary", PQgetvalue(r, 0, 2), "opened",
-	    PQgetvalue(r, 0, 4), "open_hours", atoi(PQgetvalue(r, 0, 5)), "sla_hours", atoi(PQgetvalue(r, 0, 14)),
-	    "assignee", "name", PQgetvalue(r, 0, 7), "email", PQgetvalue(r, 0, 8), "inactive", inactive, "source", "name",
-	    PQgetvalue(r, 0, 11), "phone", PQgetvalue(r, 0, 12), "record_url", url);
+	    escalated, "past_escalation", level == 2, "escalate_after_hours", cfg->cases.escalate_after_hours, "case",
+	    "id", (json_int_t)cid, "category", PQgetvalue(r, 0, 0), "priority", PQgetvalue(r, 0, 1), "summary",
+	    PQgetvalue(r, 0, 2), "opened", PQgetvalue(r, 0, 4), "open_hours", open_hours, "sla_hours", sla_hours,
+	    "hours_past", open_hours - sla_hours, "assignee", "name", PQgetvalue(r, 0, 7), "email", PQgetvalue(r, 0, 8),
+	    "inactive", inactive, "source", "name", PQgetvalue(r, 0, 11), "phone", PQgetvalue(r, 0, 12), "record_url",
+	    url);
 	free(url);
 	rc = alert_deliver(ctx, "case", key, &to, message_id, context, NULL, NULL,
 	                   "UPDATE cases SET alerted_level = greatest(alerted_level, $2::smallint) WHERE id = $1",

@@ -207,8 +207,14 @@ class NpiSync(npi_cases.Replay, npi_cases.SyncSteps, harness.Case):
 
     def test_search_list_shows_control_characters_visibly(self):
         """A search's name, its coordinator's address and its criteria (jsonb, which keeps DEL and
-        U+0080..U+009F as they are) print as escapes in the text list, as they are in --json."""
-        sid = self.add_search(name="IM\x1b]0;pwned\x07 in MN", criteria=dict(SEARCH, city="Duluth\u009b2J\x7f"))
+        U+0080..U+009F as they are) print as escapes in the text list, as they are in --json.
+        `npi search add` refuses such criteria; another application may store them."""
+        bad_criteria = json.dumps(dict(SEARCH, city="Duluth\u009b2J\x7f"))
+        refused = self.run_bin("outreachctl", "npi", "search", "add", "x", "--criteria", bad_criteria)
+        self.assertEqual(refused.returncode, 1)
+        self.assertIn("city must not contain control characters", refused.stderr)
+        sid = self.add_search(name="IM\x1b]0;pwned\x07 in MN")
+        self.sql("UPDATE npi_searches SET criteria = %s::jsonb WHERE id = %s", (bad_criteria, sid))
         self.sql("UPDATE coordinators SET email = %s WHERE email = 'dana@example.org'", ("dana\x1b[2J@example.org",))
         text = self.run_bin("outreachctl", "npi", "search", "list", check=True).stdout
         for bad in ("\x1b", "\x07", "\x7f", "\u009b"):

@@ -158,9 +158,13 @@ test_visible(void **state)
 	/* C1 controls (U+0080..U+009F), which some terminals obey as ESC plus a letter: CSI is U+009B. */
 	expect_visible("\xc2\x9b" "2J", "\\u009b2J");
 	expect_visible("\xc2\x80\xc2\x9f\xc2\xa0", "\\u0080\\u009f\xc2\xa0");
-	/* Bytes that are not UTF-8 are passed on: they are no control character. */
-	expect_visible("\xc2", "\xc2");
-	expect_visible("\x9b\xff", "\x9b\xff");
+	/* A byte that begins no valid UTF-8 sequence is shown too: a lone 0x9b is CSI to a terminal
+	 * not in UTF-8, and a character cut in two (at the end of a buffer) is no character. */
+	expect_visible("\xc2", "\\xc2");
+	expect_visible("\x9b\xff", "\\x9b\\xff");
+	expect_visible("caf\xc3", "caf\\xc3");
+	expect_visible("\xed\xa0\x80", "\\xed\\xa0\\x80"); /* a surrogate */
+	expect_visible("\xf0\x9f\x98\x80 ok", "\xf0\x9f\x98\x80 ok");
 	/* The longest growth: four bytes per C0 control. */
 	char in[257], want[1025];
 	memset(in, '\x1b', 256);
@@ -191,6 +195,11 @@ test_visible_buf(void **state)
 	assert_string_equal(out, "");
 	assert_int_equal(util_visible_buf(out, 1, "abc", false), 0);
 	assert_string_equal(out, "");
+	/* A character is copied whole or left out. */
+	assert_int_equal(util_visible_buf(out, 6, "abc\xc3\xa9", false), 5);
+	assert_string_equal(out, "abc\xc3\xa9");
+	assert_int_equal(util_visible_buf(out, 5, "abc\xc3\xa9", false), 3);
+	assert_string_equal(out, "abc");
 }
 
 int

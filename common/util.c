@@ -231,7 +231,7 @@ util_visible_buf(char *dst, size_t cap, const char *s, bool one_line)
 		const char *put = s;
 		if (one_line && (*s == '\n' || *s == '\r')) {
 			put = " ";
-		} else if (n == 0 || (n == 1 && util_control_len(s) == 1 && *s != '\n' && *s != '\t')) {
+		} else if (n == 0 || ((cp < 0x20 || cp == 0x7f) && cp != '\n' && cp != '\t')) {
 			/* A control character, or a byte that starts no valid UTF-8 sequence (a lone 0x9b would be
 			 * CSI to a terminal not in UTF-8; a character cut in two at a buffer's end) */
 			snprintf(esc, sizeof(esc), "\\x%02x", (unsigned)(unsigned char)s[0]);

@@ -310,12 +310,12 @@ out:
 
 struct found {
 	char id[24];
-	char name[1024]; /* as printed: util_visible's */
+	char name[1024];
 	char status[16];
 };
 
 /* The campaign named by an id or a name (an id wins); lock: FOR UPDATE. 0, or -1 after logging
- * when there is none or the query fails. Its name is kept in the form it is printed in. */
+ * when there is none or the query fails. */
 static int
 find_campaign(struct db *db, const char *what, const char *ref, bool lock, struct found *out)
 {
@@ -333,11 +333,9 @@ find_campaign(struct db *db, const char *what, const char *ref, bool lock, struc
 		PQclear(res);
 		return -1;
 	}
-	char *name = util_visible(PQgetvalue(res, 0, 1));
 	util_strlcpy(out->id, PQgetvalue(res, 0, 0), sizeof(out->id));
-	util_strlcpy(out->name, name, sizeof(out->name));
+	util_strlcpy(out->name, PQgetvalue(res, 0, 1), sizeof(out->name));
 	util_strlcpy(out->status, PQgetvalue(res, 0, 2), sizeof(out->status));
-	free(name);
 	PQclear(res);
 	return 0;
 }
@@ -624,11 +622,11 @@ cmd_activate(const struct cfg *c, int argc, char **argv)
 		log_errorx("campaign activate: %s", db_error(db));
 		goto out;
 	}
-	printf("campaign %s \"%s\" %s: %lld source%s newly enrolled\n", f.id, f.name,
-	       strcmp(f.status, "paused") == 0   ? "resumed"
-	       : strcmp(f.status, "active") == 0 ? "is active"
-	                                         : "activated",
-	       n, n == 1 ? "" : "s");
+	ctl_printf("campaign %s \"%s\" %s: %lld source%s newly enrolled\n", f.id, f.name,
+	           strcmp(f.status, "paused") == 0   ? "resumed"
+	           : strcmp(f.status, "active") == 0 ? "is active"
+	                                             : "activated",
+	           n, n == 1 ? "" : "s");
 	if (c->campaigns.token_key_file == NULL || c->campaigns.token_key_file[0] == '\0')
 		log_warnx("campaigns.token_key_file is not set: the workers send no campaign message until it is");
 	rc = 0;
@@ -691,12 +689,12 @@ cmd_pause_finish(const struct cfg *c, int argc, char **argv, bool finish)
 		goto out;
 	}
 	if (finish)
-		printf("campaign %s \"%s\" finished: %lld active enrollment%s ended\n", f.id, f.name, stopped,
-		       stopped == 1 ? "" : "s");
+		ctl_printf("campaign %s \"%s\" finished: %lld active enrollment%s ended\n", f.id, f.name, stopped,
+		           stopped == 1 ? "" : "s");
 	else
-		printf("campaign %s \"%s\" paused: nothing more is sent until `outreachctl campaign activate "
-		       "%s`\n",
-		       f.id, f.name, f.id);
+		ctl_printf("campaign %s \"%s\" paused: nothing more is sent until `outreachctl campaign activate "
+		           "%s`\n",
+		           f.id, f.name, f.id);
 	rc = 0;
 out:
 	PQclear(res);
@@ -706,7 +704,7 @@ out:
 
 /* --- preview ------------------------------------------------------------------------------------- */
 
-/* The segment (id, name as printed: util_visible's) source falls in: its enrollment's, else the
+/* The segment (id, name) source falls in: its enrollment's, else the
  * first whose criteria match. Returns 1, 0 when no segment matches, -1 after logging. */
 static int
 preview_segment(struct db *db, const char *cid, const char *sid, char *seg, size_t seglen, char *name,
@@ -721,10 +719,8 @@ preview_segment(struct db *db, const char *cid, const char *sid, char *seg, size
 		return -1;
 	int found = PQntuples(res) == 1;
 	if (found) {
-		char *shown = util_visible(PQgetvalue(res, 0, 1));
 		util_strlcpy(seg, PQgetvalue(res, 0, 0), seglen);
-		util_strlcpy(name, shown, namelen);
-		free(shown);
+		util_strlcpy(name, PQgetvalue(res, 0, 1), namelen);
 	}
 	PQclear(res);
 	if (found)
@@ -752,11 +748,9 @@ preview_segment(struct db *db, const char *cid, const char *sid, char *seg, size
 		if (m == NULL) {
 			found = -1;
 		} else if (PQntuples(m) == 1) {
-			char *shown = util_visible(PQgetvalue(res, i, 1));
 			found = 1;
 			util_strlcpy(seg, PQgetvalue(res, i, 0), seglen);
-			util_strlcpy(name, shown, namelen);
-			free(shown);
+			util_strlcpy(name, PQgetvalue(res, i, 1), namelen);
 		}
 		PQclear(m);
 		free(sql);
@@ -887,8 +881,8 @@ cmd_preview(const struct cfg *c, int argc, char **argv)
 		goto out;
 	/* What the data holds is printed as it is but for control characters: an escape sequence in a
 	 * name would reach the terminal (retitle it, clear it, move its cursor). */
-	printf("Campaign: %s \"%s\" (%s)\n", f.id, f.name, f.status);
-	printf("Segment:  %s\n", segname);
+	ctl_printf("Campaign: %s \"%s\" (%s)\n", f.id, f.name, f.status);
+	ctl_printf("Segment:  %s\n", segname);
 	ctl_printf("Variant:  %s%s\n", chosen, shared ? " (shared by every segment)" : "");
 	ctl_printf("From:     %s <%s>\n", PQgetvalue(vars, 0, 14), PQgetvalue(vars, 0, 15));
 	ctl_printf("To:       %s <%s>\n", PQgetvalue(vars, 0, 1), email);

@@ -12,7 +12,8 @@
 
 /* Case $6, its assignee (and whether they are active), their active manager, the source, the case's
  * SLA in hours and whether level $7 is due, with when: the test outreachd's scan makes (cases.h, its
- * parameters $1 to $5). */
+ * parameters $1 to $5); then what the email needs of the assignee and of the manager, one of whom
+ * receives it. */
 static const char case_sql[] =
     "SELECT k.category, k.priority, k.summary, k.status, "
     "       to_char(k.opened_at AT TIME ZONE a.time_zone, 'FMDay, FMDD FMMonth YYYY, HH24:MI'), "
@@ -22,7 +23,8 @@ static const char case_sql[] =
     "                  ELSE concat_ws(' ', s.first_name, s.last_name) END, coalesce(s.phone, ''), "
     "       a.active, sla.h, now() >= " CASES_DUE_AT("$7::int") ", "
     "       to_char(" CASES_DUE_AT("$7::int") " AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI \"UTC\"'), "
-    "       now() >= " CASES_DUE_AT("2") ", " CASES_HAS_RECIPIENT
+    "       now() >= " CASES_DUE_AT("2") ", " CASES_HAS_RECIPIENT ", "
+    "       a.time_zone, m.name, m.email, m.time_zone "
     "  FROM cases k" CASES_SLA_LATERAL CASES_RECIPIENTS
     "  JOIN referral_sources s ON s.id = k.source_id "
     " WHERE k.id = $6";
@@ -98,9 +100,13 @@ case_alert_run(struct job_ctx *ctx)
 		goto out;
 	}
 	bool escalated = level == 2 || inactive;
-	const char *who = escalated && has_manager ? PQgetvalue(r, 0, 9) : PQgetvalue(r, 0, 6);
-	if ((rc = alert_load_person(ctx, who, NULL, &to)) != JOB_DONE)
-		goto out;
+	/* The recipient is active: the assignee, or their active manager. */
+	if (escalated && has_manager)
+		alert_person_set(&to, PQgetvalue(r, 0, 9), PQgetvalue(r, 0, 20), PQgetvalue(r, 0, 21), PQgetvalue(r, 0, 22),
+		                 true);
+	else
+		alert_person_set(&to, PQgetvalue(r, 0, 6), PQgetvalue(r, 0, 7), PQgetvalue(r, 0, 8), PQgetvalue(r, 0, 19),
+		                 true);
 	if ((rc = alert_claim(ctx, "case", key, &to, message_id, &go)) != JOB_DONE || !go)
 		goto out;
 

@@ -266,6 +266,16 @@ util_visible(const char *s)
 	return out;
 }
 
+size_t
+util_text_width(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++)
+		n += ((unsigned char)*s & 0xC0) != 0x80;
+	return n;
+}
+
 bool
 util_parse_long(const char *s, long min, long max, long *out)
 {

@@ -61,6 +61,11 @@ char *util_visible(const char *s);
  * stays one line) instead of being kept or escaped. Returns the length written. */
 size_t util_visible_buf(char *dst, size_t cap, const char *s, bool one_line);
 
+/* The characters (code points) of valid UTF-8 text, such as util_visible returns: the terminal
+ * columns it takes in the scripts names are written in (a wide CJK character takes two, and counts
+ * one). */
+size_t util_text_width(const char *s);
+
 /* Parses a whole decimal integer in [min, max]; false on junk, overflow or out of range. */
 bool util_parse_long(const char *s, long min, long max, long *out) MUSTCHECK;
 

@@ -112,8 +112,9 @@ dry_run(struct db *db, const struct campdef *d)
 	long long total = 0;
 
 	printf("campaign \"%s\": the definition is valid; dry run, nothing was created\n", d->name);
-	printf("%-4s %-32s %9s %9s %9s %9s\n", "POS", "SEGMENT", "MATCHED", "EXCLUDED", "EARLIER",
-	       "ENROLLED");
+	static const int width[] = {-4, -32, 9, 9, 9, 9};
+	ctl_row("", NELEM(width), width,
+	        (const char *const[]){"POS", "SEGMENT", "MATCHED", "EXCLUDED", "EARLIER", "ENROLLED"});
 	for (size_t i = 0; i < d->nsegments; i++) {
 		long long matched = 0, eligible = 0, enrolled = 0;
 		for (int r = 0; r < PQntuples(res); r++) {
@@ -123,8 +124,13 @@ dry_run(struct db *db, const struct campdef *d)
 			eligible = strtoll(PQgetvalue(res, r, 2), NULL, 10);
 			enrolled = strtoll(PQgetvalue(res, r, 3), NULL, 10);
 		}
-		printf("%-4zu %-32s %9lld %9lld %9lld %9lld\n", i + 1, d->segments[i].name, matched,
-		       matched - eligible, eligible - enrolled, enrolled);
+		char pos[24], n[4][24];
+		snprintf(pos, sizeof(pos), "%zu", i + 1);
+		snprintf(n[0], sizeof(n[0]), "%lld", matched);
+		snprintf(n[1], sizeof(n[1]), "%lld", matched - eligible);
+		snprintf(n[2], sizeof(n[2]), "%lld", eligible - enrolled);
+		snprintf(n[3], sizeof(n[3]), "%lld", enrolled);
+		ctl_row("", NELEM(width), width, (const char *const[]){pos, d->segments[i].name, n[0], n[1], n[2], n[3]});
 		total += enrolled;
 	}
 	printf("%lld sources would be enrolled (EXCLUDED: no email address or a suppressed one; EARLIER: in "
@@ -362,12 +368,14 @@ cmd_list(const struct cfg *c, int argc, char **argv)
 		db_free(db);
 		return 1;
 	}
-	printf("%-5s %-32s %-9s %8s %9s %8s %s\n", "ID", "NAME", "STATUS", "SEGMENTS", "ENROLLED", "SENT",
-	       "CREATED");
+	static const int width[] = {-5, -32, -9, 8, 9, 8, 0};
+	ctl_row("", NELEM(width), width,
+	        (const char *const[]){"ID", "NAME", "STATUS", "SEGMENTS", "ENROLLED", "SENT", "CREATED"});
 	for (int i = 0; i < PQntuples(res); i++)
-		ctl_printf("%-5s %-32s %-9s %8s %9s %8s %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-		           PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), PQgetvalue(res, i, 4),
-		           PQgetvalue(res, i, 5), PQgetvalue(res, i, 6));
+		ctl_row("", NELEM(width), width,
+		        (const char *const[]){PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+		                              PQgetvalue(res, i, 3), PQgetvalue(res, i, 4), PQgetvalue(res, i, 5),
+		                              PQgetvalue(res, i, 6)});
 	PQclear(res);
 	db_free(db);
 	return 0;
@@ -438,9 +446,13 @@ cmd_show(const struct cfg *c, int argc, char **argv)
 	if (res == NULL)
 		goto out;
 	printf("\nmessages:\n");
-	for (int i = 0; i < PQntuples(res); i++)
-		ctl_printf("  %-16s %-24s subject: %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-		           PQgetvalue(res, i, 2));
+	for (int i = 0; i < PQntuples(res); i++) {
+		static const int width[] = {-16, -24, 0};
+		char *subject = xasprintf("subject: %s", PQgetvalue(res, i, 2));
+		ctl_row("  ", NELEM(width), width,
+		        (const char *const[]){PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), subject});
+		free(subject);
+	}
 	PQclear(res);
 
 	res = ctl_query(
@@ -493,13 +505,14 @@ cmd_show(const struct cfg *c, int argc, char **argv)
 	if (res == NULL)
 		goto out;
 	printf("\nmessages sent:%s\n", PQntuples(res) ? "" : " none");
+	static const int width[] = {-16, 8, 8, 8, 8, 12};
 	if (PQntuples(res))
-		printf("  %-16s %8s %8s %8s %8s %12s\n", "VARIANT", "SENT", "OPENED", "CLICKED", "BOUNCED",
-		       "UNSUBSCRIBED");
+		ctl_row("  ", NELEM(width), width,
+		        (const char *const[]){"VARIANT", "SENT", "OPENED", "CLICKED", "BOUNCED", "UNSUBSCRIBED"});
 	for (int i = 0; i < PQntuples(res); i++)
-		ctl_printf("  %-16s %8s %8s %8s %8s %12s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-		           PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), PQgetvalue(res, i, 4),
-		           PQgetvalue(res, i, 5));
+		ctl_row("  ", NELEM(width), width,
+		        (const char *const[]){PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+		                              PQgetvalue(res, i, 3), PQgetvalue(res, i, 4), PQgetvalue(res, i, 5)});
 	rc = 0;
 out:
 	PQclear(res);

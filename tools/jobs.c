@@ -60,6 +60,23 @@ ctl_printf(const char *fmt, ...)
 	free(s);
 }
 
+void
+ctl_row(const char *indent, size_t n, const int *width, const char *const *cell)
+{
+	fputs(indent, stdout);
+	for (size_t i = 0; i < n; i++) {
+		char *shown = util_visible(cell[i]);
+		size_t w = (size_t)abs(width[i]), len = util_text_width(shown);
+		int pad = w > len ? (int)(w - len) : 0;
+
+		if (i > 0)
+			putchar(' ');
+		printf("%*s%s%*s", width[i] > 0 ? pad : 0, "", shown, width[i] < 0 ? pad : 0, "");
+		free(shown);
+	}
+	putchar('\n');
+}
+
 redisContext *
 ctl_redis_open(const struct cfg *c)
 {
@@ -292,12 +309,15 @@ ctl_stats(const struct cfg *c, int argc, char **argv)
 	} else {
 		size_t i;
 		json_t *q;
-		printf("%-24s %10s %12s\n", "queue", "size", "latency (s)");
+		static const int width[] = {-24, 10, 12};
+		ctl_row("", NELEM(width), width, (const char *const[]){"queue", "size", "latency (s)"});
 		json_array_foreach(queues, i, q)
 		{
-			ctl_printf("%-24s %10lld %12.3f\n", json_string_value(json_object_get(q, "name")),
-			           (long long)json_integer_value(json_object_get(q, "size")),
-			           json_real_value(json_object_get(q, "latency")));
+			char size[24], latency[32];
+			snprintf(size, sizeof(size), "%lld", (long long)json_integer_value(json_object_get(q, "size")));
+			snprintf(latency, sizeof(latency), "%.3f", json_real_value(json_object_get(q, "latency")));
+			ctl_row("", NELEM(width), width,
+			        (const char *const[]){json_string_value(json_object_get(q, "name")), size, latency});
 		}
 		static const char *const fields[] = {"processed", "failed", "processed_today", "failed_today", "retry",
 		                                     "scheduled", "dead",   "processes",       "busy"};

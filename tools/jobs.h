@@ -37,4 +37,10 @@ PGresult *ctl_query(struct db *db, const char *what, const char *sql, int n, con
  * them, line feeds and tabs kept. Not for CSV or JSON, which have their own escaping. */
 void ctl_printf(const char *fmt, ...) PRINTFLIKE(1, 2);
 
+/* Prints one row of a text table: indent, then the n cells, each shown as ctl_printf shows text and
+ * padded with spaces to width[i] characters as printf's %*s pads bytes (a negative width pads on
+ * the right, a positive one on the left, 0 not at all), parted by one space, then a line feed. A
+ * name with accents or escapes keeps the columns after it in line, where printf counted bytes. */
+void ctl_row(const char *indent, size_t n, const int *width, const char *const *cell);
+
 #endif

@@ -172,11 +172,14 @@ search_list(const struct cfg *c, int argc, char **argv)
 		free(t);
 		json_decref(a);
 	} else {
-		printf("%-5s %-24s %-8s %-24s %s\n", "ID", "NAME", "ACTIVE", "COORDINATOR", "CRITERIA / LAST RUN");
+		static const int width[] = {-5, -24, -8, -24, 0};
+		ctl_row("", NELEM(width), width,
+		        (const char *const[]){"ID", "NAME", "ACTIVE", "COORDINATOR", "CRITERIA / LAST RUN"});
 		for (int i = 0; i < PQntuples(res); i++) {
-			ctl_printf("%-5s %-24s %-8s %-24s %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-			           PQgetvalue(res, i, 4)[0] == 't' ? "yes" : "no", PQgetvalue(res, i, 3),
-			           PQgetvalue(res, i, 2));
+			ctl_row("", NELEM(width), width,
+			        (const char *const[]){PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+			                              PQgetvalue(res, i, 4)[0] == 't' ? "yes" : "no", PQgetvalue(res, i, 3),
+			                              PQgetvalue(res, i, 2)});
 			if (PQgetvalue(res, i, 5)[0]) {
 				printf("%-5s last run %s (%s): %s providers, %s created, %s updated, %s errors", "",
 				       PQgetvalue(res, i, 6), PQgetvalue(res, i, 5), PQgetvalue(res, i, 7), PQgetvalue(res, i, 8),

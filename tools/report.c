@@ -203,21 +203,10 @@ csv_field_out(FILE *out, const char *v)
 	fputc('"', out);
 }
 
-/* Characters, not bytes, of UTF-8 text: what a terminal column counts. */
-static size_t
-text_width(const char *s)
-{
-	size_t n = 0;
-
-	for (; *s; s++)
-		n += ((unsigned char)*s & 0xC0) != 0x80;
-	return n;
-}
-
 static void
 print_cell(FILE *out, const char *v, size_t width, bool right)
 {
-	size_t pad = width > text_width(v) ? width - text_width(v) : 0;
+	size_t pad = width > util_text_width(v) ? width - util_text_width(v) : 0;
 
 	fputc(' ', out);
 	if (right)
@@ -257,10 +246,10 @@ print_text(FILE *out, const struct section *sec, PGresult *res)
 	} else {
 		size_t *w = xcalloc((size_t)nf, sizeof(*w));
 		for (int j = 0; j < nf; j++) {
-			w[j] = text_width(PQfname(res, j));
+			w[j] = util_text_width(PQfname(res, j));
 			for (int i = 0; i < nr; i++)
-				if (text_width(cell[i * nf + j]) > w[j])
-					w[j] = text_width(cell[i * nf + j]);
+				if (util_text_width(cell[i * nf + j]) > w[j])
+					w[j] = util_text_width(cell[i * nf + j]);
 		}
 		for (int i = -1; i < nr; i++) {
 			fputs(" ", out);

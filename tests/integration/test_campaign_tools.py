@@ -438,6 +438,26 @@ class Lifecycle(CampaignToolCase):
         self.assertIn("texas\\x1b[5m", out)
         self.assertIn("subject: Hello\\u0085{{source.last_name}}", out)
 
+    def test_text_tables_stay_in_line_with_accents_and_escapes(self):
+        """A column is padded to its width in characters, after escaping: a name with accents (two
+        bytes a letter) or an escape (one byte shown as four characters) used to push the columns
+        after it out of line, as printf pads bytes."""
+        for name in ("Plain", "Spring"):
+            d = definition([("texas", {"states": ["TX"]})], name=name)
+            d["messages"][0]["segment"] = "texas"
+            self.create(d)
+        self.sql("UPDATE campaigns SET name = %s WHERE name = 'Spring'", ("Ça Müller\x1b[1m",))
+        self.sql("UPDATE campaign_segments SET name = %s WHERE campaign_id = 2", ("tëxäs",))
+        out = self.ctl("list").stdout.splitlines()
+        self.assertEqual(len(out), 3, out)
+        self.assertIn("Ça Müller\\x1b[1m", out[2])
+        # STATUS starts in the same column on every line, whatever came before it.
+        self.assertEqual({line.index("draft") if "draft" in line else line.index("STATUS") for line in out}, {39})
+        out = self.ctl("show", "2").stdout.splitlines()
+        subj = [line for line in out if "subject:" in line]
+        self.assertEqual(len(subj), 1, out)
+        self.assertTrue(subj[0].startswith("  intro            tëxäs                    subject: "), subj)
+
     def test_example_definition(self):
         example = harness.ROOT / "config" / "campaigns" / "example.json"
         p = self.ctl("create", example, "--dry-run")

@@ -202,6 +202,20 @@ test_visible_buf(void **state)
 	assert_string_equal(out, "abc");
 }
 
+/* Terminal columns: characters, not bytes; an escape counts as the characters it is shown as. */
+static void
+test_text_width(void **state)
+{
+	(void)state;
+	assert_int_equal(util_text_width(""), 0);
+	assert_int_equal(util_text_width("Lopez"), 5);
+	assert_int_equal(util_text_width("M\xc3\xbcller \xc3\x87" "a"), 9);       /* Müller Ça */
+	assert_int_equal(util_text_width("\xe6\x9d\xb1\xf0\x9f\x98\x80"), 2); /* 東😀 */
+	char *shown = util_visible("a\x1b");
+	assert_int_equal(util_text_width(shown), 5); /* a\x1b */
+	free(shown);
+}
+
 int
 main(void)
 {
@@ -213,6 +227,7 @@ main(void)
 	    cmocka_unit_test(test_control_len),
 	    cmocka_unit_test(test_visible),
 	    cmocka_unit_test(test_visible_buf),
+	    cmocka_unit_test(test_text_width),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }

@@ -25,6 +25,12 @@ mailtmpl_load(const char *dir, const char *kind, struct mailtmpl *out, char *err
 			return -1;
 		}
 	}
+	/* The values come from the database (names from the NPI Registry, notes, case summaries): in the
+	 * HTML part each is escaped, as campaign variants' are. */
+	if (tmpl_check_escaped(out->html, err, errlen) == -1) {
+		mailtmpl_free(out);
+		return -1;
+	}
 	return 0;
 }
 
@@ -53,18 +59,6 @@ mailtmpl_free(struct mailtmpl *t)
 	tmpl_free(t->text);
 	tmpl_free(t->html);
 	memset(t, 0, sizeof(*t));
-}
-
-int
-mailtmpl_check(const char *dir, char *err, size_t errlen)
-{
-	for (size_t i = 0; mailtmpl_kinds[i]; i++) {
-		struct mailtmpl t;
-		if (mailtmpl_load(dir, mailtmpl_kinds[i], &t, err, errlen) == -1)
-			return -1;
-		mailtmpl_free(&t);
-	}
-	return 0;
 }
 
 void

@@ -19,7 +19,7 @@ struct mailtmpl {
 };
 
 /* Loads the three templates of kind from dir; -1 with "FILE:LINE: what" (or the unreadable file)
- * in err, and nothing loaded. */
+ * in err, and nothing loaded. An HTML part with {{{...}}} or {{&...}} is refused (tmpl_check_escaped). */
 int mailtmpl_load(const char *dir, const char *kind, struct mailtmpl *out, char *err, size_t errlen) MUSTCHECK;
 void mailtmpl_free(struct mailtmpl *t);
 
@@ -27,9 +27,6 @@ void mailtmpl_free(struct mailtmpl *t);
  * the messages about src[i] ("NAME:LINE: what"). -1 with err, and nothing kept. */
 int mailtmpl_parse(struct mailtmpl *out, const char *const src[3], const char *const names[3], char *err,
                    size_t errlen) MUSTCHECK;
-
-/* Loads every kind once, to report the first broken template; 0 or -1 with err. */
-int mailtmpl_check(const char *dir, char *err, size_t errlen) MUSTCHECK;
 
 /* Renders the three parts (caller frees each). The subject is flattened to one line: every run of
  * white space, line breaks and other control characters becomes one space, and it is trimmed. */

@@ -254,12 +254,17 @@ class Digest(harness.Case):
         self.assertEqual(to, ["Ann Lee <ann@clinic.example.org>", "Denise Okafor <denise@clinic.example.org>"],
                          d.log() + w.log())
 
-    def test_broken_template_is_reported_with_its_line(self):
+    def templates_copy(self):
+        """A folder holding a copy of the shipped templates, removed after the test."""
         tmp = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, tmp)
         src = harness.ROOT / "config" / "templates"
         for f in os.listdir(src):
             shutil.copy(src / f, tmp)
+        return tmp
+
+    def test_broken_template_is_reported_with_its_line(self):
+        tmp = self.templates_copy()
         with open(os.path.join(tmp, "digest.html.mustache"), "a") as f:
             f.write("<p>\n{{#overdue}}\nnever closed\n")
         lines = open(os.path.join(tmp, "digest.html.mustache")).read().count("\n")
@@ -271,6 +276,31 @@ class Digest(harness.Case):
                          env={"OUTREACH_ALERTS_TEMPLATE_DIR": tmp}, timeout=20)
         self.assertEqual(p.returncode, 1)
         self.assertIn("digest.html.mustache:%d:" % (lines - 1), p.stderr)
+
+    def test_raw_value_in_an_html_template_is_refused(self):
+        """Every value put into an alert's HTML is escaped: {{{...}}} or {{&...}} in an HTML template
+        stops --check-config and the start with the file and line (the text part may have them)."""
+        tmp, src = self.templates_copy(), harness.ROOT / "config" / "templates"
+        with open(os.path.join(tmp, "case.txt.mustache"), "a") as f:
+            f.write("{{{case.summary}}}\n")
+        p = self.run_bin("outreach-worker", "-c", harness.CONFIG, "--check-config",
+                         env={"OUTREACH_ALERTS_TEMPLATE_DIR": tmp})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for tag in ("{{{case.summary}}}", "{{& case.summary}}"):
+            shutil.copy(src / "case.html.mustache", tmp)
+            with open(os.path.join(tmp, "case.html.mustache"), "a") as f:
+                f.write("<p>\n%s</p>\n" % tag)
+            lines = open(os.path.join(tmp, "case.html.mustache")).read().count("\n")
+            want = ("%s/case.html.mustache:%d: {{{...}}} or {{&...}} would put a value into the HTML unescaped; "
+                    "write {{...}}" % (tmp, lines))
+            p = self.run_bin("outreach-worker", "-c", harness.CONFIG, "--check-config",
+                             env={"OUTREACH_ALERTS_TEMPLATE_DIR": tmp})
+            self.assertEqual(p.returncode, 1)
+            self.assertIn(want, p.stderr)
+        p = self.run_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "alerts",
+                         env={"OUTREACH_ALERTS_TEMPLATE_DIR": tmp}, timeout=20)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(want, p.stderr)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,16 @@ static const char case_sql[] =
     "  JOIN referral_sources s ON s.id = k.source_id "
     " WHERE k.id = $6";
 
+/* case_sql's columns, in order. */
+enum case_col {
+	C_CATEGORY, C_PRIORITY, C_SUMMARY, C_STATUS, C_OPENED, C_OPEN_HOURS,
+	C_ASSIGNEE_ID, C_ASSIGNEE_NAME, C_ASSIGNEE_EMAIL, C_MANAGER_ID,
+	C_SOURCE_ID, C_SOURCE_NAME, C_SOURCE_PHONE,
+	C_ASSIGNEE_ACTIVE, C_SLA_HOURS, C_DUE, C_DUE_AT, C_LEVEL2_DUE, C_HAS_RECIPIENT,
+	C_ASSIGNEE_TZ, C_MANAGER_NAME, C_MANAGER_EMAIL, C_MANAGER_TZ
+};
+#define COL(c) PQgetvalue(r, 0, (c))
+
 /* Removes the mark outreachd's scan left when it pushed this job (under its jid; nothing when another
  * application pushed it), so that the scan pushes the alert again as soon as it can be sent rather
  * than two days later. A retry when Redis fails: it decides again then. */
@@ -67,60 +77,60 @@ case_alert_run(struct job_ctx *ctx)
 		PQclear(r);
 		return job_fail(ctx, JOB_DEAD, "ArgumentError", "there is no case %s with an assignee", id);
 	}
-	if (strcmp(PQgetvalue(r, 0, 3), "resolved") == 0) {
+	if (strcmp(COL(C_STATUS), "resolved") == 0) {
 		log_info("case %s was resolved meanwhile: no alert", id);
 		goto out;
 	}
 	/* A level not yet due (pushed early by hand or by another application, or the case's priority
 	 * lowered since outreachd pushed it) sends and records nothing: sending it would set the case's
 	 * alerted level, and the earlier level would never go out. outreachd's scan pushes it when due. */
-	if (PQgetvalue(r, 0, 15)[0] != 't') {
+	if (COL(C_DUE)[0] != 't') {
 		if ((rc = forget_push(ctx, id)) == JOB_DONE)
 			log_info("case %s: level %d is not due until %s (%s priority, %s-hour SLA): nothing sent", id, level,
-			         PQgetvalue(r, 0, 16), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 14));
+			         COL(C_DUE_AT), COL(C_PRIORITY), COL(C_SLA_HOURS));
 		goto out;
 	}
 	/* Level 1 goes to the assignee, level 2 to the assignee's manager (or, without one, to the
 	 * assignee again, marked as escalated). An assignee no longer active cannot act on it: both
 	 * levels go to their manager; without an active manager nothing is sent, and outreachd's scan
 	 * pushes the alert once there is one. */
-	bool inactive = PQgetvalue(r, 0, 13)[0] != 't';
-	bool has_manager = !PQgetisnull(r, 0, 9);
-	if (PQgetvalue(r, 0, 18)[0] != 't') {
+	bool inactive = COL(C_ASSIGNEE_ACTIVE)[0] != 't';
+	bool has_manager = !PQgetisnull(r, 0, C_MANAGER_ID);
+	if (COL(C_HAS_RECIPIENT)[0] != 't') {
 		if ((rc = forget_push(ctx, id)) == JOB_DONE)
 			log_warnx("case %s: level %d: assignee %s is inactive and has no active manager: nothing sent", id,
-			          level, PQgetvalue(r, 0, 6));
+			          level, COL(C_ASSIGNEE_ID));
 		goto out;
 	}
 	/* Both levels would go to the manager: when level 2 is due too (the case waited for one, or was
 	 * entered late), its email alone says it all. */
-	if (inactive && level == 1 && PQgetvalue(r, 0, 17)[0] == 't') {
+	if (inactive && level == 1 && COL(C_LEVEL2_DUE)[0] == 't') {
 		log_info("case %s: level 1 skipped: level 2 is due too, and both go to assignee %s's manager %s", id,
-		         PQgetvalue(r, 0, 6), PQgetvalue(r, 0, 9));
+		         COL(C_ASSIGNEE_ID), COL(C_MANAGER_ID));
 		goto out;
 	}
 	bool escalated = level == 2 || inactive;
 	/* The recipient is active: the assignee, or their active manager. */
 	if (escalated && has_manager)
-		alert_person_set(&to, PQgetvalue(r, 0, 9), PQgetvalue(r, 0, 20), PQgetvalue(r, 0, 21), PQgetvalue(r, 0, 22),
+		alert_person_set(&to, COL(C_MANAGER_ID), COL(C_MANAGER_NAME), COL(C_MANAGER_EMAIL), COL(C_MANAGER_TZ),
 		                 true);
 	else
-		alert_person_set(&to, PQgetvalue(r, 0, 6), PQgetvalue(r, 0, 7), PQgetvalue(r, 0, 8), PQgetvalue(r, 0, 19),
+		alert_person_set(&to, COL(C_ASSIGNEE_ID), COL(C_ASSIGNEE_NAME), COL(C_ASSIGNEE_EMAIL), COL(C_ASSIGNEE_TZ),
 		                 true);
 	if ((rc = alert_claim(ctx, "case", key, &to, message_id, &go)) != JOB_DONE || !go)
 		goto out;
 
-	char *url = alert_record_url(ctx, PQgetvalue(r, 0, 10));
-	int open_hours = atoi(PQgetvalue(r, 0, 5)), sla_hours = atoi(PQgetvalue(r, 0, 14));
+	char *url = alert_record_url(ctx, COL(C_SOURCE_ID));
+	int open_hours = atoi(COL(C_OPEN_HOURS)), sla_hours = atoi(COL(C_SLA_HOURS));
 	json_t *context = json_pack(
 	    "{s:{s:s, s:s}, s:b, s:b, s:i, s:{s:I, s:s, s:s, s:s, s:s, s:i, s:i, s:i}, s:{s:s, s:s, s:b}, "
 	    "s:{s:s, s:s, s:s}}",
 	    "recipient", "name", to.name, "first_name", alert_first_name(to.name, first, sizeof(first)), "escalated",
 	    escalated, "past_escalation", level == 2, "escalate_after_hours", cfg->cases.escalate_after_hours, "case",
-	    "id", (json_int_t)cid, "category", PQgetvalue(r, 0, 0), "priority", PQgetvalue(r, 0, 1), "summary",
-	    PQgetvalue(r, 0, 2), "opened", PQgetvalue(r, 0, 4), "open_hours", open_hours, "sla_hours", sla_hours,
-	    "hours_past", open_hours - sla_hours, "assignee", "name", PQgetvalue(r, 0, 7), "email", PQgetvalue(r, 0, 8),
-	    "inactive", inactive, "source", "name", PQgetvalue(r, 0, 11), "phone", PQgetvalue(r, 0, 12), "record_url",
+	    "id", (json_int_t)cid, "category", COL(C_CATEGORY), "priority", COL(C_PRIORITY), "summary",
+	    COL(C_SUMMARY), "opened", COL(C_OPENED), "open_hours", open_hours, "sla_hours", sla_hours,
+	    "hours_past", open_hours - sla_hours, "assignee", "name", COL(C_ASSIGNEE_NAME), "email", COL(C_ASSIGNEE_EMAIL),
+	    "inactive", inactive, "source", "name", COL(C_SOURCE_NAME), "phone", COL(C_SOURCE_PHONE), "record_url",
 	    url);
 	free(url);
 	rc = alert_deliver(ctx, "case", key, &to, message_id, context, NULL, NULL,

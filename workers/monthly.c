@@ -181,6 +181,15 @@ struct sent {
 	char key[64], to[256];
 };
 
+/* A count from the queries above (a sum or count, never NULL), as a number for the templates: a
+ * section on it ({{#new_sources}}) is skipped for 0, as Mustache does for the number and not for
+ * the text "0". */
+static json_int_t
+count_of(const PGresult *res, int row, int col)
+{
+	return (json_int_t)strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
 static enum job_result
 finish(struct job_ctx *ctx, const struct mailer_result *res, void *priv)
 {
@@ -308,12 +317,12 @@ monthly_report_run(struct job_ctx *ctx)
 		revenue[i] = strtod(PQgetvalue(series, i, 3), NULL) / 100.0;
 		char money[32];
 		snprintf(money, sizeof(money), "%.2f", revenue[i]);
-		json_array_append_new(months, json_pack("{s:s, s:s, s:s}", "month", PQgetvalue(series, i, 1), "referrals",
-		                                        PQgetvalue(series, i, 2), "revenue", money));
+		json_array_append_new(months, json_pack("{s:s, s:I, s:s}", "month", PQgetvalue(series, i, 1), "referrals",
+		                                        count_of(series, i, 2), "revenue", money));
 	}
 	for (int i = 0; i < PQntuples(quiet); i++)
-		json_array_append_new(quiets, json_pack("{s:s, s:s}", "name", PQgetvalue(quiet, i, 0), "referrals_before",
-		                                        PQgetvalue(quiet, i, 1)));
+		json_array_append_new(quiets, json_pack("{s:s, s:I}", "name", PQgetvalue(quiet, i, 0), "referrals_before",
+		                                        count_of(quiet, i, 1)));
 	for (int i = 0; i < PQntuples(goals); i++) {
 		char pct[16];
 		snprintf(pct, sizeof(pct), "%.0f", strtod(PQgetvalue(goals, i, 5), NULL));
@@ -326,11 +335,11 @@ monthly_report_run(struct job_ctx *ctx)
 	snprintf(revenue_month, sizeof(revenue_month), "%.2f", strtod(PQgetvalue(sum, 0, 1), NULL) / 100.0);
 	bool manager = strcmp(PQgetvalue(sum, 0, 5), "0") != 0;
 	json_t *context = json_pack(
-	    "{s:{s:s, s:s, s:s}, s:s, s:s, s:b, s:s, s:s, s:s, s:s, s:s, s:I, s:o, s:o, s:b, s:o, s:b, s:s, s:s, s:s}",
+	    "{s:{s:s, s:s, s:s}, s:s, s:s, s:b, s:I, s:s, s:I, s:I, s:I, s:I, s:o, s:o, s:b, s:o, s:b, s:s, s:s, s:s}",
 	    "person", "name", p.name, "first_name", alert_first_name(p.name, fname, sizeof(fname)), "email", p.email,
-	    "month", month, "month_long", longname, "manager", manager, "referrals", PQgetvalue(sum, 0, 0), "revenue",
-	    revenue_month, "new_sources", PQgetvalue(sum, 0, 2), "referring_sources", PQgetvalue(sum, 0, 3),
-	    "activities_completed", PQgetvalue(sum, 0, 4), "gone_quiet_count", (json_int_t)PQntuples(quiet), "months",
+	    "month", month, "month_long", longname, "manager", manager, "referrals", count_of(sum, 0, 0), "revenue",
+	    revenue_month, "new_sources", count_of(sum, 0, 2), "referring_sources", count_of(sum, 0, 3),
+	    "activities_completed", count_of(sum, 0, 4), "gone_quiet_count", (json_int_t)PQntuples(quiet), "months",
 	    months, "gone_quiet", quiets, "has_gone_quiet", PQntuples(quiet) > 0, "goals", goal_list, "has_goals",
 	    PQntuples(goals) > 0, "referrals_chart", "referrals.png@outreach", "revenue_chart", "revenue.png@outreach",
 	    "goals_chart", "goals.png@outreach");

@@ -28,6 +28,7 @@ import random
 import re
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -456,6 +457,15 @@ class Case(unittest.TestCase):
             f.write(text)
         _register(self, _unlink, path)
         return path
+
+    def templates_copy(self):
+        """A new folder holding a copy of the shipped email templates (config/templates), to edit for
+        the test (OUTREACH_ALERTS_TEMPLATE_DIR); removed after it."""
+        tmp = tempfile.mkdtemp(prefix="outreach-templates-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        for f in (ROOT / "config" / "templates").iterdir():
+            shutil.copy(f, tmp)
+        return tmp
 
 
 def _unlink(path):

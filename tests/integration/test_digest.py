@@ -7,7 +7,6 @@ import re
 import shutil
 import signal
 import socket
-import tempfile
 import threading
 import time
 
@@ -253,15 +252,6 @@ class Digest(harness.Case):
         to = sorted(str(m["To"]) for m in self.catcher())
         self.assertEqual(to, ["Ann Lee <ann@clinic.example.org>", "Denise Okafor <denise@clinic.example.org>"],
                          d.log() + w.log())
-
-    def templates_copy(self):
-        """A folder holding a copy of the shipped templates, removed after the test."""
-        tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, tmp)
-        src = harness.ROOT / "config" / "templates"
-        for f in os.listdir(src):
-            shutil.copy(src / f, tmp)
-        return tmp
 
     def test_broken_template_is_reported_with_its_line(self):
         tmp = self.templates_copy()

@@ -283,6 +283,24 @@ class KnownAnswers(MetricsCase):
             self.assertIn('src="cid:%s"' % cid, html)
         self.assertEqual(self.sql("SELECT status FROM alert_emails WHERE kind = 'monthly_report'"), [("sent",)])
 
+    def test_monthly_report_counts_are_numbers(self):
+        """The counts reach the templates as numbers, so that a section on one is skipped for 0, as
+        Mustache skips the number 0 (the text "0" it shows)."""
+        tmp = self.templates_copy()
+        with open(os.path.join(tmp, "monthly_report.txt.mustache"), "a") as f:
+            f.write("{{#activities_completed}}some activities{{/activities_completed}}"
+                    "{{^activities_completed}}no activities{{/activities_completed}}\n"
+                    "{{#referrals}}{{referrals}} referrals{{/referrals}}\n"
+                    "{{#months}}[{{month}}{{^referrals}} none{{/referrals}}]{{/months}}\n")
+        self.sql("DELETE FROM alert_emails WHERE kind = 'monthly_report'")
+        self.addCleanup(self.sql, "DELETE FROM alert_emails WHERE kind = 'monthly_report'")
+        self.push("MonthlyReportJob", [self.a, "2025-02"])
+        w = self.start_bin("outreach-worker", "-c", harness.CONFIG, "--queues", "alerts",
+                           env={"OUTREACH_ALERTS_TEMPLATE_DIR": tmp})
+        text = self.wait_mail(1)[0].get_body(("plain",)).get_content()
+        self.assertIn("\nno activities\n1 referrals\n", text, w.log())
+        self.assertIn("[2024-12 none][2025-01][2025-02]", text)
+
     def test_stop_while_a_report_waits_on_the_relay(self):
         """A relay that takes the connection and never greets holds a MonthlyReportJob past the
         shutdown timeout: the worker hands the job back and exits with its usual status. (The thread

@@ -60,18 +60,38 @@ ctl_printf(const char *fmt, ...)
 	free(s);
 }
 
+char *
+ctl_cell_text(const char *s)
+{
+	size_t cap = 4 * strlen(s) + 1; /* as util_visible */
+	char *shown = xmalloc(cap);
+
+	util_visible_buf(shown, cap, s, true);
+	for (char *p = shown; *p; p++)
+		if (*p == '\t')
+			*p = ' ';
+	return shown;
+}
+
+void
+ctl_cell_pad(FILE *out, const char *shown, int width)
+{
+	size_t w = (size_t)abs(width), len = util_text_width(shown);
+	int pad = w > len ? (int)(w - len) : 0;
+
+	fprintf(out, "%*s%s%*s", width > 0 ? pad : 0, "", shown, width < 0 ? pad : 0, "");
+}
+
 void
 ctl_row(const char *indent, size_t n, const int *width, const char *const *cell)
 {
 	fputs(indent, stdout);
 	for (size_t i = 0; i < n; i++) {
-		char *shown = util_visible(cell[i]);
-		size_t w = (size_t)abs(width[i]), len = util_text_width(shown);
-		int pad = w > len ? (int)(w - len) : 0;
+		char *shown = ctl_cell_text(cell[i] ? cell[i] : "");
 
 		if (i > 0)
 			putchar(' ');
-		printf("%*s%s%*s", width[i] > 0 ? pad : 0, "", shown, width[i] < 0 ? pad : 0, "");
+		ctl_cell_pad(stdout, shown, width[i]);
 		free(shown);
 	}
 	putchar('\n');

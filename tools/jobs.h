@@ -3,6 +3,7 @@
 #define OUTREACH_TOOLS_JOBS_H
 
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "common/cfg.h"
 #include "common/db.h"
@@ -37,10 +38,17 @@ PGresult *ctl_query(struct db *db, const char *what, const char *sql, int n, con
  * them, line feeds and tabs kept. Not for CSV or JSON, which have their own escaping. */
 void ctl_printf(const char *fmt, ...) PRINTFLIKE(1, 2);
 
-/* Prints one row of a text table: indent, then the n cells, each shown as ctl_printf shows text and
- * padded with spaces to width[i] characters as printf's %*s pads bytes (a negative width pads on
- * the right, a positive one on the left, 0 not at all), parted by one space, then a line feed. A
- * name with accents or escapes keeps the columns after it in line, where printf counted bytes. */
+/* s as a cell of a text table shows it: as ctl_printf shows text, on one line (a line feed, carriage
+ * return or tab becomes a space). The caller frees it. */
+char *ctl_cell_text(const char *s);
+
+/* Prints shown (a ctl_cell_text) padded with spaces to width characters (util_text_width), as
+ * printf's %*s pads bytes: a negative width pads on the right, a positive one on the left, 0 not at
+ * all. A name with accents or escapes keeps the columns after it in line, where printf counted bytes. */
+void ctl_cell_pad(FILE *out, const char *shown, int width);
+
+/* Prints one row of a text table to stdout: indent, then the n cells (NULL shows as nothing), each
+ * a ctl_cell_text padded by ctl_cell_pad to width[i], parted by one space, then a line feed. */
 void ctl_row(const char *indent, size_t n, const int *width, const char *const *cell);
 
 #endif

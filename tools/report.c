@@ -206,18 +206,12 @@ csv_field_out(FILE *out, const char *v)
 static void
 print_cell(FILE *out, const char *v, size_t width, bool right)
 {
-	size_t pad = width > util_text_width(v) ? width - util_text_width(v) : 0;
-
 	fputc(' ', out);
-	if (right)
-		fprintf(out, "%*s", (int)pad, "");
-	fputs(v, out);
-	if (!right)
-		fprintf(out, "%*s", (int)pad, "");
+	ctl_cell_pad(out, v, right ? (int)width : -(int)width);
 }
 
 /* The cells of a text table, as shown: names other applications write may hold control characters,
- * which a terminal would obey (util_visible). */
+ * which a terminal would obey, or line breaks (ctl_cell_text). */
 static char **
 text_cells(PGresult *res)
 {
@@ -226,7 +220,7 @@ text_cells(PGresult *res)
 
 	for (int i = 0; i < nr; i++)
 		for (int j = 0; j < nf; j++)
-			cell[i * nf + j] = util_visible(PQgetisnull(res, i, j) ? "-" : PQgetvalue(res, i, j));
+			cell[i * nf + j] = ctl_cell_text(PQgetisnull(res, i, j) ? "-" : PQgetvalue(res, i, j));
 	return cell;
 }
 
@@ -247,9 +241,11 @@ print_text(FILE *out, const struct section *sec, PGresult *res)
 		size_t *w = xcalloc((size_t)nf, sizeof(*w));
 		for (int j = 0; j < nf; j++) {
 			w[j] = util_text_width(PQfname(res, j));
-			for (int i = 0; i < nr; i++)
-				if (util_text_width(cell[i * nf + j]) > w[j])
-					w[j] = util_text_width(cell[i * nf + j]);
+			for (int i = 0; i < nr; i++) {
+				size_t len = util_text_width(cell[i * nf + j]);
+				if (len > w[j])
+					w[j] = len;
+			}
 		}
 		for (int i = -1; i < nr; i++) {
 			fputs(" ", out);

@@ -141,3 +141,4 @@ out:
 	PQclear(r);
 	return rc;
 }
+#undef COL

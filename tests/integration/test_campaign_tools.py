@@ -441,15 +441,17 @@ class Lifecycle(CampaignToolCase):
     def test_text_tables_stay_in_line_with_accents_and_escapes(self):
         """A column is padded to its width in characters, after escaping: a name with accents (two
         bytes a letter) or an escape (one byte shown as four characters) used to push the columns
-        after it out of line, as printf pads bytes."""
+        after it out of line, as printf pads bytes; a line break or tab in a cell shows as a space."""
         for name in ("Plain", "Spring"):
             d = definition([("texas", {"states": ["TX"]})], name=name)
             d["messages"][0]["segment"] = "texas"
             self.create(d)
         self.sql("UPDATE campaigns SET name = %s WHERE name = 'Spring'", ("Ça Müller\x1b[1m",))
         self.sql("UPDATE campaign_segments SET name = %s WHERE campaign_id = 2", ("tëxäs",))
+        self.sql("UPDATE campaigns SET name = %s WHERE name = 'Plain'", ("Plain\nnext\tline",))
         out = self.ctl("list").stdout.splitlines()
-        self.assertEqual(len(out), 3, out)
+        self.assertEqual(len(out), 3, out)  # a line break in a name does not break its row
+        self.assertIn("Plain next line", out[1])
         self.assertIn("Ça Müller\\x1b[1m", out[2])
         # STATUS starts in the same column on every line, whatever came before it.
         self.assertEqual({line.index("draft") if "draft" in line else line.index("STATUS") for line in out}, {39})

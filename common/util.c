@@ -254,16 +254,29 @@ util_visible_buf(char *dst, size_t cap, const char *s, bool one_line)
 	return o;
 }
 
-char *
-util_visible(const char *s)
+/* util_visible_buf into a buffer of its own, room for all of s. */
+static char *
+visible_dup(const char *s, bool one_line)
 {
 	/* At most six bytes for every two of s (\u0080 for C2 80), four for every one (\x1b for 1b or
 	 * a byte of no valid sequence). */
 	size_t cap = 4 * strlen(s) + 1;
 	char *out = xmalloc(cap);
 
-	util_visible_buf(out, cap, s, false);
+	util_visible_buf(out, cap, s, one_line);
 	return out;
+}
+
+char *
+util_visible(const char *s)
+{
+	return visible_dup(s, false);
+}
+
+char *
+util_visible_line(const char *s)
+{
+	return visible_dup(s, true);
 }
 
 size_t

@@ -60,6 +60,9 @@ char *util_visible(const char *s);
  * an escape or a character cut in two. With one_line, a line feed or carriage return becomes a space (a log record
  * stays one line) instead of being kept or escaped. Returns the length written. */
 size_t util_visible_buf(char *dst, size_t cap, const char *s, bool one_line);
+/* util_visible on one line: a line feed or carriage return becomes a space, as util_visible_buf's
+ * one_line. The caller frees it. */
+char *util_visible_line(const char *s);
 
 /* The characters (code points) of valid UTF-8 text, such as util_visible returns: the terminal
  * columns it takes in the scripts names are written in (a wide CJK character takes two, and counts

@@ -63,10 +63,8 @@ ctl_printf(const char *fmt, ...)
 char *
 ctl_cell_text(const char *s)
 {
-	size_t cap = 4 * strlen(s) + 1; /* as util_visible */
-	char *shown = xmalloc(cap);
+	char *shown = util_visible_line(s);
 
-	util_visible_buf(shown, cap, s, true);
 	for (char *p = shown; *p; p++)
 		if (*p == '\t')
 			*p = ' ';

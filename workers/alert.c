@@ -132,18 +132,18 @@ alert_deliver(struct job_ctx *ctx, const char *kind, const char *key, const stru
 	const struct mailtmpl *t = handler_templates(kind);
 	char *subject, *text, *html, *data = NULL;
 	size_t len = 0;
-	struct msg *m = msg_new();
 	enum job_result rc;
 
-	mailtmpl_render(t, context, &subject, &text, &html);
+	/* A recipient whose name or address did not fit: refused before anything is rendered. */
 	if (to->too_long) {
 		char why[512], what[96];
 		snprintf(why, sizeof(why), "cannot build the %s email to coordinator %s: %s", kind, to->id,
 		         alert_person_too_long(to, what, sizeof(what)));
 		alert_set_status(ctx, kind, key, "failed", why);
-		rc = job_fail(ctx, JOB_DEAD, "InvalidEmail", "%s", why);
-		goto out;
+		return job_fail(ctx, JOB_DEAD, "InvalidEmail", "%s", why);
 	}
+	struct msg *m = msg_new();
+	mailtmpl_render(t, context, &subject, &text, &html);
 	if (msg_set_id(m, message_id) == -1 || msg_set_from(m, ctx->cfg->alerts.from_name, ctx->cfg->smtp.from) == -1 ||
 	    msg_add_to(m, to_name, to_addr) == -1 || msg_set_subject(m, subject) == -1 ||
 	    msg_add_header(m, "Auto-Submitted", "auto-generated") == -1 ||

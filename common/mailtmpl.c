@@ -9,6 +9,18 @@
 
 const char *const mailtmpl_kinds[] = {"digest", "manager_digest", "invite", "case", "monthly_report", NULL};
 
+/* The values come from the database (names from the NPI Registry, notes, case summaries, what
+ * another application wrote into a campaign's row): in the HTML part each is escaped. After the
+ * three templates are in out: 0, or -1 with err and nothing kept. */
+static int
+check_escaped(struct mailtmpl *out, char *err, size_t errlen)
+{
+	if (tmpl_check_escaped(out->html, err, errlen) == 0)
+		return 0;
+	mailtmpl_free(out);
+	return -1;
+}
+
 int
 mailtmpl_load(const char *dir, const char *kind, struct mailtmpl *out, char *err, size_t errlen)
 {
@@ -25,13 +37,7 @@ mailtmpl_load(const char *dir, const char *kind, struct mailtmpl *out, char *err
 			return -1;
 		}
 	}
-	/* The values come from the database (names from the NPI Registry, notes, case summaries): in the
-	 * HTML part each is escaped, as campaign variants' are. */
-	if (tmpl_check_escaped(out->html, err, errlen) == -1) {
-		mailtmpl_free(out);
-		return -1;
-	}
-	return 0;
+	return check_escaped(out, err, errlen);
 }
 
 int
@@ -47,7 +53,7 @@ mailtmpl_parse(struct mailtmpl *out, const char *const src[3], const char *const
 			return -1;
 		}
 	}
-	return 0;
+	return check_escaped(out, err, errlen);
 }
 
 void

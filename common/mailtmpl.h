@@ -24,7 +24,8 @@ int mailtmpl_load(const char *dir, const char *kind, struct mailtmpl *out, char 
 void mailtmpl_free(struct mailtmpl *t);
 
 /* Parses the three templates from their texts (subject, text part, HTML part); names[i] starts
- * the messages about src[i] ("NAME:LINE: what"). -1 with err, and nothing kept. */
+ * the messages about src[i] ("NAME:LINE: what"). -1 with err, and nothing kept. An HTML part with
+ * {{{...}}} or {{&...}} is refused, as by mailtmpl_load. */
 int mailtmpl_parse(struct mailtmpl *out, const char *const src[3], const char *const names[3], char *err,
                    size_t errlen) MUSTCHECK;
 

@@ -717,8 +717,8 @@ out:
 
 /* --- preview ------------------------------------------------------------------------------------- */
 
-/* The segment (id, name) source falls in: its enrollment's, else the
- * first whose criteria match. Returns 1, 0 when no segment matches, -1 after logging. */
+/* The segment (id, name) source falls in: its enrollment's, else the first whose criteria match.
+ * Returns 1, 0 when no segment matches, -1 after logging. */
 static int
 preview_segment(struct db *db, const char *cid, const char *sid, char *seg, size_t seglen, char *name,
                 size_t namelen)
@@ -787,12 +787,7 @@ parse_message(PGresult *res, struct mailtmpl *t)
 	char err[512];
 
 	if (mailtmpl_parse(t, src, names, err, sizeof(err)) == -1) {
-		log_errorx("campaign preview: %s", err);
-		return -1;
-	}
-	if (tmpl_check_escaped(t->html, err, sizeof(err)) == -1) {
 		log_errorx("campaign preview: %s (no message is sent from this variant)", err);
-		mailtmpl_free(t);
 		return -1;
 	}
 	return 0;

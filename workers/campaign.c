@@ -332,10 +332,7 @@ variant_get(const PGresult *r, int i)
 		v->src[k] = xstrdup(src[k]);
 	/* A variant outreachctl refuses (an HTML tag that puts row data in unescaped) may still reach
 	 * the table another way (SQL by hand, another application): it is unusable here too. */
-	int rc = mailtmpl_parse(&v->t, src, names, v->err, sizeof(v->err));
-	if (rc == 0)
-		rc = tmpl_check_escaped(v->t.html, v->err, sizeof(v->err));
-	if (rc == -1 && !v->err[0])
+	if (mailtmpl_parse(&v->t, src, names, v->err, sizeof(v->err)) == -1 && !v->err[0])
 		snprintf(v->err, sizeof(v->err), "a template does not parse");
 	return v;
 }

@@ -3,12 +3,15 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <locale.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <wchar.h>
 
 static void
 oom(size_t n)
@@ -279,13 +282,35 @@ util_visible_line(const char *s)
 	return visible_dup(s, true);
 }
 
+/* The C library's UTF-8 locale, for wcwidth's table of the columns each character takes (glibc's,
+ * kept up to date with Unicode's East Asian Width and combining marks); (locale_t)0 without one. */
+static locale_t utf8_locale;
+static pthread_once_t utf8_once = PTHREAD_ONCE_INIT;
+
+static void
+utf8_locale_open(void)
+{
+	utf8_locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+}
+
 size_t
 util_text_width(const char *s)
 {
-	size_t n = 0;
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = 0, len = strlen(s);
 
-	for (; *s; s++)
-		n += ((unsigned char)*s & 0xC0) != 0x80;
+	pthread_once(&utf8_once, utf8_locale_open);
+	locale_t was = utf8_locale ? uselocale(utf8_locale) : (locale_t)0;
+	while (len > 0) {
+		unsigned cp;
+		size_t k = util_utf8_seq(p, len, &cp);
+		int w = k > 0 && utf8_locale ? wcwidth((wchar_t)cp) : 1;
+		n += w < 0 ? 1 : (size_t)w; /* a byte that is not UTF-8, or a character wcwidth does not know */
+		k = k > 0 ? k : 1;
+		p += k, len -= k;
+	}
+	if (was)
+		uselocale(was);
 	return n;
 }
 

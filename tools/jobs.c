@@ -268,15 +268,15 @@ ctl_stats(const struct cfg *c, int argc, char **argv)
 		goto out;
 	for (size_t i = 0; i < qs->elements; i++) {
 		const char *q = qs->element[i]->str;
-		char key[128];
+		char *key = xasprintf("queue:%s", q);
 		long long size;
-		snprintf(key, sizeof(key), "queue:%s", q);
-		if (int_reply(r, "LLEN", key, &size) == -1)
+		redisReply *last = NULL;
+		if (int_reply(r, "LLEN", key, &size) == -1 || (last = stats_reply(r, "LINDEX", key, "-1")) == NULL) {
+			free(key);
 			goto out;
+		}
+		free(key);
 		double latency = 0;
-		redisReply *last = stats_reply(r, "LINDEX", key, "-1");
-		if (last == NULL)
-			goto out;
 		if (last->type == REDIS_REPLY_STRING) {
 			json_t *j = json_loads(last->str, 0, NULL);
 			json_t *ea = j ? json_object_get(j, "enqueued_at") : NULL;
@@ -285,7 +285,15 @@ ctl_stats(const struct cfg *c, int argc, char **argv)
 			json_decref(j);
 		}
 		freeReplyObject(last);
-		json_array_append_new(queues, json_pack("{s:s, s:I, s:f}", "name", q, "size", (json_int_t)size,
+		/* A name that is not UTF-8 (no queue of the job contract has one) cannot be a JSON string: it
+		 * is listed as util_visible shows it, its bad bytes as \xHH. */
+		json_t *name = json_string(q);
+		if (name == NULL) {
+			char *shown = util_visible(q);
+			name = json_string(shown);
+			free(shown);
+		}
+		json_array_append_new(queues, json_pack("{s:o, s:I, s:f}", "name", name, "size", (json_int_t)size,
 		                                        "latency", latency < 0 ? 0 : latency));
 	}
 

@@ -42,7 +42,7 @@ void ctl_printf(const char *fmt, ...) PRINTFLIKE(1, 2);
  * return or tab becomes a space). The caller frees it. */
 char *ctl_cell_text(const char *s);
 
-/* Prints shown (a ctl_cell_text) padded with spaces to width characters (util_text_width), as
+/* Prints shown (a ctl_cell_text) padded with spaces to width terminal columns (util_text_width), as
  * printf's %*s pads bytes: a negative width pads on the right, a positive one on the left, 0 not at
  * all. A name with accents or escapes keeps the columns after it in line, where printf counted bytes. */
 void ctl_cell_pad(FILE *out, const char *shown, int width);

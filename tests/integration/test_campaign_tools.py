@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import unicodedata
 
 import harness
 
@@ -442,19 +443,27 @@ class Lifecycle(CampaignToolCase):
         """A column is padded to its width in characters, after escaping: a name with accents (two
         bytes a letter) or an escape (one byte shown as four characters) used to push the columns
         after it out of line, as printf pads bytes; a line break or tab in a cell shows as a space."""
-        for name in ("Plain", "Spring"):
+        for name in ("Plain", "Spring", "Wide", "Combined"):
             d = definition([("texas", {"states": ["TX"]})], name=name)
             d["messages"][0]["segment"] = "texas"
             self.create(d)
         self.sql("UPDATE campaigns SET name = %s WHERE name = 'Spring'", ("Ça Müller\x1b[1m",))
         self.sql("UPDATE campaign_segments SET name = %s WHERE campaign_id = 2", ("tëxäs",))
         self.sql("UPDATE campaigns SET name = %s WHERE name = 'Plain'", ("Plain\nnext\tline",))
+        # Two terminal columns a character, and a u followed by a combining diaeresis (none).
+        self.sql("UPDATE campaigns SET name = %s WHERE name = 'Wide'", ("山田クリニック",))
+        self.sql("UPDATE campaigns SET name = %s WHERE name = 'Combined'", ("Mu\u0308ller",))
         out = self.ctl("list").stdout.splitlines()
-        self.assertEqual(len(out), 3, out)  # a line break in a name does not break its row
+        self.assertEqual(len(out), 5, out)  # a line break in a name does not break its row
         self.assertIn("Plain next line", out[1])
         self.assertIn("Ça Müller\\x1b[1m", out[2])
+
+        def columns(text):  # as a terminal shows text
+            return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+                       for c in text)
         # STATUS starts in the same column on every line, whatever came before it.
-        self.assertEqual({line.index("draft") if "draft" in line else line.index("STATUS") for line in out}, {39})
+        self.assertEqual({columns(line[:line.index("draft") if "draft" in line else line.index("STATUS")])
+                          for line in out}, {39}, out)
         out = self.ctl("show", "2").stdout.splitlines()
         subj = [line for line in out if "subject:" in line]
         self.assertEqual(len(subj), 1, out)

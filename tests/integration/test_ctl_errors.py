@@ -306,6 +306,22 @@ class Jobs(CtlCase):
         self.assertIn("dead job ab\\x1b[2J has no valid queue", p.stderr)
         self.assertIn("dead job cd\\u009b2J is not a runnable job", p.stderr)
 
+    def test_stats_lists_a_queue_whose_name_is_not_utf8(self):
+        """A queue name another client wrote with a byte that is not UTF-8 cannot be a JSON string:
+        stats --json lists the queue, its bad byte as \\xHH, with its size, as the text table does."""
+        r = self.redis()
+        name = b"bad\xffname" + b"x" * 130  # longer than any key buffer: the size is its own queue's
+        r.sadd("queues", name, "alerts")
+        r.lpush(b"queue:" + name, "{}", "{}", "{}")
+        r.lpush("queue:alerts", "{}")
+        self.addCleanup(r.delete, "queues", b"queue:" + name, "queue:alerts")
+        doc = json.loads(self.ctl("stats", "--json").stdout)
+        sizes = {q["name"]: q["size"] for q in doc["queues"]}
+        self.assertEqual(sizes, {"bad\\xffname" + "x" * 130: 3, "alerts": 1})
+        p = self.ctl("stats")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, r"(?m)^bad\\xffnamex{130} +3 ")
+
     def test_enqueue_refusals(self):
         self.fails(("enqueue", "PingJob", "--args", "{}"), "enqueue: --args must be a JSON array")
         self.fails(("enqueue", "PingJob", "--args", "[1"), "enqueue: --args is not JSON: ")

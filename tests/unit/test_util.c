@@ -210,7 +210,11 @@ test_text_width(void **state)
 	assert_int_equal(util_text_width(""), 0);
 	assert_int_equal(util_text_width("Lopez"), 5);
 	assert_int_equal(util_text_width("M\xc3\xbcller \xc3\x87" "a"), 9);       /* Müller Ça */
-	assert_int_equal(util_text_width("\xe6\x9d\xb1\xf0\x9f\x98\x80"), 2); /* 東😀 */
+	assert_int_equal(util_text_width("\xe6\x9d\xb1\xf0\x9f\x98\x80"), 4); /* 東😀: two wide characters */
+	assert_int_equal(util_text_width("\xe5\xb1\xb1\xe7\x94\xb0 Ta"), 7); /* 山田 Ta */
+	assert_int_equal(util_text_width("Mu\xcc\x88ller"), 6);                /* Müller, u + combining diaeresis */
+	assert_int_equal(util_text_width("\xef\xbc\xa1"), 2);                  /* Ａ, fullwidth */
+	assert_int_equal(util_text_width("a\xff" "b"), 3);                       /* a byte that is not UTF-8 */
 	char *shown = util_visible("a\x1b");
 	assert_int_equal(util_text_width(shown), 5); /* a\x1b */
 	free(shown);

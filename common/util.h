@@ -65,9 +65,9 @@ size_t util_visible_buf(char *dst, size_t cap, const char *s, bool one_line);
 char *util_visible_line(const char *s);
 
 /* The terminal columns text takes, such as util_visible returns: one for most characters, two for
- * a wide one (a CJK ideograph, a fullwidth form, most emoji), none for a combining accent, by the C
- * library's C.UTF-8 table (wcwidth); one for each character where the system has no such locale,
- * and for a byte that is not UTF-8. */
+ * a wide one (a CJK ideograph, a fullwidth form, the emoji the C library knows as wide), none for a
+ * combining accent, by the C library's C.UTF-8 table (wcwidth); one for each character where the
+ * system has no such locale, and for a byte that is not UTF-8. */
 size_t util_text_width(const char *s);
 
 /* Parses a whole decimal integer in [min, max]; false on junk, overflow or out of range. */

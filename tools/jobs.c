@@ -220,23 +220,24 @@ out:
 	return rc;
 }
 
-/* The reply of stats' command CMD KEY [ARG], or NULL after logging "stats: CMD KEY [ARG]: the error". */
+/* The reply of stats' command CMD KEY [ARG], or NULL after logging "stats: CMD KEY [ARG]: the error".
+ * KEY is keylen bytes, as Redis gave a name (a NUL byte may be one of them). */
 static redisReply *
-stats_reply(redisContext *r, const char *cmd, const char *key, const char *arg)
+stats_reply(redisContext *r, const char *cmd, const char *key, size_t keylen, const char *arg)
 {
 	char what[160];
 
 	snprintf(what, sizeof(what), "stats: %s %s%s%s", cmd, key, arg ? " " : "", arg ? arg : "");
 	if (arg == NULL)
-		return checked(r, redisCommand(r, "%s %s", cmd, key), what);
-	return checked(r, redisCommand(r, "%s %s %s", cmd, key, arg), what);
+		return checked(r, redisCommand(r, "%s %b", cmd, key, keylen), what);
+	return checked(r, redisCommand(r, "%s %b %s", cmd, key, keylen, arg), what);
 }
 
-/* The integer reply of stats' command CMD KEY into *v; -1 after logging. */
+/* The integer reply of stats' command CMD KEY (keylen bytes) into *v; -1 after logging. */
 static int
-int_reply(redisContext *r, const char *cmd, const char *key, long long *v)
+int_reply(redisContext *r, const char *cmd, const char *key, size_t keylen, long long *v)
 {
-	redisReply *rep = stats_reply(r, cmd, key, NULL);
+	redisReply *rep = stats_reply(r, cmd, key, keylen, NULL);
 
 	if (rep == NULL)
 		return -1;
@@ -247,6 +248,32 @@ int_reply(redisContext *r, const char *cmd, const char *key, long long *v)
 		*v = strtoll(rep->str, NULL, 10);
 	freeReplyObject(rep);
 	return 0;
+}
+
+/* A queue's name (len bytes) as stats lists it: as it is when it is UTF-8 text without a NUL byte
+ * (every queue of the job contract), else as the text table shows it, each byte that is not UTF-8,
+ * a NUL included, written \xHH (a JSON string cannot hold such a byte; the queue is listed all the
+ * same). */
+static json_t *
+queue_name(const char *q, size_t len)
+{
+	json_t *name = memchr(q, '\0', len) ? NULL : json_stringn(q, len);
+	if (name != NULL)
+		return name;
+	char *shown = NULL;
+	size_t shown_len = 0;
+	FILE *f = open_memstream(&shown, &shown_len);
+	if (f == NULL)
+		fatal("open_memstream");
+	for (const char *p = q, *end = q + len; p <= end; p += strlen(p) + 1) {
+		char *piece = util_visible(p);
+		fprintf(f, "%s%s", p > q ? "\\x00" : "", piece);
+		free(piece);
+	}
+	fclose(f);
+	name = json_string(shown);
+	free(shown);
+	return name;
 }
 
 int
@@ -264,18 +291,20 @@ ctl_stats(const struct cfg *c, int argc, char **argv)
 	if (r == NULL)
 		goto out;
 	queue_stat_day(now, day);
-	if ((qs = stats_reply(r, "SMEMBERS", "queues", NULL)) == NULL)
+	if ((qs = stats_reply(r, "SMEMBERS", "queues", strlen("queues"), NULL)) == NULL)
 		goto out;
 	for (size_t i = 0; i < qs->elements; i++) {
 		const char *q = qs->element[i]->str;
-		char *key = xasprintf("queue:%s", q);
+		size_t qlen = qs->element[i]->len, keylen = strlen("queue:") + qlen;
+		char *key = xmalloc(keylen + 1); /* terminated too, for the error message */
 		long long size;
-		redisReply *last = NULL;
-		if (int_reply(r, "LLEN", key, &size) == -1 || (last = stats_reply(r, "LINDEX", key, "-1")) == NULL) {
-			free(key);
-			goto out;
-		}
+		memcpy(key, "queue:", strlen("queue:"));
+		memcpy(key + strlen("queue:"), q, qlen + 1);
+		int failed = int_reply(r, "LLEN", key, keylen, &size);
+		redisReply *last = failed ? NULL : stats_reply(r, "LINDEX", key, keylen, "-1");
 		free(key);
+		if (last == NULL)
+			goto out;
 		double latency = 0;
 		if (last->type == REDIS_REPLY_STRING) {
 			json_t *j = json_loads(last->str, 0, NULL);
@@ -285,23 +314,15 @@ ctl_stats(const struct cfg *c, int argc, char **argv)
 			json_decref(j);
 		}
 		freeReplyObject(last);
-		/* A name that is not UTF-8 (no queue of the job contract has one) cannot be a JSON string: it
-		 * is listed as util_visible shows it, its bad bytes as \xHH. */
-		json_t *name = json_string(q);
-		if (name == NULL) {
-			char *shown = util_visible(q);
-			name = json_string(shown);
-			free(shown);
-		}
-		json_array_append_new(queues, json_pack("{s:o, s:I, s:f}", "name", name, "size", (json_int_t)size,
-		                                        "latency", latency < 0 ? 0 : latency));
+		json_array_append_new(queues, json_pack("{s:o, s:I, s:f}", "name", queue_name(q, qlen), "size",
+		                                        (json_int_t)size, "latency", latency < 0 ? 0 : latency));
 	}
 
 	long long busy = 0, nproc = 0;
-	if ((ps = stats_reply(r, "SMEMBERS", "processes", NULL)) == NULL)
+	if ((ps = stats_reply(r, "SMEMBERS", "processes", strlen("processes"), NULL)) == NULL)
 		goto out;
 	for (size_t i = 0; i < ps->elements; i++) {
-		redisReply *b = stats_reply(r, "HGET", ps->element[i]->str, "busy");
+		redisReply *b = stats_reply(r, "HGET", ps->element[i]->str, ps->element[i]->len, "busy");
 		if (b == NULL)
 			goto out;
 		if (b->type == REDIS_REPLY_STRING) {
@@ -321,7 +342,7 @@ ctl_stats(const struct cfg *c, int argc, char **argv)
 	};
 	for (size_t i = 0; i < NELEM(counters); i++) {
 		long long v;
-		if (int_reply(r, counters[i][1], counters[i][2], &v) == -1)
+		if (int_reply(r, counters[i][1], counters[i][2], strlen(counters[i][2]), &v) == -1)
 			goto out;
 		json_object_set_new(out, counters[i][0], json_integer(v));
 	}

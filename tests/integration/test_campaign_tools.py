@@ -440,9 +440,10 @@ class Lifecycle(CampaignToolCase):
         self.assertIn("subject: Hello\\u0085{{source.last_name}}", out)
 
     def test_text_tables_stay_in_line_with_accents_and_escapes(self):
-        """A column is padded to its width in characters, after escaping: a name with accents (two
-        bytes a letter) or an escape (one byte shown as four characters) used to push the columns
-        after it out of line, as printf pads bytes; a line break or tab in a cell shows as a space."""
+        """A column is padded to the terminal columns its text takes, after escaping: a name with
+        accents (two bytes a letter), an escape (one byte shown as four characters), wide CJK
+        characters (two columns each) or a combining accent (none) used to push the columns after it
+        out of line, as printf pads bytes; a line break or tab in a cell shows as a space."""
         for name in ("Plain", "Spring", "Wide", "Combined"):
             d = definition([("texas", {"states": ["TX"]})], name=name)
             d["messages"][0]["segment"] = "texas"

@@ -308,19 +308,22 @@ class Jobs(CtlCase):
 
     def test_stats_lists_a_queue_whose_name_is_not_utf8(self):
         """A queue name another client wrote with a byte that is not UTF-8 cannot be a JSON string:
-        stats --json lists the queue, its bad byte as \\xHH, with its size, as the text table does."""
+        stats --json lists the queue, its bad byte as \\xHH, with its size, as the text table does; a
+        NUL byte in a name is shown so, and the size is its queue's, not that of the name before it."""
         r = self.redis()
         name = b"bad\xffname" + b"x" * 130  # longer than any key buffer: the size is its own queue's
-        r.sadd("queues", name, "alerts")
+        r.sadd("queues", name, "alerts", b"alerts\x00two")  # a NUL byte too: not the queue alerts
         r.lpush(b"queue:" + name, "{}", "{}", "{}")
         r.lpush("queue:alerts", "{}")
-        self.addCleanup(r.delete, "queues", b"queue:" + name, "queue:alerts")
+        r.lpush(b"queue:alerts\x00two", "{}", "{}")
+        self.addCleanup(r.delete, "queues", b"queue:" + name, "queue:alerts", b"queue:alerts\x00two")
         doc = json.loads(self.ctl("stats", "--json").stdout)
         sizes = {q["name"]: q["size"] for q in doc["queues"]}
-        self.assertEqual(sizes, {"bad\\xffname" + "x" * 130: 3, "alerts": 1})
+        self.assertEqual(sizes, {"bad\\xffname" + "x" * 130: 3, "alerts": 1, "alerts\\x00two": 2})
         p = self.ctl("stats")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertRegex(p.stdout, r"(?m)^bad\\xffnamex{130} +3 ")
+        self.assertRegex(p.stdout, r"(?m)^alerts\\x00two +2 ")
 
     def test_enqueue_refusals(self):
         self.fails(("enqueue", "PingJob", "--args", "{}"), "enqueue: --args must be a JSON array")

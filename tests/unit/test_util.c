@@ -202,7 +202,7 @@ test_visible_buf(void **state)
 	assert_string_equal(out, "abc");
 }
 
-/* Terminal columns: characters, not bytes; an escape counts as the characters it is shown as. */
+/* Terminal columns (wcwidth), not bytes; an escape counts as the characters it is shown as. */
 static void
 test_text_width(void **state)
 {

@@ -318,17 +318,22 @@ class Public(harness.Case):
                       and self.jobs())
         self.assertEqual(self.jobs()[0]["args"][0]["message_id"], 100)
 
-    def test_a_stalled_redis_caps_what_waits(self):
-        """While Redis accepts no writes, at most 10,000 events wait; the rest are dropped and counted,
-        and every hit is either enqueued or counted as a failure."""
+    def restart_with_redis_timeout(self, ms):
+        """outreachd again, on the same ports, with redis.timeout = ms."""
         self.d.kill()
         d = self.start_bin("outreachd", "-c", harness.CONFIG, env={
             "OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % self.d.port,
             "OUTREACH_HTTP_PUBLIC_LISTEN": "127.0.0.1:%d" % self.d.public,
-            "OUTREACH_CAMPAIGNS_TOKEN_KEY_FILE": self.key_file, "OUTREACH_REDIS_TIMEOUT": "60000"})
+            "OUTREACH_CAMPAIGNS_TOKEN_KEY_FILE": self.key_file, "OUTREACH_REDIS_TIMEOUT": str(ms)})
         d.port, d.public = self.d.port, self.d.public
         self.d = d
         d.wait_log(r"outreachd \S+ ready")
+        return d
+
+    def test_a_stalled_redis_caps_what_waits(self):
+        """While Redis accepts no writes, at most 10,000 events wait; the rest are dropped and counted,
+        and every hit is either enqueued or counted as a failure."""
+        d = self.restart_with_redis_timeout(60000)
         r = self.redis()
         r.execute_command("CLIENT", "PAUSE", "50000", "WRITE")  # within redis.timeout: no reconnect
         try:
@@ -358,6 +363,25 @@ class Public(harness.Case):
         self.assertEqual(r.llen("queue:campaigns"), enqueued)
         status, _, _ = self.request("POST", "/u/" + self.token("u", 8))
         self.assertEqual(status, 200)
+
+    def test_a_redis_that_stops_answering_is_dropped_after_redis_timeout(self):
+        """A Redis that takes commands and answers none (paused, frozen, a network black hole) is
+        dropped after redis.timeout: the unsubscribe waiting on it is answered 503 then, not when
+        Redis answers again, and outreachd connects anew and enqueues once Redis answers."""
+        d = self.restart_with_redis_timeout(1000)
+        r = self.redis()
+        r.execute_command("CLIENT", "PAUSE", "120000", "WRITE")  # far longer than the request may wait
+        try:
+            status, _, _ = self.request("POST", "/u/" + self.token("u", 7))
+            self.assertEqual(status, 503)
+            mark = d.log().rfind("no reply for 1000 ms: dropping the connection")
+            self.assertGreater(mark, 0, d.log())
+        finally:
+            r.execute_command("CLIENT", "UNPAUSE")
+        d.wait_log("connected to redis", since=mark)
+        status, _, _ = self.request("POST", "/u/" + self.token("u", 8))
+        self.assertEqual(status, 200)
+        self.assertIn(8, [job["args"][0]["message_id"] for job in self.jobs()])
 
     def test_reload_reads_a_rotated_key(self):
         self.d.kill()

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/nppes.h"
+#include "common/token.h"
 #include "common/util.h"
 
 #define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -1)
@@ -222,9 +223,12 @@ validate_campaign_event(const json_t *args, char *err, size_t errlen)
 	if ((strcmp(ev, "open") == 0 || strcmp(ev, "click") == 0 || strcmp(ev, "unsubscribe") == 0) &&
 	    json_object_get(o, "message_id") == NULL)
 		return ERR("CampaignEventJob: a%s %s event needs message_id", ev[0] == 'o' || ev[0] == 'u' ? "n" : "", ev);
+	/* A click's URL is one a token carries (at most TOKEN_URL_MAX bytes) as the listener enqueues it,
+	 * its bytes outside ASCII percent-encoded: up to three characters a byte. */
 	if ((v = json_object_get(o, "url")) && !json_is_null(v) && !(json_is_string(v) && json_string_length(v) == 0) &&
-	    !is_text(v, 2048))
-		return ERR("CampaignEventJob: url must be a string of at most 2048 characters without control characters");
+	    !is_text(v, 3 * TOKEN_URL_MAX))
+		return ERR("CampaignEventJob: url must be a string of at most %d characters without control characters",
+		           3 * TOKEN_URL_MAX);
 	if ((v = json_object_get(o, "at")) && !json_is_null(v) &&
 	    !(json_is_number(v) && json_number_value(v) > 946684800.0 && json_number_value(v) < 32503680000.0))
 		return ERR("CampaignEventJob: at must be epoch seconds (a number after 2000-01-01)");

@@ -688,6 +688,11 @@ class Campaigns(harness.Case):
         mid = self.message_of(x)
         jid = self.event("open", message_id=mid, detail="Mozilla/5.0 " + "x" * 3000)
         self.event("open", jid=jid, message_id=mid)
+        # A link of 2048 bytes, the longest a token carries, outside ASCII: the listener enqueues it
+        # percent-encoded, three characters a byte.
+        long_url = "https://example.org/" + "%C3%A9" * 1014
+        self.assertEqual(len(long_url), 6104)
+        self.event("click", message_id=mid, url=long_url)
         self.event("click", message_id=999999, url="https://x.example.org/")
         self.event("bounce", email="Once@Example.org", detail="5.1.1 mailbox gone (from the bounce processor)")
         self.wait_for("the suppression", lambda: self.sql("SELECT 1 FROM suppressions"))
@@ -695,6 +700,7 @@ class Campaigns(harness.Case):
         self.stop(w, d)
         self.assertEqual(self.sql("SELECT kind, jid, length(detail) FROM email_events WHERE kind = 'open'"),
                          [("open", jid, 1000)])
+        self.assertEqual(self.sql("SELECT url FROM email_events WHERE kind = 'click'"), [(long_url,)])
         self.assertEqual(self.sql_one("SELECT count(*) FROM email_events WHERE message_id = 999999"), 0)
         self.assertEqual(self.sql("SELECT address, reason FROM suppressions"), [("once@example.org", "bounce")])
         self.assertIn("no such campaign message", w.log())
@@ -712,6 +718,8 @@ class Campaigns(harness.Case):
             ("CampaignEventJob", [{"event": "bounce", "email": "not an address"}], "email must be"),
             ("CampaignEventJob", [{"event": "open", "email": "a@b.example"}], "needs message_id"),
             ("CampaignEventJob", [{"event": "click", "message_id": 1, "url": "http://x/\n"}], "url must be"),
+            ("CampaignEventJob", [{"event": "click", "message_id": 1, "url": "http://x/" + "a" * 6136}],
+             "url must be a string of at most 6144 characters"),
             ("CampaignEventJob", ["open", 1], "takes 1 argument"),
             ("CampaignEventJob", [{"event": "open", "message_id": 1, "detail": "x" * 9000}], "detail must be"),
         ]

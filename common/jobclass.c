@@ -8,6 +8,7 @@
 #include "common/token.h"
 #include "common/util.h"
 
+#define TOKEN_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
 #define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -1)
 
 /* PingJob: [reply_key?, work_ms?]: reply_key a Redis key name or null, work_ms 0..60000. */
@@ -174,12 +175,14 @@ is_text(const json_t *v, size_t max)
 	return true;
 }
 
-/* CampaignEventJob: [{"event", "message_id" | "message_id_header" | "email", "url"?, "at"?, "detail"?}]. */
+/* CampaignEventJob: [{"event", "message_id" | "message_id_header" | "email" | "token", "url"?, "at"?,
+ * "detail"?}]. */
 static int
 validate_campaign_event(const json_t *args, char *err, size_t errlen)
 {
 	static const char *const events[] = {"open", "click", "unsubscribe", "bounce", "complaint", "replied"};
-	static const char *const fields[] = {"event", "message_id", "message_id_header", "email", "url", "at", "detail"};
+	static const char *const fields[] = {"event", "message_id", "message_id_header", "email", "token", "url", "at",
+	                                     "detail"};
 	json_t *o = json_array_get(args, 0), *v;
 	const char *key, *ev;
 	size_t ids = 0;
@@ -193,7 +196,7 @@ validate_campaign_event(const json_t *args, char *err, size_t errlen)
 			ok |= strcmp(key, fields[i]) == 0;
 		if (!ok)
 			return ERR("CampaignEventJob: unknown field \"%.64s\" (known: event, message_id, message_id_header, "
-			           "email, url, at, detail)", key);
+			           "email, token, url, at, detail)", key);
 	}
 	ev = json_string_value(json_object_get(o, "event"));
 	for (size_t i = 0; ev && i < NELEM(events); i++)
@@ -218,11 +221,22 @@ validate_campaign_event(const json_t *args, char *err, size_t errlen)
 			return ERR("CampaignEventJob: email must be an address like name@example.org");
 		ids++;
 	}
+	/* The token of an unsubscribe link (the TOKEN of /u/TOKEN, or of the subject "unsubscribe-TOKEN" of
+	 * a mail to the List-Unsubscribe mailto address): the worker checks its signature. */
+	if ((v = json_object_get(o, "token")) && !json_is_null(v)) {
+		if (!is_text(v, 128) || strspn(json_string_value(v), TOKEN_CHARS) != json_string_length(v))
+			return ERR("CampaignEventJob: token must be an unsubscribe link's token (letters, digits, '-', '_' "
+			           "and one '.', at most 128)");
+		if (strcmp(ev, "unsubscribe") != 0)
+			return ERR("CampaignEventJob: token names the message of an unsubscribe only");
+		ids++;
+	}
 	if (ids != 1)
-		return ERR("CampaignEventJob: exactly one of message_id, message_id_header and email must be given");
+		return ERR("CampaignEventJob: exactly one of message_id, message_id_header, email and token must be given");
 	if ((strcmp(ev, "open") == 0 || strcmp(ev, "click") == 0 || strcmp(ev, "unsubscribe") == 0) &&
-	    json_object_get(o, "message_id") == NULL)
-		return ERR("CampaignEventJob: a%s %s event needs message_id", ev[0] == 'o' || ev[0] == 'u' ? "n" : "", ev);
+	    json_object_get(o, "message_id") == NULL && json_object_get(o, "token") == NULL)
+		return ERR("CampaignEventJob: a%s %s event needs message_id%s", ev[0] == 'o' || ev[0] == 'u' ? "n" : "", ev,
+		           ev[0] == 'u' ? " or token" : "");
 	/* A click's URL is one a token carries (at most TOKEN_URL_MAX bytes) as the listener enqueues it,
 	 * its bytes outside ASCII percent-encoded: up to three characters a byte. */
 	if ((v = json_object_get(o, "url")) && !json_is_null(v) && !(json_is_string(v) && json_string_length(v) == 0) &&

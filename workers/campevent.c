@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/token.h"
 #include "workers/campaign.h"
 #include "workers/handler.h"
 
@@ -37,6 +38,25 @@ campaign_event_run(struct job_ctx *ctx)
 		url = NULL;
 	if (json_is_integer(json_object_get(o, "message_id")))
 		snprintf(id, sizeof(id), "%lld", (long long)json_integer_value(json_object_get(o, "message_id")));
+	const char *tok = json_string_value(json_object_get(o, "token"));
+	if (tok != NULL) { /* an unsubscribe's token (the class allows no other): the message it was signed for */
+		const struct token_key *k = campaign_key();
+		enum token_kind tk;
+		int64_t tmid;
+		char *turl = NULL;
+		if (k == NULL)
+			return job_fail(ctx, JOB_RETRY, "ConfigError",
+			                "a token is checked with campaigns.token_key_file's key, and there is none");
+		if (token_check(k, tok, strlen(tok), &tk, &tmid, &turl) == -1)
+			return job_fail(ctx, JOB_DEAD, "TokenError",
+			                "the token was not signed with campaigns.token_key_file's key (forged, altered or cut, "
+			                "or signed with a key no longer used); nothing recorded");
+		free(turl);
+		if (tk != TOKEN_UNSUBSCRIBE)
+			return job_fail(ctx, JOB_DEAD, "TokenError", "the token is a%s %s link's, not an unsubscribe link's",
+			                tk == TOKEN_OPEN ? "n" : "", tk == TOKEN_OPEN ? "open" : "click");
+		snprintf(id, sizeof(id), "%lld", (long long)tmid);
+	}
 	snprintf(at, sizeof(at), "%.6f", json_is_number(atv) ? json_number_value(atv) : util_now());
 	campaign_now(now, sizeof(now));
 

@@ -506,6 +506,39 @@ class Campaigns(harness.Case):
         self.assertIn("Edited text, Dr. Second.", text)
         self.assertNotIn("intro.", text)
 
+    def test_unsubscribe_by_the_token_of_the_mailto_address(self):
+        """A mail to List-Unsubscribe's mailto address carries the token in its subject
+        ("unsubscribe-TOKEN"); whatever reads that mailbox enqueues an unsubscribe with the token,
+        and the worker checks the signature and unsubscribes the message it names. A forged token,
+        or an open pixel's, goes to dead with the reason and changes nothing."""
+        c, seg = self.simple()
+        x = self.source("Mailer", "mailer@example.org")
+        self.enroll(c, x, seg)
+        d = self.daemon()
+        w = self.worker()
+        self.wait_mail(1)
+        self.wait_for("the message", lambda: self.sql_one("SELECT status FROM email_messages") == "sent")
+        m = self.maildir_messages()[0]
+        subject = re.search(r"<mailto:[^?>]+\?subject=([^>]+)>", re.sub(r"\s+", " ", str(m["List-Unsubscribe"])))[1]
+        self.assertTrue(subject.startswith("unsubscribe-"), subject)
+        tok = subject[len("unsubscribe-"):]
+        otok = re.search(r'/o/([A-Za-z0-9_.-]+)"', m.get_body(("html",)).get_content())[1]
+        self.assertEqual(self.check_token(otok)[0], "o")
+        forged = tok[:-2] + ("AA" if tok[-2:] != "AA" else "BB")
+        j_forged = self.event("unsubscribe", token=forged)
+        j_open = self.event("unsubscribe", token=otok)
+        self.wait_for("both in dead", lambda: self.redis().zcard("dead") == 2)
+        dead = {job["jid"]: job for job in map(json.loads, self.redis().zrange("dead", 0, -1))}
+        self.assertEqual(dead[j_forged]["error_class"], "TokenError")
+        self.assertIn("was not signed with campaigns.token_key_file's key", dead[j_forged]["error_message"])
+        self.assertEqual(dead[j_open]["error_message"], "the token is an open link's, not an unsubscribe link's")
+        self.assertEqual(self.sql("SELECT * FROM suppressions"), [])
+        self.event("unsubscribe", token=tok, detail="mail to the List-Unsubscribe address")
+        self.wait_for("the suppression", lambda: self.sql("SELECT reason FROM suppressions"))
+        self.stop(w, d)
+        self.assertEqual(self.sql("SELECT address, reason FROM suppressions"), [("mailer@example.org", "unsubscribe")])
+        self.assertEqual(self.sql("SELECT message_id, kind FROM email_events"), [(self.message_of(x), "unsubscribe")])
+
     def test_unsubscribe_stops_everything_for_that_address(self):
         c1, seg1 = self.simple([(1, 1, "not_opened", "send", "reminder", 1)])
         c2 = self.campaign("Autumn outreach")
@@ -717,6 +750,9 @@ class Campaigns(harness.Case):
             ("CampaignEventJob", [{"event": "open", "message_id": 1, "extra": 1}], "unknown field"),
             ("CampaignEventJob", [{"event": "bounce", "email": "not an address"}], "email must be"),
             ("CampaignEventJob", [{"event": "open", "email": "a@b.example"}], "needs message_id"),
+            ("CampaignEventJob", [{"event": "open", "token": "abc.def"}], "token names the message of an unsubscribe only"),
+            ("CampaignEventJob", [{"event": "unsubscribe", "token": "abc def"}], "token must be"),
+            ("CampaignEventJob", [{"event": "unsubscribe", "token": "a.b", "message_id": 1}], "exactly one of"),
             ("CampaignEventJob", [{"event": "click", "message_id": 1, "url": "http://x/\n"}], "url must be"),
             ("CampaignEventJob", [{"event": "click", "message_id": 1, "url": "http://x/" + "a" * 6136}],
              "url must be a string of at most 6144 characters"),

@@ -114,6 +114,9 @@ static const struct cfg_key keys[] = {
      CFG_RELOADABLE, "base URL under which the public listener is reached from recipients' mail readers"},
     {"campaigns", "token_key_file", CFG_STR, OFF(campaigns.token_key_file), "", 0, 0, NULL, CFG_OPTIONAL,
      "file holding the key (32 bytes or more) that signs tracking and unsubscribe tokens; empty: no campaigns"},
+    {"campaigns", "previous_token_key_file", CFG_STR, OFF(campaigns.previous_token_key_file), "", 0, 0, NULL,
+     CFG_OPTIONAL | CFG_RELOADABLE,
+     "file holding the key used before the last rotation: links it signed are still honoured; empty: none"},
     {"campaigns", "unsubscribe_mailto", CFG_STR, OFF(campaigns.unsubscribe_mailto), "", 0, 0, NULL,
      CFG_OPTIONAL | CFG_RELOADABLE, "address of the mailto: List-Unsubscribe; empty: smtp.from"},
     {"campaigns", "max_per_second", CFG_INT, OFF(campaigns.max_per_second), "0", 0, 1000000, NULL,
@@ -651,10 +654,12 @@ validate(struct load *l)
 		     "links' tokens with that key");
 		return -1;
 	}
-	if (*c->campaigns.token_key_file) {
+	static const char *const key_files[] = {"token_key_file", "previous_token_key_file"};
+	for (size_t i = 0; i < NELEM(key_files); i++) {
+		const char *path = i == 0 ? c->campaigns.token_key_file : c->campaigns.previous_token_key_file;
 		struct token_key key;
-		if (token_key_load(c->campaigns.token_key_file, &key, msg, sizeof(msg)) == -1) {
-			fail(l, origin_of(c, "campaigns", "token_key_file"), "campaigns.token_key_file: %s", msg);
+		if (*path && token_key_load(path, &key, msg, sizeof(msg)) == -1) {
+			fail(l, origin_of(c, "campaigns", key_files[i]), "campaigns.%s: %s", key_files[i], msg);
 			return -1;
 		}
 		explicit_bzero(&key, sizeof(key));

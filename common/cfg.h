@@ -92,6 +92,7 @@ struct cfg {
 	struct {
 		char *public_url;     /* base of tracking and unsubscribe links, no trailing slash */
 		char *token_key_file; /* empty: campaigns cannot be sent or tracked */
+		char *previous_token_key_file; /* the key before the last rotation: still checked; empty: none */
 		char *unsubscribe_mailto;
 		int max_per_second;            /* 0: no limit */
 		int max_per_domain_per_minute; /* 0: no limit */

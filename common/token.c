@@ -217,3 +217,12 @@ out:
 	free(payload);
 	return rc;
 }
+
+int
+token_check_either(const struct token_key *key, const struct token_key *previous, const char *tok, size_t len,
+                   enum token_kind *kind, int64_t *message_id, char **url)
+{
+	if (token_check(key, tok, len, kind, message_id, url) == 0)
+		return 0;
+	return previous != NULL ? token_check(previous, tok, len, kind, message_id, url) : -1;
+}

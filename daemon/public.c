@@ -67,7 +67,8 @@ struct flight {
 struct public {
 	struct evhttp *http;
 	struct ar *ar;
-	struct token_key key;
+	struct token_key key, previous; /* previous: the key before the last rotation, when has_previous */
+	bool has_previous;
 	struct event *ev_flush;
 	struct evbuffer *out; /* reused: evhttp_send_reply moves its content out */
 
@@ -396,7 +397,9 @@ on_request(struct evhttp_request *req, void *arg)
 	int64_t message_id;
 	char *url = NULL;
 	static const enum token_kind want[] = {TOKEN_OPEN, TOKEN_CLICK, TOKEN_UNSUBSCRIBE};
-	if (token_check(&p->key, uri + 3, plen - 3, &kind, &message_id, &url) == -1 || kind != want[r]) {
+	if (token_check_either(&p->key, p->has_previous ? &p->previous : NULL, uri + 3, plen - 3, &kind, &message_id,
+	                       &url) == -1 ||
+	    kind != want[r]) {
 		free(url);
 		answer_text(p, req, r, 404, "not found\n");
 		return;
@@ -461,15 +464,22 @@ public_free(struct public *p)
 	event_free(p->ev_flush);
 	evbuffer_free(p->out);
 	OPENSSL_cleanse(&p->key, sizeof(p->key));
+	OPENSSL_cleanse(&p->previous, sizeof(p->previous));
 	free(p->buf);
 	free(p);
 }
 
 void
-public_set_key(struct public *p, const struct token_key *key)
+public_set_key(struct public *p, const struct token_key *key, const struct token_key *previous)
 {
-	if (p != NULL)
-		p->key = *key;
+	if (p == NULL)
+		return;
+	p->key = *key;
+	p->has_previous = previous != NULL;
+	if (previous != NULL)
+		p->previous = *previous;
+	else
+		OPENSSL_cleanse(&p->previous, sizeof(p->previous));
 }
 
 void

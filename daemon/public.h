@@ -22,8 +22,9 @@ struct public *public_new(struct event_base *base, const char *listen, struct ar
                           char *err, size_t errlen) MUSTCHECK;
 void public_free(struct public *p);
 
-/* Replaces the key that checks tokens (copied), e.g. after a reload. */
-void public_set_key(struct public *p, const struct token_key *key);
+/* Replaces the key that checks tokens (copied), e.g. after a reload, and the key before the last
+ * rotation that is still accepted (copied; NULL: none). */
+void public_set_key(struct public *p, const struct token_key *key, const struct token_key *previous);
 
 /* Writes the listener's counters in the Prometheus text format; nothing when p is NULL. */
 void public_metrics(const struct public *p, FILE *out);

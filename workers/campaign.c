@@ -17,8 +17,8 @@
 #include "common/tmpl.h"
 #include "workers/handler.h"
 
-static struct token_key key;
-static int have_key;
+static struct token_key key, previous; /* previous: the key before the last rotation, still checked */
+static int have_key, have_previous;
 /* The footer of every HTML part (CAN-SPAM): postal address, unsubscribe link, open pixel. */
 static struct tmpl *footer;
 
@@ -37,13 +37,19 @@ campaign_init(const struct cfg *c, char *err, size_t errlen)
 	if (footer == NULL)
 		return -1;
 	if (c->campaigns.token_key_file == NULL || c->campaigns.token_key_file[0] == '\0') {
-		have_key = 0;
+		have_key = have_previous = 0;
 		return 0;
 	}
-	if (token_key_load(c->campaigns.token_key_file, &fresh, err, errlen) == -1)
+	const char *prev_path = c->campaigns.previous_token_key_file;
+	struct token_key fresh_previous;
+	if (token_key_load(c->campaigns.token_key_file, &fresh, err, errlen) == -1 ||
+	    (prev_path && *prev_path && token_key_load(prev_path, &fresh_previous, err, errlen) == -1))
 		return -1;
 	key = fresh;
 	have_key = 1;
+	have_previous = prev_path && *prev_path;
+	if (have_previous)
+		previous = fresh_previous;
 	return 0;
 }
 
@@ -51,6 +57,12 @@ const struct token_key *
 campaign_key(void)
 {
 	return have_key ? &key : NULL;
+}
+
+const struct token_key *
+campaign_previous_key(void)
+{
+	return have_key && have_previous ? &previous : NULL;
 }
 
 void

@@ -9,11 +9,14 @@
 #include "common/util.h"
 #include "workers/handler.h"
 
-/* Loads campaigns.token_key_file (nothing when it is empty); -1 with the reason in err. Called by
- * handler_init, so at start and after a reload. */
+/* Loads campaigns.token_key_file and previous_token_key_file (nothing when the first is empty); -1
+ * with the reason in err. Called by handler_init, so at start and after a reload. */
 int campaign_init(const struct cfg *c, char *err, size_t errlen) MUSTCHECK;
 /* The loaded key, or NULL when campaigns.token_key_file is empty. */
 const struct token_key *campaign_key(void);
+/* The key before the last rotation (campaigns.previous_token_key_file), which checks but never
+ * signs; NULL when there is none. */
+const struct token_key *campaign_previous_key(void);
 
 /* The campaign clock (util_clock) as SQL's to_timestamp($n::float8) argument, into buf. */
 void campaign_now(char *buf, size_t len);

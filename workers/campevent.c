@@ -47,10 +47,10 @@ campaign_event_run(struct job_ctx *ctx)
 		if (k == NULL)
 			return job_fail(ctx, JOB_RETRY, "ConfigError",
 			                "a token is checked with campaigns.token_key_file's key, and there is none");
-		if (token_check(k, tok, strlen(tok), &tk, &tmid, &turl) == -1)
+		if (token_check_either(k, campaign_previous_key(), tok, strlen(tok), &tk, &tmid, &turl) == -1)
 			return job_fail(ctx, JOB_DEAD, "TokenError",
-			                "the token was not signed with campaigns.token_key_file's key (forged, altered or cut, "
-			                "or signed with a key no longer used); nothing recorded");
+			                "the token was not signed with campaigns.token_key_file's key or the previous one "
+			                "(forged, altered or cut, or signed with a key no longer used); nothing recorded");
 		free(turl);
 		if (tk != TOKEN_UNSUBSCRIBE)
 			return job_fail(ctx, JOB_DEAD, "TokenError", "the token is a%s %s link's, not an unsubscribe link's",

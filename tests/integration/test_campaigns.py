@@ -533,11 +533,25 @@ class Campaigns(harness.Case):
         self.assertIn("was not signed with campaigns.token_key_file's key", dead[j_forged]["error_message"])
         self.assertEqual(dead[j_open]["error_message"], "the token is an open link's, not an unsubscribe link's")
         self.assertEqual(self.sql("SELECT * FROM suppressions"), [])
+        # After a rotation (campaigns.previous_token_key_file) a token of the key before still counts.
+        self.stop(w)
+        prev_key = b"p" * 40
+        fd, prev_file = tempfile.mkstemp()
+        os.write(fd, prev_key + b"\n")
+        os.close(fd)
+        self.addCleanup(os.unlink, prev_file)
+        w = self.worker({"OUTREACH_CAMPAIGNS_PREVIOUS_TOKEN_KEY_FILE": prev_file})
+        payload = bytes([1, ord("u")]) + struct.pack(">q", self.message_of(x))
+        ptok = ".".join(base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+                        for b in (payload, hmac.new(prev_key, payload, hashlib.sha256).digest()))
+        self.event("unsubscribe", token=ptok, detail="mail to the List-Unsubscribe address")
         self.event("unsubscribe", token=tok, detail="mail to the List-Unsubscribe address")
-        self.wait_for("the suppression", lambda: self.sql("SELECT reason FROM suppressions"))
+        self.wait_for("both recorded", lambda: self.sql_one("SELECT count(*) FROM email_events") == 2)
         self.stop(w, d)
         self.assertEqual(self.sql("SELECT address, reason FROM suppressions"), [("mailer@example.org", "unsubscribe")])
-        self.assertEqual(self.sql("SELECT message_id, kind FROM email_events"), [(self.message_of(x), "unsubscribe")])
+        self.assertEqual(self.sql("SELECT DISTINCT message_id, kind FROM email_events"),
+                         [(self.message_of(x), "unsubscribe")])
+        self.assertEqual(self.redis().zcard("dead"), 2)
 
     def test_unsubscribe_stops_everything_for_that_address(self):
         c1, seg1 = self.simple([(1, 1, "not_opened", "send", "reminder", 1)])

@@ -50,12 +50,13 @@ class Public(harness.Case):
         cls.key_file = os.path.join(cls.tmp, "token.key")
         write_key(cls.key_file, cls.key)
 
-    def daemon(self, key_file=None):
+    def daemon(self, key_file=None, previous_key_file=None):
         port, public = harness.free_port(), harness.free_port()
-        d = self.start_bin("outreachd", "-c", harness.CONFIG, env={
-            "OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % port,
-            "OUTREACH_HTTP_PUBLIC_LISTEN": "127.0.0.1:%d" % public,
-            "OUTREACH_CAMPAIGNS_TOKEN_KEY_FILE": key_file or self.key_file})
+        env = {"OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % port, "OUTREACH_HTTP_PUBLIC_LISTEN": "127.0.0.1:%d" % public,
+               "OUTREACH_CAMPAIGNS_TOKEN_KEY_FILE": key_file or self.key_file}
+        if previous_key_file:
+            env["OUTREACH_CAMPAIGNS_PREVIOUS_TOKEN_KEY_FILE"] = previous_key_file
+        d = self.start_bin("outreachd", "-c", harness.CONFIG, env=env)
         d.port, d.public = port, public
         d.wait_log(r"outreachd \S+ ready")
         return d
@@ -405,6 +406,37 @@ class Public(harness.Case):
         self.assertEqual(self.request("GET", "/o/" + make_token(new_key, "o", 3), port=d.public)[0], 200)
 
 
+    def test_a_rotation_keeps_the_links_of_the_previous_key(self):
+        """campaigns.previous_token_key_file holds the key before the last rotation: the links it
+        signed (opens, clicks, unsubscribes in inboxes) keep working; the key before that does not.
+        Rotating again is: the running key into the previous file, a new key into the key file, SIGHUP."""
+        self.d.kill()
+        key0, key1, key2 = b"0" * 40, b"1" * 40, b"2" * 40
+        key_file, prev_file = os.path.join(self.tmp, "rotation.key"), os.path.join(self.tmp, "rotation.key.previous")
+        write_key(key_file, key1)
+        write_key(prev_file, key0)
+        d = self.daemon(key_file=key_file, previous_key_file=prev_file)
+        for key in (key1, key0):
+            self.assertEqual(self.request("POST", "/u/" + make_token(key, "u", 1), port=d.public)[0], 200)
+            status, headers, _ = self.request("GET", "/c/" + make_token(key, "c", 1, "https://example.org/a"),
+                                              port=d.public)
+            self.assertEqual((status, headers["Location"]), (302, "https://example.org/a"))
+        write_key(prev_file, key1)
+        write_key(key_file, key2)
+        mark = d.mark()
+        d.signal(signal.SIGHUP)
+        d.wait_log("configuration reloaded", since=mark)
+        for key, status in ((key2, 200), (key1, 200), (key0, 404)):
+            self.assertEqual(self.request("POST", "/u/" + make_token(key, "u", 2), port=d.public)[0], status, key)
+        # a previous key file that became unreadable keeps the running keys
+        write_key(prev_file, b"short")
+        mark = d.mark()
+        d.signal(signal.SIGHUP)
+        d.wait_log("reload failed, keeping the running configuration: .*campaigns.previous_token_key_file",
+                   since=mark)
+        self.assertEqual(self.request("POST", "/u/" + make_token(key1, "u", 3), port=d.public)[0], 200)
+
+
 class PublicConfig(harness.Case):
     def check(self, **env):
         return self.run_bin("outreachd", "-c", harness.CONFIG, "--check-config",
@@ -437,6 +469,14 @@ class PublicConfig(harness.Case):
                          env={"OUTREACH_CAMPAIGNS_TOKEN_KEY_FILE": key_file + ".missing"})
         self.assertEqual(p.returncode, 1)
         self.assertIn("campaigns.token_key_file: %s.missing: No such file or directory" % key_file, p.stderr)
+        good_key_file = key_file + ".good"
+        write_key(good_key_file, b"g" * 32)
+        self.addCleanup(os.unlink, good_key_file)
+        p = self.run_bin("outreachd", "-c", conf, "--check-config",
+                         env={"OUTREACH_CAMPAIGNS_TOKEN_KEY_FILE": good_key_file,
+                              "OUTREACH_CAMPAIGNS_PREVIOUS_TOKEN_KEY_FILE": key_file})
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("campaigns.previous_token_key_file: %s: a token key needs 32 to 256 bytes" % key_file, p.stderr)
 
     def test_busy_public_port_is_a_clear_error(self):
         import socket

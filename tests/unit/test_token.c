@@ -179,6 +179,37 @@ test_other_key_and_resigned(void **state)
 	assert_int_equal(check(&k, ".", &kind, &id, &url), -1);
 }
 
+/* After a rotation the previous key still checks; a key before that, or no previous key, does not. */
+static void
+test_previous_key(void **state)
+{
+	(void)state;
+	struct token_key now = key_of('n'), before = key_of('b'), older = key_of('o');
+	enum token_kind kind;
+	int64_t id;
+	char *url = NULL;
+	char *t_now = token_make(&now, TOKEN_UNSUBSCRIBE, 5, NULL);
+	char *t_before = token_make(&before, TOKEN_CLICK, 6, "https://example.org/x");
+	char *t_older = token_make(&older, TOKEN_OPEN, 7, NULL);
+
+	assert_int_equal(token_check_either(&now, &before, t_now, strlen(t_now), &kind, &id, &url), 0);
+	assert_int_equal(kind, TOKEN_UNSUBSCRIBE);
+	assert_int_equal(id, 5);
+	assert_null(url);
+	assert_int_equal(token_check_either(&now, &before, t_before, strlen(t_before), &kind, &id, &url), 0);
+	assert_int_equal(kind, TOKEN_CLICK);
+	assert_int_equal(id, 6);
+	assert_string_equal(url, "https://example.org/x");
+	free(url);
+	url = NULL;
+	assert_int_equal(token_check_either(&now, NULL, t_before, strlen(t_before), &kind, &id, &url), -1);
+	assert_int_equal(token_check_either(&now, &before, t_older, strlen(t_older), &kind, &id, &url), -1);
+	assert_null(url);
+	free(t_now);
+	free(t_before);
+	free(t_older);
+}
+
 static void
 test_key_file(void **state)
 {
@@ -215,6 +246,7 @@ main(void)
 		cmocka_unit_test(test_scheme_in_any_case),
 		cmocka_unit_test(test_tampering),
 		cmocka_unit_test(test_other_key_and_resigned),
+		cmocka_unit_test(test_previous_key),
 		cmocka_unit_test(test_key_file),
 	};
 

@@ -133,13 +133,20 @@ answer(struct public *p, struct evhttp_request *req, enum route r, int code, con
 		evhttp_add_header(h, "Content-Type", type);
 		if (strncmp(type, "text/html", 9) == 0)
 			evhttp_add_header(h, "Content-Security-Policy",
-			                  "default-src 'none'; form-action 'self'; style-src 'unsafe-inline'");
+			                  "default-src 'none'; form-action 'self'; style-src 'unsafe-inline'; "
+			                  "frame-ancestors 'none'");
 	}
 	for (size_t i = 0; i < NELEM(codes); i++)
 		if (codes[i] == code)
 			p->requests[r][i]++;
-	if (len > 0)
+	if (len > 0 && evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		/* libevent would send the body to a HEAD too: the length a GET gets, and no body. */
+		char n[24];
+		snprintf(n, sizeof(n), "%zu", len);
+		evhttp_add_header(h, "Content-Length", n);
+	} else if (len > 0) {
 		evbuffer_add_reference(p->out, body, len, NULL, NULL);
+	}
 	evhttp_send_reply(req, code, reason_of(code), p->out);
 	evbuffer_drain(p->out, evbuffer_get_length(p->out));
 }
@@ -386,9 +393,10 @@ on_request(struct evhttp_request *req, void *arg)
 		answer_text(p, req, r, 404, "not found\n");
 		return;
 	}
-	if (cmd != EVHTTP_REQ_GET && !(r == ROUTE_UNSUBSCRIBE && cmd == EVHTTP_REQ_POST)) {
+	/* HEAD (link checkers, RFC 9110) is answered as GET is, without the body, and records nothing. */
+	if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD && !(r == ROUTE_UNSUBSCRIBE && cmd == EVHTTP_REQ_POST)) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
-		                  r == ROUTE_UNSUBSCRIBE ? "GET, POST" : "GET");
+		                  r == ROUTE_UNSUBSCRIBE ? "GET, HEAD, POST" : "GET, HEAD");
 		answer_text(p, req, r, 405, "method not allowed\n");
 		return;
 	}
@@ -406,19 +414,21 @@ on_request(struct evhttp_request *req, void *arg)
 	}
 	switch (r) {
 	case ROUTE_OPEN:
-		(void)enqueue(p, r, message_id, NULL, req);
+		if (cmd == EVHTTP_REQ_GET)
+			(void)enqueue(p, r, message_id, NULL, req);
 		answer(p, req, r, 200, "image/gif", pixel_gif, sizeof(pixel_gif));
 		break;
 	case ROUTE_CLICK: {
 		char location[3 * TOKEN_URL_MAX + 1];
 		ascii_url(url, location);
-		(void)enqueue(p, r, message_id, location, req);
+		if (cmd == EVHTTP_REQ_GET)
+			(void)enqueue(p, r, message_id, location, req);
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Location", location);
 		answer(p, req, r, 302, "text/plain; charset=utf-8", NULL, 0);
 		break;
 	}
 	case ROUTE_UNSUBSCRIBE:
-		if (cmd == EVHTTP_REQ_GET) /* mail scanners fetch links: only the POST records */
+		if (cmd != EVHTTP_REQ_POST) /* mail scanners fetch links: only the POST records */
 			answer(p, req, r, 200, "text/html; charset=utf-8", page_confirm, sizeof(page_confirm) - 1);
 		else if (!enqueue(p, r, message_id, NULL, req))
 			answer_unsubscribe(p, req, false);

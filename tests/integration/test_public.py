@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import tempfile
@@ -20,7 +21,7 @@ import time
 import harness
 
 GIF = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
-CSP = "default-src 'none'; form-action 'self'; style-src 'unsafe-inline'"
+CSP = "default-src 'none'; form-action 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 
 
 def b64(data):
@@ -253,9 +254,9 @@ class Public(harness.Case):
                 status, headers, _ = self.request("GET", path)
                 self.assertEqual(status, 404)
                 self.assert_common_headers(headers)
-        for method, path, allow in (("POST", "/o/" + o, "GET"), ("HEAD", "/o/" + o, "GET"),
-                                    ("PUT", "/c/" + o, "GET"), ("DELETE", "/u/" + u, "GET, POST"),
-                                    ("OPTIONS", "/u/" + u, "GET, POST"), ("PATCH", "/u/" + u, "GET, POST")):
+        for method, path, allow in (("POST", "/o/" + o, "GET, HEAD"), ("PUT", "/c/" + o, "GET, HEAD"),
+                                    ("DELETE", "/u/" + u, "GET, HEAD, POST"),
+                                    ("OPTIONS", "/u/" + u, "GET, HEAD, POST"), ("PATCH", "/u/" + u, "GET, HEAD, POST")):
             with self.subTest(method + " " + path[:3]):
                 status, headers, _ = self.request(method, path)
                 self.assertEqual(status, 405)
@@ -268,6 +269,33 @@ class Public(harness.Case):
                                           headers={"Content-Type": "application/x-www-form-urlencoded"})
         self.assertEqual(status, 413)
         self.assert_common_headers(headers)
+        self.assert_nothing_recorded()
+
+    def raw(self, request):
+        """The whole answer to a raw HTTP/1.1 request, read until the listener closes."""
+        with socket.create_connection(("127.0.0.1", self.d.public), timeout=10) as sock:
+            sock.sendall(request.encode())
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        return data
+
+    def test_head_is_answered_as_get_without_body_and_records_nothing(self):
+        """Link checkers send HEAD (RFC 9110: wherever GET works): the same status and headers as a
+        GET, no body, and nothing recorded (no open, no click)."""
+        for path, status, header in (("/o/" + self.token("o", 1), 200, "Content-Type: image/gif"),
+                                     ("/c/" + self.token("c", 1, "https://example.org/a"), 302,
+                                      "Location: https://example.org/a"),
+                                     ("/u/" + self.token("u", 1), 200, "Content-Type: text/html; charset=utf-8")):
+            with self.subTest(path[:3]):
+                data = self.raw("HEAD %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path)
+                head, _, body = data.partition(b"\r\n\r\n")
+                self.assertTrue(head.startswith(b"HTTP/1.1 %d " % status), head)
+                self.assertIn(header.encode(), head.split(b"\r\n"))
+                self.assertEqual(body, b"")
+                if path[1] != "c":  # the length a GET gets (a GET of /u/ records nothing either)
+                    get_body = GIF if path[1] == "o" else self.request("GET", path)[2]
+                    self.assertIn(b"Content-Length: %d" % len(get_body), head.split(b"\r\n"))
         self.assert_nothing_recorded()
 
     # --- metrics, outages, reload ------------------------------------------------------------------

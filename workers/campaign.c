@@ -87,19 +87,58 @@ click_link(const struct token_key *k, const char *public_url, long long message_
 	return link;
 }
 
-/* Decodes the entities Mustache's HTML escaping writes (&amp; &lt; &gt; &quot; &#39; &#x27;). */
+/* The numeric character reference at s (n bytes: "&#NNN;" or "&#xHHH;") written as UTF-8 at out;
+ * its length in s, or 0 when s starts with none (or it names NUL, a surrogate or no code point,
+ * which stays as written). A reference is never shorter than the UTF-8 it becomes. */
+static size_t
+numeric_ref(const char *s, size_t n, char *out, size_t *outlen)
+{
+	bool hex = n > 3 && (s[2] == 'x' || s[2] == 'X');
+	size_t i = hex ? 3 : 2, digits = 0;
+	unsigned long cp = 0;
+
+	if (n < 4 || s[0] != '&' || s[1] != '#')
+		return 0;
+	for (; i < n && digits < 8 && (hex ? isxdigit((unsigned char)s[i]) : isdigit((unsigned char)s[i])); i++, digits++)
+		cp = cp * (hex ? 16 : 10) + (unsigned long)(isdigit((unsigned char)s[i]) ? s[i] - '0'
+		                                                                          : (s[i] | 0x20) - 'a' + 10);
+	if (digits == 0 || i >= n || s[i] != ';' || cp == 0 || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+		return 0;
+	unsigned char *o = (unsigned char *)out;
+	if (cp < 0x80) {
+		o[0] = (unsigned char)cp, *outlen = 1;
+	} else if (cp < 0x800) {
+		o[0] = (unsigned char)(0xC0 | cp >> 6), o[1] = (unsigned char)(0x80 | (cp & 0x3F)), *outlen = 2;
+	} else if (cp < 0x10000) {
+		o[0] = (unsigned char)(0xE0 | cp >> 12), o[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
+		o[2] = (unsigned char)(0x80 | (cp & 0x3F)), *outlen = 3;
+	} else {
+		o[0] = (unsigned char)(0xF0 | cp >> 18), o[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
+		o[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3F)), o[3] = (unsigned char)(0x80 | (cp & 0x3F)), *outlen = 4;
+	}
+	return i + 1;
+}
+
+/* Decodes an attribute value as a browser reads it before following the link: the entities
+ * Mustache's HTML escaping writes (&amp; &lt; &gt; &quot;), &apos;, and every numeric character
+ * reference (&#38; &#x26; ..., as a hand-written template may hold them). */
 static char *
 html_unescape(const char *s, size_t n)
 {
 	static const struct {
 		const char *ent, *ch;
-	} ents[] = {{"&amp;", "&"}, {"&lt;", "<"}, {"&gt;", ">"}, {"&quot;", "\""}, {"&#39;", "'"}, {"&#x27;", "'"}};
+	} ents[] = {{"&amp;", "&"}, {"&lt;", "<"}, {"&gt;", ">"}, {"&quot;", "\""}, {"&apos;", "'"}};
 	char *out = xmalloc(n + 1), *o = out;
 
 	for (size_t i = 0; i < n;) {
-		size_t j = 0;
+		size_t j = 0, l, w;
+		if ((l = numeric_ref(s + i, n - i, o, &w)) > 0) {
+			o += w;
+			i += l;
+			continue;
+		}
 		for (; j < NELEM(ents); j++) {
-			size_t l = strlen(ents[j].ent);
+			l = strlen(ents[j].ent);
 			if (i + l <= n && strncasecmp(s + i, ents[j].ent, l) == 0) {
 				*o++ = ents[j].ch[0];
 				i += l;

@@ -654,15 +654,20 @@ validate(struct load *l)
 		     "links' tokens with that key");
 		return -1;
 	}
-	static const char *const key_files[] = {"token_key_file", "previous_token_key_file"};
-	for (size_t i = 0; i < NELEM(key_files); i++) {
-		const char *path = i == 0 ? c->campaigns.token_key_file : c->campaigns.previous_token_key_file;
-		struct token_key key;
-		if (*path && token_key_load(path, &key, msg, sizeof(msg)) == -1) {
-			fail(l, origin_of(c, "campaigns", key_files[i]), "campaigns.%s: %s", key_files[i], msg);
+	if (*c->campaigns.token_key_file) {
+		struct token_keys tk;
+		const char *failed;
+		if (token_keys_load(c->campaigns.token_key_file, c->campaigns.previous_token_key_file, &tk, &failed, msg,
+		                    sizeof(msg)) == -1) {
+			fail(l, origin_of(c, "campaigns", failed), "%s", msg);
 			return -1;
 		}
-		explicit_bzero(&key, sizeof(key));
+		token_keys_clear(&tk);
+	} else if (*c->campaigns.previous_token_key_file) {
+		fail(l, origin_of(c, "campaigns", "previous_token_key_file"),
+		     "campaigns.previous_token_key_file is set but campaigns.token_key_file is not: the previous key only "
+		     "checks links beside the current one");
+		return -1;
 	}
 	if (strncasecmp(c->npi.base_url, "http://", 7) != 0 && strncasecmp(c->npi.base_url, "https://", 8) != 0) {
 		fail(l, origin_of(c, "npi", "base_url"), "npi.base_url: '%s' is not an http(s) URL", c->npi.base_url);

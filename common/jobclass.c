@@ -226,7 +226,7 @@ validate_campaign_event(const json_t *args, char *err, size_t errlen)
 	if ((v = json_object_get(o, "token")) && !json_is_null(v)) {
 		if (!is_text(v, 128) || strspn(json_string_value(v), TOKEN_CHARS) != json_string_length(v))
 			return ERR("CampaignEventJob: token must be an unsubscribe link's token (letters, digits, '-', '_' "
-			           "and one '.', at most 128)");
+			           "and '.', at most 128)");
 		if (strcmp(ev, "unsubscribe") != 0)
 			return ERR("CampaignEventJob: token names the message of an unsubscribe only");
 		ids++;

@@ -113,6 +113,32 @@ token_key_load(const char *path, struct token_key *key, char *err, size_t errlen
 	return 0;
 }
 
+int
+token_keys_load(const char *path, const char *prev_path, struct token_keys *keys, const char **failed, char *err,
+                size_t errlen)
+{
+	char why[512];
+
+	memset(keys, 0, sizeof(*keys));
+	*failed = token_key_load(path, &keys->key, why, sizeof(why)) == -1 ? "token_key_file"
+	          : prev_path && *prev_path && token_key_load(prev_path, &keys->previous, why, sizeof(why)) == -1
+	              ? "previous_token_key_file"
+	              : NULL;
+	if (*failed != NULL) {
+		token_keys_clear(keys);
+		snprintf(err, errlen, "campaigns.%s: %s", *failed, why);
+		return -1;
+	}
+	keys->has_previous = prev_path && *prev_path;
+	return 0;
+}
+
+void
+token_keys_clear(struct token_keys *keys)
+{
+	OPENSSL_cleanse(keys, sizeof(*keys));
+}
+
 /* An http or https URL; the scheme in any case (RFC 3986 3.1), as campaigns.public_url's. url[0..n)
  * need not end in a NUL, so its length is checked before the comparison reads it. */
 static bool

@@ -13,6 +13,7 @@
 #ifndef OUTREACH_TOKEN_H
 #define OUTREACH_TOKEN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,19 @@ struct token_key {
 /* Reads the key from a file: its bytes, without a trailing newline, at least TOKEN_KEY_MIN of them
  * (`head -c 32 /dev/urandom | base64 > token.key` makes one). -1 with a message in err. */
 int token_key_load(const char *path, struct token_key *key, char *err, size_t errlen) MUSTCHECK;
+
+/* The keys of campaigns.token_key_file (path) and, when prev_path is not empty,
+ * campaigns.previous_token_key_file (prev_path: the key before the last rotation, which checks but
+ * never signs). keys->has_previous says whether it was read. -1 with "campaigns.KEY: the reason" in
+ * err and *failed the KEY ("token_key_file" or "previous_token_key_file"); nothing is kept then. */
+struct token_keys {
+	struct token_key key, previous;
+	bool has_previous;
+};
+int token_keys_load(const char *path, const char *prev_path, struct token_keys *keys, const char **failed, char *err,
+                    size_t errlen) MUSTCHECK;
+/* Wipes keys from memory. */
+void token_keys_clear(struct token_keys *keys);
 
 /* A new token (caller frees). url is required for TOKEN_CLICK (an http or https URL of at most
  * TOKEN_URL_MAX bytes without control characters) and must be NULL otherwise; NULL when it is

@@ -283,14 +283,8 @@ on_watch(evutil_socket_t fd, short what, void *arg)
 		/* Freed, not disconnected: hiredis 0.14's redisAsyncDisconnect waits for the replies still
 		 * due, which a stalled server never sends, and refuses every command meanwhile. Freeing
 		 * fails each outstanding command (its callback runs with no reply), then on_disconnect
-		 * runs and a reconnect follows. */
+		 * (the context is connected: ar->connected) clears ar->ac and schedules the reconnect. */
 		redisAsyncFree(ar->ac);
-		if (ar->ac != NULL) { /* on_disconnect did not run: hiredis did not count it connected */
-			ar->ac = NULL;
-			ar->connected = ar->ready = false;
-			ar->pending = 0;
-			schedule_retry(ar);
-		}
 	}
 }
 

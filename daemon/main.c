@@ -245,46 +245,25 @@ on_term(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
-/* The public listener's keys: campaigns.token_key_file (the path read at start) and the running
- * configuration's campaigns.previous_token_key_file, if set. -1 with err naming the key. */
-static int
-token_keys_load(struct daemon *d, struct token_key *key, struct token_key *previous, bool *has_previous, char *err,
-                size_t errlen)
-{
-	const char *prev_path = d->cfg->campaigns.previous_token_key_file;
-	char why[512];
-
-	*has_previous = false;
-	if (token_key_load(d->token_key_path, key, why, sizeof(why)) == -1) {
-		snprintf(err, errlen, "campaigns.token_key_file: %s", why);
-		return -1;
-	}
-	if (*prev_path && token_key_load(prev_path, previous, why, sizeof(why)) == -1) {
-		OPENSSL_cleanse(key, sizeof(*key));
-		snprintf(err, errlen, "campaigns.previous_token_key_file: %s", why);
-		return -1;
-	}
-	*has_previous = *prev_path != '\0';
-	return 0;
-}
-
-/* A rotated key file takes effect at a reload; a file that cannot be read keeps the running keys. */
+/* A rotated key file takes effect at a reload: campaigns.token_key_file (the path read at start) and
+ * the new configuration's campaigns.previous_token_key_file. A file that cannot be read keeps the
+ * running keys. */
 static void
 reload_token_key(struct daemon *d)
 {
-	struct token_key key, previous;
-	bool has_previous;
+	struct token_keys keys;
+	const char *failed;
 	char err[600];
 
 	if (d->public == NULL)
 		return;
-	if (token_keys_load(d, &key, &previous, &has_previous, err, sizeof(err)) == -1) {
+	if (token_keys_load(d->token_key_path, d->cfg->campaigns.previous_token_key_file, &keys, &failed, err,
+	                    sizeof(err)) == -1) {
 		log_errorx("reload: %s; keeping the running keys", err);
 		return;
 	}
-	public_set_key(d->public, &key, has_previous ? &previous : NULL);
-	OPENSSL_cleanse(&key, sizeof(key));
-	OPENSSL_cleanse(&previous, sizeof(previous));
+	public_set_key(d->public, &keys);
+	token_keys_clear(&keys);
 }
 
 static void
@@ -388,17 +367,16 @@ main(int argc, char **argv)
 	d.figures = figures_new(d.base, d.pg);
 	d.leader = leader_new(d.base, d.ar, d.identity, on_leading, &d);
 	if (*d.cfg->http.public_listen) {
-		struct token_key key, previous;
-		bool has_previous;
+		struct token_keys keys;
+		const char *failed;
 		d.token_key_path = xstrdup(d.cfg->campaigns.token_key_file);
-		if (token_keys_load(&d, &key, &previous, &has_previous, err, sizeof(err)) == -1)
+		if (token_keys_load(d.token_key_path, d.cfg->campaigns.previous_token_key_file, &keys, &failed, err,
+		                    sizeof(err)) == -1)
 			fatalx("%s", err);
-		d.public = public_new(d.base, d.cfg->http.public_listen, d.ar, &key, err, sizeof(err));
+		d.public = public_new(d.base, d.cfg->http.public_listen, d.ar, &keys, err, sizeof(err));
+		token_keys_clear(&keys);
 		if (d.public == NULL)
 			fatalx("%s", err);
-		public_set_key(d.public, &key, has_previous ? &previous : NULL);
-		OPENSSL_cleanse(&key, sizeof(key));
-		OPENSSL_cleanse(&previous, sizeof(previous));
 		log_info("public listener for tracking and unsubscribe links on %s", d.cfg->http.public_listen);
 	}
 	uint64_t wd = sdn_watchdog_usec();

@@ -52,8 +52,8 @@ static const char page_confirm[] = PAGE_HEAD "<h1>Unsubscribe from these emails?
 static const char page_done[] = PAGE_HEAD "<h1>You are unsubscribed</h1>"
                                           "<p>You will receive no more of these emails.</p>" PAGE_TAIL;
 static const char page_later[] = PAGE_HEAD "<h1>Please try again in a few minutes</h1>"
-                                           "<p>Your request could not be recorded just now; nothing was "
-                                           "changed.</p>" PAGE_TAIL;
+                                           "<p>Your request could not be recorded just now: please send it "
+                                           "again.</p>" PAGE_TAIL;
 
 /* One LPUSH sent to Redis and what its reply settles. */
 struct flight {
@@ -67,8 +67,7 @@ struct flight {
 struct public {
 	struct evhttp *http;
 	struct ar *ar;
-	struct token_key key, previous; /* previous: the key before the last rotation, when has_previous */
-	bool has_previous;
+	struct token_keys keys;
 	struct event *ev_flush;
 	struct evbuffer *out; /* reused: evhttp_send_reply moves its content out */
 
@@ -405,30 +404,31 @@ on_request(struct evhttp_request *req, void *arg)
 	int64_t message_id;
 	char *url = NULL;
 	static const enum token_kind want[] = {TOKEN_OPEN, TOKEN_CLICK, TOKEN_UNSUBSCRIBE};
-	if (token_check_either(&p->key, p->has_previous ? &p->previous : NULL, uri + 3, plen - 3, &kind, &message_id,
-	                       &url) == -1 ||
+	if (token_check_either(&p->keys.key, p->keys.has_previous ? &p->keys.previous : NULL, uri + 3, plen - 3, &kind,
+	                       &message_id, &url) == -1 ||
 	    kind != want[r]) {
 		free(url);
 		answer_text(p, req, r, 404, "not found\n");
 		return;
 	}
+	bool record = cmd != EVHTTP_REQ_HEAD; /* a HEAD gets the answer only */
 	switch (r) {
 	case ROUTE_OPEN:
-		if (cmd == EVHTTP_REQ_GET)
+		if (record)
 			(void)enqueue(p, r, message_id, NULL, req);
 		answer(p, req, r, 200, "image/gif", pixel_gif, sizeof(pixel_gif));
 		break;
 	case ROUTE_CLICK: {
 		char location[3 * TOKEN_URL_MAX + 1];
 		ascii_url(url, location);
-		if (cmd == EVHTTP_REQ_GET)
+		if (record)
 			(void)enqueue(p, r, message_id, location, req);
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Location", location);
 		answer(p, req, r, 302, "text/plain; charset=utf-8", NULL, 0);
 		break;
 	}
 	case ROUTE_UNSUBSCRIBE:
-		if (cmd != EVHTTP_REQ_POST) /* mail scanners fetch links: only the POST records */
+		if (!record || cmd == EVHTTP_REQ_GET) /* mail scanners fetch links: only the POST records */
 			answer(p, req, r, 200, "text/html; charset=utf-8", page_confirm, sizeof(page_confirm) - 1);
 		else if (!enqueue(p, r, message_id, NULL, req))
 			answer_unsubscribe(p, req, false);
@@ -440,7 +440,7 @@ on_request(struct evhttp_request *req, void *arg)
 }
 
 struct public *
-public_new(struct event_base *base, const char *listen, struct ar *ar, const struct token_key *key, char *err,
+public_new(struct event_base *base, const char *listen, struct ar *ar, const struct token_keys *keys, char *err,
            size_t errlen)
 {
 	struct public *p = xcalloc(1, sizeof(*p));
@@ -458,7 +458,7 @@ public_new(struct event_base *base, const char *listen, struct ar *ar, const str
 	                                        EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(p->http, on_request, p);
 	p->ar = ar;
-	p->key = *key;
+	p->keys = *keys;
 	p->ev_flush = event_new(base, -1, 0, on_flush, p);
 	p->out = evbuffer_new();
 	p->rnd_used = sizeof(p->rnd);
@@ -473,23 +473,16 @@ public_free(struct public *p)
 	evhttp_free(p->http);
 	event_free(p->ev_flush);
 	evbuffer_free(p->out);
-	OPENSSL_cleanse(&p->key, sizeof(p->key));
-	OPENSSL_cleanse(&p->previous, sizeof(p->previous));
+	token_keys_clear(&p->keys);
 	free(p->buf);
 	free(p);
 }
 
 void
-public_set_key(struct public *p, const struct token_key *key, const struct token_key *previous)
+public_set_key(struct public *p, const struct token_keys *keys)
 {
-	if (p == NULL)
-		return;
-	p->key = *key;
-	p->has_previous = previous != NULL;
-	if (previous != NULL)
-		p->previous = *previous;
-	else
-		OPENSSL_cleanse(&p->previous, sizeof(p->previous));
+	if (p != NULL)
+		p->keys = *keys;
 }
 
 void

@@ -252,8 +252,8 @@ int_reply(redisContext *r, const char *cmd, const char *key, size_t keylen, long
 
 /* A queue's name (len bytes) as stats lists it: as it is when it is UTF-8 text without a NUL byte
  * (every queue of the job contract), else as the text table shows it, each byte that is not UTF-8,
- * a NUL included, written \xHH (a JSON string cannot hold such a byte; the queue is listed all the
- * same). */
+ * a NUL included, written \xHH: a JSON string holds no such byte, and the table would cut the name
+ * at a NUL. The queue is listed all the same. */
 static json_t *
 queue_name(const char *q, size_t len)
 {

@@ -17,16 +17,14 @@
 #include "common/tmpl.h"
 #include "workers/handler.h"
 
-static struct token_key key, previous; /* previous: the key before the last rotation, still checked */
-static int have_key, have_previous;
+static struct token_keys keys; /* read at start: a rotation needs a restart of the workers */
+static int have_key;
 /* The footer of every HTML part (CAN-SPAM): postal address, unsubscribe link, open pixel. */
 static struct tmpl *footer;
 
 int
 campaign_init(const struct cfg *c, char *err, size_t errlen)
 {
-	struct token_key fresh;
-
 	if (footer == NULL)
 		footer = tmpl_parse("<div style=\"margin-top:24px;font-size:12px;color:#666666\">"
 		                    "<p style=\"white-space:pre-line\">{{postal}}</p>"
@@ -37,32 +35,30 @@ campaign_init(const struct cfg *c, char *err, size_t errlen)
 	if (footer == NULL)
 		return -1;
 	if (c->campaigns.token_key_file == NULL || c->campaigns.token_key_file[0] == '\0') {
-		have_key = have_previous = 0;
+		token_keys_clear(&keys);
+		have_key = 0;
 		return 0;
 	}
-	const char *prev_path = c->campaigns.previous_token_key_file;
-	struct token_key fresh_previous;
-	if (token_key_load(c->campaigns.token_key_file, &fresh, err, errlen) == -1 ||
-	    (prev_path && *prev_path && token_key_load(prev_path, &fresh_previous, err, errlen) == -1))
+	const char *failed;
+	if (token_keys_load(c->campaigns.token_key_file, c->campaigns.previous_token_key_file, &keys, &failed, err,
+	                    errlen) == -1) {
+		have_key = 0;
 		return -1;
-	key = fresh;
+	}
 	have_key = 1;
-	have_previous = prev_path && *prev_path;
-	if (have_previous)
-		previous = fresh_previous;
 	return 0;
 }
 
 const struct token_key *
 campaign_key(void)
 {
-	return have_key ? &key : NULL;
+	return have_key ? &keys.key : NULL;
 }
 
 const struct token_key *
 campaign_previous_key(void)
 {
-	return have_key && have_previous ? &previous : NULL;
+	return have_key && keys.has_previous ? &keys.previous : NULL;
 }
 
 void
@@ -87,23 +83,31 @@ click_link(const struct token_key *k, const char *public_url, long long message_
 	return link;
 }
 
-/* The numeric character reference at s (n bytes: "&#NNN;" or "&#xHHH;") written as UTF-8 at out;
- * its length in s, or 0 when s starts with none (or it names NUL, a surrogate or no code point,
- * which stays as written). A reference is never shorter than the UTF-8 it becomes. */
+/* The numeric character reference at s (n bytes: "&#NNN;" or "&#xHHH;", the ";" optional and leading
+ * zeros allowed, as HTML reads them) written as UTF-8 at out; its length in s, or 0 when s starts
+ * with none (or it names NUL, a surrogate or no code point: it stays as written). A reference is
+ * never shorter than the UTF-8 it becomes. */
 static size_t
 numeric_ref(const char *s, size_t n, char *out, size_t *outlen)
 {
-	bool hex = n > 3 && (s[2] == 'x' || s[2] == 'X');
+	bool hex = n > 2 && (s[2] == 'x' || s[2] == 'X');
 	size_t i = hex ? 3 : 2, digits = 0;
 	unsigned long cp = 0;
 
-	if (n < 4 || s[0] != '&' || s[1] != '#')
+	if (n < 3 || s[0] != '&' || s[1] != '#')
 		return 0;
-	for (; i < n && digits < 8 && (hex ? isxdigit((unsigned char)s[i]) : isdigit((unsigned char)s[i])); i++, digits++)
+	for (; i < n && (hex ? isxdigit((unsigned char)s[i]) : isdigit((unsigned char)s[i])); i++) {
+		if (cp == 0 && s[i] == '0') /* a leading zero */
+			continue;
+		if (++digits > 8) /* above U+10FFFF whatever follows */
+			return 0;
 		cp = cp * (hex ? 16 : 10) + (unsigned long)(isdigit((unsigned char)s[i]) ? s[i] - '0'
 		                                                                          : (s[i] | 0x20) - 'a' + 10);
-	if (digits == 0 || i >= n || s[i] != ';' || cp == 0 || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+	}
+	if (i == (hex ? 3u : 2u) || cp == 0 || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
 		return 0;
+	if (i < n && s[i] == ';')
+		i++;
 	unsigned char *o = (unsigned char *)out;
 	if (cp < 0x80) {
 		o[0] = (unsigned char)cp, *outlen = 1;
@@ -116,12 +120,13 @@ numeric_ref(const char *s, size_t n, char *out, size_t *outlen)
 		o[0] = (unsigned char)(0xF0 | cp >> 18), o[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
 		o[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3F)), o[3] = (unsigned char)(0x80 | (cp & 0x3F)), *outlen = 4;
 	}
-	return i + 1;
+	return i;
 }
 
-/* Decodes an attribute value as a browser reads it before following the link: the entities
- * Mustache's HTML escaping writes (&amp; &lt; &gt; &quot;), &apos;, and every numeric character
- * reference (&#38; &#x26; ..., as a hand-written template may hold them). */
+/* Decodes an attribute value before the link is signed: the entities Mustache's HTML escaping
+ * writes (&amp; &lt; &gt; &quot;), &apos;, and the numeric character references a hand-written
+ * template may hold (&#38; &#x26; ...; one that names no character stays as written, where a
+ * browser would put U+FFFD). */
 static char *
 html_unescape(const char *s, size_t n)
 {

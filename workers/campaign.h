@@ -10,7 +10,8 @@
 #include "workers/handler.h"
 
 /* Loads campaigns.token_key_file and previous_token_key_file (nothing when the first is empty); -1
- * with the reason in err. Called by handler_init, so at start and after a reload. */
+ * with the reason in err. Called by handler_init, at start only: a reload does not read the keys
+ * again (the workers are restarted after a rotation). */
 int campaign_init(const struct cfg *c, char *err, size_t errlen) MUSTCHECK;
 /* The loaded key, or NULL when campaigns.token_key_file is empty. */
 const struct token_key *campaign_key(void);

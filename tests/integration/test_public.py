@@ -456,7 +456,7 @@ class Public(harness.Case):
         d.wait_log("configuration reloaded", since=mark)
         for key, status in ((key2, 200), (key1, 200), (key0, 404)):
             self.assertEqual(self.request("POST", "/u/" + make_token(key, "u", 2), port=d.public)[0], status, key)
-        # a previous key file that became unreadable keeps the running keys
+        # a previous key file that is refused (too short) keeps the running keys
         write_key(prev_file, b"short")
         mark = d.mark()
         d.signal(signal.SIGHUP)
@@ -474,6 +474,9 @@ class PublicConfig(harness.Case):
         p = self.check(http_public_listen="127.0.0.1:9465")
         self.assertEqual(p.returncode, 1)
         self.assertIn("http.public_listen is set but campaigns.token_key_file is not", p.stderr)
+        p = self.check(campaigns_previous_token_key_file="/nonexistent/token.key.previous")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("campaigns.previous_token_key_file is set but campaigns.token_key_file is not", p.stderr)
 
     def test_bad_address(self):
         for bad in ("nonsense", "127.0.0.1:99999", "::1:80", ":"):

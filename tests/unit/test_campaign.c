@@ -76,17 +76,19 @@ test_html_links(void **state)
 	assert_null(strstr(out, "a.example"));
 	free(out);
 
-	/* Numeric character references, as a hand-written template may hold them, are decoded as a
-	 * browser decodes them; one that names no character stays as written. */
+	/* Numeric character references, as a hand-written template may hold them, are decoded as HTML
+	 * reads them (the ";" optional, leading zeros allowed); one that names no character stays as
+	 * written. */
 	out = campaign_track_html(&key, PUB, 77,
-	                          "<a href=\"https://f.example/?a=1&#38;b=2&#x26;c=&#X27;3&#39;&apos;\">f</a>"
-	                          "<a href=\"https://g.example/caf&#233;/&#x1F600;/&#0;/&#xD800;/&#12\">g</a>");
+	                          "<a href=\"https://f.example/?a=1&#38;b=2&#x26;c=&#X27;3&#39;&apos;"
+	                          "&#38d=&#00000065;\">f</a><a href=\"https://g.example/caf&#233;/&#x1F600;/"
+	                          "&#0;/&#xD800;/&#x110000;/&#\">g</a>");
 	assert_int_equal(count(out, PUB "/c/"), 2);
 	u = nth_click(out, 0);
-	assert_string_equal(u, "https://f.example/?a=1&b=2&c='3''");
+	assert_string_equal(u, "https://f.example/?a=1&b=2&c='3''&d=A");
 	free(u);
 	u = nth_click(out, 1);
-	assert_string_equal(u, "https://g.example/caf\xc3\xa9/\xf0\x9f\x98\x80/&#0;/&#xD800;/&#12");
+	assert_string_equal(u, "https://g.example/caf\xc3\xa9/\xf0\x9f\x98\x80/&#0;/&#xD800;/&#x110000;/&#");
 	free(u);
 	free(out);
 }

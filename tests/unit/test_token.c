@@ -231,6 +231,21 @@ test_key_file(void **state)
 	close(fd);
 	assert_int_equal(token_key_load(path, &k, err, sizeof(err)), 0);
 	assert_int_equal(k.len, 32);
+
+	/* Both keys of a rotation; the one that cannot be read is named, and nothing is kept. */
+	struct token_keys keys;
+	const char *failed = NULL;
+	assert_int_equal(token_keys_load(path, "", &keys, &failed, err, sizeof(err)), 0);
+	assert_false(keys.has_previous);
+	assert_int_equal(token_keys_load(path, path, &keys, &failed, err, sizeof(err)), 0);
+	assert_true(keys.has_previous);
+	assert_memory_equal(keys.previous.bytes, keys.key.bytes, 32);
+	assert_int_equal(token_keys_load(path, "/nonexistent/previous.key", &keys, &failed, err, sizeof(err)), -1);
+	assert_string_equal(failed, "previous_token_key_file");
+	assert_non_null(strstr(err, "campaigns.previous_token_key_file: /nonexistent/previous.key: "));
+	assert_int_equal(keys.key.len, 0);
+	assert_int_equal(token_keys_load("/nonexistent/token.key", path, &keys, &failed, err, sizeof(err)), -1);
+	assert_string_equal(failed, "token_key_file");
 	unlink(path);
 	assert_int_equal(token_key_load(path, &k, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, path));

@@ -8,7 +8,6 @@
 #include "common/token.h"
 #include "common/util.h"
 
-#define TOKEN_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
 #define ERR(...) (snprintf(err, errlen, __VA_ARGS__), -1)
 
 /* PingJob: [reply_key?, work_ms?]: reply_key a Redis key name or null, work_ms 0..60000. */
@@ -224,9 +223,9 @@ validate_campaign_event(const json_t *args, char *err, size_t errlen)
 	/* The token of an unsubscribe link (the TOKEN of /u/TOKEN, or of the subject "unsubscribe-TOKEN" of
 	 * a mail to the List-Unsubscribe mailto address): the worker checks its signature. */
 	if ((v = json_object_get(o, "token")) && !json_is_null(v)) {
-		if (!is_text(v, 128) || strspn(json_string_value(v), TOKEN_CHARS) != json_string_length(v))
-			return ERR("CampaignEventJob: token must be an unsubscribe link's token (letters, digits, '-', '_' "
-			           "and '.', at most 128)");
+		if (!is_text(v, 128) || !token_spelled(json_string_value(v), json_string_length(v)))
+			return ERR("CampaignEventJob: token must be an unsubscribe link's token (base64url, '.', base64url; "
+			           "at most 128 characters)");
 		if (strcmp(ev, "unsubscribe") != 0)
 			return ERR("CampaignEventJob: token names the message of an unsubscribe only");
 		ids++;

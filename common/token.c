@@ -245,10 +245,23 @@ out:
 }
 
 int
-token_check_either(const struct token_key *key, const struct token_key *previous, const char *tok, size_t len,
-                   enum token_kind *kind, int64_t *message_id, char **url)
+token_keys_check(const struct token_keys *keys, const char *tok, size_t len, enum token_kind *kind,
+                 int64_t *message_id, char **url)
 {
-	if (token_check(key, tok, len, kind, message_id, url) == 0)
+	if (token_check(&keys->key, tok, len, kind, message_id, url) == 0)
 		return 0;
-	return previous != NULL ? token_check(previous, tok, len, kind, message_id, url) : -1;
+	return keys->has_previous ? token_check(&keys->previous, tok, len, kind, message_id, url) : -1;
+}
+
+bool
+token_spelled(const char *s, size_t len)
+{
+	size_t dots = 0;
+
+	for (size_t i = 0; i < len; i++)
+		if (s[i] == '.')
+			dots++;
+		else if (b64url_value((unsigned char)s[i]) < 0)
+			return false;
+	return dots == 1 && len > 1 && s[0] != '.' && s[len - 1] != '.';
 }

@@ -59,10 +59,14 @@ char *token_make(const struct token_key *key, enum token_kind kind, int64_t mess
 int token_check(const struct token_key *key, const char *tok, size_t len, enum token_kind *kind,
                 int64_t *message_id, char **url) MUSTCHECK;
 
-/* token_check with key, then, if that refuses the token and previous is not NULL, with previous (the
- * key before the last rotation, campaigns.previous_token_key_file): the links sent before a
- * rotation, unsubscribe links in inboxes included, keep working. */
-int token_check_either(const struct token_key *key, const struct token_key *previous, const char *tok, size_t len,
-                       enum token_kind *kind, int64_t *message_id, char **url) MUSTCHECK;
+/* token_check with keys->key, then, if that refuses the token and keys->has_previous, with the key
+ * before the last rotation: the links sent before a rotation, unsubscribe links in inboxes
+ * included, keep working. */
+int token_keys_check(const struct token_keys *keys, const char *tok, size_t len, enum token_kind *kind,
+                     int64_t *message_id, char **url) MUSTCHECK;
+
+/* Whether s (len bytes) is spelled as a token: base64url, one ".", base64url. Says nothing of its
+ * signature: token_check does. */
+bool token_spelled(const char *s, size_t len);
 
 #endif

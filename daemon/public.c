@@ -404,9 +404,7 @@ on_request(struct evhttp_request *req, void *arg)
 	int64_t message_id;
 	char *url = NULL;
 	static const enum token_kind want[] = {TOKEN_OPEN, TOKEN_CLICK, TOKEN_UNSUBSCRIBE};
-	if (token_check_either(&p->keys.key, p->keys.has_previous ? &p->keys.previous : NULL, uri + 3, plen - 3, &kind,
-	                       &message_id, &url) == -1 ||
-	    kind != want[r]) {
+	if (token_keys_check(&p->keys, uri + 3, plen - 3, &kind, &message_id, &url) == -1 || kind != want[r]) {
 		free(url);
 		answer_text(p, req, r, 404, "not found\n");
 		return;

@@ -295,11 +295,12 @@ ctl_stats(const struct cfg *c, int argc, char **argv)
 		goto out;
 	for (size_t i = 0; i < qs->elements; i++) {
 		const char *q = qs->element[i]->str;
-		size_t qlen = qs->element[i]->len, keylen = strlen("queue:") + qlen;
+		static const char prefix[] = "queue:";
+		size_t qlen = qs->element[i]->len, keylen = sizeof(prefix) - 1 + qlen;
 		char *key = xmalloc(keylen + 1); /* terminated too, for the error message */
 		long long size;
-		memcpy(key, "queue:", strlen("queue:"));
-		memcpy(key + strlen("queue:"), q, qlen + 1);
+		memcpy(key, prefix, sizeof(prefix) - 1);
+		memcpy(key + sizeof(prefix) - 1, q, qlen + 1);
 		int failed = int_reply(r, "LLEN", key, keylen, &size);
 		redisReply *last = failed ? NULL : stats_reply(r, "LINDEX", key, keylen, "-1");
 		free(key);

@@ -55,10 +55,10 @@ campaign_key(void)
 	return have_key ? &keys.key : NULL;
 }
 
-const struct token_key *
-campaign_previous_key(void)
+const struct token_keys *
+campaign_keys(void)
 {
-	return have_key && keys.has_previous ? &keys.previous : NULL;
+	return have_key ? &keys : NULL;
 }
 
 void

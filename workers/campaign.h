@@ -15,9 +15,9 @@
 int campaign_init(const struct cfg *c, char *err, size_t errlen) MUSTCHECK;
 /* The loaded key, or NULL when campaigns.token_key_file is empty. */
 const struct token_key *campaign_key(void);
-/* The key before the last rotation (campaigns.previous_token_key_file), which checks but never
- * signs; NULL when there is none. */
-const struct token_key *campaign_previous_key(void);
+/* The keys that check tokens: the loaded key and the one before the last rotation
+ * (campaigns.previous_token_key_file), which checks but never signs; NULL as campaign_key. */
+const struct token_keys *campaign_keys(void);
 
 /* The campaign clock (util_clock) as SQL's to_timestamp($n::float8) argument, into buf. */
 void campaign_now(char *buf, size_t len);

@@ -40,14 +40,14 @@ campaign_event_run(struct job_ctx *ctx)
 		snprintf(id, sizeof(id), "%lld", (long long)json_integer_value(json_object_get(o, "message_id")));
 	const char *tok = json_string_value(json_object_get(o, "token"));
 	if (tok != NULL) { /* an unsubscribe's token (the class allows no other): the message it was signed for */
-		const struct token_key *k = campaign_key();
+		const struct token_keys *k = campaign_keys();
 		enum token_kind tk;
 		int64_t tmid;
 		char *turl = NULL;
 		if (k == NULL)
 			return job_fail(ctx, JOB_RETRY, "ConfigError",
 			                "a token is checked with campaigns.token_key_file's key, and there is none");
-		if (token_check_either(k, campaign_previous_key(), tok, strlen(tok), &tk, &tmid, &turl) == -1)
+		if (token_keys_check(k, tok, strlen(tok), &tk, &tmid, &turl) == -1)
 			return job_fail(ctx, JOB_DEAD, "TokenError",
 			                "the token was not signed with campaigns.token_key_file's key or the previous one "
 			                "(forged, altered or cut, or signed with a key no longer used); nothing recorded");

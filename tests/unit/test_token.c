@@ -192,18 +192,24 @@ test_previous_key(void **state)
 	char *t_before = token_make(&before, TOKEN_CLICK, 6, "https://example.org/x");
 	char *t_older = token_make(&older, TOKEN_OPEN, 7, NULL);
 
-	assert_int_equal(token_check_either(&now, &before, t_now, strlen(t_now), &kind, &id, &url), 0);
+	struct token_keys both = {.key = now, .previous = before, .has_previous = true};
+	struct token_keys only_now = {.key = now};
+	assert_int_equal(token_keys_check(&both, t_now, strlen(t_now), &kind, &id, &url), 0);
 	assert_int_equal(kind, TOKEN_UNSUBSCRIBE);
 	assert_int_equal(id, 5);
 	assert_null(url);
-	assert_int_equal(token_check_either(&now, &before, t_before, strlen(t_before), &kind, &id, &url), 0);
+	assert_int_equal(token_keys_check(&both, t_before, strlen(t_before), &kind, &id, &url), 0);
 	assert_int_equal(kind, TOKEN_CLICK);
 	assert_int_equal(id, 6);
 	assert_string_equal(url, "https://example.org/x");
 	free(url);
 	url = NULL;
-	assert_int_equal(token_check_either(&now, NULL, t_before, strlen(t_before), &kind, &id, &url), -1);
-	assert_int_equal(token_check_either(&now, &before, t_older, strlen(t_older), &kind, &id, &url), -1);
+	assert_int_equal(token_keys_check(&only_now, t_before, strlen(t_before), &kind, &id, &url), -1);
+	assert_int_equal(token_keys_check(&both, t_older, strlen(t_older), &kind, &id, &url), -1);
+	assert_true(token_spelled(t_now, strlen(t_now)));
+	assert_false(token_spelled("abc def", 7));
+	assert_false(token_spelled("a.b.c", 5));
+	assert_false(token_spelled(".ab", 3));
 	assert_null(url);
 	free(t_now);
 	free(t_before);

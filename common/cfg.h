@@ -52,6 +52,7 @@ struct cfg {
 	struct {
 		char *listen;
 		char *public_listen; /* empty: no public listener */
+		int public_repeat_window; /* seconds; 0: every open and click is recorded */
 	} http;
 	struct {
 		char *base_url;

@@ -373,7 +373,8 @@ main(int argc, char **argv)
 		if (token_keys_load(d.token_key_path, d.cfg->campaigns.previous_token_key_file, &keys, &failed, err,
 		                    sizeof(err)) == -1)
 			fatalx("%s", err);
-		d.public = public_new(d.base, d.cfg->http.public_listen, d.ar, &keys, err, sizeof(err));
+		d.public = public_new(d.base, d.cfg->http.public_listen, d.cfg->http.public_repeat_window, d.ar, &keys, err,
+		                      sizeof(err));
 		token_keys_clear(&keys);
 		if (d.public == NULL)
 			fatalx("%s", err);

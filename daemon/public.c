@@ -21,6 +21,7 @@
 #define PENDING_MAX 10000    /* events gathered or waiting for Redis; more are dropped and counted */
 #define DETAIL_MAX 200       /* bytes of User-Agent kept */
 #define FAIL_LOG_EVERY_MS 10000
+#define REPEAT_BITS 16       /* 65,536 recent opens and clicks remembered (1 MiB) */
 #define QUEUE "campaigns"
 #define CLASS "CampaignEventJob"
 
@@ -55,6 +56,13 @@ static const char page_later[] = PAGE_HEAD "<h1>Please try again in a few minute
                                            "<p>Your request could not be recorded just now: please send it "
                                            "again.</p>" PAGE_TAIL;
 
+/* An open or a click recorded lately: its key (a keyed hash of event, message and URL, never 0) and
+ * when. A slot holds the last one that fell there: a repeat whose slot was taken since is recorded. */
+struct seen {
+	uint64_t key;
+	int64_t at_ms;
+};
+
 /* One LPUSH sent to Redis and what its reply settles. */
 struct flight {
 	struct public *p;
@@ -85,6 +93,11 @@ struct public {
 
 	unsigned char rnd[4096]; /* random bytes for jids, drawn a page at a time */
 	size_t rnd_used;
+
+	int64_t repeat_ms; /* http.public_repeat_window; 0: no table */
+	uint64_t repeat_seed;
+	struct seen *seen; /* 1 << REPEAT_BITS slots */
+	unsigned long repeats[2]; /* opens and clicks not recorded again */
 
 	unsigned long requests[NROUTES][NELEM(codes)];
 	unsigned long enqueued[3];
@@ -359,6 +372,62 @@ ascii_url(const char *url, char *out)
 	*out = '\0';
 }
 
+static uint64_t
+mix(uint64_t h, uint64_t w)
+{
+	h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+	return h ^ (h >> 29);
+}
+
+/* The slot of an open or click and its key: a hash keyed by a random seed, so that no one outside
+ * can aim two events at one slot. */
+static struct seen *
+seen_slot(struct public *p, enum route event, int64_t message_id, const char *url, uint64_t *key)
+{
+	uint64_t h = mix(p->repeat_seed, (uint64_t)event);
+	h = mix(h, (uint64_t)message_id);
+	if (url != NULL) {
+		size_t n = strlen(url);
+		for (size_t i = 0; i < n; i += 8) {
+			uint64_t w = 0;
+			memcpy(&w, url + i, n - i < 8 ? n - i : 8);
+			h = mix(h, w);
+		}
+		h = mix(h, n);
+	}
+	h ^= h >> 33; /* MurmurHash3's finalizer: every bit of h depends on every bit fed */
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	*key = h | 1;
+	return &p->seen[h >> (64 - REPEAT_BITS)];
+}
+
+/* Enqueues an open or a click unless the same one was recorded less than repeat_ms ago: a mail
+ * client that loads the pixel again, or a script that fetches one link in a loop, adds no event. */
+static void
+record_once(struct public *p, enum route event, int64_t message_id, const char *url, struct evhttp_request *req)
+{
+	struct seen *s = NULL;
+	uint64_t key = 0;
+	int64_t now = 0;
+
+	if (p->repeat_ms > 0) {
+		now = util_mono_ms();
+		s = seen_slot(p, event, message_id, url, &key);
+		if (s->key == key && now - s->at_ms < p->repeat_ms) {
+			p->repeats[event]++;
+			return;
+		}
+	}
+	/* Remembered only when it can reach Redis: the repeat of an event lost to an outage is recorded. */
+	if (enqueue(p, event, message_id, url, req) && s != NULL && ar_ready(p->ar)) {
+		s->key = key;
+		s->at_ms = now;
+	}
+}
+
 static void
 on_request(struct evhttp_request *req, void *arg)
 {
@@ -413,14 +482,14 @@ on_request(struct evhttp_request *req, void *arg)
 	switch (r) {
 	case ROUTE_OPEN:
 		if (record)
-			(void)enqueue(p, r, message_id, NULL, req);
+			record_once(p, r, message_id, NULL, req);
 		answer(p, req, r, 200, "image/gif", pixel_gif, sizeof(pixel_gif));
 		break;
 	case ROUTE_CLICK: {
 		char location[3 * TOKEN_URL_MAX + 1];
 		ascii_url(url, location);
 		if (record)
-			(void)enqueue(p, r, message_id, location, req);
+			record_once(p, r, message_id, location, req);
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Location", location);
 		answer(p, req, r, 302, "text/plain; charset=utf-8", NULL, 0);
 		break;
@@ -438,8 +507,8 @@ on_request(struct evhttp_request *req, void *arg)
 }
 
 struct public *
-public_new(struct event_base *base, const char *listen, struct ar *ar, const struct token_keys *keys, char *err,
-           size_t errlen)
+public_new(struct event_base *base, const char *listen, int repeat_window, struct ar *ar,
+           const struct token_keys *keys, char *err, size_t errlen)
 {
 	struct public *p = xcalloc(1, sizeof(*p));
 
@@ -460,6 +529,11 @@ public_new(struct event_base *base, const char *listen, struct ar *ar, const str
 	p->ev_flush = event_new(base, -1, 0, on_flush, p);
 	p->out = evbuffer_new();
 	p->rnd_used = sizeof(p->rnd);
+	if (repeat_window > 0) {
+		p->repeat_ms = (int64_t)repeat_window * 1000;
+		util_random(&p->repeat_seed, sizeof(p->repeat_seed));
+		p->seen = xcalloc((size_t)1 << REPEAT_BITS, sizeof(*p->seen));
+	}
 	return p;
 }
 
@@ -472,6 +546,7 @@ public_free(struct public *p)
 	event_free(p->ev_flush);
 	evbuffer_free(p->out);
 	token_keys_clear(&p->keys);
+	free(p->seen);
 	free(p->buf);
 	free(p);
 }
@@ -498,6 +573,10 @@ public_metrics(const struct public *p, FILE *out)
 	             "# TYPE outreach_public_events_enqueued_total counter\n");
 	for (int e = 0; e < 3; e++)
 		fprintf(out, "outreach_public_events_enqueued_total{event=\"%s\"} %lu\n", route_names[e], p->enqueued[e]);
+	fprintf(out, "# HELP outreach_public_events_repeated_total Opens and clicks not recorded again: the same one was "
+	             "recorded within http.public_repeat_window.\n# TYPE outreach_public_events_repeated_total counter\n");
+	for (int e = 0; e < 2; e++)
+		fprintf(out, "outreach_public_events_repeated_total{event=\"%s\"} %lu\n", route_names[e], p->repeats[e]);
 	fprintf(out, "# HELP outreach_public_enqueue_failures_total Campaign events lost: Redis down, failing or too far "
 	             "behind.\n# TYPE outreach_public_enqueue_failures_total counter\n"
 	             "outreach_public_enqueue_failures_total %lu\n",

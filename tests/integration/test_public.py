@@ -98,6 +98,14 @@ class Public(harness.Case):
         jobs = self.wait_jobs(1)
         self.assertEqual([(j["args"][0]["event"], j["args"][0]["message_id"]) for j in jobs], [("open", 999999)])
 
+    def assert_nothing_recorded_but(self, events):
+        """Only events [(event, message_id, url or None)] were enqueued, in that order (checked as
+        assert_nothing_recorded does, with an open of message 999999 after them)."""
+        self.request("GET", "/o/" + self.token("o", 999999))
+        jobs = self.wait_jobs(len(events) + 1)
+        self.assertEqual([(j["args"][0]["event"], j["args"][0]["message_id"], j["args"][0].get("url")) for j in jobs],
+                         events + [("open", 999999, None)])
+
     def assert_job(self, job, event, message_id, detail, url=None, before=None):
         self.assertEqual(job["class"], "CampaignEventJob")
         self.assertEqual(job["queue"], "campaigns")
@@ -150,7 +158,8 @@ class Public(harness.Case):
         jobs = self.wait_jobs(1)
         self.assertEqual(len(jobs), 1)
         self.assert_job(jobs[0], "click", 77, "UA", url=url, before=before)
-        # whatever is added to the link, the redirect goes to the signed URL
+        # whatever is added to the link, the redirect goes to the signed URL (and the click, a repeat
+        # within http.public_repeat_window, is not recorded again)
         for extra in ("?url=https://evil.example/", "?next=//evil.example", "#https://evil.example/"):
             status, headers, _ = self.request("GET", "/c/" + tok + extra)
             self.assertEqual(status, 302, extra)
@@ -161,9 +170,48 @@ class Public(harness.Case):
         status, headers, _ = self.request("GET", "/c/" + evil)
         self.assertEqual(status, 404)
         self.assertIsNone(headers["Location"])
-        self.wait_jobs(4)
-        time.sleep(0.2)
-        self.assertEqual([j["args"][0]["url"] for j in self.jobs()], [url] * 4)
+        self.assert_nothing_recorded_but([("click", 77, url)])
+        self.assertRegex(self.metrics(), r'(?m)^outreach_public_events_repeated_total\{event="click"\} 3$')
+
+    def test_a_repeated_open_or_click_is_recorded_once_per_window(self):
+        """A mail client that loads the pixel again, or a script fetching one link in a loop, adds no
+        event within http.public_repeat_window (60 s by default): each is answered as the first was.
+        Another message, another link of the message or another kind is recorded; an unsubscribe
+        always is."""
+        url_a, url_b = "https://example.org/a", "https://example.org/b"
+        for _ in range(3):
+            self.assertEqual(self.request("GET", "/o/" + self.token("o", 11))[:3:2], (200, GIF))
+            status, headers, _ = self.request("GET", "/c/" + self.token("c", 11, url_a))
+            self.assertEqual((status, headers["Location"]), (302, url_a))
+        self.request("GET", "/c/" + self.token("c", 11, url_b))
+        self.request("GET", "/o/" + self.token("o", 12))
+        for _ in range(2):
+            self.assertEqual(self.request("POST", "/u/" + self.token("u", 11))[0], 200)
+        self.assert_nothing_recorded_but([("open", 11, None), ("click", 11, url_a), ("click", 11, url_b),
+                                          ("open", 12, None), ("unsubscribe", 11, None), ("unsubscribe", 11, None)])
+        body = self.wait_for("the enqueued counters", lambda: (lambda b: re.search(
+            r'^outreach_public_events_enqueued_total\{event="open"\} 3$', b, re.M) and b)(self.metrics()))
+        for line in ('outreach_public_events_repeated_total{event="open"} 2',
+                     'outreach_public_events_repeated_total{event="click"} 2',
+                     'outreach_public_events_enqueued_total{event="click"} 2',
+                     'outreach_public_requests_total{route="open",code="200"} 5'):
+            self.assertRegex(body, "(?m)^" + re.escape(line) + "$")
+
+        # after the window, the same open is recorded again; with 0, every one is
+        d = self.restart(OUTREACH_HTTP_PUBLIC_REPEAT_WINDOW="1")
+        self.redis().delete("queue:campaigns")
+        self.request("GET", "/o/" + self.token("o", 13))
+        self.request("GET", "/o/" + self.token("o", 13))
+        time.sleep(1.1)
+        self.request("GET", "/o/" + self.token("o", 13))
+        self.assert_nothing_recorded_but([("open", 13, None)] * 2)
+        self.assertEqual(d.public, self.d.public)
+        self.restart(OUTREACH_HTTP_PUBLIC_REPEAT_WINDOW="0")
+        self.redis().delete("queue:campaigns")
+        for _ in range(3):
+            self.request("GET", "/c/" + self.token("c", 14, url_a))
+        self.assert_nothing_recorded_but([("click", 14, url_a)] * 3)
+        self.assertRegex(self.metrics(), r'(?m)^outreach_public_events_repeated_total\{event="click"\} 0$')
 
     def test_unsubscribe_page_records_nothing(self):
         tok = self.token("u", 5)
@@ -346,14 +394,17 @@ class Public(harness.Case):
         self.wait_for("enqueueing again", lambda: self.request("GET", "/o/" + self.token("o", 100))[0] == 200
                       and self.jobs())
         self.assertEqual(self.jobs()[0]["args"][0]["message_id"], 100)
+        # an open lost in the outage is no repeat: loaded again within the window, it is recorded
+        self.request("GET", "/o/" + self.token("o", 0))
+        self.assertEqual([j["args"][0]["message_id"] for j in self.wait_jobs(2)][-1], 0)
 
-    def restart_with_redis_timeout(self, ms):
-        """outreachd again, on the same ports, with redis.timeout = ms."""
+    def restart(self, **settings):
+        """outreachd again, on the same ports, with settings (OUTREACH_... variables) added."""
         self.d.kill()
-        d = self.start_bin("outreachd", "-c", harness.CONFIG, env={
+        d = self.start_bin("outreachd", "-c", harness.CONFIG, env=dict({
             "OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % self.d.port,
             "OUTREACH_HTTP_PUBLIC_LISTEN": "127.0.0.1:%d" % self.d.public,
-            "OUTREACH_CAMPAIGNS_TOKEN_KEY_FILE": self.key_file, "OUTREACH_REDIS_TIMEOUT": str(ms)})
+            "OUTREACH_CAMPAIGNS_TOKEN_KEY_FILE": self.key_file}, **settings))
         d.port, d.public = self.d.port, self.d.public
         self.d = d
         d.wait_log(r"outreachd \S+ ready")
@@ -362,7 +413,8 @@ class Public(harness.Case):
     def test_a_stalled_redis_caps_what_waits(self):
         """While Redis accepts no writes, at most 10,000 events wait; the rest are dropped and counted,
         and every hit is either enqueued or counted as a failure."""
-        d = self.restart_with_redis_timeout(60000)
+        # every hit of the one token counts: no repeat is left out
+        d = self.restart(OUTREACH_REDIS_TIMEOUT="60000", OUTREACH_HTTP_PUBLIC_REPEAT_WINDOW="0")
         r = self.redis()
         r.execute_command("CLIENT", "PAUSE", "50000", "WRITE")  # within redis.timeout: no reconnect
         try:
@@ -397,7 +449,7 @@ class Public(harness.Case):
         """A Redis that takes commands and answers none (paused, frozen, a network black hole) is
         dropped after redis.timeout: the unsubscribe waiting on it is answered 503 then, not when
         Redis answers again, and outreachd connects anew and enqueues once Redis answers."""
-        d = self.restart_with_redis_timeout(1000)
+        d = self.restart(OUTREACH_REDIS_TIMEOUT="1000")
         r = self.redis()
         r.execute_command("CLIENT", "PAUSE", "120000", "WRITE")  # far longer than the request may wait
         try:
@@ -484,6 +536,14 @@ class PublicConfig(harness.Case):
                 p = self.check(http_public_listen=bad)
                 self.assertEqual(p.returncode, 1)
                 self.assertIn("http.public_listen: '%s' is not host:port" % bad, p.stderr)
+
+    def test_repeat_window_out_of_range(self):
+        for bad in ("-1", "3601", "1m"):
+            with self.subTest(bad):
+                p = self.check(http_public_repeat_window=bad)
+                self.assertEqual(p.returncode, 1)
+                self.assertIn("http.public_repeat_window", p.stderr)
+        self.assertEqual(self.check(http_public_repeat_window="0").returncode, 0)
 
     def test_bad_key_file_names_file_line_key(self):
         fd, key_file = tempfile.mkstemp()

@@ -57,8 +57,8 @@ static const struct cfg_key keys[] = {
     {"http", "public_listen", CFG_STR, OFF(http.public_listen), "", 0, 0, NULL, CFG_OPTIONAL,
      "host:port of the public listener for campaign tracking and unsubscribe links; empty: none"},
     {"http", "public_repeat_window", CFG_INT, OFF(http.public_repeat_window), "60", 0, 3600, NULL, 0,
-     "seconds during which an open of a message, or a click of one of its links, seen again is answered but not "
-     "recorded again (0: every one is recorded)"},
+     "seconds during which an open of a message, or a click of the same link of it, seen again is answered but "
+     "not recorded again (0: every one is recorded)"},
     {"npi", "base_url", CFG_STR, OFF(npi.base_url), "https://npiregistry.cms.hhs.gov/api/", 0, 0, NULL,
      CFG_RELOADABLE, "NPI Registry API endpoint"},
     {"npi", "request_interval_ms", CFG_INT, OFF(npi.request_interval_ms), "1000", 0, 60000, NULL, CFG_RELOADABLE,

@@ -63,11 +63,20 @@ struct seen {
 	int64_t at_ms;
 };
 
+/* An event of a batch that marked its slot: if the push fails, the mark goes, so that its repeat is
+ * recorded. */
+struct mark {
+	size_t slot;
+	struct seen was;
+};
+
 /* One LPUSH sent to Redis and what its reply settles. */
 struct flight {
 	struct public *p;
 	size_t n;
 	unsigned long by_event[3];
+	struct mark *marks; /* NULL when none */
+	size_t nmarks;
 	size_t nwait;
 	struct evhttp_request *wait[]; /* unsubscribes answered when the reply comes */
 };
@@ -97,6 +106,8 @@ struct public {
 	int64_t repeat_ms; /* http.public_repeat_window; 0: no table */
 	uint64_t repeat_seed;
 	struct seen *seen; /* 1 << REPEAT_BITS slots */
+	struct mark marks[BATCH_MAX]; /* of the batch being gathered */
+	size_t nmarks;
 	unsigned long repeats[2]; /* opens and clicks not recorded again */
 
 	unsigned long requests[NROUTES][NELEM(codes)];
@@ -198,23 +209,44 @@ lost(struct public *p, size_t n, const char *why)
 	}
 }
 
+/* The pushes of these events failed: their marks go, unless a later event has taken the slot. */
 static void
-on_pushed(redisReply *r, void *priv)
+forget(struct public *p, const struct mark *marks, size_t n)
 {
-	struct flight *f = priv;
-	struct public *p = f->p;
-	bool ok = r != NULL && r->type == REDIS_REPLY_INTEGER;
+	for (size_t i = 0; i < n; i++) {
+		struct seen *s = &p->seen[marks[i].slot];
+		if (s->key == marks[i].was.key && s->at_ms == marks[i].was.at_ms)
+			s->key = 0;
+	}
+}
 
-	p->inflight -= f->n;
+/* Ends a flight: counts it, answers its unsubscribes, and when it failed forgets its marks. */
+static void
+land(struct flight *f, bool ok, const char *why)
+{
+	struct public *p = f->p;
+
 	if (ok) {
 		for (int i = 0; i < 3; i++)
 			p->enqueued[i] += f->by_event[i];
 	} else {
-		lost(p, f->n, r != NULL && r->type == REDIS_REPLY_ERROR ? r->str : "Redis connection lost or timed out");
+		lost(p, f->n, why);
+		forget(p, f->marks, f->nmarks);
 	}
 	for (size_t i = 0; i < f->nwait; i++)
 		answer_unsubscribe(p, f->wait[i], ok);
+	free(f->marks);
 	free(f);
+}
+
+static void
+on_pushed(redisReply *r, void *priv)
+{
+	struct flight *f = priv;
+
+	f->p->inflight -= f->n;
+	land(f, r != NULL && r->type == REDIS_REPLY_INTEGER,
+	     r != NULL && r->type == REDIS_REPLY_ERROR ? r->str : "Redis connection lost or timed out");
 }
 
 /* Sends the gathered jobs as one LPUSH (after SADD queues, as every push does). */
@@ -227,8 +259,13 @@ flush(struct public *p)
 	f->p = p;
 	f->n = p->n;
 	memcpy(f->by_event, p->by_event, sizeof(f->by_event));
+	f->nmarks = p->nmarks;
+	f->marks = p->nmarks ? xmalloc(p->nmarks * sizeof(*f->marks)) : NULL;
+	if (p->nmarks)
+		memcpy(f->marks, p->marks, p->nmarks * sizeof(*f->marks));
 	f->nwait = p->nwait;
 	memcpy(f->wait, p->wait, p->nwait * sizeof(f->wait[0]));
+	p->nmarks = 0;
 
 	p->argv[0] = "LPUSH";
 	p->lens[0] = 5;
@@ -241,10 +278,7 @@ flush(struct public *p)
 	/* Both go out in the same write; the replies come back in order. */
 	if (ar_command(p->ar, NULL, NULL, "SADD queues " QUEUE) == -1 ||
 	    ar_argv(p->ar, on_pushed, f, (int)p->n + 2, p->argv, p->lens) == -1) {
-		lost(p, f->n, "Redis is not connected");
-		for (size_t i = 0; i < f->nwait; i++)
-			answer_unsubscribe(p, f->wait[i], false);
-		free(f);
+		land(f, false, "Redis is not connected");
 	} else {
 		p->inflight += f->n;
 	}
@@ -421,10 +455,18 @@ record_once(struct public *p, enum route event, int64_t message_id, const char *
 			return;
 		}
 	}
-	/* Remembered only when it can reach Redis: the repeat of an event lost to an outage is recorded. */
-	if (enqueue(p, event, message_id, url, req) && s != NULL && ar_ready(p->ar)) {
-		s->key = key;
-		s->at_ms = now;
+	if (s == NULL) {
+		(void)enqueue(p, event, message_id, url, req);
+		return;
+	}
+	/* Marked before enqueue, which may send the batch with it; undone if it was not taken. */
+	struct seen old = *s;
+	struct mark *m = &p->marks[p->nmarks++];
+	*s = (struct seen){key, now};
+	*m = (struct mark){(size_t)(s - p->seen), *s};
+	if (!enqueue(p, event, message_id, url, req)) {
+		*s = old;
+		p->nmarks--;
 	}
 }
 

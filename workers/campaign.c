@@ -17,8 +17,11 @@
 #include "common/tmpl.h"
 #include "workers/handler.h"
 
-static struct token_keys keys; /* read at start: a rotation needs a restart of the workers */
-static int have_key;
+/* The running keys, read at start and again on SIGHUP (campaign_reload_keys): the job threads copy
+ * them under the lock, so a reload never changes a key while a token is being made or checked. */
+static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct token_keys keys;
+static bool have_key;
 /* The footer of every HTML part (CAN-SPAM): postal address, unsubscribe link, open pixel. */
 static struct tmpl *footer;
 
@@ -34,31 +37,37 @@ campaign_init(const struct cfg *c, char *err, size_t errlen)
 		                    "footer", err, errlen);
 	if (footer == NULL)
 		return -1;
-	if (c->campaigns.token_key_file == NULL || c->campaigns.token_key_file[0] == '\0') {
-		token_keys_clear(&keys);
-		have_key = 0;
-		return 0;
-	}
+	return campaign_reload_keys(c, err, errlen);
+}
+
+int
+campaign_reload_keys(const struct cfg *c, char *err, size_t errlen)
+{
+	struct token_keys fresh = {0};
+	bool have = c->campaigns.token_key_file != NULL && c->campaigns.token_key_file[0] != '\0';
 	const char *failed;
-	if (token_keys_load(c->campaigns.token_key_file, c->campaigns.previous_token_key_file, &keys, &failed, err,
-	                    errlen) == -1) {
-		have_key = 0;
+
+	if (have && token_keys_load(c->campaigns.token_key_file, c->campaigns.previous_token_key_file, &fresh, &failed,
+	                            err, errlen) == -1)
 		return -1;
-	}
-	have_key = 1;
+	pthread_mutex_lock(&keys_lock);
+	token_keys_clear(&keys);
+	keys = fresh;
+	have_key = have;
+	pthread_mutex_unlock(&keys_lock);
+	token_keys_clear(&fresh);
 	return 0;
 }
 
-const struct token_key *
-campaign_key(void)
+bool
+campaign_keys_copy(struct token_keys *out)
 {
-	return have_key ? &keys.key : NULL;
-}
-
-const struct token_keys *
-campaign_keys(void)
-{
-	return have_key ? &keys : NULL;
+	pthread_mutex_lock(&keys_lock);
+	bool have = have_key;
+	if (have)
+		*out = keys;
+	pthread_mutex_unlock(&keys_lock);
+	return have;
 }
 
 void
@@ -677,10 +686,9 @@ stop_enrollment(struct job_ctx *ctx, const char *id, const char *reason)
  * `message` under Message-ID m's, with tracked links, the open pixel, List-Unsubscribe and the
  * footer, into *data; -1 with msg_error. */
 static int
-render(struct job_ctx *ctx, const PGresult *r, int i, const struct mailtmpl *t, struct msg *m, const char *message,
-       char **data, size_t *len)
+render(struct job_ctx *ctx, const struct token_key *k, const PGresult *r, int i, const struct mailtmpl *t,
+       struct msg *m, const char *message, char **data, size_t *len)
 {
-	const struct token_key *k = campaign_key();
 	const char *email = PQgetvalue(r, i, L_EMAIL), *pub = ctx->cfg->campaigns.public_url;
 	long long mid = atoll(message);
 
@@ -741,7 +749,8 @@ render(struct job_ctx *ctx, const PGresult *r, int i, const struct mailtmpl *t, 
  * may go now): renders it and hands it over for sending. *handed says whether the claimed message
  * was handed over (or recorded as failed): a claim not handed over is given back. */
 static enum job_result
-send_step(struct job_ctx *ctx, const PGresult *r, int i, const char *id, bool *handed)
+send_step_with(struct job_ctx *ctx, const struct token_key *k, const PGresult *r, int i, const char *id,
+               bool *handed)
 {
 	const char *email = PQgetvalue(r, i, L_EMAIL), *variant = PQgetvalue(r, i, L_VARIANT);
 	const struct variant *v = NULL;
@@ -749,9 +758,6 @@ send_step(struct job_ctx *ctx, const PGresult *r, int i, const char *id, bool *h
 	double delay;
 
 	*handed = false;
-	if (campaign_key() == NULL)
-		return job_fail(ctx, JOB_RETRY, "ConfigurationError",
-		                "campaigns.token_key_file is not set: campaign messages cannot be tracked, none is sent");
 	if (!PQgetisnull(r, i, L_SUPPRESSED)) {
 		snprintf(why, sizeof(why), "suppressed address (%s)", PQgetvalue(r, i, L_SUPPRESSED));
 		return stop_enrollment(ctx, id, why);
@@ -794,7 +800,7 @@ send_step(struct job_ctx *ctx, const PGresult *r, int i, const char *id, bool *h
 	size_t len = 0;
 	enum job_result rc;
 	*handed = true;
-	if (render(ctx, r, i, &v->t, m, message, &data, &len) == -1) {
+	if (render(ctx, k, r, i, &v->t, m, message, &data, &len) == -1) {
 		snprintf(why, sizeof(why), "cannot build campaign message %s to %s: %s", message, email, msg_error(m));
 		if (db_exec(ctx->db,
 		            "WITH m AS (UPDATE email_messages SET status = 'failed', error = $2, attempt_at = NULL "
@@ -814,6 +820,21 @@ send_step(struct job_ctx *ctx, const PGresult *r, int i, const char *id, bool *h
 		rc = job_send_mail(ctx, &mail);
 	}
 	msg_free(m);
+	return rc;
+}
+
+/* send_step_with on a copy of the running keys, which a reload cannot change under it. */
+static enum job_result
+send_step(struct job_ctx *ctx, const PGresult *r, int i, const char *id, bool *handed)
+{
+	struct token_keys tk;
+
+	*handed = false;
+	if (!campaign_keys_copy(&tk))
+		return job_fail(ctx, JOB_RETRY, "ConfigurationError",
+		                "campaigns.token_key_file is not set: campaign messages cannot be tracked, none is sent");
+	enum job_result rc = send_step_with(ctx, &tk.key, r, i, id, handed);
+	token_keys_clear(&tk);
 	return rc;
 }
 

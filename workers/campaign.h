@@ -2,6 +2,7 @@
 #ifndef OUTREACH_CAMPAIGN_H
 #define OUTREACH_CAMPAIGN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "common/cfg.h"
@@ -9,15 +10,16 @@
 #include "common/util.h"
 #include "workers/handler.h"
 
-/* Loads campaigns.token_key_file and previous_token_key_file (nothing when the first is empty); -1
- * with the reason in err. Called by handler_init, at start only: a reload does not read the keys
- * again (the workers are restarted after a rotation). */
+/* Prepares the campaign footer and loads the keys (campaign_reload_keys); -1 with the reason in
+ * err. Called by handler_init, at start. */
 int campaign_init(const struct cfg *c, char *err, size_t errlen) MUSTCHECK;
-/* The loaded key, or NULL when campaigns.token_key_file is empty. */
-const struct token_key *campaign_key(void);
-/* The keys that check tokens: the loaded key and the one before the last rotation
- * (campaigns.previous_token_key_file), which checks but never signs; NULL as campaign_key. */
-const struct token_keys *campaign_keys(void);
+/* Reads the keys of c (campaigns.token_key_file and previous_token_key_file) and makes them the
+ * running ones, or none when token_key_file is empty; -1 with err and the running keys kept when a
+ * file cannot be read. Safe while jobs run (on SIGHUP). */
+int campaign_reload_keys(const struct cfg *c, char *err, size_t errlen) MUSTCHECK;
+/* A copy of the running keys into *out (the key that signs, and the previous one, which only checks):
+ * false, *out untouched, when there are none. The caller wipes it (token_keys_clear). */
+bool campaign_keys_copy(struct token_keys *out);
 
 /* The campaign clock (util_clock) as SQL's to_timestamp($n::float8) argument, into buf. */
 void campaign_now(char *buf, size_t len);

@@ -40,14 +40,16 @@ campaign_event_run(struct job_ctx *ctx)
 		snprintf(id, sizeof(id), "%lld", (long long)json_integer_value(json_object_get(o, "message_id")));
 	const char *tok = json_string_value(json_object_get(o, "token"));
 	if (tok != NULL) { /* an unsubscribe's token (the class allows no other): the message it was signed for */
-		const struct token_keys *k = campaign_keys();
+		struct token_keys k;
 		enum token_kind tk;
 		int64_t tmid;
 		char *turl = NULL;
-		if (k == NULL)
+		if (!campaign_keys_copy(&k))
 			return job_fail(ctx, JOB_RETRY, "ConfigError",
 			                "a token is checked with campaigns.token_key_file's key, and there is none");
-		if (token_keys_check(k, tok, strlen(tok), &tk, &tmid, &turl) == -1)
+		int checked = token_keys_check(&k, tok, strlen(tok), &tk, &tmid, &turl);
+		token_keys_clear(&k);
+		if (checked == -1)
 			return job_fail(ctx, JOB_DEAD, "TokenError",
 			                "the token was not signed with campaigns.token_key_file's key or the previous one "
 			                "(forged, altered or cut, or signed with a key no longer used); nothing recorded");

@@ -80,6 +80,12 @@ handler_init(const struct cfg *c, char *err, size_t errlen)
 	return 0;
 }
 
+int
+handler_reload(const struct cfg *c, char *err, size_t errlen)
+{
+	return campaign_reload_keys(c, err, errlen);
+}
+
 void
 handler_shutdown(void)
 {

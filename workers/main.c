@@ -152,6 +152,7 @@ main(int argc, char **argv)
 	}
 	opts.concurrency = (int)concurrency;
 	opts.tag = tag;
+	opts.reload = handler_reload;
 	signal(SIGPIPE, SIG_IGN);
 
 	/* Refuse to run against a schema this build does not know. */

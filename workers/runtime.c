@@ -881,6 +881,10 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 		} else if (sig == SIGHUP) {
 			char err[1024];
 			struct cfg *fresh = cfg_load(cfg_path, err, sizeof(err));
+			if (fresh != NULL && w.o->reload != NULL && w.o->reload(fresh, err, sizeof(err)) == -1) {
+				cfg_free(fresh);
+				fresh = NULL;
+			}
 			if (fresh == NULL)
 				log_errorx("reload failed, keeping the running configuration: %s", err);
 			else {

@@ -506,6 +506,60 @@ class Campaigns(harness.Case):
         self.assertIn("Edited text, Dr. Second.", text)
         self.assertNotIn("intro.", text)
 
+    def test_a_worker_reload_reads_rotated_keys(self):
+        """A rotation without a restart: the previous key file gets the running key, the key file a
+        new one, SIGHUP. The worker then checks tokens of both (and signs with the new one); a key
+        file it cannot read on a later SIGHUP keeps the running keys."""
+        c, seg = self.simple()
+        x = self.source("Rotated", "rotated@example.org")
+        self.enroll(c, x, seg)
+        key_file, prev_file = [tempfile.mkstemp(prefix="outreach-rotation-")[1] for _ in range(2)]
+        for f in (key_file, prev_file):
+            self.addCleanup(os.unlink, f)
+        new_key, old_key = b"n" * 40, b"o" * 40
+
+        def write(path, key):
+            with open(path, "wb") as f:
+                f.write(key + b"\n")
+
+        def token(key, mid):
+            payload = bytes([1, ord("u")]) + struct.pack(">q", mid)
+            return ".".join(base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+                            for b in (payload, hmac.new(key, payload, hashlib.sha256).digest()))
+
+        write(key_file, self.key)
+        write(prev_file, old_key)
+        d = self.daemon()
+        w = self.worker({"OUTREACH_CAMPAIGNS_TOKEN_KEY_FILE": key_file,
+                         "OUTREACH_CAMPAIGNS_PREVIOUS_TOKEN_KEY_FILE": prev_file})
+        self.wait_mail(1)
+        self.wait_for("the message", lambda: self.sql_one("SELECT status FROM email_messages") == "sent")
+        mid = self.message_of(x)
+        j_early = self.event("unsubscribe", token=token(new_key, mid))
+        self.wait_for("the new key's token in dead", lambda: self.redis().zcard("dead") == 1)
+        self.assertEqual(json.loads(self.redis().zrange("dead", 0, -1)[0])["jid"], j_early)
+
+        write(prev_file, self.key)
+        write(key_file, new_key)
+        mark = w.mark()
+        w.signal(signal.SIGHUP)
+        w.wait_log("configuration reloaded", since=mark)
+        self.event("unsubscribe", token=token(new_key, mid), detail="new key")
+        self.event("unsubscribe", token=token(self.key, mid), detail="previous key")
+        self.wait_for("both recorded", lambda: self.sql_one("SELECT count(*) FROM email_events") == 2)
+
+        write(key_file, b"short")
+        mark = w.mark()
+        w.signal(signal.SIGHUP)
+        w.wait_log("reload failed, keeping the running configuration: .*campaigns.token_key_file", since=mark)
+        self.event("unsubscribe", token=token(new_key, mid), detail="kept")
+        self.wait_for("recorded with the running keys",
+                      lambda: self.sql_one("SELECT count(*) FROM email_events") == 3)
+        self.stop(w, d)
+        self.assertEqual(self.sql("SELECT detail FROM email_events ORDER BY id"),
+                         [("new key",), ("previous key",), ("kept",)])
+        self.assertEqual(self.redis().zcard("dead"), 1)
+
     def test_unsubscribe_by_the_token_of_the_mailto_address(self):
         """A mail to List-Unsubscribe's mailto address carries the token in its subject
         ("unsubscribe-TOKEN"); whatever reads that mailbox enqueues an unsubscribe with the token,

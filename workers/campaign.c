@@ -22,6 +22,9 @@
 static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct token_keys keys;
 static bool have_key;
+/* campaigns.token_key_file as read at start: the path needs a restart to change (as in outreachd),
+ * the file behind it is read again on each reload. */
+static char *key_path;
 /* The footer of every HTML part (CAN-SPAM): postal address, unsubscribe link, open pixel. */
 static struct tmpl *footer;
 
@@ -37,6 +40,8 @@ campaign_init(const struct cfg *c, char *err, size_t errlen)
 		                    "footer", err, errlen);
 	if (footer == NULL)
 		return -1;
+	if (key_path == NULL)
+		key_path = xstrdup(c->campaigns.token_key_file);
 	return campaign_reload_keys(c, err, errlen);
 }
 
@@ -44,11 +49,10 @@ int
 campaign_reload_keys(const struct cfg *c, char *err, size_t errlen)
 {
 	struct token_keys fresh = {0};
-	bool have = c->campaigns.token_key_file != NULL && c->campaigns.token_key_file[0] != '\0';
+	bool have = key_path != NULL && key_path[0] != '\0';
 	const char *failed;
 
-	if (have && token_keys_load(c->campaigns.token_key_file, c->campaigns.previous_token_key_file, &fresh, &failed,
-	                            err, errlen) == -1)
+	if (have && token_keys_load(key_path, c->campaigns.previous_token_key_file, &fresh, &failed, err, errlen) == -1)
 		return -1;
 	pthread_mutex_lock(&keys_lock);
 	token_keys_clear(&keys);

@@ -75,6 +75,8 @@ struct worker {
 	struct queue_refusals *sweep_refused; /* the sweep's moves Redis refused, logged once */
 	unsigned long sweeps;                 /* sweeps done, for the debug log */
 	char fetch_sha[41];
+	struct cfg **retired; /* configurations a reload replaced: threads may still read them */
+	size_t nretired;
 };
 
 static void
@@ -888,8 +890,10 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 			if (fresh == NULL)
 				log_errorx("reload failed, keeping the running configuration: %s", err);
 			else {
-				/* Threads read cfg without locks; keep the old one alive (a small, bounded leak
-				 * per reload) rather than free it under them. */
+				/* Threads read cfg without locks and mailers keep pointers into it: the old one
+				 * stays alive until the threads are joined (a few kilobytes per reload). */
+				w.retired = xrealloc(w.retired, (w.nretired + 1) * sizeof(*w.retired));
+				w.retired[w.nretired++] = *cfgp;
 				*cfgp = fresh;
 				atomic_fetch_add(&w.cfg_gen, 1);
 				log_set_level((enum log_level)cfg_log_level(fresh));
@@ -944,6 +948,9 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 			pthread_mutex_destroy(&w.threads[i].mu);
 		}
 		free(w.threads);
+		for (size_t i = 0; i < w.nretired; i++)
+			cfg_free(w.retired[i]);
+		free(w.retired);
 		for (int i = 0; i < o->nqueues; i++) {
 			free(w.qkeys[i]);
 			free(w.private[i]);

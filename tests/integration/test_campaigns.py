@@ -509,7 +509,8 @@ class Campaigns(harness.Case):
     def test_a_worker_reload_reads_rotated_keys(self):
         """A rotation without a restart: the previous key file gets the running key, the key file a
         new one, SIGHUP. The worker then checks tokens of both (and signs with the new one); a key
-        file it cannot read on a later SIGHUP keeps the running keys."""
+        file it cannot read on a later SIGHUP keeps the running keys (here the configuration's own
+        check refuses it; tests/unit/test_campaign.c calls campaign_reload_keys with such a file)."""
         c, seg = self.simple()
         x = self.source("Rotated", "rotated@example.org")
         self.enroll(c, x, seg)

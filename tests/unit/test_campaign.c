@@ -1,5 +1,5 @@
 /* test_campaign: the link tracking of campaign messages: which links become click tokens, with
- * which URL inside, and what stays as it was. */
+ * which URL inside, and what stays as it was; the running keys and their reload. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "common/cfg.h"
 #include "common/token.h"
 #include "workers/campaign.h"
 
@@ -132,6 +134,86 @@ test_untokenizable_link_stays(void **state)
 	free(long_url);
 }
 
+static void
+write_key(const char *path, const char *bytes)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(bytes, f);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void
+assert_keys(const char *signing, const char *previous)
+{
+	struct token_keys k;
+
+	assert_true(campaign_keys_copy(&k));
+	assert_int_equal(k.key.len, strlen(signing));
+	assert_memory_equal(k.key.bytes, signing, strlen(signing));
+	assert_true(k.has_previous);
+	assert_int_equal(k.previous.len, strlen(previous));
+	assert_memory_equal(k.previous.bytes, previous, strlen(previous));
+	token_keys_clear(&k);
+}
+
+/* The keys a worker signs and checks with: read at start, read again by campaign_reload_keys from
+ * the key file's start path (a new path takes a restart); a file that cannot be read then keeps the
+ * running keys. */
+static void
+test_reload_keys(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/outreach-keys-XXXXXX", path[3][64], err[600];
+	const char *a = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", *b = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+	           *c = "cccccccccccccccccccccccccccccccccccccccc";
+
+	assert_non_null(mkdtemp(dir));
+	for (int i = 0; i < 3; i++)
+		snprintf(path[i], sizeof(path[i]), "%s/%d", dir, i);
+	write_key(path[0], a);
+	write_key(path[1], b);
+	write_key(path[2], c);
+	setenv("OUTREACH_CAMPAIGNS_TOKEN_KEY_FILE", path[0], 1);
+	setenv("OUTREACH_CAMPAIGNS_PREVIOUS_TOKEN_KEY_FILE", path[1], 1);
+	struct cfg *start = cfg_load("/dev/null", err, sizeof(err));
+	assert_non_null(start);
+	assert_int_equal(campaign_init(start, err, sizeof(err)), 0);
+	assert_keys(a, b);
+
+	/* Rotation: the previous file gets the running key, the key file a new one. */
+	write_key(path[1], a);
+	write_key(path[0], c);
+	assert_int_equal(campaign_reload_keys(start, err, sizeof(err)), 0);
+	assert_keys(c, a);
+
+	/* A configuration naming another key file: the start path is still the one read. */
+	setenv("OUTREACH_CAMPAIGNS_TOKEN_KEY_FILE", path[2], 1);
+	struct cfg *moved = cfg_load("/dev/null", err, sizeof(err));
+	assert_non_null(moved);
+	write_key(path[0], b);
+	assert_int_equal(campaign_reload_keys(moved, err, sizeof(err)), 0);
+	assert_keys(b, a);
+
+	/* A key file gone short, or gone: refused with the file named, the running keys kept. */
+	write_key(path[0], "short");
+	assert_int_equal(campaign_reload_keys(moved, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "campaigns.token_key_file"));
+	assert_keys(b, a);
+	assert_int_equal(unlink(path[0]), 0);
+	assert_int_equal(campaign_reload_keys(start, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, path[0]));
+	assert_keys(b, a);
+
+	cfg_free(moved);
+	cfg_free(start);
+	unlink(path[1]);
+	unlink(path[2]);
+	rmdir(dir);
+	unsetenv("OUTREACH_CAMPAIGNS_TOKEN_KEY_FILE");
+	unsetenv("OUTREACH_CAMPAIGNS_PREVIOUS_TOKEN_KEY_FILE");
+}
+
 int
 main(void)
 {
@@ -139,6 +221,7 @@ main(void)
 		cmocka_unit_test(test_html_links),
 		cmocka_unit_test(test_text_links),
 		cmocka_unit_test(test_untokenizable_link_stays),
+		cmocka_unit_test(test_reload_keys),
 	};
 
 	memset(key.bytes, 'k', 32);

@@ -439,7 +439,10 @@ seen_slot(struct public *p, enum route event, int64_t message_id, const char *ur
 }
 
 /* Enqueues an open or a click unless the same one was recorded less than repeat_ms ago: a mail
- * client that loads the pixel again, or a script that fetches one link in a loop, adds no event. */
+ * client that loads the pixel again, or a script that fetches one link in a loop, adds no event.
+ * A repeat that comes while the first is still on its way to Redis is not sent either: it would
+ * follow the first on the same connection and fail with it (a timeout or a lost connection fails
+ * every push in flight), and when the first fails its mark goes, so the next repeat is recorded. */
 static void
 record_once(struct public *p, enum route event, int64_t message_id, const char *url, struct evhttp_request *req)
 {

@@ -154,11 +154,13 @@ class Campaigns(harness.Case):
             out.setdefault(m["To"].addresses[0].addr_spec, []).append(m)
         return out
 
-    def check_token(self, tok):
-        """(kind, message id, url) of a token signed with the class's key; fails on a bad one."""
+    def check_token(self, tok, key=None):
+        """(kind, message id, url) of a token signed with key (the class's by default); fails on a
+        bad one."""
         payload_b64, mac_b64 = tok.split(".")
         payload = b64d(payload_b64)
-        self.assertTrue(hmac.compare_digest(b64d(mac_b64), hmac.new(self.key, payload, hashlib.sha256).digest()),
+        mac = hmac.new(key or self.key, payload, hashlib.sha256).digest()
+        self.assertTrue(hmac.compare_digest(b64d(mac_b64), mac),
                         "token MAC does not verify: " + tok)
         self.assertEqual(payload[0], 1)
         mid = struct.unpack(">Q", payload[2:10])[0]
@@ -548,6 +550,11 @@ class Campaigns(harness.Case):
         self.event("unsubscribe", token=token(new_key, mid), detail="new key")
         self.event("unsubscribe", token=token(self.key, mid), detail="previous key")
         self.wait_for("both recorded", lambda: self.sql_one("SELECT count(*) FROM email_events") == 2)
+        y = self.source("Signed", "signed@example.org")
+        self.enroll(c, y, seg)
+        m = self.by_recipient(self.wait_mail(2))["signed@example.org"][0]
+        utok = re.search(r"subject=unsubscribe-([^>]+)>", re.sub(r"\s+", " ", str(m["List-Unsubscribe"])))[1]
+        self.assertEqual(self.check_token(utok, new_key), ("u", self.message_of(y), None))
 
         write(key_file, b"short")
         mark = w.mark()

@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum log_level log_level_current = LOG_LVL_INFO;
+_Atomic int log_level_current = LOG_LVL_INFO;
 
 static const char *log_prog = "outreach";
 static bool log_journal;
@@ -49,13 +49,13 @@ log_init(const char *progname)
 void
 log_set_level(enum log_level level)
 {
-	log_level_current = level;
+	atomic_store_explicit(&log_level_current, (int)level, memory_order_relaxed);
 }
 
 enum log_level
 log_get_level(void)
 {
-	return log_level_current;
+	return (enum log_level)atomic_load_explicit(&log_level_current, memory_order_relaxed);
 }
 
 int

@@ -2,6 +2,7 @@
 #ifndef OUTREACH_LOG_H
 #define OUTREACH_LOG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "common/util.h"
@@ -29,12 +30,14 @@ void log_clear_context(void);
 
 void log_write(enum log_level level, int errnum, const char *fmt, ...) PRINTFLIKE(3, 4);
 
-extern enum log_level log_level_current;
+/* Read by every thread, set again on a reload: atomic, read relaxed (a line logged at the old level
+ * while the level changes is fine). */
+extern _Atomic int log_level_current;
 
 /* The level test comes before the arguments are evaluated. _warn and fatal append strerror(errno). */
 #define LOG_AT(lvl, errnum, ...)                                                                   \
 	do {                                                                                       \
-		if ((lvl) <= log_level_current)                                                    \
+		if ((int)(lvl) <= atomic_load_explicit(&log_level_current, memory_order_relaxed)) \
 			log_write((lvl), (errnum), __VA_ARGS__);                                   \
 	} while (0)
 #define log_debug(...) LOG_AT(LOG_LVL_DEBUG, 0, __VA_ARGS__)

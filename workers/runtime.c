@@ -57,7 +57,7 @@ struct wthread {
 };
 
 struct worker {
-	struct cfg **cfgp;
+	struct cfg *_Atomic cfg; /* the running configuration: a reload swaps it (see cfg_now) */
 	const char *cfg_path;
 	const struct runtime_opts *o;
 	char identity[320];
@@ -79,6 +79,14 @@ struct worker {
 	size_t nretired;
 };
 
+/* The running configuration. Threads read it while the main thread may put a reloaded one in its
+ * place; the one it replaces stays alive until the threads are joined (w->retired). */
+static struct cfg *
+cfg_now(struct worker *w)
+{
+	return atomic_load_explicit(&w->cfg, memory_order_acquire);
+}
+
 static void
 thread_set_current(struct wthread *t, const char *json, int queue)
 {
@@ -98,8 +106,8 @@ connect_redis(struct worker *w)
 	char err[512];
 
 	for (;;) {
-		redisContext *r = rds_connect(&(*w->cfgp)->redis_addr, (*w->cfgp)->redis.password,
-		                              (*w->cfgp)->redis.timeout, err, sizeof(err));
+		const struct cfg *c = cfg_now(w);
+		redisContext *r = rds_connect(&c->redis_addr, c->redis.password, c->redis.timeout, err, sizeof(err));
 		if (r)
 			return r;
 		if (w->stopping)
@@ -231,7 +239,7 @@ ensure_db(struct worker *w, struct wthread *t, char *err, size_t errlen)
 	if (t->db && db_reset(t->db) == 0)
 		return true;
 	db_free(t->db);
-	t->db = db_connect(*w->cfgp, "outreach-worker", err, errlen);
+	t->db = db_connect(cfg_now(w), "outreach-worker", err, errlen);
 	return t->db != NULL;
 }
 
@@ -311,7 +319,7 @@ static void
 outbox_flush(struct worker *w, struct outbox *ob)
 {
 	struct wthread *t = ob->t;
-	struct job_ctx hctx = {.cfg = *w->cfgp, .db = t->db, .redis = t->r, .mailer = t->mailer, .outbox = ob,
+	struct job_ctx hctx = {.cfg = cfg_now(w), .db = t->db, .redis = t->r, .mailer = t->mailer, .outbox = ob,
 	                       .stopping = &w->stopping};
 
 	if (ob->n == 0) {
@@ -330,7 +338,7 @@ outbox_flush(struct worker *w, struct outbox *ob)
 	(void)!mailer_send_batch(t->mailer, NULL, msgs, ob->n);
 	for (size_t i = 0; i < ob->n; i++) {
 		struct pending *p = &ob->items[i];
-		ctxs[i] = (struct job_ctx){.cfg = *w->cfgp, .job = p->job, .db = t->db, .redis = t->r,
+		ctxs[i] = (struct job_ctx){.cfg = cfg_now(w), .job = p->job, .db = t->db, .redis = t->r,
 		                           .mailer = t->mailer, .outbox = ob, .stopping = &w->stopping};
 		log_set_context("class=%s jid=%s", p->job->class, p->job->jid);
 		res[i] = p->mail.finish(&ctxs[i], &msgs[i].res, p->mail.priv);
@@ -377,7 +385,7 @@ batch_start(struct worker *w, struct wthread *t, struct job *const *parsed, size
 		jobs[n++] = job;
 	}
 	if (n > 0 && (!db || ensure_db(w, t, err, sizeof(err)))) {
-		struct job_ctx ctx = {.cfg = *w->cfgp, .db = t->db, .redis = t->r, .mailer = t->mailer,
+		struct job_ctx ctx = {.cfg = cfg_now(w), .db = t->db, .redis = t->r, .mailer = t->mailer,
 		                      .stopping = &w->stopping};
 		handler_batch_start(&ctx, jobs, n);
 	}
@@ -388,7 +396,7 @@ batch_start(struct worker *w, struct wthread *t, struct job *const *parsed, size
 static struct job *
 parse(struct worker *w, const char *json, size_t len, char *err, size_t errlen)
 {
-	return job_parse(json, len, (size_t)(*w->cfgp)->worker.max_job_size, err, errlen);
+	return job_parse(json, len, (size_t)cfg_now(w)->worker.max_job_size, err, errlen);
 }
 
 /* Runs one job taken from queue q, parsed by the caller (job, owned from here on; NULL when it could
@@ -431,10 +439,10 @@ process(struct worker *w, struct wthread *t, struct outbox *ob, int q, const cha
 	if (t->mailer == NULL || t->mailer_gen != atomic_load(&w->cfg_gen)) {
 		outbox_flush(w, ob);
 		mailer_free(t->mailer);
-		t->mailer = mailer_new(*w->cfgp);
+		t->mailer = mailer_new(cfg_now(w));
 		t->mailer_gen = atomic_load(&w->cfg_gen);
 	}
-	struct job_ctx ctx = {.cfg = *w->cfgp,
+	struct job_ctx ctx = {.cfg = cfg_now(w),
 	                      .job = job,
 	                      .db = t->db,
 	                      .redis = t->r,
@@ -543,7 +551,7 @@ thread_main(void *arg)
 			/* Nothing anywhere: block on the first queue (at once awake for it); with several
 			 * queues, look again after idle_poll_ms. */
 			int q = order[0];
-			double timeout = n == 1 ? 1.0 : (*w->cfgp)->worker.idle_poll_ms / 1000.0;
+			double timeout = n == 1 ? 1.0 : cfg_now(w)->worker.idle_poll_ms / 1000.0;
 			char to[16];
 			snprintf(to, sizeof(to), "%.3f", timeout);
 			rep = redisCommand(t->r, "BLMOVE %s %s RIGHT LEFT %s", w->qkeys[q], w->private[q], to);
@@ -784,7 +792,8 @@ sweep(struct worker *w)
 
 	if (!redis_ok(w, &w->hb))
 		return;
-	if (queue_sweep(w->hb, (*w->cfgp)->worker.max_recoveries, (*w->cfgp)->worker.dead_after, w->sweep_refused,
+	const struct cfg *c = cfg_now(w);
+	if (queue_sweep(w->hb, c->worker.max_recoveries, c->worker.dead_after, w->sweep_refused,
 	                &recovered, &killed, err, sizeof(err)) == -1)
 		log_warnx("looking for jobs of dead workers: %s", err);
 	else {
@@ -810,7 +819,8 @@ all_done(struct worker *w)
 int
 runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *o)
 {
-	struct worker w = {.cfgp = cfgp, .cfg_path = cfg_path, .o = o};
+	struct worker w = {.cfg_path = cfg_path, .o = o};
+	atomic_init(&w.cfg, *cfgp);
 	unsigned char nonce[6];
 	char hex[13];
 	sigset_t set;
@@ -893,8 +903,8 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 				/* Threads read cfg without locks and mailers keep pointers into it: the old one
 				 * stays alive until the threads are joined (a few kilobytes per reload). */
 				w.retired = xrealloc(w.retired, (w.nretired + 1) * sizeof(*w.retired));
-				w.retired[w.nretired++] = *cfgp;
-				*cfgp = fresh;
+				w.retired[w.nretired++] = cfg_now(&w);
+				atomic_store_explicit(&w.cfg, fresh, memory_order_release);
 				atomic_fetch_add(&w.cfg_gen, 1);
 				log_set_level((enum log_level)cfg_log_level(fresh));
 				log_notice("configuration reloaded");
@@ -915,11 +925,11 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 		if (cause) {
 			if (++terms == 1) {
 				log_notice("%s: stopping; running jobs have %d s to finish", cause,
-				           (*cfgp)->worker.shutdown_timeout);
+				           cfg_now(&w)->worker.shutdown_timeout);
 				sdn_notify("STOPPING=1\nSTATUS=draining");
 				atomic_store(&w.quiet, 1);
 				w.stopping = 1;
-				deadline = util_mono_ms() + (int64_t)(*cfgp)->worker.shutdown_timeout * 1000;
+				deadline = util_mono_ms() + (int64_t)cfg_now(&w)->worker.shutdown_timeout * 1000;
 			} else {
 				log_notice("second stop signal: handing back running jobs and exiting now");
 				hard = true;
@@ -928,7 +938,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 		if (deadline && (hard || all_done(&w) || util_mono_ms() >= deadline)) {
 			if (!hard && !all_done(&w))
 				log_warnx("jobs still running after %d s: handing them back",
-				          (*cfgp)->worker.shutdown_timeout);
+				          cfg_now(&w)->worker.shutdown_timeout);
 			break;
 		}
 	}
@@ -951,6 +961,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 		for (size_t i = 0; i < w.nretired; i++)
 			cfg_free(w.retired[i]);
 		free(w.retired);
+		*cfgp = cfg_now(&w); /* the caller frees the running one */
 		for (int i = 0; i < o->nqueues; i++) {
 			free(w.qkeys[i]);
 			free(w.private[i]);

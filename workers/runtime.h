@@ -21,10 +21,12 @@ struct runtime_opts {
 };
 
 /* Serves the queues until SIGTERM/SIGINT (or a TERM from the Web UI), then drains and returns the
- * process exit status. cfg is borrowed and may be swapped on SIGHUP by the runtime itself. When a job
- * still runs at the shutdown timeout or at a second stop signal, its job was handed back and its thread
- * still uses the runtime's state, cfg, the handlers' state and cairo/fontconfig: runtime_run then ends
- * the process itself (_exit, status 0) rather than return and let any of that be freed. */
+ * process exit status. *cfg is the configuration to start with; a SIGHUP puts a reloaded one in
+ * its place (the runtime frees those it replaces), and on return *cfg is the running one, the
+ * caller's to free. When a job still runs at the shutdown timeout or at a second stop signal, its
+ * job was handed back and its thread still uses the runtime's state, cfg, the handlers' state and
+ * cairo/fontconfig: runtime_run then ends the process itself (_exit, status 0) rather than return
+ * and let any of that be freed. */
 int runtime_run(struct cfg **cfg, const char *cfg_path, const struct runtime_opts *opts);
 
 #endif

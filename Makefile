@@ -25,7 +25,7 @@ LDLIBS    += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm -pthread
 ifneq ($(SANITIZE),)
 CFLAGS    += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS   += -fsanitize=$(SANITIZE)
-BUILD     := build/san
+BUILD     := build/$(if $(findstring thread,$(SANITIZE)),tsan,san)
 else
 BUILD     := build/rel
 endif

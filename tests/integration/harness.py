@@ -224,10 +224,12 @@ class Proc:
         return "<Proc %s pid %d>" % (self.name, self.p.pid)
 
 
-# A report of AddressSanitizer, LeakSanitizer or UndefinedBehaviorSanitizer (BIN=build/san/bin). Its
-# exit status alone does not always show it: a leak found at an exit(1) still exits non-zero, as an
-# error path was expected to, and UBSan exits 1 like any failure.
-_SANITIZER_RE = re.compile(r"^==\d+==(?:ERROR: \w*Sanitizer|\w*Sanitizer has encountered)|: runtime error: ", re.MULTILINE)
+# A report of AddressSanitizer, LeakSanitizer or UndefinedBehaviorSanitizer (BIN=build/san/bin), or
+# of ThreadSanitizer (BIN=build/tsan/bin). Its exit status alone does not always show it: a leak found
+# at an exit(1) still exits non-zero, as an error path was expected to, UBSan exits 1 like any
+# failure, and a data race changes no exit status until the process ends.
+_SANITIZER_RE = re.compile(r"^==\d+==(?:ERROR: \w*Sanitizer|\w*Sanitizer has encountered)|: runtime error: "
+                           r"|^WARNING: ThreadSanitizer: ", re.MULTILINE)
 
 
 # outreachctl is one thread that releases everything before it exits, also when a command fails. What

@@ -764,6 +764,30 @@ cfg_restart_needed(const struct cfg *old, const struct cfg *fresh, char *buf, si
 }
 
 void
+cfg_keep_restart_keys(const struct cfg *running, struct cfg *fresh)
+{
+	for (size_t i = 0; i < NELEM(keys); i++) {
+		const struct cfg_key *k = &keys[i];
+		if ((k->flags & CFG_RELOADABLE) || key_equal(running, fresh, k))
+			continue;
+		if (k->type == CFG_STR || k->type == CFG_SECRET_FILE) {
+			char **to = slot_str(fresh, k);
+			const char *from = *slot_str((struct cfg *)running, k);
+			if (*to && k->type == CFG_SECRET_FILE)
+				explicit_bzero(*to, strlen(*to));
+			free(*to);
+			*to = from ? xstrdup(from) : NULL;
+		} else {
+			*slot_int(fresh, k) = *slot_int((struct cfg *)running, k);
+		}
+		free(fresh->origin[i]);
+		fresh->origin[i] = running->origin[i] ? xstrdup(running->origin[i]) : NULL;
+	}
+	/* Derived from redis.url and redis.password_file, which need a restart. */
+	fresh->redis_addr = running->redis_addr;
+}
+
+void
 cfg_print(const struct cfg *c, FILE *out)
 {
 	const char *section = "";

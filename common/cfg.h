@@ -142,6 +142,10 @@ int cfg_parse_listen(const char *s, char *host, size_t hostlen, int *port) MUSTC
  * empty). */
 void cfg_restart_needed(const struct cfg *old, const struct cfg *fresh, char *buf, size_t len);
 
+/* Gives the keys whose new value needs a restart their running values again in fresh (and the
+ * values derived from them), so that a reload moves the reloadable keys only. */
+void cfg_keep_restart_keys(const struct cfg *running, struct cfg *fresh);
+
 /* Prints the effective configuration in INI form, secrets masked. */
 void cfg_print(const struct cfg *c, FILE *out);
 

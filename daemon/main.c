@@ -282,6 +282,7 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 		if (*restart)
 			log_warnx("reload: %s changed; the new value takes effect after a restart", restart);
 		/* Keys that need a restart keep their running values: only the reloadable ones move. */
+		cfg_keep_restart_keys(d->cfg, fresh);
 		apg_set_cfg(d->pg, fresh);
 		ar_set_cfg(d->ar, fresh);
 		cfg_free(d->cfg);

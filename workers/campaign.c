@@ -54,9 +54,6 @@ campaign_reload_keys(const struct cfg *c, char *err, size_t errlen)
 
 	if (have && token_keys_load(key_path, c->campaigns.previous_token_key_file, &fresh, &failed, err, errlen) == -1)
 		return -1;
-	if (key_path != NULL && strcmp(key_path, c->campaigns.token_key_file) != 0)
-		log_warnx("reload: campaigns.token_key_file changed; the key is read from %s until a restart",
-		          key_path[0] ? key_path : "(none)");
 	pthread_mutex_lock(&keys_lock);
 	token_keys_clear(&keys);
 	keys = fresh;

@@ -893,6 +893,13 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 		} else if (sig == SIGHUP) {
 			char err[1024];
 			struct cfg *fresh = cfg_load(cfg_path, err, sizeof(err));
+			if (fresh != NULL) {
+				char restart[512];
+				cfg_restart_needed(cfg_now(&w), fresh, restart, sizeof(restart));
+				if (*restart)
+					log_warnx("reload: %s changed; the new value takes effect after a restart", restart);
+				cfg_keep_restart_keys(cfg_now(&w), fresh);
+			}
 			if (fresh != NULL && w.o->reload != NULL && w.o->reload(fresh, err, sizeof(err)) == -1) {
 				cfg_free(fresh);
 				fresh = NULL;

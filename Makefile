@@ -25,7 +25,8 @@ LDLIBS    += $(shell $(PKG_CONFIG) --libs $(PKGS)) -lm -pthread
 ifneq ($(SANITIZE),)
 CFLAGS    += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS   += -fsanitize=$(SANITIZE)
-BUILD     := build/$(if $(findstring thread,$(SANITIZE)),tsan,san)
+comma     := ,
+BUILD     := build/$(if $(filter thread,$(subst $(comma), ,$(SANITIZE))),tsan,san)
 else
 BUILD     := build/rel
 endif

@@ -3,6 +3,7 @@
 #define OUTREACH_HANDLER_H
 
 #include <hiredis/hiredis.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "common/cfg.h"
@@ -39,7 +40,7 @@ struct job_ctx {
 	redisContext *redis;     /* borrowed; this thread's connection */
 	struct mailer *mailer;   /* borrowed; this thread's SMTP sender */
 	void *outbox;            /* the runtime's; see job_send_mail */
-	const volatile int *stopping; /* nonzero once the worker is asked to stop */
+	const atomic_int *stopping; /* nonzero once the worker is asked to stop (read with job_stopping) */
 	char error_class[64];
 	char error_message[512];
 };

@@ -61,13 +61,13 @@ static bool
 pause_ms(struct sync *s, int64_t ms)
 {
 	while (ms > 0) {
-		if (*s->ctx->stopping)
+		if (atomic_load_explicit(s->ctx->stopping, memory_order_relaxed))
 			return false;
 		int64_t slice = ms < 100 ? ms : 100;
 		util_sleep_ms(slice);
 		ms -= slice;
 	}
-	return !*s->ctx->stopping;
+	return !atomic_load_explicit(s->ctx->stopping, memory_order_relaxed);
 }
 
 enum fetch { FETCH_OK, FETCH_REFUSED, FETCH_FAILED, FETCH_STOPPED };

@@ -48,6 +48,7 @@ struct wthread {
 	struct db *db;
 	struct mailer *mailer;
 	int mailer_gen; /* the configuration generation the mailer was made from */
+	char fetch_sha[41]; /* this thread's: a NOSCRIPT reply loads the script again into it */
 	bool done;      /* the thread has returned */
 	pthread_mutex_t mu;
 	/* The job running now, for the heartbeat's workers hash and for hand-back on a hard stop. */
@@ -67,7 +68,7 @@ struct worker {
 	char *private[RUNTIME_MAX_QUEUES];   /* outreach:inflight:Q:identity */
 	struct wthread *threads;
 	atomic_int quiet;    /* stop fetching (TSTP or stopping) */
-	volatile int stopping; /* asked to stop: handlers may look */
+	atomic_int stopping; /* asked to stop: handlers may look */
 	atomic_long processed, failed;
 	atomic_int cfg_gen; /* raised by each reload */
 	atomic_int busy;
@@ -110,7 +111,7 @@ connect_redis(struct worker *w)
 		redisContext *r = rds_connect(&c->redis_addr, c->redis.password, c->redis.timeout, err, sizeof(err));
 		if (r)
 			return r;
-		if (w->stopping)
+		if (atomic_load_explicit(&w->stopping, memory_order_relaxed))
 			return NULL;
 		log_warnx("%s; retrying in %lld ms", err, (long long)delay);
 		util_sleep_ms(delay);
@@ -319,7 +320,8 @@ static void
 outbox_flush(struct worker *w, struct outbox *ob)
 {
 	struct wthread *t = ob->t;
-	struct job_ctx hctx = {.cfg = cfg_now(w), .db = t->db, .redis = t->r, .mailer = t->mailer, .outbox = ob,
+	struct cfg *cfg = cfg_now(w); /* one configuration for the whole flush */
+	struct job_ctx hctx = {.cfg = cfg, .db = t->db, .redis = t->r, .mailer = t->mailer, .outbox = ob,
 	                       .stopping = &w->stopping};
 
 	if (ob->n == 0) {
@@ -338,7 +340,7 @@ outbox_flush(struct worker *w, struct outbox *ob)
 	(void)!mailer_send_batch(t->mailer, NULL, msgs, ob->n);
 	for (size_t i = 0; i < ob->n; i++) {
 		struct pending *p = &ob->items[i];
-		ctxs[i] = (struct job_ctx){.cfg = cfg_now(w), .job = p->job, .db = t->db, .redis = t->r,
+		ctxs[i] = (struct job_ctx){.cfg = cfg, .job = p->job, .db = t->db, .redis = t->r,
 		                           .mailer = t->mailer, .outbox = ob, .stopping = &w->stopping};
 		log_set_context("class=%s jid=%s", p->job->class, p->job->jid);
 		res[i] = p->mail.finish(&ctxs[i], &msgs[i].res, p->mail.priv);
@@ -436,13 +438,16 @@ process(struct worker *w, struct wthread *t, struct outbox *ob, int q, const cha
 	}
 
 	/* A reload may have changed the SMTP settings: the next email uses them. */
-	if (t->mailer == NULL || t->mailer_gen != atomic_load(&w->cfg_gen)) {
+	/* The generation first: a configuration read after it is of that generation or a later one. */
+	int gen = atomic_load(&w->cfg_gen);
+	struct cfg *cfg = cfg_now(w);
+	if (t->mailer == NULL || t->mailer_gen != gen) {
 		outbox_flush(w, ob);
 		mailer_free(t->mailer);
-		t->mailer = mailer_new(cfg_now(w));
-		t->mailer_gen = atomic_load(&w->cfg_gen);
+		t->mailer = mailer_new(cfg);
+		t->mailer_gen = gen;
 	}
-	struct job_ctx ctx = {.cfg = cfg_now(w),
+	struct job_ctx ctx = {.cfg = cfg,
 	                      .job = job,
 	                      .db = t->db,
 	                      .redis = t->r,
@@ -524,7 +529,7 @@ thread_main(void *arg)
 		snprintf(nstr, sizeof(nstr), "%d", n);
 		snprintf(maxstr, sizeof(maxstr), "%d", batch);
 		argv[argc++] = "EVALSHA";
-		argv[argc++] = w->fetch_sha;
+		argv[argc++] = t->fetch_sha;
 		argv[argc++] = nkeys;
 		for (int i = 0; i < n; i++)
 			argv[argc++] = w->qkeys[order[i]];
@@ -535,7 +540,7 @@ thread_main(void *arg)
 		redisReply *rep = redisCommandArgv(t->r, argc, argv, NULL);
 		if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
 			if (rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0)
-				load_script(t->r, lua_fetch, w->fetch_sha);
+				load_script(t->r, lua_fetch, t->fetch_sha);
 			else
 				log_warnx("fetch: %s", rep ? rep->str : t->r->errstr);
 			if (rep)
@@ -858,6 +863,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 		t->idx = i;
 		pthread_mutex_init(&t->mu, NULL);
 		snprintf(t->tid, sizeof(t->tid), "%x%02x", (unsigned)getpid(), i);
+		memcpy(t->fetch_sha, w.fetch_sha, sizeof(t->fetch_sha));
 	}
 	sweep(&w);
 	free(heartbeat(&w, false));
@@ -935,7 +941,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 				           cfg_now(&w)->worker.shutdown_timeout);
 				sdn_notify("STOPPING=1\nSTATUS=draining");
 				atomic_store(&w.quiet, 1);
-				w.stopping = 1;
+				atomic_store(&w.stopping, 1);
 				deadline = util_mono_ms() + (int64_t)cfg_now(&w)->worker.shutdown_timeout * 1000;
 			} else {
 				log_notice("second stop signal: handing back running jobs and exiting now");

@@ -198,10 +198,21 @@ class Proc:
             raise self._failure("%s did not exit within %s s; its log:\n%s"
                                 % (self.name, timeout, self.log())) from None
         self._reaped()
-        report = sanitizer_report(self.log())
-        if report:
-            raise self._failure("%s (%s): the sanitizers reported an error:\n%s" % (self.name, _status(rc), report))
+        self._check(rc)
         return rc
+
+    def _check(self, rc):
+        """Fails the test if the sanitizers reported an error (once per process)."""
+        report = None if getattr(self, "_reported", False) else sanitizer_report(self.log())
+        if report:
+            self._reported = True
+            raise self._failure("%s (%s): the sanitizers reported an error:\n%s" % (self.name, _status(rc), report))
+
+    def finish(self):
+        """kill(), then fails the test if the sanitizers reported an error while the process ran
+        (ThreadSanitizer reports a race and carries on): what start_bin registers for after the test."""
+        self.kill()
+        self._check(self.p.returncode)
 
     def kill(self):
         """SIGKILL to the process and its process group, then reap."""
@@ -359,7 +370,7 @@ class Case(unittest.TestCase):
             self._class_procs.append(proc)
         else:
             self.__dict__.setdefault("_procs", []).append(proc)
-        _register(self, proc.kill)
+        _register(self, proc.finish)
         return proc
 
     @_hybrid

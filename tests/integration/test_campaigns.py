@@ -159,7 +159,7 @@ class Campaigns(harness.Case):
         bad one."""
         payload_b64, mac_b64 = tok.split(".")
         payload = b64d(payload_b64)
-        mac = hmac.new(key or self.key, payload, hashlib.sha256).digest()
+        mac = hmac.new(self.key if key is None else key, payload, hashlib.sha256).digest()
         self.assertTrue(hmac.compare_digest(b64d(mac_b64), mac),
                         "token MAC does not verify: " + tok)
         self.assertEqual(payload[0], 1)

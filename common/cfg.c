@@ -766,6 +766,11 @@ cfg_restart_needed(const struct cfg *old, const struct cfg *fresh, char *buf, si
 void
 cfg_keep_restart_keys(const struct cfg *running, struct cfg *fresh)
 {
+	char restart[1024];
+
+	cfg_restart_needed(running, fresh, restart, sizeof(restart));
+	if (*restart)
+		log_warnx("reload: %s changed; the new value takes effect after a restart", restart);
 	for (size_t i = 0; i < NELEM(keys); i++) {
 		const struct cfg_key *k = &keys[i];
 		if ((k->flags & CFG_RELOADABLE) || key_equal(running, fresh, k))

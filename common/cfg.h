@@ -143,7 +143,8 @@ int cfg_parse_listen(const char *s, char *host, size_t hostlen, int *port) MUSTC
 void cfg_restart_needed(const struct cfg *old, const struct cfg *fresh, char *buf, size_t len);
 
 /* Gives the keys whose new value needs a restart their running values again in fresh (and the
- * values derived from them), so that a reload moves the reloadable keys only. */
+ * values derived from them), so that a reload moves the reloadable keys only, and logs a warning
+ * naming them. */
 void cfg_keep_restart_keys(const struct cfg *running, struct cfg *fresh);
 
 /* Prints the effective configuration in INI form, secrets masked. */

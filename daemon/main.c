@@ -56,7 +56,6 @@ struct daemon {
 	struct figures *figures;
 	struct web *web;
 	struct public *public; /* NULL without http.public_listen */
-	char *token_key_path;  /* the key file read at start, read again on SIGHUP */
 	struct event *ev_watchdog;
 	bool announced;
 	int terms;
@@ -257,7 +256,7 @@ reload_token_key(struct daemon *d)
 
 	if (d->public == NULL)
 		return;
-	if (token_keys_load(d->token_key_path, d->cfg->campaigns.previous_token_key_file, &keys, &failed, err,
+	if (token_keys_load(d->cfg->campaigns.token_key_file, d->cfg->campaigns.previous_token_key_file, &keys, &failed, err,
 	                    sizeof(err)) == -1) {
 		log_errorx("reload: %s; keeping the running keys", err);
 		return;
@@ -270,7 +269,7 @@ static void
 on_hup(evutil_socket_t sig, short what, void *arg)
 {
 	struct daemon *d = arg;
-	char err[1024], restart[512];
+	char err[1024];
 
 	(void)sig, (void)what;
 	sdn_notifyf("RELOADING=1\nMONOTONIC_USEC=%lld\nSTATUS=reloading", (long long)util_mono_ms() * 1000);
@@ -278,9 +277,6 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 	if (fresh == NULL) {
 		log_errorx("reload failed, keeping the running configuration: %s", err);
 	} else {
-		cfg_restart_needed(d->cfg, fresh, restart, sizeof(restart));
-		if (*restart)
-			log_warnx("reload: %s changed; the new value takes effect after a restart", restart);
 		/* Keys that need a restart keep their running values: only the reloadable ones move. */
 		cfg_keep_restart_keys(d->cfg, fresh);
 		apg_set_cfg(d->pg, fresh);
@@ -370,8 +366,7 @@ main(int argc, char **argv)
 	if (*d.cfg->http.public_listen) {
 		struct token_keys keys;
 		const char *failed;
-		d.token_key_path = xstrdup(d.cfg->campaigns.token_key_file);
-		if (token_keys_load(d.token_key_path, d.cfg->campaigns.previous_token_key_file, &keys, &failed, err,
+		if (token_keys_load(d.cfg->campaigns.token_key_file, d.cfg->campaigns.previous_token_key_file, &keys, &failed, err,
 		                    sizeof(err)) == -1)
 			fatalx("%s", err);
 		d.public = public_new(d.base, d.cfg->http.public_listen, d.cfg->http.public_repeat_window, d.ar, &keys, err,
@@ -394,7 +389,6 @@ main(int argc, char **argv)
 	/* The Redis connection goes first: its pending callbacks still see the modules. */
 	ar_free(d.ar);
 	public_free(d.public); /* after the Redis connection: its last replies answer waiting unsubscribes */
-	free(d.token_key_path);
 	apg_free(d.pg);
 	figures_free(d.figures);
 	leader_free(d.leader);

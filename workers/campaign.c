@@ -22,9 +22,6 @@
 static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct token_keys keys;
 static bool have_key;
-/* campaigns.token_key_file as read at start: the path needs a restart to change (as in outreachd),
- * the file behind it is read again on each reload. */
-static char *key_path;
 /* The footer of every HTML part (CAN-SPAM): postal address, unsubscribe link, open pixel. */
 static struct tmpl *footer;
 
@@ -40,8 +37,6 @@ campaign_init(const struct cfg *c, char *err, size_t errlen)
 		                    "footer", err, errlen);
 	if (footer == NULL)
 		return -1;
-	if (key_path == NULL)
-		key_path = xstrdup(c->campaigns.token_key_file);
 	return campaign_reload_keys(c, err, errlen);
 }
 
@@ -49,7 +44,10 @@ int
 campaign_reload_keys(const struct cfg *c, char *err, size_t errlen)
 {
 	struct token_keys fresh = {0};
-	bool have = key_path != NULL && key_path[0] != '\0';
+	/* campaigns.token_key_file needs a restart to change: a reload keeps the running path
+	 * (cfg_keep_restart_keys) and the file behind it is read again. */
+	const char *key_path = c->campaigns.token_key_file;
+	bool have = key_path[0] != '\0';
 	const char *failed;
 
 	if (have && token_keys_load(key_path, c->campaigns.previous_token_key_file, &fresh, &failed, err, errlen) == -1)

@@ -13,10 +13,10 @@
 /* Prepares the campaign footer and loads the keys (campaign_reload_keys); -1 with the reason in
  * err. Called by handler_init, at start. */
 int campaign_init(const struct cfg *c, char *err, size_t errlen) MUSTCHECK;
-/* Reads the key file named by campaigns.token_key_file at start (a new path takes a restart) and c's
- * campaigns.previous_token_key_file, and makes them the running keys, or none when there was no key
- * file at start; -1 with err and the running keys kept when a file cannot be read. Safe while jobs
- * run (on SIGHUP). */
+/* Reads c's campaigns.token_key_file and campaigns.previous_token_key_file and makes them the running
+ * keys, or none when c names no key file; -1 with err and the running keys kept when a file cannot be
+ * read. Safe while jobs run (on SIGHUP, with a configuration that kept the running key path: a new
+ * path takes a restart, see cfg_keep_restart_keys). */
 int campaign_reload_keys(const struct cfg *c, char *err, size_t errlen) MUSTCHECK;
 /* A copy of the running keys into *out (the key that signs, and the previous one, which only checks):
  * false, *out untouched, when there are none. The caller wipes it (token_keys_clear). */

@@ -898,14 +898,9 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 			atomic_store(&w.quiet, 1);
 		} else if (sig == SIGHUP) {
 			char err[1024];
-			struct cfg *fresh = cfg_load(cfg_path, err, sizeof(err));
-			if (fresh != NULL) {
-				char restart[512];
-				cfg_restart_needed(cfg_now(&w), fresh, restart, sizeof(restart));
-				if (*restart)
-					log_warnx("reload: %s changed; the new value takes effect after a restart", restart);
-				cfg_keep_restart_keys(cfg_now(&w), fresh);
-			}
+			struct cfg *running = cfg_now(&w), *fresh = cfg_load(cfg_path, err, sizeof(err));
+			if (fresh != NULL)
+				cfg_keep_restart_keys(running, fresh);
 			if (fresh != NULL && w.o->reload != NULL && w.o->reload(fresh, err, sizeof(err)) == -1) {
 				cfg_free(fresh);
 				fresh = NULL;
@@ -916,7 +911,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 				/* Threads read cfg without locks and mailers keep pointers into it: the old one
 				 * stays alive until the threads are joined (a few kilobytes per reload). */
 				w.retired = xrealloc(w.retired, (w.nretired + 1) * sizeof(*w.retired));
-				w.retired[w.nretired++] = cfg_now(&w);
+				w.retired[w.nretired++] = running;
 				atomic_store_explicit(&w.cfg, fresh, memory_order_release);
 				atomic_fetch_add(&w.cfg_gen, 1);
 				log_set_level((enum log_level)cfg_log_level(fresh));

@@ -128,6 +128,7 @@ class Proc:
         self.argv = [str(a) for a in argv]
         self.name = os.path.basename(self.argv[0])
         self._failure = failure
+        self._reported = False  # a sanitizer report already failed a test
         self._chunks = []
         self._lock = threading.Lock()
         # A process group of its own, so that kill() also ends what the process started.
@@ -203,7 +204,7 @@ class Proc:
 
     def _check(self, rc):
         """Fails the test if the sanitizers reported an error (once per process)."""
-        report = None if getattr(self, "_reported", False) else sanitizer_report(self.log())
+        report = None if self._reported else sanitizer_report(self.log())
         if report:
             self._reported = True
             raise self._failure("%s (%s): the sanitizers reported an error:\n%s" % (self.name, _status(rc), report))

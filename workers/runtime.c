@@ -80,12 +80,20 @@ struct worker {
 	size_t nretired;
 };
 
-/* The running configuration. Threads read it while the main thread may put a reloaded one in its
- * place; the one it replaces stays alive until the threads are joined (w->retired). */
-static struct cfg *
+/* The running configuration, read-only. Threads read it while the main thread may put a reloaded one
+ * in its place; the one it replaces stays alive until the threads are joined (w->retired). Only the
+ * main thread, its one writer, holds it writable (cfg_owned). */
+static const struct cfg *
 cfg_now(struct worker *w)
 {
 	return atomic_load_explicit(&w->cfg, memory_order_acquire);
+}
+
+/* The running configuration as its owner, the main thread, holds it: to retire or hand back. */
+static struct cfg *
+cfg_owned(struct worker *w)
+{
+	return atomic_load_explicit(&w->cfg, memory_order_relaxed);
 }
 
 static void
@@ -320,7 +328,7 @@ static void
 outbox_flush(struct worker *w, struct outbox *ob)
 {
 	struct wthread *t = ob->t;
-	struct cfg *cfg = cfg_now(w); /* one configuration for the whole flush */
+	const struct cfg *cfg = cfg_now(w); /* one configuration for the whole flush */
 	struct job_ctx hctx = {.cfg = cfg, .db = t->db, .redis = t->r, .mailer = t->mailer, .outbox = ob,
 	                       .stopping = &w->stopping};
 
@@ -440,7 +448,7 @@ process(struct worker *w, struct wthread *t, struct outbox *ob, int q, const cha
 	/* A reload may have changed the SMTP settings: the next email uses them. */
 	/* The generation first: a configuration read after it is of that generation or a later one. */
 	int gen = atomic_load(&w->cfg_gen);
-	struct cfg *cfg = cfg_now(w);
+	const struct cfg *cfg = cfg_now(w);
 	if (t->mailer == NULL || t->mailer_gen != gen) {
 		outbox_flush(w, ob);
 		mailer_free(t->mailer);
@@ -898,7 +906,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 			atomic_store(&w.quiet, 1);
 		} else if (sig == SIGHUP) {
 			char err[1024];
-			struct cfg *running = cfg_now(&w), *fresh = cfg_load(cfg_path, err, sizeof(err));
+			struct cfg *running = cfg_owned(&w), *fresh = cfg_load(cfg_path, err, sizeof(err));
 			if (fresh != NULL)
 				cfg_keep_restart_keys(running, fresh);
 			if (fresh != NULL && w.o->reload != NULL && w.o->reload(fresh, err, sizeof(err)) == -1) {
@@ -969,7 +977,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 		for (size_t i = 0; i < w.nretired; i++)
 			cfg_free(w.retired[i]);
 		free(w.retired);
-		*cfgp = cfg_now(&w); /* the caller frees the running one */
+		*cfgp = cfg_owned(&w); /* the caller frees the running one */
 		for (int i = 0; i < o->nqueues; i++) {
 			free(w.qkeys[i]);
 			free(w.private[i]);

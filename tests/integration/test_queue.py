@@ -221,6 +221,40 @@ class Queue(QueueCase):
         self.assertIn("second stop signal", w.log())
         self.assertEqual(json.loads(r.lindex("queue:default", -1))["jid"], jid)
 
+    def test_reloads_while_job_threads_run(self):
+        """Four job threads run a stream of jobs while the worker is reloaded again and again, each
+        time with another log.level and smtp.timeout (reloadable: each job thread makes its mailer
+        anew from the new configuration): every job runs once, none is retried or dead, each reload
+        is logged, and the worker serves on. Under ThreadSanitizer (BIN=build/tsan/bin) a race
+        between a reload and the job threads fails it on the report."""
+        text = open(harness.CONFIG).read()
+        for line in ("\nlevel = info\n", "\ntimeout = 30\n\n[http]\n"):
+            self.assertIn(line, text)
+        conf = self.write_config(text)
+        w = self.start_bin("outreach-worker", "-c", conf, "--queues", "default", "--concurrency", "4",
+                           env={"OUTREACH_ALERTS_TEMPLATE_DIR": str(harness.ROOT / "config" / "templates")})
+        w.wait_log(r"ready: identity")
+        r = self.redis()
+        r.sadd("queues", "default")
+        jids = []
+        for i in range(8):
+            batch = ["%024x" % (0xab0000 + len(jids) + k) for k in range(40)]
+            jids += batch
+            r.lpush("queue:default", *(ping_job(jid, "default", "reload-reply") for jid in batch))
+            with open(conf, "w") as f:
+                f.write(text.replace("\nlevel = info\n", "\nlevel = %s\n" % ("debug" if i % 2 == 0 else "info"))
+                        .replace("\ntimeout = 30\n\n[http]\n", "\ntimeout = %d\n\n[http]\n" % (20 + i)))
+            mark = w.mark()
+            w.signal(signal.SIGHUP)
+            w.wait_log(r"configuration reloaded", since=mark)
+        self.wait_for("every job to run", lambda: r.scard("reload-reply") == len(jids), timeout=30)
+        self.assertEqual(sorted(r.smembers("reload-reply")), sorted(jids))
+        self.assertEqual((r.zcard("retry"), r.zcard("dead"), r.llen("queue:default")), (0, 0, 0))
+        self.assertEqual(len(re.findall(r"configuration reloaded", w.log())), 8, w.log())
+        self.assertIn("pong", self.ctl("ping", "--timeout", "10").stdout)
+        w.signal(signal.SIGTERM)
+        self.assertEqual(w.wait(30), 0, w.log())
+
     def test_sigkill_mid_job_comes_back(self):
         w = self.worker()
         jid = self.ctl("enqueue", "PingJob", "--args", '["kill-reply", 3000]').stdout.strip()

@@ -101,30 +101,32 @@ class Daemon(harness.Case):
         self.assertEqual(d.wait(10), 0)
 
     def test_a_reload_keeps_the_keys_that_need_a_restart(self):
-        """outreachd and a worker reloaded with a file that changes worker.shutdown_timeout (a key that
-        needs a restart) and log.level (a reloadable one): each names the first in a warning and keeps
-        its running value, and takes the second."""
+        """outreachd and a worker reloaded with a file that changes database.statement_timeout (a key
+        that needs a restart), and worker.shutdown_timeout and log.level (reloadable): each names the
+        first in a warning (test_cfg.c checks that its running value is kept), and the worker takes
+        the other two."""
         conf = self.write_config(open(harness.CONFIG).read())
         d = self.daemon(config=conf)
         w = self.start_bin("outreach-worker", "-c", conf, "--queues", "default",
                            env={"OUTREACH_ALERTS_TEMPLATE_DIR": str(harness.ROOT / "config" / "templates")})
         w.wait_log(r"ready: identity")
         text = open(conf).read()
-        for old in ("\nshutdown_timeout = 25\n", "\nlevel = info\n"):
+        for old in ("\nshutdown_timeout = 25\n", "\nlevel = info\n", "\nstatement_timeout = 30000\n"):
             self.assertIn(old, text)
         with open(conf, "w") as f:
             f.write(text.replace("\nshutdown_timeout = 25\n", "\nshutdown_timeout = 3\n")
-                    .replace("\nlevel = info\n", "\nlevel = debug\n"))
+                    .replace("\nlevel = info\n", "\nlevel = debug\n")
+                    .replace("\nstatement_timeout = 30000\n", "\nstatement_timeout = 60000\n"))
         marks = [p.mark() for p in (d, w)]
         for p in (d, w):
             p.signal(signal.SIGHUP)
         for p, mark in zip((d, w), marks):
-            p.wait_log(r"warning: reload: worker\.shutdown_timeout changed; the new value takes effect after a "
-                       r"restart", since=mark)
+            p.wait_log(r"warning: reload: database\.statement_timeout changed; the new value takes effect after "
+                       r"a restart", since=mark)
             p.wait_log(r"configuration reloaded", since=mark)
         w.wait_log(r"debug: ", since=marks[1])  # the reloadable key moved
         w.signal(signal.SIGTERM)
-        w.wait_log(r"SIGTERM: stopping; running jobs have 25 s to finish")
+        w.wait_log(r"SIGTERM: stopping; running jobs have 3 s to finish")
         self.assertEqual(w.wait(30), 0)
 
     def test_units_are_hardened(self):

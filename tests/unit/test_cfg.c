@@ -366,22 +366,24 @@ reload_restart_keys(void **state)
 	char err[512], keys[256];
 	struct cfg *a = load_text("[http]\nlisten = 127.0.0.1:1\n[smtp]\nport = 25\n", err, sizeof(err));
 	struct cfg *b = load_text("[http]\nlisten = 127.0.0.1:2\n[smtp]\nport = 26\n[redis]\n"
-	                          "url = redis://127.0.0.1:6380/2\n[worker]\nshutdown_timeout = 5\n",
+	                          "url = redis://127.0.0.1:6380/2\n[worker]\nshutdown_timeout = 5\n"
+	                          "[database]\nstatement_timeout = 5000\n",
 	                          err, sizeof(err));
 
 	(void)state;
 	assert_non_null(a);
 	assert_non_null(b);
 	cfg_restart_needed(a, b, keys, sizeof(keys));
-	/* smtp.port is reloadable */
-	assert_string_equal(keys, "redis.url, http.listen, worker.shutdown_timeout");
+	/* smtp.port and worker.shutdown_timeout are reloadable */
+	assert_string_equal(keys, "database.statement_timeout, redis.url, http.listen");
 	/* A reload keeps those at their running values, with what derives from them, and moves the rest. */
 	cfg_keep_restart_keys(a, b);
 	assert_string_equal(b->http.listen, "127.0.0.1:1");
 	assert_string_equal(b->redis.url, a->redis.url);
 	assert_int_equal(b->redis_addr.port, 6379);
 	assert_int_equal(b->redis_addr.db, 0);
-	assert_int_equal(b->worker.shutdown_timeout, 25);
+	assert_int_equal(b->database.statement_timeout, 30000);
+	assert_int_equal(b->worker.shutdown_timeout, 5);
 	assert_int_equal(b->smtp.port, 26);
 	cfg_restart_needed(a, b, keys, sizeof(keys));
 	assert_string_equal(keys, "");

@@ -244,25 +244,20 @@ on_term(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
-/* A rotated key file takes effect at a reload: campaigns.token_key_file (the path read at start) and
- * the new configuration's campaigns.previous_token_key_file. A file that cannot be read keeps the
- * running keys. */
-static void
-reload_token_key(struct daemon *d)
+/* A rotated key file takes effect at a reload: the keys of fresh (campaigns.token_key_file, the path
+ * read at start, kept by cfg_keep_restart_keys, and campaigns.previous_token_key_file) into *keys, read
+ * before fresh takes the running configuration's place; -1 with err when a file cannot be read, and
+ * the reload keeps the running configuration and keys (as the workers' does). */
+static int
+reload_token_keys(const struct daemon *d, const struct cfg *fresh, struct token_keys *keys, char *err,
+                  size_t errlen)
 {
-	struct token_keys keys;
 	const char *failed;
-	char err[600];
 
 	if (d->public == NULL)
-		return;
-	if (token_keys_load(d->cfg->campaigns.token_key_file, d->cfg->campaigns.previous_token_key_file, &keys, &failed, err,
-	                    sizeof(err)) == -1) {
-		log_errorx("reload: %s; keeping the running keys", err);
-		return;
-	}
-	public_set_key(d->public, &keys);
-	token_keys_clear(&keys);
+		return 0;
+	return token_keys_load(fresh->campaigns.token_key_file, fresh->campaigns.previous_token_key_file, keys,
+	                       &failed, err, errlen);
 }
 
 static void
@@ -273,12 +268,19 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 
 	(void)sig, (void)what;
 	sdn_notifyf("RELOADING=1\nMONOTONIC_USEC=%lld\nSTATUS=reloading", (long long)util_mono_ms() * 1000);
+	struct token_keys keys = {0};
 	struct cfg *fresh = cfg_load(d->cfg_path, err, sizeof(err));
+	if (fresh != NULL) {
+		/* Keys that need a restart keep their running values: only the reloadable ones move. */
+		cfg_keep_restart_keys(d->cfg, fresh);
+		if (reload_token_keys(d, fresh, &keys, err, sizeof(err)) == -1) {
+			cfg_free(fresh);
+			fresh = NULL;
+		}
+	}
 	if (fresh == NULL) {
 		log_errorx("reload failed, keeping the running configuration: %s", err);
 	} else {
-		/* Keys that need a restart keep their running values: only the reloadable ones move. */
-		cfg_keep_restart_keys(d->cfg, fresh);
 		apg_set_cfg(d->pg, fresh);
 		ar_set_cfg(d->ar, fresh);
 		cfg_free(d->cfg);
@@ -287,8 +289,10 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 		log_set_level((enum log_level)cfg_log_level(d->cfg));
 		log_notice("configuration reloaded from %s", d->cfg->path ? d->cfg->path : "the environment");
 		sync_settings(d);
-		reload_token_key(d);
+		if (d->public != NULL)
+			public_set_key(d->public, &keys);
 	}
+	token_keys_clear(&keys);
 	sdn_notify("READY=1");
 	status(d);
 }

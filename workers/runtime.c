@@ -891,7 +891,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 	sdn_notify("READY=1\nSTATUS=serving");
 
 	int64_t next_beat = util_mono_ms() + HEARTBEAT_MS, deadline = 0;
-	int terms = 0;
+	int terms = 0, grace = 0; /* worker.shutdown_timeout when the stop began: a reload then keeps it */
 	bool hard = false;
 	for (;;) {
 		struct timespec ts = {.tv_sec = 0, .tv_nsec = 100 * 1000000};
@@ -940,12 +940,12 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 		}
 		if (cause) {
 			if (++terms == 1) {
-				log_notice("%s: stopping; running jobs have %d s to finish", cause,
-				           cfg_now(&w)->worker.shutdown_timeout);
+				grace = cfg_now(&w)->worker.shutdown_timeout;
+				log_notice("%s: stopping; running jobs have %d s to finish", cause, grace);
 				sdn_notify("STOPPING=1\nSTATUS=draining");
 				atomic_store(&w.quiet, 1);
 				atomic_store(&w.stopping, 1);
-				deadline = util_mono_ms() + (int64_t)cfg_now(&w)->worker.shutdown_timeout * 1000;
+				deadline = util_mono_ms() + (int64_t)grace * 1000;
 			} else {
 				log_notice("second stop signal: handing back running jobs and exiting now");
 				hard = true;
@@ -953,8 +953,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 		}
 		if (deadline && (hard || all_done(&w) || util_mono_ms() >= deadline)) {
 			if (!hard && !all_done(&w))
-				log_warnx("jobs still running after %d s: handing them back",
-				          cfg_now(&w)->worker.shutdown_timeout);
+				log_warnx("jobs still running after %d s: handing them back", grace);
 			break;
 		}
 	}

@@ -390,7 +390,7 @@ class Public(harness.Case):
             self.assertEqual(len(re.findall(r"campaign event\(s\) not enqueued", self.d.log())), 1, self.d.log())
         finally:
             subprocess.run(["bash", str(harness.ROOT / "scripts" / "stack"), "start"], capture_output=True)
-        self.d.wait_log("connected to redis", since=self.d.wait_log("connection lost").end())
+        self.d.wait_log("connected to redis", since=self.d.wait_log("redis: connection lost").end())
         self.wait_for("enqueueing again", lambda: self.request("GET", "/o/" + self.token("o", 100))[0] == 200
                       and self.jobs())
         self.assertEqual(self.jobs()[0]["args"][0]["message_id"], 100)

@@ -254,6 +254,9 @@ class Queue(QueueCase):
         self.assertIn("pong", self.ctl("ping", "--timeout", "10").stdout)
         w.signal(signal.SIGTERM)
         self.assertEqual(w.wait(30), 0, w.log())
+        # the reply set holds each jid once, however often it ran: the counts the worker flushed at its
+        # stop say each ran once (and the ping's job)
+        self.assertEqual((r.get("stat:processed"), r.get("stat:failed")), (str(len(jids) + 1), "0"))
 
     def test_sigkill_mid_job_comes_back(self):
         w = self.worker()

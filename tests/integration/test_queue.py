@@ -482,5 +482,42 @@ class RefusedMoves(QueueCase):
         self.assertEqual(ghosts, {beat, notlist})
         self.assertEqual([json.loads(j)["jid"] for j in r.lrange(beat, 0, -1)], ["h" * 24])
 
+
+class PollerReload(QueueCase):
+    """scheduler.poll_interval_ms is reloadable: outreachd's poller takes a reloaded interval from its
+    next pass, without a restart."""
+
+    def polls(self, port):
+        status, body = http_get(port, "/metrics")
+        self.assertEqual(status, 200)
+        return int(re.search(r'(?m)^outreach_maint_passes_total\{kind="poll"\} (\d+)$', body).group(1))
+
+    def rate(self, port, secs=3.0):
+        """Poll passes during secs seconds."""
+        first = self.polls(port)
+        time.sleep(secs)
+        return self.polls(port) - first
+
+    def test_a_reloaded_poll_interval_takes_effect(self):
+        text = open(harness.CONFIG).read()
+        self.assertIn("\npoll_interval_ms = 500\n", text)
+        conf = self.write_config(text.replace("\npoll_interval_ms = 500\n", "\npoll_interval_ms = 1000\n"))
+        port = harness.free_port()
+        d = self.start_bin("outreachd", "-c", conf, env={"OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % port})
+        d.wait_log(r"outreachd \S+ ready")
+        self.wait_for("the first poll passes", lambda: self.polls(port) >= 2)
+        slow = self.rate(port)
+        self.assertLessEqual(slow, 4)  # one a second: three in 3 s, four at a boundary
+        with open(conf, "w") as f:
+            f.write(text.replace("\npoll_interval_ms = 500\n", "\npoll_interval_ms = 50\n"))
+        mark = d.mark()
+        d.signal(signal.SIGHUP)
+        d.wait_log("configuration reloaded", since=mark)
+        self.assertNotIn("poll_interval_ms changed", d.log()[mark:])  # no restart warning for it
+        time.sleep(1.1)  # the pass armed with the old interval
+        fast = self.rate(port)
+        self.assertGreaterEqual(fast, 15, (slow, fast))  # one in 50 ms: 60 in 3 s, on a busy machine fewer
+
+
 if __name__ == "__main__":
     harness.main()

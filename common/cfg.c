@@ -752,29 +752,15 @@ key_equal(const struct cfg *a, const struct cfg *b, const struct cfg_key *k)
 }
 
 void
-cfg_restart_needed(const struct cfg *old, const struct cfg *fresh, char *buf, size_t len)
+cfg_keep_restart_keys(const struct cfg *running, struct cfg *fresh, char *names, size_t len)
 {
-	buf[0] = '\0';
-	for (size_t i = 0; i < NELEM(keys); i++) {
-		if ((keys[i].flags & CFG_RELOADABLE) || key_equal(old, fresh, &keys[i]))
-			continue;
-		size_t n = strlen(buf);
-		snprintf(buf + n, len - n, "%s%s.%s", n ? ", " : "", keys[i].section, keys[i].name);
-	}
-}
-
-void
-cfg_keep_restart_keys(const struct cfg *running, struct cfg *fresh)
-{
-	char restart[1024];
-
-	cfg_restart_needed(running, fresh, restart, sizeof(restart));
-	if (*restart)
-		log_warnx("reload: %s changed; the new value takes effect after a restart", restart);
+	names[0] = '\0';
 	for (size_t i = 0; i < NELEM(keys); i++) {
 		const struct cfg_key *k = &keys[i];
 		if ((k->flags & CFG_RELOADABLE) || key_equal(running, fresh, k))
 			continue;
+		size_t n = strlen(names);
+		snprintf(names + n, len - n, "%s%s.%s", n ? ", " : "", k->section, k->name);
 		if (k->type == CFG_STR || k->type == CFG_SECRET_FILE) {
 			char **to = slot_str(fresh, k);
 			const char *from = *slot_str((struct cfg *)running, k);
@@ -790,6 +776,24 @@ cfg_keep_restart_keys(const struct cfg *running, struct cfg *fresh)
 	}
 	/* Derived from redis.url and redis.password_file, which need a restart. */
 	fresh->redis_addr = running->redis_addr;
+}
+
+struct cfg *
+cfg_reload(const struct cfg *running, const char *path, cfg_check_fn check, void *arg, char *err, size_t errlen)
+{
+	char restart[1024];
+	struct cfg *fresh = cfg_load(path, err, errlen);
+
+	if (fresh == NULL)
+		return NULL;
+	cfg_keep_restart_keys(running, fresh, restart, sizeof(restart));
+	if (check != NULL && check(fresh, arg, err, errlen) == -1) {
+		cfg_free(fresh);
+		return NULL;
+	}
+	if (*restart)
+		log_warnx("reload: %s changed; the new value takes effect after a restart", restart);
+	return fresh;
 }
 
 void

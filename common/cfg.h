@@ -138,14 +138,19 @@ const char *cfg_default_path(void);
 /* Splits "host:port" or "[v6]:port"; -1 when malformed. */
 int cfg_parse_listen(const char *s, char *host, size_t hostlen, int *port) MUSTCHECK;
 
-/* Names the keys whose new value needs a restart; writes them comma-separated into buf (may be
- * empty). */
-void cfg_restart_needed(const struct cfg *old, const struct cfg *fresh, char *buf, size_t len);
-
 /* Gives the keys whose new value needs a restart their running values again in fresh (and the
- * values derived from them), so that a reload moves the reloadable keys only, and logs a warning
- * naming them. */
-void cfg_keep_restart_keys(const struct cfg *running, struct cfg *fresh);
+ * values derived from them), so that a reload moves the reloadable keys only; writes the names of
+ * the keys it kept, comma-separated, into names (empty when none). */
+void cfg_keep_restart_keys(const struct cfg *running, struct cfg *fresh, char *names, size_t len);
+
+/* Vets a reloaded configuration before it takes the running one's place: -1 with err refuses it. */
+typedef int (*cfg_check_fn)(const struct cfg *fresh, void *arg, char *err, size_t errlen);
+
+/* A reload of running from path (NULL: the environment alone): loads it, keeps the keys that need a
+ * restart (cfg_keep_restart_keys), then lets check (when not NULL) vet it, and warns naming the keys
+ * kept. NULL with err when the file cannot be loaded or check refuses; running is never changed. */
+struct cfg *cfg_reload(const struct cfg *running, const char *path, cfg_check_fn check, void *arg, char *err,
+                       size_t errlen) MUSTCHECK;
 
 /* Prints the effective configuration in INI form, secrets masked. */
 void cfg_print(const struct cfg *c, FILE *out);

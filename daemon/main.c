@@ -244,19 +244,16 @@ on_term(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
-/* A rotated key file takes effect at a reload: the keys of fresh (campaigns.token_key_file, the path
- * read at start, kept by cfg_keep_restart_keys, and campaigns.previous_token_key_file) into *keys, read
- * before fresh takes the running configuration's place; -1 with err when a file cannot be read, and
- * the reload keeps the running configuration and keys (as the workers' does). */
+/* A rotated key file takes effect at a reload: the check of cfg_reload reads the keys of fresh
+ * (campaigns.token_key_file, the path read at start, which a reload keeps, and
+ * campaigns.previous_token_key_file) into arg, a struct token_keys; a file that cannot be read refuses
+ * the whole reload, as in the workers. */
 static int
-reload_token_keys(const struct daemon *d, const struct cfg *fresh, struct token_keys *keys, char *err,
-                  size_t errlen)
+reload_token_keys(const struct cfg *fresh, void *arg, char *err, size_t errlen)
 {
 	const char *failed;
 
-	if (d->public == NULL)
-		return 0;
-	return token_keys_load(fresh->campaigns.token_key_file, fresh->campaigns.previous_token_key_file, keys,
+	return token_keys_load(fresh->campaigns.token_key_file, fresh->campaigns.previous_token_key_file, arg,
 	                       &failed, err, errlen);
 }
 
@@ -269,15 +266,8 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 	(void)sig, (void)what;
 	sdn_notifyf("RELOADING=1\nMONOTONIC_USEC=%lld\nSTATUS=reloading", (long long)util_mono_ms() * 1000);
 	struct token_keys keys = {0};
-	struct cfg *fresh = cfg_load(d->cfg_path, err, sizeof(err));
-	if (fresh != NULL) {
-		/* Keys that need a restart keep their running values: only the reloadable ones move. */
-		cfg_keep_restart_keys(d->cfg, fresh);
-		if (reload_token_keys(d, fresh, &keys, err, sizeof(err)) == -1) {
-			cfg_free(fresh);
-			fresh = NULL;
-		}
-	}
+	struct cfg *fresh =
+	    cfg_reload(d->cfg, d->cfg_path, d->public ? reload_token_keys : NULL, &keys, err, sizeof(err));
 	if (fresh == NULL) {
 		log_errorx("reload failed, keeping the running configuration: %s", err);
 	} else {
@@ -289,8 +279,7 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 		log_set_level((enum log_level)cfg_log_level(d->cfg));
 		log_notice("configuration reloaded from %s", d->cfg->path ? d->cfg->path : "the environment");
 		sync_settings(d);
-		if (d->public != NULL)
-			public_set_key(d->public, &keys);
+		public_set_key(d->public, &keys);
 	}
 	token_keys_clear(&keys);
 	sdn_notify("READY=1");

@@ -81,8 +81,9 @@ handler_init(const struct cfg *c, char *err, size_t errlen)
 }
 
 int
-handler_reload(const struct cfg *c, char *err, size_t errlen)
+handler_reload(const struct cfg *c, void *unused, char *err, size_t errlen)
 {
+	(void)unused;
 	return campaign_reload_keys(c, err, errlen);
 }
 

@@ -79,8 +79,8 @@ int handler_init(const struct cfg *c, char *err, size_t errlen) MUSTCHECK;
 void handler_shutdown(void);
 /* What a SIGHUP reads again for the handlers, with the new configuration c, before it takes the
  * place of the running one: the campaign token keys. -1 with err (the reload is refused, the
- * running keys kept). */
-int handler_reload(const struct cfg *c, char *err, size_t errlen) MUSTCHECK;
+ * running keys kept). A cfg_check_fn. */
+int handler_reload(const struct cfg *c, void *unused, char *err, size_t errlen) MUSTCHECK;
 /* The loaded templates of an email kind (see common/mailtmpl.h); never NULL after handler_init. */
 const struct mailtmpl *handler_templates(const char *kind);
 

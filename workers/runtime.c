@@ -75,7 +75,6 @@ struct worker {
 	redisContext *hb;    /* the main thread's connection: heartbeat, sweep, hand-back */
 	struct queue_refusals *sweep_refused; /* the sweep's moves Redis refused, logged once */
 	unsigned long sweeps;                 /* sweeps done, for the debug log */
-	char fetch_sha[41];
 	struct cfg **retired; /* configurations a reload replaced: threads may still read them */
 	size_t nretired;
 };
@@ -859,7 +858,8 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 	w.hb = connect_redis(&w);
 	if (w.hb == NULL)
 		return 0;
-	load_script(w.hb, lua_fetch, w.fetch_sha);
+	char fetch_sha[41] = ""; /* seeds each thread's copy (empty if the load failed: NOSCRIPT loads it) */
+	load_script(w.hb, lua_fetch, fetch_sha);
 	load_script(w.hb, queue_lua_move, (char[41]){0});
 	w.sweep_refused = queue_refusals_new();
 	/* Jobs of workers that died before us go back first; then we announce ourselves, and only
@@ -871,7 +871,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 		t->idx = i;
 		pthread_mutex_init(&t->mu, NULL);
 		snprintf(t->tid, sizeof(t->tid), "%x%02x", (unsigned)getpid(), i);
-		memcpy(t->fetch_sha, w.fetch_sha, sizeof(t->fetch_sha));
+		memcpy(t->fetch_sha, fetch_sha, sizeof(t->fetch_sha));
 	}
 	sweep(&w);
 	free(heartbeat(&w, false));
@@ -906,13 +906,8 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 			atomic_store(&w.quiet, 1);
 		} else if (sig == SIGHUP) {
 			char err[1024];
-			struct cfg *running = cfg_owned(&w), *fresh = cfg_load(cfg_path, err, sizeof(err));
-			if (fresh != NULL)
-				cfg_keep_restart_keys(running, fresh);
-			if (fresh != NULL && w.o->reload != NULL && w.o->reload(fresh, err, sizeof(err)) == -1) {
-				cfg_free(fresh);
-				fresh = NULL;
-			}
+			struct cfg *running = cfg_owned(&w);
+			struct cfg *fresh = cfg_reload(running, cfg_path, w.o->reload, NULL, err, sizeof(err));
 			if (fresh == NULL)
 				log_errorx("reload failed, keeping the running configuration: %s", err);
 			else {

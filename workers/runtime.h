@@ -15,9 +15,9 @@ struct runtime_opts {
 	bool weighted; /* random order by weight on each fetch, instead of strict order */
 	int concurrency;
 	const char *tag;
-	/* Called on SIGHUP with the configuration just read, before it replaces the running one; -1
-	 * with err refuses the reload. NULL: none. */
-	int (*reload)(const struct cfg *fresh, char *err, size_t errlen);
+	/* Called on SIGHUP with the configuration just read (arg NULL), before it replaces the running
+	 * one; -1 with err refuses the reload. NULL: none. */
+	cfg_check_fn reload;
 };
 
 /* Serves the queues until SIGTERM/SIGINT (or a TERM from the Web UI), then drains and returns the

@@ -27,6 +27,7 @@ import pathlib
 import random
 import re
 import secrets
+import select
 import shlex
 import shutil
 import signal
@@ -120,7 +121,9 @@ atexit.register(_kill_live)
 
 
 class Proc:
-    """A started binary; its stderr (and stdout) are collected by a background thread.
+    """A started binary; its stderr (and stdout) are collected by a background thread, and by log()
+    itself, which first reads what waits in the pipe: log() holds every line the process wrote before
+    the call, so a test may read it right after the action that logs.
 
     `p` is the subprocess.Popen object, `name` the binary's name."""
 
@@ -129,7 +132,8 @@ class Proc:
         self.name = os.path.basename(self.argv[0])
         self._failure = failure
         self._reported = False  # a sanitizer report already failed a test
-        self._chunks = []
+        self._out = bytearray()  # what the process wrote so far, read under _lock
+        self._eof = False
         self._lock = threading.Lock()
         # A process group of its own, so that kill() also ends what the process started.
         self.p = subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -151,15 +155,32 @@ class Proc:
         return self.p.poll() is None
 
     def _read(self):
-        for line in iter(self.p.stdout.readline, b""):
+        fd = self.p.stdout.fileno()
+        os.set_blocking(fd, False)
+        while not self._eof:
+            select.select([fd], [], [])
             with self._lock:
-                self._chunks.append(line.decode("utf-8", "replace"))
+                self._drain()
         self.p.stdout.close()
 
+    def _drain(self):
+        """Moves what waits in the pipe into _out (under _lock; none once the pipe is at its end)."""
+        while not self._eof:
+            try:
+                data = os.read(self.p.stdout.fileno(), 1 << 16)
+            except BlockingIOError:
+                return
+            if data:
+                self._out += data
+            else:
+                self._eof = True
+
     def log(self):
-        """Everything the process wrote so far."""
+        """Everything the process wrote so far: its complete lines (all of it once it has ended)."""
         with self._lock:
-            return "".join(self._chunks)
+            self._drain()
+            end = len(self._out) if self._eof else self._out.rfind(b"\n") + 1
+            return self._out[:end].decode("utf-8", "replace")
 
     def mark(self):
         """The current length of the log, for wait_log(..., since=mark)."""

@@ -192,7 +192,9 @@ test_reload_keys(void **state)
 	setenv("OUTREACH_CAMPAIGNS_TOKEN_KEY_FILE", path[2], 1);
 	struct cfg *moved = cfg_load("/dev/null", err, sizeof(err));
 	assert_non_null(moved);
-	cfg_keep_restart_keys(start, moved);
+	char kept[256];
+	cfg_keep_restart_keys(start, moved, kept, sizeof(kept));
+	assert_string_equal(kept, "campaigns.token_key_file");
 	write_key(path[0], b);
 	assert_int_equal(campaign_reload_keys(moved, err, sizeof(err)), 0);
 	assert_keys(b, a);

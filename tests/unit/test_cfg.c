@@ -373,11 +373,10 @@ reload_restart_keys(void **state)
 	(void)state;
 	assert_non_null(a);
 	assert_non_null(b);
-	cfg_restart_needed(a, b, keys, sizeof(keys));
-	/* smtp.port and worker.shutdown_timeout are reloadable */
+	/* A reload keeps the keys that need a restart at their running values, with what derives from
+	 * them, names them, and moves the rest (smtp.port and worker.shutdown_timeout are reloadable). */
+	cfg_keep_restart_keys(a, b, keys, sizeof(keys));
 	assert_string_equal(keys, "database.statement_timeout, redis.url, http.listen");
-	/* A reload keeps those at their running values, with what derives from them, and moves the rest. */
-	cfg_keep_restart_keys(a, b);
 	assert_string_equal(b->http.listen, "127.0.0.1:1");
 	assert_string_equal(b->redis.url, a->redis.url);
 	assert_int_equal(b->redis_addr.port, 6379);
@@ -385,10 +384,60 @@ reload_restart_keys(void **state)
 	assert_int_equal(b->database.statement_timeout, 30000);
 	assert_int_equal(b->worker.shutdown_timeout, 5);
 	assert_int_equal(b->smtp.port, 26);
-	cfg_restart_needed(a, b, keys, sizeof(keys));
+	cfg_keep_restart_keys(a, b, keys, sizeof(keys));
 	assert_string_equal(keys, "");
 	cfg_free(a);
 	cfg_free(b);
+}
+
+/* A check for cfg_reload: records what it saw in *arg, refuses when the reloaded smtp.port is 27. */
+static int
+check_port(const struct cfg *fresh, void *arg, char *err, size_t errlen)
+{
+	*(const struct cfg **)arg = fresh;
+	if (fresh->smtp.port == 27) {
+		snprintf(err, errlen, "port 27 refused");
+		return -1;
+	}
+	return 0;
+}
+
+static void
+reload_checks_then_swaps(void **state)
+{
+	char err[512];
+	const struct cfg *seen = NULL;
+	struct cfg *a = load_text("[http]\nlisten = 127.0.0.1:1\n[smtp]\nport = 25\n", err, sizeof(err));
+
+	(void)state;
+	assert_non_null(a);
+	/* The check sees the reloaded configuration with the restart-only keys already kept. */
+	const char *path = write_file("t.conf", "[http]\nlisten = 127.0.0.1:2\n[smtp]\nport = 26\n");
+	struct cfg *b = cfg_reload(a, path, check_port, &seen, err, sizeof(err));
+	assert_non_null(b);
+	assert_ptr_equal(seen, b);
+	assert_string_equal(b->http.listen, "127.0.0.1:1");
+	assert_int_equal(b->smtp.port, 26);
+	cfg_free(b);
+	/* Refused by the check: NULL with its reason, the running configuration untouched. */
+	path = write_file("t.conf", "[smtp]\nport = 27\n");
+	assert_null(cfg_reload(a, path, check_port, &seen, err, sizeof(err)));
+	assert_string_equal(err, "port 27 refused");
+	/* A file that does not parse: NULL with the file and line named, the check never called. */
+	seen = NULL;
+	path = write_file("t.conf", "[smtp]\nport = many\n");
+	assert_null(cfg_reload(a, path, check_port, &seen, err, sizeof(err)));
+	assert_null(seen);
+	assert_non_null(strstr(err, "t.conf:2"));
+	/* No check at all. */
+	path = write_file("t.conf", "[smtp]\nport = 28\n");
+	b = cfg_reload(a, path, NULL, NULL, err, sizeof(err));
+	assert_non_null(b);
+	assert_int_equal(b->smtp.port, 28);
+	assert_int_equal(a->smtp.port, 25);
+	assert_string_equal(a->http.listen, "127.0.0.1:1");
+	cfg_free(b);
+	cfg_free(a);
 }
 
 static void
@@ -421,6 +470,7 @@ main(void)
 	    cmocka_unit_test_setup(secret_files, clear_env),
 	    cmocka_unit_test_setup(env_overrides, clear_env),
 	    cmocka_unit_test_setup(reload_restart_keys, clear_env),
+	    cmocka_unit_test_setup(reload_checks_then_swaps, clear_env),
 	    cmocka_unit_test(listen_parsing),
 	};
 	int rc;

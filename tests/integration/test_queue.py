@@ -52,6 +52,14 @@ class QueueCase(harness.Case):
     def dead_jobs(self):
         return [json.loads(j) for j in self.redis().zrange("dead", 0, -1)]
 
+    def ghost(self, queue, *jobs):
+        """The private list of a worker that died on another host, holding jobs; its key."""
+        key = "outreach:inflight:%s:ghost.example:%d:aaaaaaaaaaaa" % (queue, 4000 + len(self.redis().smembers("outreach:inflight")))
+        r = self.redis()
+        r.rpush(key, *jobs)
+        r.sadd("outreach:inflight", key)
+        return key
+
 
 
 class Queue(QueueCase):
@@ -364,14 +372,6 @@ class RefusedMoves(QueueCase):
         first = self.metrics(d)[key]
         return self.wait_for("%d passes" % n, lambda: (lambda m: m[key] >= first + n and m)(self.metrics(d)))
 
-    def ghost(self, queue, *jobs):
-        """The private list of a worker that died on another host, holding jobs; its key."""
-        key = "outreach:inflight:%s:ghost.example:%d:aaaaaaaaaaaa" % (queue, 4000 + len(self.redis().smembers("outreach:inflight")))
-        r = self.redis()
-        r.rpush(key, *jobs)
-        r.sadd("outreach:inflight", key)
-        return key
-
     def test_daemon_poller_skips_refused_due_jobs(self):
         r = self.redis()
         # More refused due jobs than a poll reads at once, then one that can move, due last.
@@ -517,6 +517,48 @@ class PollerReload(QueueCase):
         time.sleep(1.1)  # the pass armed with the old interval
         fast = self.rate(port)
         self.assertGreaterEqual(fast, 15, (slow, fast))  # one in 50 ms: 60 in 3 s, on a busy machine fewer
+
+
+class WorkerReload(QueueCase):
+    """worker.max_job_size and worker.max_recoveries are reloadable: a worker applies reloaded values
+    to the next job it parses and the next list it sweeps, without a restart."""
+
+    def test_reloaded_job_limits_take_effect(self):
+        text = open(harness.CONFIG).read()
+        for line in ("\nmax_job_size = 1048576\n", "\nmax_recoveries = 3\n"):
+            self.assertIn(line, text)
+        conf = self.write_config(text)
+        r = self.redis()
+        r.sadd("queues", "default")
+        # Before the reload: a job of about 6 KB runs, and a job handed back once already by a dead
+        # worker is handed back again (onto "other", which no worker here serves).
+        self.ghost("other", ping_job("a" * 24, "other", "limits-reply", outreach_recovered=1))
+        w = self.start_bin("outreach-worker", "-c", conf, "--queues", "default",
+                           env={"OUTREACH_ALERTS_TEMPLATE_DIR": str(harness.ROOT / "config" / "templates")})
+        w.wait_log(r"ready: identity")
+        self.wait_for("the dead worker's job handed back", lambda: r.llen("queue:other") == 1)
+        big = ping_job("b" * 24, "default", "limits-reply", pad="x" * 6000)
+        r.lpush("queue:default", big)
+        self.wait_for("the 6 KB job to run", lambda: r.sismember("limits-reply", "b" * 24))
+        with open(conf, "w") as f:
+            f.write(text.replace("\nmax_job_size = 1048576\n", "\nmax_job_size = 4096\n")
+                    .replace("\nmax_recoveries = 3\n", "\nmax_recoveries = 1\n"))
+        mark = w.mark()
+        w.signal(signal.SIGHUP)
+        w.wait_log("configuration reloaded", since=mark)
+        self.assertNotIn("takes effect after a restart", w.log()[mark:])
+        # After it: the same size is too large, and a job handed back once goes to dead.
+        r.lpush("queue:default", big.replace("b" * 24, "c" * 24))
+        self.ghost("other", ping_job("d" * 24, "other", "limits-reply", outreach_recovered=1))
+        self.wait_for("both jobs in dead", lambda: r.zcard("dead") == 2, timeout=20)
+        dead = {d["jid"]: d for d in self.dead_jobs()}
+        self.assertEqual(set(dead), {"c" * 24, "d" * 24})
+        self.assertEqual(dead["c" * 24]["error_class"], "InvalidJob")
+        self.assertIn("exceeds the limit of 4096 bytes", dead["c" * 24]["error_message"])
+        self.assertEqual(dead["d" * 24]["error_class"], "WorkerLost")
+        self.assertEqual(r.llen("queue:other"), 1)
+        self.assertFalse(r.sismember("limits-reply", "c" * 24))
+        self.assertIsNone(w.returncode)
 
 
 if __name__ == "__main__":

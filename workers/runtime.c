@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -48,6 +49,10 @@ struct wthread {
 	struct db *db;
 	struct mailer *mailer;
 	int mailer_gen; /* the configuration generation the mailer was made from */
+	/* The configuration generation this thread read at the top of its loop, where it holds no
+	 * configuration (its mailer keeps copies): it may hold one of that generation or a later one,
+	 * never an earlier. INT_MAX once it has returned. */
+	atomic_int cfg_seen;
 	char fetch_sha[41]; /* this thread's: a NOSCRIPT reply loads the script again into it */
 	bool done;      /* the thread has returned */
 	pthread_mutex_t mu;
@@ -75,12 +80,17 @@ struct worker {
 	redisContext *hb;    /* the main thread's connection: heartbeat, sweep, hand-back */
 	struct queue_refusals *sweep_refused; /* the sweep's moves Redis refused, logged once */
 	unsigned long sweeps;                 /* sweeps done, for the debug log */
-	struct cfg **retired; /* configurations a reload replaced: threads may still read them */
+	/* Configurations a reload replaced, each with the generation it served: a thread may still read
+	 * one until every thread has seen a later generation (free_retired). */
+	struct retired {
+		struct cfg *cfg;
+		int gen;
+	} *retired;
 	size_t nretired;
 };
 
 /* The running configuration, read-only. Threads read it while the main thread may put a reloaded one
- * in its place; the one it replaces stays alive until the threads are joined (w->retired). Only the
+ * in its place; the one it replaces stays alive until no thread can hold it (w->retired). Only the
  * main thread, its one writer, holds it writable (cfg_owned). */
 static const struct cfg *
 cfg_now(struct worker *w)
@@ -526,6 +536,8 @@ thread_main(void *arg)
 
 	t->r = connect_redis(w);
 	while (t->r && !atomic_load(&w->quiet)) {
+		/* Here the thread holds no configuration: the ones before this generation may go. */
+		atomic_store(&t->cfg_seen, atomic_load(&w->cfg_gen));
 		int order[RUNTIME_MAX_QUEUES], n = w->o->nqueues;
 		const char *argv[4 + 2 * RUNTIME_MAX_QUEUES];
 		char nstr[16], maxstr[16], nkeys[16];
@@ -616,10 +628,39 @@ thread_main(void *arg)
 	}
 	outbox_flush(w, &ob);
 	free(ob.items);
+	atomic_store(&t->cfg_seen, INT_MAX);
 	pthread_mutex_lock(&t->mu);
 	t->done = true;
 	pthread_mutex_unlock(&t->mu);
 	return NULL;
+}
+
+/* Frees the replaced configurations no thread can hold any more: those of a generation before the
+ * earliest any thread has seen at the top of its loop. A thread busy with a long job holds back the
+ * ones from its job's start on, until it is done. */
+static void
+free_retired(struct worker *w)
+{
+	int seen = INT_MAX;
+	size_t kept = 0, freed = 0;
+
+	if (w->nretired == 0)
+		return;
+	for (int i = 0; i < w->o->concurrency; i++) {
+		int s = atomic_load(&w->threads[i].cfg_seen);
+		if (s < seen)
+			seen = s;
+	}
+	for (size_t i = 0; i < w->nretired; i++) {
+		if (w->retired[i].gen < seen) {
+			cfg_free(w->retired[i].cfg);
+			freed++;
+		} else {
+			w->retired[kept++] = w->retired[i];
+		}
+	}
+	w->nretired = kept;
+	log_debug("replaced configurations: %zu freed, %zu still held by running jobs", freed, kept);
 }
 
 static long
@@ -911,10 +952,11 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 			if (fresh == NULL)
 				log_errorx("reload failed, keeping the running configuration: %s", err);
 			else {
-				/* Threads read cfg without locks and mailers keep pointers into it: the old one
-				 * stays alive until the threads are joined (a few kilobytes per reload). */
+				/* Threads read cfg without locks: the old one stays alive until no thread can
+				 * hold it (free_retired, at the next heartbeats). The new pointer is published
+				 * before its generation, so a thread that sees the generation reads it. */
 				w.retired = xrealloc(w.retired, (w.nretired + 1) * sizeof(*w.retired));
-				w.retired[w.nretired++] = running;
+				w.retired[w.nretired++] = (struct retired){running, atomic_load(&w.cfg_gen)};
 				atomic_store_explicit(&w.cfg, fresh, memory_order_release);
 				atomic_fetch_add(&w.cfg_gen, 1);
 				log_set_level((enum log_level)cfg_log_level(fresh));
@@ -932,6 +974,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 			free(s);
 			if (!deadline)
 				sweep(&w);
+			free_retired(&w);
 		}
 		if (cause) {
 			if (++terms == 1) {
@@ -969,7 +1012,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 		}
 		free(w.threads);
 		for (size_t i = 0; i < w.nretired; i++)
-			cfg_free(w.retired[i]);
+			cfg_free(w.retired[i].cfg);
 		free(w.retired);
 		*cfgp = cfg_owned(&w); /* the caller frees the running one */
 		for (int i = 0; i < o->nqueues; i++) {

@@ -266,6 +266,38 @@ class Queue(QueueCase):
         # stop say each ran once (and the ping's job)
         self.assertEqual((r.get("stat:processed"), r.get("stat:failed")), (str(len(jids) + 1), "0"))
 
+    def test_replaced_configurations_are_freed_once_no_job_holds_them(self):
+        """A reload's replaced configuration is freed at a heartbeat once every job thread has
+        passed the top of its loop since; a thread busy with a job started before the reload holds
+        it (and those after it) until the job ends."""
+        text = open(harness.CONFIG).read()
+        self.assertIn("\nlevel = info\n", text)
+        conf = self.write_config(text.replace("\nlevel = info\n", "\nlevel = debug\n"))
+        w = self.start_bin("outreach-worker", "-c", conf, "--queues", "default", "--concurrency", "2",
+                           env={"OUTREACH_ALERTS_TEMPLATE_DIR": str(harness.ROOT / "config" / "templates")})
+        w.wait_log(r"ready: identity")
+        held = r"replaced configurations: %d freed, %d still held by running jobs$"
+
+        def reload():
+            mark = w.mark()
+            w.signal(signal.SIGHUP)
+            w.wait_log(r"configuration reloaded", since=mark)
+            return mark
+
+        # Idle threads pass the top of their loop at least once a second: freed at a heartbeat.
+        w.wait_log(held % (1, 0), since=reload(), timeout=15)
+        # A job that runs 8 s holds the two configurations replaced while it runs, then frees them.
+        jid = self.ctl("enqueue", "PingJob", "--args", json.dumps(["epoch-reply", 8000])).stdout.strip()
+        r = self.redis()
+        self.wait_for("the job to start", lambda: r.llen("queue:default") == 0)
+        mark = reload()
+        reload()
+        w.wait_log(held % (0, 2), since=mark, timeout=15)
+        self.assertNotRegex(w.log()[mark:], r"replaced configurations: [12] freed")
+        self.wait_for("the job to end", lambda: r.sismember("epoch-reply", jid), timeout=20)
+        w.wait_log(held % (2, 0), since=mark, timeout=15)
+        self.assertIn("pong", self.ctl("ping", "--timeout", "10").stdout)
+
     def test_sigkill_mid_job_comes_back(self):
         w = self.worker()
         jid = self.ctl("enqueue", "PingJob", "--args", '["kill-reply", 3000]').stdout.strip()

@@ -516,39 +516,59 @@ class RefusedMoves(QueueCase):
 
 
 class PollerReload(QueueCase):
-    """scheduler.poll_interval_ms is reloadable: outreachd's poller takes a reloaded interval from its
-    next pass, without a restart."""
+    """scheduler.poll_interval_ms and scheduler.sweep_interval are reloadable: outreachd's poller and
+    sweeper take a reloaded interval from their next pass, without a restart."""
 
-    def polls(self, port):
+    def passes(self, port, kind="poll"):
         status, body = http_get(port, "/metrics")
         self.assertEqual(status, 200)
-        return int(re.search(r'(?m)^outreach_maint_passes_total\{kind="poll"\} (\d+)$', body).group(1))
+        return int(re.search(r'(?m)^outreach_maint_passes_total\{kind="%s"\} (\d+)$' % kind, body).group(1))
 
-    def rate(self, port, secs=3.0):
-        """Poll passes during secs seconds."""
-        first = self.polls(port)
+    def rate(self, port, secs=3.0, kind="poll"):
+        """Passes of kind during secs seconds."""
+        first = self.passes(port, kind)
         time.sleep(secs)
-        return self.polls(port) - first
+        return self.passes(port, kind) - first
+
+    def start(self, conf):
+        port = harness.free_port()
+        d = self.start_bin("outreachd", "-c", conf, env={"OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % port})
+        d.wait_log(r"outreachd \S+ ready")
+        return d, port
+
+    def reload(self, d, conf, text, key):
+        with open(conf, "w") as f:
+            f.write(text)
+        mark = d.mark()
+        d.signal(signal.SIGHUP)
+        d.wait_log("configuration reloaded", since=mark)
+        self.assertNotIn("%s changed" % key, d.log()[mark:])  # no restart warning for it
 
     def test_a_reloaded_poll_interval_takes_effect(self):
         text = open(harness.CONFIG).read()
         self.assertIn("\npoll_interval_ms = 500\n", text)
         conf = self.write_config(text.replace("\npoll_interval_ms = 500\n", "\npoll_interval_ms = 1000\n"))
-        port = harness.free_port()
-        d = self.start_bin("outreachd", "-c", conf, env={"OUTREACH_HTTP_LISTEN": "127.0.0.1:%d" % port})
-        d.wait_log(r"outreachd \S+ ready")
-        self.wait_for("the first poll passes", lambda: self.polls(port) >= 2)
+        d, port = self.start(conf)
+        self.wait_for("the first poll passes", lambda: self.passes(port) >= 2)
         slow = self.rate(port)
         self.assertLessEqual(slow, 4)  # one a second: three in 3 s, four at a boundary
-        with open(conf, "w") as f:
-            f.write(text.replace("\npoll_interval_ms = 500\n", "\npoll_interval_ms = 50\n"))
-        mark = d.mark()
-        d.signal(signal.SIGHUP)
-        d.wait_log("configuration reloaded", since=mark)
-        self.assertNotIn("poll_interval_ms changed", d.log()[mark:])  # no restart warning for it
+        self.reload(d, conf, text.replace("\npoll_interval_ms = 500\n", "\npoll_interval_ms = 50\n"),
+                    "poll_interval_ms")
         time.sleep(1.1)  # the pass armed with the old interval
         fast = self.rate(port)
         self.assertGreaterEqual(fast, 15, (slow, fast))  # one in 50 ms: 60 in 3 s, on a busy machine fewer
+
+    def test_a_reloaded_sweep_interval_takes_effect(self):
+        text = open(harness.CONFIG).read()
+        self.assertIn("\nsweep_interval = 10\n", text)
+        conf = self.write_config(text)
+        d, port = self.start(conf)
+        slow = self.rate(port, 4.0, "sweep")
+        self.assertLessEqual(slow, 1)  # one in 10 s
+        self.reload(d, conf, text.replace("\nsweep_interval = 10\n", "\nsweep_interval = 1\n"), "sweep_interval")
+        time.sleep(10.5)  # the pass armed with the old interval
+        fast = self.rate(port, 4.0, "sweep")
+        self.assertGreaterEqual(fast, 3, (slow, fast))  # one a second: four in 4 s
 
 
 class WorkerReload(QueueCase):
@@ -591,6 +611,34 @@ class WorkerReload(QueueCase):
         self.assertEqual(r.llen("queue:other"), 1)
         self.assertFalse(r.sismember("limits-reply", "c" * 24))
         self.assertIsNone(w.returncode)
+
+    def test_a_reloaded_dead_after_takes_effect(self):
+        text = open(harness.CONFIG).read()
+        self.assertIn("\ndead_after = 30\n", text)
+        conf = self.write_config(text)
+        r = self.redis()
+        # A worker on another host whose last heartbeat is 20 s old: alive while dead_after is 30.
+        ghost = self.ghost("other", ping_job("e" * 24, "other", "dead-after-reply"))
+        identity = ghost.split(":", 3)[3]
+
+        def beat_20_s_ago():
+            r.hset(identity, "beat", "%.3f" % (time.time() - 20))
+
+        beat_20_s_ago()
+        w = self.start_bin("outreach-worker", "-c", conf, "--queues", "default",
+                           env={"OUTREACH_ALERTS_TEMPLATE_DIR": str(harness.ROOT / "config" / "templates")})
+        w.wait_log(r"ready: identity")  # after its first sweep
+        self.assertEqual((r.llen(ghost), r.llen("queue:other")), (1, 0))
+        with open(conf, "w") as f:
+            f.write(text.replace("\ndead_after = 30\n", "\ndead_after = 15\n"))
+        mark = w.mark()
+        w.signal(signal.SIGHUP)
+        w.wait_log("configuration reloaded", since=mark)
+        self.assertNotIn("takes effect after a restart", w.log()[mark:])
+        # The heartbeat stays 20 s old: dead now, so a sweep (one per heartbeat) hands its job back.
+        self.wait_for("the job handed back", lambda: beat_20_s_ago() or r.llen("queue:other") == 1, timeout=15)
+        self.assertEqual(json.loads(r.lindex("queue:other", -1))["jid"], "e" * 24)
+        self.assertEqual(r.exists(ghost), 0)
 
 
 if __name__ == "__main__":

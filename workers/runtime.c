@@ -660,7 +660,7 @@ free_retired(struct worker *w)
 		}
 	}
 	w->nretired = kept;
-	log_debug("replaced configurations: %zu freed, %zu still held by running jobs", freed, kept);
+	log_debug("replaced configurations: %zu freed, %zu still held by job threads", freed, kept);
 }
 
 static long
@@ -912,6 +912,7 @@ runtime_run(struct cfg **cfgp, const char *cfg_path, const struct runtime_opts *
 		t->idx = i;
 		pthread_mutex_init(&t->mu, NULL);
 		snprintf(t->tid, sizeof(t->tid), "%x%02x", (unsigned)getpid(), i);
+		atomic_init(&t->cfg_seen, 0);
 		memcpy(t->fetch_sha, fetch_sha, sizeof(t->fetch_sha));
 	}
 	sweep(&w);

@@ -157,8 +157,10 @@ class Proc:
     def _read(self):
         fd = self.p.stdout.fileno()
         os.set_blocking(fd, False)
+        poller = select.poll()  # any fd number, unlike select.select
+        poller.register(fd, select.POLLIN)
         while not self._eof:
-            select.select([fd], [], [])
+            poller.poll()
             with self._lock:
                 self._drain()
         self.p.stdout.close()

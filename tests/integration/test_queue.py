@@ -276,7 +276,7 @@ class Queue(QueueCase):
         w = self.start_bin("outreach-worker", "-c", conf, "--queues", "default", "--concurrency", "2",
                            env={"OUTREACH_ALERTS_TEMPLATE_DIR": str(harness.ROOT / "config" / "templates")})
         w.wait_log(r"ready: identity")
-        held = r"replaced configurations: %d freed, %d still held by running jobs$"
+        held = r"replaced configurations: %d freed, %d still held by job threads$"
 
         def reload():
             mark = w.mark()
@@ -286,15 +286,16 @@ class Queue(QueueCase):
 
         # Idle threads pass the top of their loop at least once a second: freed at a heartbeat.
         w.wait_log(held % (1, 0), since=reload(), timeout=15)
-        # A job that runs 8 s holds the two configurations replaced while it runs, then frees them.
-        jid = self.ctl("enqueue", "PingJob", "--args", json.dumps(["epoch-reply", 8000])).stdout.strip()
+        # A job that runs 16 s holds the two configurations replaced while it runs (a heartbeat comes
+        # within 5 s of the reloads), then frees them.
+        jid = self.ctl("enqueue", "PingJob", "--args", json.dumps(["epoch-reply", 16000])).stdout.strip()
         r = self.redis()
         self.wait_for("the job to start", lambda: r.llen("queue:default") == 0)
         mark = reload()
         reload()
         w.wait_log(held % (0, 2), since=mark, timeout=15)
         self.assertNotRegex(w.log()[mark:], r"replaced configurations: [12] freed")
-        self.wait_for("the job to end", lambda: r.sismember("epoch-reply", jid), timeout=20)
+        self.wait_for("the job to end", lambda: r.sismember("epoch-reply", jid), timeout=30)
         w.wait_log(held % (2, 0), since=mark, timeout=15)
         self.assertIn("pong", self.ctl("ping", "--timeout", "10").stdout)
 

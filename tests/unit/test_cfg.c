@@ -402,6 +402,27 @@ check_port(const struct cfg *fresh, void *arg, char *err, size_t errlen)
 	return 0;
 }
 
+/* cfg_reload of a over path, with what it logged on stderr in logged (a temporary file for the call). */
+static struct cfg *
+reload_logged(const struct cfg *a, const char *path, const struct cfg **seen, char *err, size_t errlen,
+              char *logged, size_t loglen)
+{
+	FILE *f = tmpfile();
+	int saved = dup(STDERR_FILENO);
+
+	assert_non_null(f);
+	assert_true(saved >= 0);
+	assert_int_equal(dup2(fileno(f), STDERR_FILENO), STDERR_FILENO);
+	struct cfg *b = cfg_reload(a, path, check_port, seen, err, errlen);
+	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+	close(saved);
+	rewind(f);
+	size_t n = fread(logged, 1, loglen - 1, f);
+	logged[n] = '\0';
+	fclose(f);
+	return b;
+}
+
 static void
 reload_checks_then_swaps(void **state)
 {
@@ -412,17 +433,23 @@ reload_checks_then_swaps(void **state)
 	(void)state;
 	assert_non_null(a);
 	/* The check sees the reloaded configuration with the restart-only keys already kept. */
+	char logged[4096];
 	const char *path = write_file("t.conf", "[http]\nlisten = 127.0.0.1:2\n[smtp]\nport = 26\n");
-	struct cfg *b = cfg_reload(a, path, check_port, &seen, err, sizeof(err));
+	struct cfg *b = reload_logged(a, path, &seen, err, sizeof(err), logged, sizeof(logged));
 	assert_non_null(b);
 	assert_ptr_equal(seen, b);
 	assert_string_equal(b->http.listen, "127.0.0.1:1");
 	assert_int_equal(b->smtp.port, 26);
+	/* and it warns, once, naming the key kept */
+	assert_non_null(strstr(logged, "reload: http.listen changed; the new value takes effect after a restart\n"));
+	assert_null(strstr(strstr(logged, "takes effect") + 1, "takes effect"));
 	cfg_free(b);
-	/* Refused by the check: NULL with its reason, the running configuration untouched. */
-	path = write_file("t.conf", "[smtp]\nport = 27\n");
-	assert_null(cfg_reload(a, path, check_port, &seen, err, sizeof(err)));
+	/* Refused by the check: NULL with its reason, the running configuration untouched, and no
+	 * warning about a configuration that does not take effect at all. */
+	path = write_file("t.conf", "[http]\nlisten = 127.0.0.1:2\n[smtp]\nport = 27\n");
+	assert_null(reload_logged(a, path, &seen, err, sizeof(err), logged, sizeof(logged)));
 	assert_string_equal(err, "port 27 refused");
+	assert_string_equal(logged, "");
 	/* A file that does not parse: NULL with the file and line named, the check never called. */
 	seen = NULL;
 	path = write_file("t.conf", "[smtp]\nport = many\n");

@@ -613,6 +613,35 @@ class WorkerReload(QueueCase):
         self.assertFalse(r.sismember("limits-reply", "c" * 24))
         self.assertIsNone(w.returncode)
 
+    def test_a_reloaded_idle_poll_takes_effect(self):
+        """A worker serving two empty queues looks again every idle_poll_ms, each look a BLMOVE that
+        waits that long on the first queue: Redis counts them."""
+        text = open(harness.CONFIG).read()
+        self.assertIn("\nidle_poll_ms = 100\n", text)
+        conf = self.write_config(text.replace("\nidle_poll_ms = 100\n", "\nidle_poll_ms = 2000\n"))
+        r = self.redis()
+
+        def looks(secs=4.0):
+            first = r.info("commandstats").get("cmdstat_blmove", {}).get("calls", 0)
+            time.sleep(secs)
+            return r.info("commandstats")["cmdstat_blmove"]["calls"] - first
+
+        w = self.start_bin("outreach-worker", "-c", conf, "--queues", "default,other",
+                           env={"OUTREACH_ALERTS_TEMPLATE_DIR": str(harness.ROOT / "config" / "templates")})
+        w.wait_log(r"ready: identity")
+        self.wait_for("the first look", lambda: r.info("commandstats").get("cmdstat_blmove", {}).get("calls", 0) > 0)
+        slow = looks()
+        self.assertLessEqual(slow, 3, slow)  # one in 2 s
+        with open(conf, "w") as f:
+            f.write(text.replace("\nidle_poll_ms = 100\n", "\nidle_poll_ms = 50\n"))
+        mark = w.mark()
+        w.signal(signal.SIGHUP)
+        w.wait_log("configuration reloaded", since=mark)
+        self.assertNotIn("takes effect after a restart", w.log()[mark:])
+        time.sleep(2.1)  # the look begun with the old wait
+        fast = looks()
+        self.assertGreaterEqual(fast, 20, (slow, fast))  # one in 50 ms: 80 in 4 s, on a busy machine fewer
+
     def test_a_reloaded_dead_after_takes_effect(self):
         text = open(harness.CONFIG).read()
         self.assertIn("\ndead_after = 30\n", text)

@@ -49,6 +49,24 @@ class QueueCase(harness.Case):
         r.sadd("queues", queue)
         r.lpush("queue:" + queue, payload)
 
+    def worker_with(self, conf, *extra, queues="default"):
+        """A worker on the configuration file conf (with the shipped templates), once ready."""
+        w = self.start_bin("outreach-worker", "-c", conf, "--queues", queues, *extra,
+                           env={"OUTREACH_ALERTS_TEMPLATE_DIR": str(harness.ROOT / "config" / "templates")})
+        w.wait_log(r"ready: identity")
+        return w
+
+    def reload_with(self, proc, conf, text):
+        """Writes text into conf and reloads proc (a worker or outreachd); the log's mark before the
+        reload. Fails if the reload warns that a key takes effect only after a restart."""
+        with open(conf, "w") as f:
+            f.write(text)
+        mark = proc.mark()
+        proc.signal(signal.SIGHUP)
+        proc.wait_log("configuration reloaded", since=mark)
+        self.assertNotIn("takes effect after a restart", proc.log()[mark:])
+        return mark
+
     def dead_jobs(self):
         return [json.loads(j) for j in self.redis().zrange("dead", 0, -1)]
 
@@ -239,9 +257,7 @@ class Queue(QueueCase):
         for line in ("\nlevel = info\n", "\ntimeout = 30\n\n[http]\n"):
             self.assertIn(line, text)
         conf = self.write_config(text)
-        w = self.start_bin("outreach-worker", "-c", conf, "--queues", "default", "--concurrency", "4",
-                           env={"OUTREACH_ALERTS_TEMPLATE_DIR": str(harness.ROOT / "config" / "templates")})
-        w.wait_log(r"ready: identity")
+        w = self.worker_with(conf, "--concurrency", "4")
         r = self.redis()
         r.sadd("queues", "default")
         jids = []
@@ -249,12 +265,9 @@ class Queue(QueueCase):
             batch = ["%024x" % (0xab0000 + len(jids) + k) for k in range(40)]
             jids += batch
             r.lpush("queue:default", *(ping_job(jid, "default", "reload-reply") for jid in batch))
-            with open(conf, "w") as f:
-                f.write(text.replace("\nlevel = info\n", "\nlevel = %s\n" % ("debug" if i % 2 == 0 else "info"))
-                        .replace("\ntimeout = 30\n\n[http]\n", "\ntimeout = %d\n\n[http]\n" % (20 + i)))
-            mark = w.mark()
-            w.signal(signal.SIGHUP)
-            w.wait_log(r"configuration reloaded", since=mark)
+            level = "debug" if i % 2 == 0 else "info"
+            self.reload_with(w, conf, text.replace("\nlevel = info\n", "\nlevel = %s\n" % level)
+                             .replace("\ntimeout = 30\n\n[http]\n", "\ntimeout = %d\n\n[http]\n" % (20 + i)))
         self.wait_for("every job to run", lambda: r.scard("reload-reply") == len(jids), timeout=30)
         self.assertEqual(sorted(r.smembers("reload-reply")), sorted(jids))
         self.assertEqual((r.zcard("retry"), r.zcard("dead"), r.llen("queue:default")), (0, 0, 0))
@@ -272,17 +285,13 @@ class Queue(QueueCase):
         it (and those after it) until the job ends."""
         text = open(harness.CONFIG).read()
         self.assertIn("\nlevel = info\n", text)
-        conf = self.write_config(text.replace("\nlevel = info\n", "\nlevel = debug\n"))
-        w = self.start_bin("outreach-worker", "-c", conf, "--queues", "default", "--concurrency", "2",
-                           env={"OUTREACH_ALERTS_TEMPLATE_DIR": str(harness.ROOT / "config" / "templates")})
-        w.wait_log(r"ready: identity")
+        debug = text.replace("\nlevel = info\n", "\nlevel = debug\n")
+        conf = self.write_config(debug)
+        w = self.worker_with(conf, "--concurrency", "2")
         held = r"replaced configurations: %d freed, %d still held by job threads$"
 
         def reload():
-            mark = w.mark()
-            w.signal(signal.SIGHUP)
-            w.wait_log(r"configuration reloaded", since=mark)
-            return mark
+            return self.reload_with(w, conf, debug)
 
         # Idle threads pass the top of their loop at least once a second: freed at a heartbeat.
         w.wait_log(held % (1, 0), since=reload(), timeout=15)
@@ -537,14 +546,6 @@ class PollerReload(QueueCase):
         d.wait_log(r"outreachd \S+ ready")
         return d, port
 
-    def reload(self, d, conf, text, key):
-        with open(conf, "w") as f:
-            f.write(text)
-        mark = d.mark()
-        d.signal(signal.SIGHUP)
-        d.wait_log("configuration reloaded", since=mark)
-        self.assertNotIn("%s changed" % key, d.log()[mark:])  # no restart warning for it
-
     def test_a_reloaded_poll_interval_takes_effect(self):
         text = open(harness.CONFIG).read()
         self.assertIn("\npoll_interval_ms = 500\n", text)
@@ -553,8 +554,7 @@ class PollerReload(QueueCase):
         self.wait_for("the first poll passes", lambda: self.passes(port) >= 2)
         slow = self.rate(port)
         self.assertLessEqual(slow, 4)  # one a second: three in 3 s, four at a boundary
-        self.reload(d, conf, text.replace("\npoll_interval_ms = 500\n", "\npoll_interval_ms = 50\n"),
-                    "poll_interval_ms")
+        self.reload_with(d, conf, text.replace("\npoll_interval_ms = 500\n", "\npoll_interval_ms = 50\n"))
         time.sleep(1.1)  # the pass armed with the old interval
         fast = self.rate(port)
         self.assertGreaterEqual(fast, 15, (slow, fast))  # one in 50 ms: 60 in 3 s, on a busy machine fewer
@@ -566,7 +566,7 @@ class PollerReload(QueueCase):
         d, port = self.start(conf)
         slow = self.rate(port, 4.0, "sweep")
         self.assertLessEqual(slow, 1)  # one in 10 s
-        self.reload(d, conf, text.replace("\nsweep_interval = 10\n", "\nsweep_interval = 1\n"), "sweep_interval")
+        self.reload_with(d, conf, text.replace("\nsweep_interval = 10\n", "\nsweep_interval = 1\n"))
         time.sleep(10.5)  # the pass armed with the old interval
         fast = self.rate(port, 4.0, "sweep")
         self.assertGreaterEqual(fast, 3, (slow, fast))  # one a second: four in 4 s
@@ -586,20 +586,13 @@ class WorkerReload(QueueCase):
         # Before the reload: a job of about 6 KB runs, and a job handed back once already by a dead
         # worker is handed back again (onto "other", which no worker here serves).
         self.ghost("other", ping_job("a" * 24, "other", "limits-reply", outreach_recovered=1))
-        w = self.start_bin("outreach-worker", "-c", conf, "--queues", "default",
-                           env={"OUTREACH_ALERTS_TEMPLATE_DIR": str(harness.ROOT / "config" / "templates")})
-        w.wait_log(r"ready: identity")
+        w = self.worker_with(conf)
         self.wait_for("the dead worker's job handed back", lambda: r.llen("queue:other") == 1)
         big = ping_job("b" * 24, "default", "limits-reply", pad="x" * 6000)
         r.lpush("queue:default", big)
         self.wait_for("the 6 KB job to run", lambda: r.sismember("limits-reply", "b" * 24))
-        with open(conf, "w") as f:
-            f.write(text.replace("\nmax_job_size = 1048576\n", "\nmax_job_size = 4096\n")
-                    .replace("\nmax_recoveries = 3\n", "\nmax_recoveries = 1\n"))
-        mark = w.mark()
-        w.signal(signal.SIGHUP)
-        w.wait_log("configuration reloaded", since=mark)
-        self.assertNotIn("takes effect after a restart", w.log()[mark:])
+        self.reload_with(w, conf, text.replace("\nmax_job_size = 1048576\n", "\nmax_job_size = 4096\n")
+                         .replace("\nmax_recoveries = 3\n", "\nmax_recoveries = 1\n"))
         # After it: the same size is too large, and a job handed back once goes to dead.
         r.lpush("queue:default", big.replace("b" * 24, "c" * 24))
         self.ghost("other", ping_job("d" * 24, "other", "limits-reply", outreach_recovered=1))
@@ -626,18 +619,11 @@ class WorkerReload(QueueCase):
             time.sleep(secs)
             return r.info("commandstats")["cmdstat_blmove"]["calls"] - first
 
-        w = self.start_bin("outreach-worker", "-c", conf, "--queues", "default,other",
-                           env={"OUTREACH_ALERTS_TEMPLATE_DIR": str(harness.ROOT / "config" / "templates")})
-        w.wait_log(r"ready: identity")
+        w = self.worker_with(conf, queues="default,other")
         self.wait_for("the first look", lambda: r.info("commandstats").get("cmdstat_blmove", {}).get("calls", 0) > 0)
         slow = looks()
         self.assertLessEqual(slow, 3, slow)  # one in 2 s
-        with open(conf, "w") as f:
-            f.write(text.replace("\nidle_poll_ms = 100\n", "\nidle_poll_ms = 50\n"))
-        mark = w.mark()
-        w.signal(signal.SIGHUP)
-        w.wait_log("configuration reloaded", since=mark)
-        self.assertNotIn("takes effect after a restart", w.log()[mark:])
+        self.reload_with(w, conf, text.replace("\nidle_poll_ms = 100\n", "\nidle_poll_ms = 50\n"))
         time.sleep(2.1)  # the look begun with the old wait
         fast = looks()
         self.assertGreaterEqual(fast, 20, (slow, fast))  # one in 50 ms: 80 in 4 s, on a busy machine fewer
@@ -655,16 +641,9 @@ class WorkerReload(QueueCase):
             r.hset(identity, "beat", "%.3f" % (time.time() - 20))
 
         beat_20_s_ago()
-        w = self.start_bin("outreach-worker", "-c", conf, "--queues", "default",
-                           env={"OUTREACH_ALERTS_TEMPLATE_DIR": str(harness.ROOT / "config" / "templates")})
-        w.wait_log(r"ready: identity")  # after its first sweep
+        w = self.worker_with(conf)  # after its first sweep
         self.assertEqual((r.llen(ghost), r.llen("queue:other")), (1, 0))
-        with open(conf, "w") as f:
-            f.write(text.replace("\ndead_after = 30\n", "\ndead_after = 15\n"))
-        mark = w.mark()
-        w.signal(signal.SIGHUP)
-        w.wait_log("configuration reloaded", since=mark)
-        self.assertNotIn("takes effect after a restart", w.log()[mark:])
+        self.reload_with(w, conf, text.replace("\ndead_after = 30\n", "\ndead_after = 15\n"))
         # The heartbeat stays 20 s old: dead now, so a sweep (one per heartbeat) hands its job back.
         self.wait_for("the job handed back", lambda: beat_20_s_ago() or r.llen("queue:other") == 1, timeout=15)
         self.assertEqual(json.loads(r.lindex("queue:other", -1))["jid"], "e" * 24)

@@ -57,7 +57,7 @@ TOOL_BINS   := $(patsubst tests/tools/%.c,$(BIN)/tests/%,$(TOOL_SRC))
 
 PROGRAMS := $(BIN)/outreachd $(BIN)/outreach-worker $(BIN)/outreachctl
 
-.PHONY: all link-bin clean install format deps stack-start stack-stop run test unit-tests bench check-format
+.PHONY: all link-bin clean install format deps stack-start stack-stop run test unit-tests bench
 all: $(PROGRAMS) link-bin
 
 # bin/ always points at the last build (release or sanitizer) so scripts find one place.

@@ -133,6 +133,8 @@ class Proc:
         self._failure = failure
         self._reported = False  # a sanitizer report already failed a test
         self._out = bytearray()  # what the process wrote so far, read under _lock
+        self._text = ""  # _out[:_decoded] decoded: complete lines, kept so that each is decoded once
+        self._decoded = 0
         self._eof = False
         self._lock = threading.Lock()
         # A process group of its own, so that kill() also ends what the process started.
@@ -181,8 +183,11 @@ class Proc:
         """Everything the process wrote so far: its complete lines (all of it once it has ended)."""
         with self._lock:
             self._drain()
-            end = len(self._out) if self._eof else self._out.rfind(b"\n") + 1
-            return self._out[:end].decode("utf-8", "replace")
+            end = len(self._out) if self._eof else self._out.rfind(b"\n", self._decoded) + 1
+            if end > self._decoded:
+                self._text += self._out[self._decoded:end].decode("utf-8", "replace")
+                self._decoded = end
+            return self._text
 
     def mark(self):
         """The current length of the log, for wait_log(..., since=mark)."""
@@ -212,6 +217,27 @@ class Proc:
     def signal(self, sig):
         if self.p.poll() is None:
             self.p.send_signal(sig)
+
+    def reload(self, failure=None, restart=None, timeout=20):
+        """SIGHUP, then waits for the outcome the process logs, and returns the log's mark from before
+        the signal. Without failure, the reload must succeed; with it, it must be refused with a
+        message matching that pattern. A warning that a key takes effect only after a restart fails
+        the test, unless restart is a pattern matching the key(s) it names."""
+        mark = self.mark()
+        self.signal(signal.SIGHUP)
+        if failure is None:
+            self.wait_log(r"configuration reloaded", timeout, since=mark)
+        else:
+            self.wait_log(r"reload failed, keeping the running configuration: .*" + failure, timeout, since=mark)
+        warned = re.findall(r"reload: (.*) changed; the new value takes effect after a restart", self.log()[mark:])
+        if restart is not None:
+            if not any(re.search(restart, w) for w in warned):
+                raise self._failure("%s did not warn that /%s/ takes effect after a restart; its log since the "
+                                    "reload:\n%s" % (self.name, restart, self.log()[mark:]))
+        elif warned:
+            raise self._failure("%s: reload warned that %s takes effect only after a restart"
+                                % (self.name, ", ".join(warned)))
+        return mark
 
     def wait(self, timeout=20):
         """Waits for the process to exit and returns its returncode (-N: killed by signal N); fails
@@ -302,6 +328,14 @@ class _hybrid:
         return functools.partial(self.fn, owner if obj is None else obj)
 
 
+def _remove_files(paths):
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
 def _register(target, fn, *args):
     """Runs fn(*args) after the test, or after the class when target is the class."""
     if isinstance(target, type):
@@ -333,7 +367,8 @@ class Case(unittest.TestCase):
         cls.env["OUTREACH_HTTP_LISTEN"] = "127.0.0.1:%d" % free_port()
         cls.env["OUTREACH_CONFIG"] = str(CONFIG)
         cls.env["BIN"] = str(BIN)
-        cls._tmpfiles = []
+        cls._tmpfiles = []  # files a test wrote for the class; removed after it
+        cls.addClassCleanup(_remove_files, cls._tmpfiles)
         cls.redis().flushall()
         cls.clear_maildir()
 

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -477,16 +476,12 @@ class Public(harness.Case):
         self.assertEqual(self.request("GET", "/o/" + old, port=d.public)[0], 200)
         new_key = b"k" * 40
         write_key(key_file, new_key)
-        mark = d.mark()
-        d.signal(signal.SIGHUP)
-        d.wait_log("configuration reloaded", since=mark)
+        d.reload()
         self.assertEqual(self.request("GET", "/o/" + old, port=d.public)[0], 404)
         self.assertEqual(self.request("GET", "/o/" + make_token(new_key, "o", 2), port=d.public)[0], 200)
         # a key file that became unreadable keeps the running key
         write_key(key_file, b"short")
-        mark = d.mark()
-        d.signal(signal.SIGHUP)
-        d.wait_log("reload failed, keeping the running configuration: .*campaigns.token_key_file", since=mark)
+        d.reload(failure="campaigns.token_key_file")
         self.assertEqual(self.request("GET", "/o/" + make_token(new_key, "o", 3), port=d.public)[0], 200)
 
 
@@ -507,17 +502,12 @@ class Public(harness.Case):
             self.assertEqual((status, headers["Location"]), (302, "https://example.org/a"))
         write_key(prev_file, key1)
         write_key(key_file, key2)
-        mark = d.mark()
-        d.signal(signal.SIGHUP)
-        d.wait_log("configuration reloaded", since=mark)
+        d.reload()
         for key, status in ((key2, 200), (key1, 200), (key0, 404)):
             self.assertEqual(self.request("POST", "/u/" + make_token(key, "u", 2), port=d.public)[0], status, key)
         # a previous key file that is refused (too short) keeps the running keys
         write_key(prev_file, b"short")
-        mark = d.mark()
-        d.signal(signal.SIGHUP)
-        d.wait_log("reload failed, keeping the running configuration: .*campaigns.previous_token_key_file",
-                   since=mark)
+        d.reload(failure="campaigns.previous_token_key_file")
         self.assertEqual(self.request("POST", "/u/" + make_token(key1, "u", 3), port=d.public)[0], 200)
 
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/cfg.h"
+#include "capture.h"
 
 static char tmpdir[] = "/tmp/outreach-cfg-XXXXXX";
 
@@ -402,25 +403,32 @@ check_port(const struct cfg *fresh, void *arg, char *err, size_t errlen)
 	return 0;
 }
 
-/* cfg_reload of a over path, with what it logged on stderr in logged (a temporary file for the call). */
+struct reload_call {
+	const struct cfg *running;
+	const char *path;
+	const struct cfg **seen;
+	char *err;
+	size_t errlen;
+	struct cfg *result;
+};
+
+static void
+call_reload(void *arg)
+{
+	struct reload_call *c = arg;
+
+	c->result = cfg_reload(c->running, c->path, check_port, c->seen, c->err, c->errlen);
+}
+
+/* cfg_reload of a over path, with what it logged on stderr in logged. */
 static struct cfg *
 reload_logged(const struct cfg *a, const char *path, const struct cfg **seen, char *err, size_t errlen,
               char *logged, size_t loglen)
 {
-	FILE *f = tmpfile();
-	int saved = dup(STDERR_FILENO);
+	struct reload_call c = {a, path, seen, err, errlen, NULL};
 
-	assert_non_null(f);
-	assert_true(saved >= 0);
-	assert_int_equal(dup2(fileno(f), STDERR_FILENO), STDERR_FILENO);
-	struct cfg *b = cfg_reload(a, path, check_port, seen, err, errlen);
-	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
-	close(saved);
-	rewind(f);
-	size_t n = fread(logged, 1, loglen - 1, f);
-	logged[n] = '\0';
-	fclose(f);
-	return b;
+	capture_stderr(call_reload, &c, logged, loglen);
+	return c.result;
 }
 
 static void

@@ -13,26 +13,21 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "capture.h"
 
-/* What one log record wrote on stderr (a temporary file for the call). */
+static void
+write_warning(void *msg)
+{
+	log_write(LOG_LVL_WARNING, 0, "%s", (const char *)msg);
+}
+
+/* What one log record wrote on stderr. */
 static char *
 record(const char *msg)
 {
 	static char out[16384];
-	FILE *f = tmpfile();
-	int saved = dup(STDERR_FILENO);
 
-	assert_non_null(f);
-	assert_true(saved >= 0);
-	assert_int_equal(dup2(fileno(f), STDERR_FILENO), STDERR_FILENO);
-	log_write(LOG_LVL_WARNING, 0, "%s", msg);
-	assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
-	close(saved);
-	rewind(f);
-	size_t n = fread(out, 1, sizeof(out) - 1, f);
-	out[n] = '\0';
-	fclose(f);
-	assert_int_equal(strlen(out), n); /* no NUL */
+	capture_stderr(write_warning, (void *)msg, out, sizeof(out));
 	return out;
 }
 

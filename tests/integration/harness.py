@@ -222,18 +222,20 @@ class Proc:
         """SIGHUP, then waits for the outcome the process logs, and returns the log's mark from before
         the signal. Without failure, the reload must succeed; with it, it must be refused with a
         message matching that pattern. A warning that a key takes effect only after a restart fails
-        the test, unless restart is a pattern matching the key(s) it names."""
+        the test, unless restart is a pattern matching the whole list of keys it names."""
         mark = self.mark()
         self.signal(signal.SIGHUP)
         if failure is None:
             self.wait_log(r"configuration reloaded", timeout, since=mark)
         else:
-            self.wait_log(r"reload failed, keeping the running configuration: .*" + failure, timeout, since=mark)
-        warned = re.findall(r"reload: (.*) changed; the new value takes effect after a restart", self.log()[mark:])
+            self.wait_log(r"reload failed, keeping the running configuration: .*(?:%s)" % failure, timeout, since=mark)
+        # Logged before the outcome, by the same thread.
+        warned = re.findall(r"warning: reload: (.*) changed; the new value takes effect after a restart",
+                            self.log()[mark:])
         if restart is not None:
-            if not any(re.search(restart, w) for w in warned):
-                raise self._failure("%s did not warn that /%s/ takes effect after a restart; its log since the "
-                                    "reload:\n%s" % (self.name, restart, self.log()[mark:]))
+            if not warned or not all(re.fullmatch(restart, w) for w in warned):
+                raise self._failure("%s did not warn that exactly /%s/ takes effect after a restart; its log since "
+                                    "the reload:\n%s" % (self.name, restart, self.log()[mark:]))
         elif warned:
             raise self._failure("%s: reload warned that %s takes effect only after a restart"
                                 % (self.name, ", ".join(warned)))
@@ -367,7 +369,7 @@ class Case(unittest.TestCase):
         cls.env["OUTREACH_HTTP_LISTEN"] = "127.0.0.1:%d" % free_port()
         cls.env["OUTREACH_CONFIG"] = str(CONFIG)
         cls.env["BIN"] = str(BIN)
-        cls._tmpfiles = []  # files a test wrote for the class; removed after it
+        cls._tmpfiles = []  # files written by the class's tests (nppes_file); removed when the class ends
         cls.addClassCleanup(_remove_files, cls._tmpfiles)
         cls.redis().flushall()
         cls.clear_maildir()

@@ -330,14 +330,6 @@ class _hybrid:
         return functools.partial(self.fn, owner if obj is None else obj)
 
 
-def _remove_files(paths):
-    for path in paths:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-
-
 def _register(target, fn, *args):
     """Runs fn(*args) after the test, or after the class when target is the class."""
     if isinstance(target, type):
@@ -369,8 +361,6 @@ class Case(unittest.TestCase):
         cls.env["OUTREACH_HTTP_LISTEN"] = "127.0.0.1:%d" % free_port()
         cls.env["OUTREACH_CONFIG"] = str(CONFIG)
         cls.env["BIN"] = str(BIN)
-        cls._tmpfiles = []  # files written by the class's tests (nppes_file); removed when the class ends
-        cls.addClassCleanup(_remove_files, cls._tmpfiles)
         cls.redis().flushall()
         cls.clear_maildir()
 
@@ -524,13 +514,26 @@ class Case(unittest.TestCase):
 
     # --- files ------------------------------------------------------------------------------------
     @_hybrid
-    def write_config(self, text):
-        """The path of a new temporary file holding `text`, removed after the test (or class)."""
-        fd, path = tempfile.mkstemp(prefix="outreach-test-", suffix=".conf")
-        with os.fdopen(fd, "w") as f:
+    def write_file(self, text, prefix="outreach-test-", suffix=""):
+        """The path of a new temporary file holding `text` (written as it is, line ends included),
+        removed after the test (or class)."""
+        fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix)
+        with os.fdopen(fd, "w", newline="") as f:
             f.write(text)
         _register(self, _unlink, path)
         return path
+
+    @_hybrid
+    def write_config(self, text):
+        """A new temporary configuration file holding `text`, removed after the test (or class)."""
+        return self.write_file(text, suffix=".conf")
+
+    def worker_with(self, conf, *extra, queues="default"):
+        """A worker on the configuration file conf (with the shipped templates), once ready."""
+        w = self.start_bin("outreach-worker", "-c", conf, "--queues", queues, *extra,
+                           env={"OUTREACH_ALERTS_TEMPLATE_DIR": str(ROOT / "config" / "templates")})
+        w.wait_log(r"ready: identity")
+        return w
 
     def templates_copy(self):
         """A new folder holding a copy of the shipped email templates (config/templates), to edit for

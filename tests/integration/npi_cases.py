@@ -8,8 +8,6 @@ Each mixin comes before harness.Case among the bases and uses only what harness.
 """
 import csv
 import json
-import os
-import tempfile
 
 import harness
 import npi_replay
@@ -79,13 +77,8 @@ class NppesFiles:
     def nppes_file(self, rows, header=None):
         """Writes rows (dicts by header name) as CMS does: every value quoted, CRLF; returns the path."""
         header = header or self.HEADER
-        fd, path = tempfile.mkstemp(suffix=".csv", prefix="npidata_")
-        type(self)._tmpfiles.append(path)
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(",".join('"%s"' % h for h in header) + "\r\n")
-            for r in rows:
-                f.write(",".join('"%s"' % r.get(h, "") for h in header) + "\r\n")
-        return path
+        lines = [",".join('"%s"' % h for h in header)] + [",".join('"%s"' % r.get(h, "") for h in header) for r in rows]
+        return self.write_file("".join(line + "\r\n" for line in lines), prefix="npidata_", suffix=".csv")
 
     @staticmethod
     def provider(npi, last, city="DULUTH", updated="12/04/2012", etype="1", **extra):

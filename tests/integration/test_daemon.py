@@ -105,9 +105,7 @@ class Daemon(harness.Case):
         the other two."""
         conf = self.write_config(open(harness.CONFIG).read())
         d = self.daemon(config=conf)
-        w = self.start_bin("outreach-worker", "-c", conf, "--queues", "default",
-                           env={"OUTREACH_ALERTS_TEMPLATE_DIR": str(harness.ROOT / "config" / "templates")})
-        w.wait_log(r"ready: identity")
+        w = self.worker_with(conf)
         text = open(conf).read()
         for old in ("\nshutdown_timeout = 25\n", "\nlevel = info\n", "\nstatement_timeout = 30000\n"):
             self.assertIn(old, text)

@@ -49,13 +49,6 @@ class QueueCase(harness.Case):
         r.sadd("queues", queue)
         r.lpush("queue:" + queue, payload)
 
-    def worker_with(self, conf, *extra, queues="default"):
-        """A worker on the configuration file conf (with the shipped templates), once ready."""
-        w = self.start_bin("outreach-worker", "-c", conf, "--queues", queues, *extra,
-                           env={"OUTREACH_ALERTS_TEMPLATE_DIR": str(harness.ROOT / "config" / "templates")})
-        w.wait_log(r"ready: identity")
-        return w
-
     def reload_with(self, proc, conf, text):
         """Writes text into conf and reloads proc (a worker or outreachd); the log's mark before the
         reload. Fails if the reload warns that a key takes effect only after a restart."""
@@ -610,13 +603,16 @@ class WorkerReload(QueueCase):
         conf = self.write_config(text.replace("\nidle_poll_ms = 100\n", "\nidle_poll_ms = 2000\n"))
         r = self.redis()
 
+        def blmoves():
+            return r.info("commandstats").get("cmdstat_blmove", {}).get("calls", 0)
+
         def looks(secs=4.0):
-            first = r.info("commandstats").get("cmdstat_blmove", {}).get("calls", 0)
+            first = blmoves()
             time.sleep(secs)
-            return r.info("commandstats")["cmdstat_blmove"]["calls"] - first
+            return blmoves() - first
 
         w = self.worker_with(conf, queues="default,other")
-        self.wait_for("the first look", lambda: r.info("commandstats").get("cmdstat_blmove", {}).get("calls", 0) > 0)
+        self.wait_for("the first look", lambda: blmoves() > 0)
         slow = looks()
         self.assertLessEqual(slow, 3, slow)  # one in 2 s
         self.reload_with(w, conf, text.replace("\nidle_poll_ms = 100\n", "\nidle_poll_ms = 50\n"))
